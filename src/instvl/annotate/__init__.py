@@ -1,0 +1,1 @@
+"""Annotation engines: ingest, open-vocabulary detection, video tracking and VLM captioning."""

@@ -1,0 +1,120 @@
+"""The `instvl` command line: subcommand groups mirror the package folders; each command is `main(cfg)`.
+
+Configuration comes from `--config NAME|PATH` and `--set a.b=c`; positional arguments and the few
+listed options are shorthands for config fields. Commands are imported lazily so `instvl --help` is fast.
+
+    instvl datasets synth out/synth --num-samples 8
+    instvl datasets validate out/synth
+    instvl train --config train/tiny --set data.root=out/synth
+"""
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from instvl.config import ConfigError, load_config, to_yaml
+from instvl.log import setup_logging
+
+
+@dataclass(frozen=True)
+class Command:
+    """One CLI command: where its config class and `main` live, and which arguments map to fields."""
+
+    group: str | None
+    name: str
+    module: str
+    config_class: str
+    default_preset: str | None
+    help: str
+    positionals: tuple[str, ...] = ()
+    options: dict[str, str] = field(default_factory=dict)
+
+
+COMMANDS = (
+    Command("datasets", "synth", "instvl.datasets.synth", "SynthConfig", "datasets/synth-tiny",
+            "generate InstVL-Synth shards (or raw MP4/JPEG media with media.format)", ("output",),
+            {"--num-samples": "num_samples", "--seed": "seed", "--format": "format"}),
+    Command("datasets", "validate", "instvl.datasets.validate", "ValidateConfig", None,
+            "check schema, version, checksums and invariants of a dataset root", ("root",)),
+    Command("datasets", "inspect", "instvl.datasets.inspect", "InspectConfig", None,
+            "print dataset statistics and write an HTML report", ("root",), {"--html": "html"}),
+    Command("datasets", "render", "instvl.datasets.render", "RenderConfig", None,
+            "render one sample's trajectories, ids and captions to a GIF/MP4", ("root", "sample_id"),
+            {"--output": "output"}),
+    Command("annotate", "run", "instvl.annotate.run", "AnnotateConfig", "annotate/tiny",
+            "detect, track and caption a folder/glob/URL of media into InstVL shards", ("input", "output")),
+    Command("qa", "serve", "instvl.qa.server", "ServeConfig", "qa/local",
+            "start a local Label Studio server"),
+    Command("qa", "push", "instvl.qa.push", "PushConfig", "qa/local",
+            "send routed samples to Label Studio for review", ("root",)),
+    Command("qa", "pull", "instvl.qa.pull", "PullConfig", "qa/local",
+            "merge reviewed Label Studio tasks into a new dataset version", ("root", "output")),
+    Command("qa", "report", "instvl.qa.report", "ReportConfig", None,
+            "acceptance/correction statistics of a reviewed dataset", ("root",)),
+    Command(None, "build", "instvl.flows.build_corpus", "BuildConfig", "annotate/tiny",
+            "run the resumable corpus-build flow (Prefect)", ("input", "output")),
+    Command(None, "demo", "instvl.flows.demo", "DemoConfig", "flows/demo",
+            "offline CPU demo: synth media, build, validate, inspect, train, eval", ("output",)),
+    Command(None, "train", "instvl.train.run", "TrainConfig", "train/tiny", "InstAP pre-training"),
+    Command(None, "eval", "instvl.train.evaluate", "EvalConfig", "train/tiny",
+            "retrieval and grounding evaluation of a checkpoint"),
+)
+
+
+def _add_command(sub: argparse._SubParsersAction, cmd: Command) -> None:
+    parser = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+    for name in cmd.positionals:
+        parser.add_argument(name, help=f"sets config field {name!r}")
+    for flag, target in cmd.options.items():
+        parser.add_argument(flag, dest=f"opt_{target}", metavar=target.upper(), help=f"sets {target!r}")
+    parser.add_argument("--config", default=cmd.default_preset, help="preset name or YAML path")
+    parser.add_argument("--set", action="append", default=[], metavar="A.B=C", help="override a field")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.set_defaults(command=cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argparse tree."""
+    parser = argparse.ArgumentParser(prog="instvl", description=__doc__.split("\n")[0])
+    top = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for cmd in COMMANDS:
+        if cmd.group is None:
+            _add_command(top, cmd)
+            continue
+        if cmd.group not in groups:
+            group_parser = top.add_parser(cmd.group, help=f"{cmd.group} commands")
+            groups[cmd.group] = group_parser.add_subparsers(dest="cmd", required=True, metavar="CMD")
+        _add_command(groups[cmd.group], cmd)
+    return parser
+
+
+def _overrides(cmd: Command, args: argparse.Namespace) -> list[str]:
+    pairs = [(name, getattr(args, name)) for name in cmd.positionals]
+    pairs += [(target, getattr(args, f"opt_{target}")) for target in cmd.options.values()]
+    # YAML-quote positional strings so a path like "1" or "yes" stays a string.
+    quoted = [f"{k}={v}" if k in cmd.options.values() else f"{k}='{v}'" for k, v in pairs if v is not None]
+    return quoted + list(args.set)
+
+
+def run_command(cmd: Command, preset: str | None, overrides: Sequence[str], print_config: bool) -> int:
+    """Resolve the command's config and call its `main`."""
+    module = importlib.import_module(cmd.module)
+    cfg = load_config(getattr(module, cmd.config_class), preset, list(overrides))
+    if print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    return int(module.main(cfg) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `instvl` console script."""
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    try:
+        return run_command(args.command, args.config, _overrides(args.command, args), args.print_config)
+    except ConfigError as err:
+        print(f"instvl: config error: {err}", file=sys.stderr)
+        return 2

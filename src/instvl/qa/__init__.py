@@ -1,0 +1,1 @@
+"""Quality control: review routing, the Label Studio round trip and QC reports."""

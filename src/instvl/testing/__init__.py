@@ -1,0 +1,1 @@
+"""Test doubles and sample-data helpers that ship with the package."""

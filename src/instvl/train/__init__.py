@@ -1,0 +1,1 @@
+"""InstAP pre-training and evaluation on InstVL shards."""
