@@ -1,0 +1,180 @@
+"""Probe one media file: what it is (video or image), its size, timing and codec, or why it is unusable.
+
+Media are passed around as `Media`: a local path (str) or the file's bytes (for fsspec URLs). Every
+problem becomes a `MediaError(uri, reason)` whose reason says what is wrong ("zero-length file",
+"not a video: ...", "truncated: ..."), never a decoder traceback.
+"""
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+
+from instvl.datasets.sniff import check_mp4_boxes, describe_head, sniff_format
+
+Media = str | bytes
+"""A local file path, or the encoded bytes of a file that does not live on local disk."""
+
+IMAGE_FORMATS = ("jpeg", "png", "webp", "bmp", "gif", "tiff")
+
+
+class MediaError(Exception):
+    """A media file that cannot be used; `reason` is short and human readable, `stage` says where."""
+
+    def __init__(self, uri: str, reason: str, stage: str = "probe"):
+        super().__init__(f"{uri}: {reason}")
+        self.uri, self.reason, self.stage = uri, reason, stage
+
+
+@dataclass(frozen=True, slots=True)
+class MediaInfo:
+    """What probing found. For images fps/duration are None and num_frames is 1."""
+
+    media_type: str
+    width: int
+    height: int
+    num_frames: int
+    codec: str
+    container: str
+    fps: float | None = None
+    duration_s: float | None = None
+
+
+def fetch_media(uri: str) -> Media:
+    """A local path for local files (`file://` stripped), else the bytes fetched through fsspec."""
+    if "://" not in uri or uri.startswith("file://"):
+        path = uri.removeprefix("file://")
+        if not os.path.isfile(path):
+            raise MediaError(uri, "missing file: no such file or directory", stage="list")
+        return path
+    import fsspec
+
+    try:
+        with fsspec.open(uri, "rb") as f:
+            return f.read()
+    except FileNotFoundError as err:
+        raise MediaError(uri, "missing file: no such file or directory", stage="list") from err
+
+
+def media_size(media: Media) -> int:
+    return os.path.getsize(media) if isinstance(media, str) else len(media)
+
+
+def read_head(media: Media, num_bytes: int = 64) -> bytes:
+    if isinstance(media, bytes):
+        return media[:num_bytes]
+    with open(media, "rb") as f:
+        return f.read(num_bytes)
+
+
+def sha256_of(media: Media) -> str:
+    """Hex sha256 of the file's bytes (streamed for paths)."""
+    if isinstance(media, bytes):
+        return hashlib.sha256(media).hexdigest()
+    digest = hashlib.sha256()
+    with open(media, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def as_file(media: Media) -> str | io.BytesIO:
+    """What PyAV and Pillow open: the path, or a fresh BytesIO over the bytes."""
+    return media if isinstance(media, str) else io.BytesIO(media)
+
+
+def probe(media: Media, uri: str, media_type: str) -> MediaInfo:
+    """Probe a file expected to be `media_type` ('video' or 'image'); raises MediaError."""
+    size = media_size(media)
+    if size == 0:
+        raise MediaError(uri, "zero-length file")
+    head = read_head(media)
+    found = sniff_format(head)
+    if media_type == "video":
+        if found in IMAGE_FORMATS:
+            raise MediaError(uri, f"not a video: the file holds a {found.upper()} image")
+        if found == "mp4":
+            problem = check_mp4_boxes(media, size)
+            if problem:
+                raise MediaError(uri, f"truncated: {problem}")
+        return probe_video(media, uri, head)
+    if found is not None and found not in IMAGE_FORMATS:
+        raise MediaError(uri, f"not an image: the file holds {found} video data")
+    return probe_image(media, uri)
+
+
+def probe_video(media: Media, uri: str, head: bytes = b"") -> MediaInfo:
+    """Container and stream facts through PyAV (header first, demux-only fallbacks; see A7)."""
+    import av
+
+    try:
+        with av.open(as_file(media), metadata_errors="replace") as container:
+            return _video_info(container, uri)
+    except MediaError:
+        raise
+    except (av.FFmpegError, UnicodeDecodeError, OSError, ValueError) as err:
+        known = sniff_format(head) if head else None
+        if known is None:
+            raise MediaError(uri, f"not a video: unrecognised data ({describe_head(head)}): {err}") from err
+        raise MediaError(uri, f"corrupt {known} file: {err}") from err
+
+
+def _video_info(container, uri: str) -> MediaInfo:
+    if container.format.name.endswith("_pipe") or container.format.name in ("gif", "image2"):
+        raise MediaError(uri, f"not a video: the file holds a {container.format.name} image")
+    if not container.streams.video:
+        raise MediaError(uri, "not a video: no video stream (audio only or empty container)")
+    stream = container.streams.video[0]
+    ctx = stream.codec_context
+    if not ctx.width or not ctx.height:
+        raise MediaError(uri, "not a video: the video stream has no frame size")
+    # raw streams have no container timing and average_rate falls back to 25; guessed_rate is right
+    rate = stream.guessed_rate if container.duration is None else (stream.average_rate or stream.guessed_rate)
+    fps = float(rate) if rate else None
+    num_frames, duration = stream.frames, None
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / 1_000_000
+    if not num_frames or duration is None:
+        num_frames, duration = _demux_count(container, stream, num_frames, duration)
+    if not fps and duration:
+        fps = num_frames / duration
+    if not fps or num_frames <= 0:
+        raise MediaError(uri, "not a video: no frames found in the video stream")
+    duration = duration if duration else num_frames / fps
+    codec = ctx.codec.canonical_name if ctx.codec else ctx.name
+    return MediaInfo("video", ctx.width, ctx.height, int(num_frames), codec, container.format.name,
+                     fps=fps, duration_s=duration)
+
+
+def _demux_count(container, stream, num_frames: int, duration: float | None) -> tuple[int, float | None]:
+    """Count packets and their pts span without decoding (for containers whose header has no counts)."""
+    count, first, last = 0, None, None
+    for packet in container.demux(stream):
+        if packet.size == 0:
+            continue
+        count += 1
+        if packet.pts is not None:
+            first = packet.pts if first is None else min(first, packet.pts)
+            last = packet.pts if last is None else max(last, packet.pts)
+    if duration is None and first is not None and stream.time_base is not None and count > 1:
+        duration = float((last - first) * stream.time_base) * count / (count - 1)
+    return (num_frames or count), duration
+
+
+def probe_image(media: Media, uri: str) -> MediaInfo:
+    """Decode the image fully (so truncation shows) and report its size and format."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(as_file(media)) as img:
+            img.load()
+            return MediaInfo("image", img.width, img.height, 1, (img.format or "unknown").lower(),
+                             (img.format or "unknown").lower())
+    except UnidentifiedImageError as err:
+        raise MediaError(uri, f"not an image: unrecognised data ({describe_head(read_head(media))})") from err
+    except OSError as err:
+        if "truncated" in str(err):
+            raise MediaError(uri, f"truncated: {err}") from err
+        raise MediaError(uri, f"corrupt image: {err}") from err
