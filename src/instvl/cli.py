@@ -34,7 +34,7 @@ class Command:
 
 COMMANDS = (
     Command("datasets", "synth", "instvl.datasets.synth", "SynthConfig", "datasets/synth-tiny",
-            "generate InstVL-Synth shards (or raw MP4/JPEG media with media.format)", ("output",),
+            "generate InstVL-Synth shards (or raw MP4/JPEG media with --format raw)", ("output",),
             {"--num-samples": "num_samples", "--seed": "seed", "--format": "format"}),
     Command("datasets", "validate", "instvl.datasets.validate", "ValidateConfig", None,
             "check schema, version, checksums and invariants of a dataset root", ("root",)),

@@ -1,0 +1,84 @@
+"""The configuration of InstVL-Synth: how many samples, how they look, and where they are written."""
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from instvl.config import BaseConfig
+
+Span = int | tuple[int, int]
+"""A fixed value or an inclusive (low, high) range sampled per sample."""
+
+
+def span(value: Span) -> tuple[int, int]:
+    """(low, high) of a fixed value or a range."""
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+class SynthConfig(BaseConfig):
+    """InstVL-Synth: procedural videos and images of moving objects with ground-truth tracks and captions."""
+
+    output: str
+    """Dataset root (format 'shards') or media folder (format 'raw') to write."""
+    num_samples: int = Field(8, ge=1)
+    """Number of samples; sample k only depends on (seed, k), so a larger run extends a smaller one."""
+    seed: int = Field(0, ge=0)
+    """Seed of the whole benchmark; the same seed gives byte-identical media and identical rows."""
+    width: Span = 64
+    """Frame width in pixels, or a [low, high] range; rounded down to an even number."""
+    height: Span = 64
+    """Frame height in pixels, or a [low, high] range; rounded down to an even number."""
+    num_frames: Span = 8
+    """Frames per video clip, or a [low, high] range (images have one)."""
+    fps: float = Field(8.0, gt=0)
+    """Frame rate of the video clips."""
+    image_fraction: float = Field(0.25, ge=0, le=1)
+    """Share of samples that are still images instead of video clips."""
+    min_objects: int = Field(1, ge=1)
+    """Fewest objects per scene (a crowded small frame may hold fewer: objects are never forced in)."""
+    max_objects: int = Field(4, ge=1, le=10)
+    """Most objects per scene."""
+    confuser_fraction: float = Field(0.5, ge=0, le=1)
+    """Chance that an object copies another object of its scene except for one attribute."""
+    occlusion: bool = False
+    """Let objects pass behind one another and leave the frame (hidden frames drop out of the track)."""
+    masks: bool = False
+    """Store a COCO RLE mask per visible frame of each instance (needs pycocotools)."""
+    backgrounds: Literal["skimage", "plain"] = "skimage"
+    """Photos shipped with scikit-image, cropped and resized; or plain grey gradients."""
+    val_fraction: float = Field(0.1, ge=0, le=1)
+    """Share of samples in the 'val' split."""
+    test_fraction: float = Field(0.1, ge=0, le=1)
+    """Share of samples in the 'test' split."""
+    format: Literal["shards", "raw"] = "shards"
+    """'shards': InstVL Parquet shards; 'raw': MP4/JPEG files plus ground_truth.jsonl."""
+    samples_per_shard: int = Field(256, ge=1)
+    """Samples per work unit (unit k holds samples [k*n, (k+1)*n)); a rerun skips finished units."""
+    jpeg_quality: int = Field(92, ge=1, le=100)
+    """JPEG quality of the images."""
+    video_crf: int = Field(18, ge=0, le=51)
+    """x264 constant rate factor of the clips (lower is better quality)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "SynthConfig":
+        for name in ("width", "height", "num_frames"):
+            low, high = span(getattr(self, name))
+            minimum = 2 if name == "num_frames" else 32
+            if not minimum <= low <= high:
+                raise ValueError(f"{name}: need {minimum} <= low <= high, got {getattr(self, name)}")
+        if self.min_objects > self.max_objects:
+            raise ValueError(f"min_objects ({self.min_objects}) > max_objects ({self.max_objects})")
+        if self.val_fraction + self.test_fraction > 1:
+            raise ValueError("val_fraction + test_fraction must not exceed 1")
+        return self
+
+    def dataset_config(self) -> dict:
+        """The resolved config without `output`: where a dataset lives is not part of what it is."""
+        return self.model_dump(mode="json", exclude={"output"})
+
+    def dataset_hash(self) -> str:
+        """Hash of `dataset_config()`, the same one the shard writer records for it."""
+        text = json.dumps(self.dataset_config(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
