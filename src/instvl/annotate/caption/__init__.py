@@ -1,0 +1,45 @@
+"""VLM captioning: global captions, instance captions from box prompts, and salient entities.
+
+`CaptionerConfig` picks a backend by `kind` (vllm | openai | hf | fake); `cfg.build()` returns a
+`Captioner` whose `caption(requests)` gives one cleaned text per request:
+
+    >>> from pydantic import TypeAdapter
+    >>> cfg = TypeAdapter(CaptionerConfig).validate_python({"kind": "fake"})
+    >>> captioner = cfg.build()
+    >>> captioner.model_id
+    'instvl/fake-captioner'
+"""
+
+from typing import Annotated
+
+from pydantic import Field
+
+from instvl.annotate.caption.base import (
+    BatchCaptioner,
+    Captioner,
+    CaptionError,
+    CaptionerSettings,
+    CaptionRequest,
+    InstanceInfo,
+    make_request,
+    request_key,
+)
+from instvl.annotate.caption.cleaning import CleaningConfig, caption_problems, clean_caption, parse_entities
+from instvl.annotate.caption.fake import FakeCaptioner
+from instvl.annotate.caption.hf import HFCaptioner
+from instvl.annotate.caption.openai import OpenAICaptioner
+from instvl.annotate.caption.prompting import PromptConfig, load_template, render_prompt
+from instvl.annotate.caption.visual_prompt import VisualPromptConfig, draw_boxes, render_request
+from instvl.annotate.caption.vllm import VLLMCaptioner
+
+CaptionerConfig = Annotated[
+    VLLMCaptioner.Config | OpenAICaptioner.Config | HFCaptioner.Config | FakeCaptioner.Config,
+    Field(discriminator="kind"),
+]
+
+__all__ = [
+    "BatchCaptioner", "CaptionError", "CaptionRequest", "Captioner", "CaptionerConfig", "CaptionerSettings",
+    "CleaningConfig", "FakeCaptioner", "HFCaptioner", "InstanceInfo", "OpenAICaptioner", "PromptConfig",
+    "VLLMCaptioner", "VisualPromptConfig", "caption_problems", "clean_caption", "draw_boxes", "load_template",
+    "make_request", "parse_entities", "render_prompt", "render_request", "request_key",
+]

@@ -1,0 +1,174 @@
+"""Caption through any OpenAI-compatible chat-completions endpoint (`vllm serve`, TGI, hosted APIs).
+
+Plain HTTP with the standard library: images travel as base64 data URLs, a batch is sent with a
+thread pool, and 429/5xx/connection errors/timeouts are retried with exponential backoff. The API key
+is read from the environment variable named in the config and is never logged.
+"""
+
+import http.client
+import json
+import logging
+import os
+import random
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+from PIL import Image
+
+from instvl.annotate.caption.base import BatchCaptioner, CaptionError, CaptionerSettings, CaptionRequest
+from instvl.annotate.caption.visual_prompt import to_data_url
+
+log = logging.getLogger(__name__)
+_RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+_TRANSIENT = (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException)
+
+
+class _RetryableError(Exception):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def chat_messages(request: CaptionRequest, images: list[Image.Image], system_prompt: str | None = None,
+                  image_format: Literal["jpeg", "png"] = "jpeg", quality: int = 90) -> list[dict[str, Any]]:
+    """OpenAI chat messages for one request: the images as data URLs, then the prompt text."""
+    content: list[dict[str, Any]] = [
+        {"type": "image_url", "image_url": {"url": to_data_url(image, image_format, quality)}} for image in images]
+    content.append({"type": "text", "text": request.prompt})
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return [*messages, {"role": "user", "content": content}]
+
+
+class OpenAICaptioner(BatchCaptioner):
+    """Chat-completions client; one HTTP call per request, `concurrency` calls in flight."""
+
+    generation_fields = ("max_tokens", "temperature", "top_p", "seed", "system_prompt", "image_format", "image_quality")
+
+    class Config(CaptionerSettings):
+        kind: Literal["openai"] = "openai"
+        base_url: str = "http://127.0.0.1:8000/v1"
+        """The API root; requests go to `<base_url>/chat/completions`."""
+        model: str = "Qwen/Qwen2.5-VL-7B-Instruct"
+        api_key_env: str | None = "OPENAI_API_KEY"
+        """NAME of the environment variable holding the API key (no key is sent when it is unset)."""
+        max_tokens: int = 256
+        temperature: float = 0.0
+        top_p: float = 1.0
+        seed: int | None = None
+        system_prompt: str | None = None
+        timeout_s: float = 120.0
+        """Per HTTP call."""
+        max_retries: int = 4
+        """Retries after the first attempt, on 429/5xx, connection errors and timeouts."""
+        backoff_s: float = 1.0
+        """First retry delay; doubled per retry (with jitter), capped at `max_backoff_s`."""
+        max_backoff_s: float = 30.0
+        concurrency: int = 4
+        batch_size: int = 32
+        image_format: Literal["jpeg", "png"] = "jpeg"
+        image_quality: int = 90
+        on_error: Literal["raise", "empty"] = "raise"
+        """'empty': a request that still fails after retries yields "" (flagged by the QC checks)."""
+
+        def build(self) -> "OpenAICaptioner":
+            return OpenAICaptioner(self)
+
+    def __init__(self, cfg: "OpenAICaptioner.Config") -> None:
+        super().__init__(cfg, model_id=cfg.model)
+        self.cfg: OpenAICaptioner.Config = cfg
+        self.url = cfg.base_url.rstrip("/") + "/chat/completions"
+
+    def generate(self, requests: Sequence[CaptionRequest], images: list[list[Image.Image]]) -> list[str]:
+        bodies = [self.request_body(r, imgs) for r, imgs in zip(requests, images, strict=True)]
+        workers = max(1, min(self.cfg.concurrency, len(bodies)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="instvl-caption") as pool:
+            return list(pool.map(self._complete_or_empty, bodies))
+
+    def request_body(self, request: CaptionRequest, images: list[Image.Image]) -> dict[str, Any]:
+        cfg = self.cfg
+        body: dict[str, Any] = {
+            "model": cfg.model, "max_tokens": cfg.max_tokens, "temperature": cfg.temperature, "top_p": cfg.top_p,
+            "messages": chat_messages(request, images, cfg.system_prompt, cfg.image_format, cfg.image_quality)}
+        if cfg.seed is not None:
+            body["seed"] = cfg.seed
+        return body
+
+    def _complete_or_empty(self, body: dict[str, Any]) -> str:
+        try:
+            return self.complete(body)
+        except CaptionError as err:
+            if self.cfg.on_error == "raise":
+                raise
+            log.warning("caption request failed, leaving it empty: %s", err)
+            return ""
+
+    def complete(self, body: dict[str, Any]) -> str:
+        """The answer text of one chat-completions call, retrying transient failures."""
+        attempts = self.cfg.max_retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._post_once(body)
+            except _RetryableError as err:
+                if attempt == attempts:
+                    raise CaptionError(f"{self.url}: giving up after {attempts} attempts: {err}") from err
+                delay = self._backoff(attempt, err.retry_after)
+                log.warning("%s: %s (attempt %d/%d), retrying in %.2fs", self.url, err, attempt, attempts, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.cfg.max_backoff_s)
+        delay = self.cfg.backoff_s * 2 ** (attempt - 1)
+        return min(delay * (1 + 0.25 * random.random()), self.cfg.max_backoff_s)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        key = os.environ.get(self.cfg.api_key_env) if self.cfg.api_key_env else None
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def _post_once(self, body: dict[str, Any]) -> str:
+        data = json.dumps(body).encode("utf-8")
+        request = urllib.request.Request(self.url, data=data, headers=self._headers(), method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.cfg.timeout_s) as response:
+                payload = response.read()
+        except urllib.error.HTTPError as err:
+            detail = err.read()[:300].decode("utf-8", "replace")
+            if err.code in _RETRY_STATUS:
+                raise _RetryableError(f"HTTP {err.code}", _retry_after(err.headers)) from None
+            raise CaptionError(f"{self.url}: HTTP {err.code}: {detail}") from None
+        except _TRANSIENT as err:
+            reason = getattr(err, "reason", err)
+            raise _RetryableError(f"timed out after {self.cfg.timeout_s}s" if _is_timeout(reason)
+                                  else f"connection error: {reason}") from None
+        return self._answer_text(payload)
+
+    def _answer_text(self, payload: bytes) -> str:
+        try:
+            message = json.loads(payload)["choices"][0]["message"]
+        except (ValueError, KeyError, IndexError, TypeError) as err:
+            raise CaptionError(f"{self.url}: malformed chat-completions response ({err!r}): "
+                               f"{payload[:200]!r}") from None
+        content = message.get("content") or ""
+        if isinstance(content, list):  # some servers return content parts
+            content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        return str(content)
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After") if headers is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _is_timeout(reason: object) -> bool:
+    return isinstance(reason, TimeoutError) or "timed out" in str(reason)

@@ -1,0 +1,85 @@
+"""Caption with vLLM's offline engine (`vllm.LLM.chat`), batched, on a GPU machine.
+
+vLLM is imported when the captioner is built (`pip install 'instvl[vllm]'`). Each batch becomes one
+`llm.chat` call with one conversation per request: the rendered images as data URLs, then the prompt.
+Scripts that build this engine need an `if __name__ == "__main__":` guard (vLLM spawns processes).
+"""
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from PIL import Image
+
+from instvl.annotate.caption.base import BatchCaptioner, CaptionError, CaptionerSettings, CaptionRequest
+from instvl.annotate.caption.openai import chat_messages
+from instvl.deps import require
+
+log = logging.getLogger(__name__)
+
+
+class VLLMCaptioner(BatchCaptioner):
+    """A vLLM `LLM` engine held for the captioner's lifetime."""
+
+    generation_fields = ("dtype", "max_tokens", "temperature", "top_p", "repetition_penalty", "seed", "system_prompt",
+                         "image_format", "mm_processor_kwargs")
+
+    class Config(CaptionerSettings):
+        kind: Literal["vllm"] = "vllm"
+        model: str = "Qwen/Qwen2.5-VL-7B-Instruct"
+        """Hub id or local directory of a vision-language model that vLLM supports."""
+        dtype: str = "auto"
+        tensor_parallel_size: int = 1
+        gpu_memory_utilization: float = 0.9
+        max_model_len: int = 16384
+        max_num_seqs: int | None = None
+        enforce_eager: bool = False
+        trust_remote_code: bool = False
+        seed: int = 0
+        batch_size: int = 64
+        max_tokens: int = 256
+        temperature: float = 0.0
+        top_p: float = 1.0
+        repetition_penalty: float = 1.05
+        system_prompt: str | None = None
+        image_format: Literal["jpeg", "png"] = "png"
+        """Images are passed as data URLs; PNG avoids a second lossy compression in-process."""
+        mm_processor_kwargs: dict[str, Any] = {}
+        """Passed to the model's processor, e.g. {"max_pixels": 602112} for Qwen2.5-VL."""
+        engine_kwargs: dict[str, Any] = {}
+        """Any further `vllm.LLM(...)` arguments."""
+
+        def build(self) -> "VLLMCaptioner":
+            return VLLMCaptioner(self)
+
+    def __init__(self, cfg: "VLLMCaptioner.Config") -> None:
+        super().__init__(cfg, model_id=cfg.model)
+        self.cfg: VLLMCaptioner.Config = cfg
+        vllm = require("vllm", "vllm")
+        self.llm = vllm.LLM(**self.engine_arguments())
+        self.sampling_params = vllm.SamplingParams(
+            max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+            repetition_penalty=cfg.repetition_penalty, seed=cfg.seed)
+        log.info("vLLM engine ready: %s", cfg.model)
+
+    def engine_arguments(self) -> dict[str, Any]:
+        """The `vllm.LLM` keyword arguments; one prompt holds at most `max_images` images."""
+        cfg = self.cfg
+        arguments: dict[str, Any] = {
+            "model": cfg.model, "dtype": cfg.dtype, "tensor_parallel_size": cfg.tensor_parallel_size,
+            "gpu_memory_utilization": cfg.gpu_memory_utilization, "max_model_len": cfg.max_model_len,
+            "enforce_eager": cfg.enforce_eager, "trust_remote_code": cfg.trust_remote_code, "seed": cfg.seed,
+            "limit_mm_per_prompt": {"image": cfg.prompts.visual.max_images}}
+        if cfg.max_num_seqs is not None:
+            arguments["max_num_seqs"] = cfg.max_num_seqs
+        if cfg.mm_processor_kwargs:
+            arguments["mm_processor_kwargs"] = dict(cfg.mm_processor_kwargs)
+        return arguments | dict(cfg.engine_kwargs)
+
+    def generate(self, requests: Sequence[CaptionRequest], images: list[list[Image.Image]]) -> list[str]:
+        conversations = [chat_messages(r, imgs, self.cfg.system_prompt, self.cfg.image_format)
+                         for r, imgs in zip(requests, images, strict=True)]
+        outputs = self.llm.chat(conversations, sampling_params=self.sampling_params, use_tqdm=False)
+        if len(outputs) != len(conversations):
+            raise CaptionError(f"vLLM returned {len(outputs)} outputs for {len(conversations)} conversations")
+        return [output.outputs[0].text if output.outputs else "" for output in outputs]
