@@ -10,12 +10,12 @@ import io
 import os
 from dataclasses import dataclass
 
-from instvl.datasets.sniff import check_mp4_boxes, describe_head, sniff_format
-
 Media = str | bytes
 """A local file path, or the encoded bytes of a file that does not live on local disk."""
 
 IMAGE_FORMATS = ("jpeg", "png", "webp", "bmp", "gif", "tiff")
+_MP4_TOP_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"uuid", b"moof", b"mfra", b"styp",
+                  b"sidx", b"pdin", b"meta", b"udta", b"prft", b"emsg"}
 
 
 class MediaError(Exception):
@@ -165,16 +165,58 @@ def _demux_count(container, stream, num_frames: int, duration: float | None) -> 
 
 def probe_image(media: Media, uri: str) -> MediaInfo:
     """Decode the image fully (so truncation shows) and report its size and format."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(as_file(media)) as img:
             img.load()
-            return MediaInfo("image", img.width, img.height, 1, (img.format or "unknown").lower(),
-                             (img.format or "unknown").lower())
+            fmt = (img.format or "unknown").lower()
+            upright = ImageOps.exif_transpose(img)  # sizes as displayed, as decode.load_image returns pixels
+            return MediaInfo("image", upright.width, upright.height, 1, fmt, fmt)
     except UnidentifiedImageError as err:
         raise MediaError(uri, f"not an image: unrecognised data ({describe_head(read_head(media))})") from err
     except OSError as err:
         if "truncated" in str(err):
             raise MediaError(uri, f"truncated: {err}") from err
         raise MediaError(uri, f"corrupt image: {err}") from err
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The container a file's first bytes announce, or None when unrecognised."""
+    if head[4:8] == b"ftyp":
+        return "mp4"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "matroska"
+    if head.startswith(b"RIFF") and head[8:12] in (b"AVI ", b"WEBP"):
+        return "avi" if head[8:12] == b"AVI " else "webp"
+    signatures = {b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png", b"GIF8": "gif", b"BM": "bmp",
+                  b"II*\x00": "tiff", b"MM\x00*": "tiff"}
+    return next((name for magic, name in signatures.items() if head.startswith(magic)), None)
+
+
+def describe_head(head: bytes) -> str:
+    return f"starts with {head[:8].hex(' ')}" if head else "empty"
+
+
+def check_mp4_boxes(media: Media, size: int) -> str | None:
+    """Walk the top-level MP4 boxes: a box running past the end or a missing 'moov' means truncation."""
+    offset, seen = 0, set()
+    with (open(media, "rb") if isinstance(media, str) else io.BytesIO(media)) as f:
+        while offset + 8 <= size:
+            f.seek(offset)
+            header = f.read(16)
+            box_size, box_type = int.from_bytes(header[:4], "big"), header[4:8]
+            if box_size == 1 and len(header) >= 16:
+                box_size = int.from_bytes(header[8:16], "big")
+            elif box_size == 0:
+                box_size = size - offset
+            if box_type not in _MP4_TOP_BOXES or box_size < 8:
+                return None  # not a box we know how to walk: leave the verdict to the demuxer
+            if offset + box_size > size:
+                name = box_type.decode("latin-1")
+                return f"'{name}' box needs {box_size} bytes at offset {offset} but the file ends at {size}"
+            seen.add(box_type)
+            offset += box_size
+    if b"moov" not in seen and b"moof" not in seen:
+        return "no 'moov' box: the index at the end of the file is missing"
+    return None
