@@ -74,6 +74,11 @@ class UnitWriter:
             return
         self._finish()
 
+    @property
+    def num_written(self) -> int:
+        """Samples written so far in this unit."""
+        return len(self._sample_ids)
+
     def write(self, sample: Sample | dict[str, Any]) -> None:
         """Queue one sample (a Sample or a row dict in the SCHEMA shape)."""
         row = sample.to_row() if isinstance(sample, Sample) else sample

@@ -1,0 +1,146 @@
+"""InstAP: the student video ViT, its frozen teacher, the text tower and the instance branch, tied together.
+
+Training (`forward`): the teacher sees the full clip and ranks its tokens; the student sees only the
+visible ones. Its last layers are aligned with the teacher (L_rec); the mean of its visible tokens is
+the clip embedding for the global InfoNCE (L_glob); each instance crop clip is encoded (unmasked) by the
+same student, its tokens cross-attend to the visible scene tokens of their sample, and the pooled
+result, projected by the shared W_v, meets the instance captions in the instance InfoNCE (L_inst).
+Evaluation (`encode_*`) uses the full, unmasked token set.
+"""
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from instvl.train.losses import (
+    LearnableTemperature,
+    alignment_loss,
+    global_contrastive,
+    instance_contrastive,
+)
+from instvl.train.model.config import InstAPConfig
+from instvl.train.model.instance import GlobalLocalAttention
+from instvl.train.model.masking import select_visible
+from instvl.train.model.text import enable_checkpointing
+
+
+class InstAP(nn.Module):
+    """The InstAP model; see the module docstring for the data flow."""
+
+    def __init__(self, cfg: InstAPConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        width, layers = cfg.vision.width, cfg.loss.align_layers
+        self.student = cfg.vision.build(cfg.grad_checkpointing)
+        self.teacher = cfg.teacher.build().requires_grad_(False).eval()
+        if layers > self.teacher.depth:
+            raise ValueError(f"loss.align_layers={layers} exceeds the teacher's depth {self.teacher.depth}")
+        self.align_heads = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(width), nn.Linear(width, self.teacher.feature_dim)) for _ in range(layers)
+        )
+        self.pool_norm = nn.LayerNorm(width)
+        self.vision_proj = nn.Linear(width, cfg.embed_dim)
+        self.text = cfg.text.build()
+        if cfg.grad_checkpointing:
+            enable_checkpointing(self.text)
+        self.text_proj = nn.Linear(self.text.hidden_size, cfg.embed_dim)
+        self.instance_attn = GlobalLocalAttention(width, cfg.instance.heads or cfg.vision.heads, cfg.instance)
+        temp = (cfg.loss.temp_init, cfg.loss.temp_min, cfg.loss.temp_max)
+        self.temp_glob = LearnableTemperature(*temp)
+        self.temp_inst = LearnableTemperature(*temp) if cfg.loss.inst_temperature == "separate" else None
+
+    def train(self, mode: bool = True) -> "InstAP":
+        super().train(mode)
+        self.teacher.eval()  # frozen: no dropout/stochastic depth in the targets
+        return self
+
+    def student_parameters(self) -> Iterator[nn.Parameter]:
+        """Every trainable parameter, i.e. all but the teacher's and those of frozen text layers."""
+        for name, param in self.named_parameters():
+            if not name.startswith("teacher.") and param.requires_grad:
+                yield param
+
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """Losses of one batch (see the batch contract in `instvl.train.data`)."""
+        _check_batch(batch, self.cfg.loss.inst_loss)
+        video = batch["video"]
+        grid_t, grid_h, grid_w = self.student.grid(video)
+        num_layers = self.cfg.loss.align_layers
+        targets = self.teacher(video, num_layers, (grid_h, grid_w), self.cfg.vision.tubelet_size)
+        keep = select_visible(self.cfg.masking, video.shape[0], grid_t, grid_h * grid_w, targets.attention)
+        visible = self.student(video, keep, return_layers=num_layers)
+        predictions = [head(h) for head, h in zip(self.align_heads, visible.layers, strict=True)]
+        l_rec = alignment_loss(predictions, [_take(t, keep) for t in targets.features])
+        temp_glob = self.temp_glob()
+        text = self.encode_text(batch["text_ids"], batch["text_mask"])
+        l_glob = global_contrastive(self._project_video(visible.tokens), text, temp_glob)
+        temp_inst = temp_glob if self.temp_inst is None else self.temp_inst()
+        l_inst = self._instance_loss(batch, visible.tokens, temp_inst)
+        w = self.cfg.loss
+        total = w.w_rec * l_rec + w.w_glob * l_glob + w.w_inst * l_inst
+        logged = {"l_rec": l_rec, "l_glob": l_glob, "l_inst": l_inst, "temp_glob": temp_glob, "temp_inst": temp_inst}
+        return {"loss": total, **{k: v.detach().float() for k, v in logged.items()}}
+
+    def _instance_loss(self, batch: Mapping[str, Any], scene: Tensor, temperature: Tensor) -> Tensor:
+        # Parameters the step leaves unused still get a zero gradient, which DDP requires of every rank.
+        untouched = sum(p.sum() for p in self.instance_attn.parameters()) * 0.0 + temperature * 0.0
+        if not self.cfg.loss.inst_loss:
+            return untouched
+        crops, index = batch["inst_crops"], batch["inst_sample_index"].to(scene.device)
+        if crops.shape[0] == 0:
+            # Empty but attached to the graph: the contrastive loss may still gather from other ranks.
+            empty_inst, empty_text = self.vision_proj.bias[None][:0], self.text_proj.bias[None][:0]
+            return instance_contrastive(empty_inst, empty_text, index, temperature) + untouched
+        instances = self.encode_instances(crops, scene=scene, sample_index=index)
+        texts = self.encode_text(batch["inst_text_ids"], batch["inst_text_mask"])
+        return instance_contrastive(instances, texts, index, temperature) + untouched
+
+    def _project_video(self, tokens: Tensor) -> Tensor:
+        return F.normalize(self.vision_proj(self.pool_norm(tokens.mean(dim=1))), dim=-1)
+
+    def scene_tokens(self, video: Tensor) -> Tensor:
+        """All [B, L, W] student tokens of the unmasked clip (the grounding head reads these)."""
+        return self.student(video).tokens
+
+    def encode_video(self, video: Tensor) -> Tensor:
+        """[B, D] L2-normalised clip embedding, no masking."""
+        return self._project_video(self.scene_tokens(video))
+
+    def encode_text(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """[B, D] L2-normalised caption embedding."""
+        return F.normalize(self.text_proj(self.text(ids, mask)), dim=-1)
+
+    def encode_instances(self, crops: Tensor, video: Tensor | None = None, sample_index: Tensor | None = None,
+                         scene: Tensor | None = None) -> Tensor:
+        """[N, D] L2-normalised instance embeddings of crop clips [N, 3, T, h, w].
+
+        Crop n attends to the scene tokens of row `sample_index[n]`, taken from `scene` [B, L, W] when
+        given (e.g. precomputed for a gallery) or else computed from the unmasked `video`.
+        """
+        if scene is None:
+            if video is None:
+                raise ValueError("encode_instances needs the scene: pass video or scene tokens")
+            scene = self.scene_tokens(video)
+        if sample_index is None:
+            raise ValueError("encode_instances needs sample_index: the batch row of each crop")
+        crop_tokens = self.student(crops).tokens
+        pooled = self.instance_attn(crop_tokens, scene, sample_index.to(scene.device))
+        return F.normalize(self.vision_proj(pooled), dim=-1)
+
+
+def _check_batch(batch: Mapping[str, Any], with_instances: bool) -> None:
+    """A clear error when the batch lacks a field the losses need."""
+    needed = ["video", "text_ids", "text_mask"]
+    if with_instances:
+        needed += ["inst_crops", "inst_text_ids", "inst_text_mask", "inst_sample_index"]
+    missing = [key for key in needed if key not in batch]
+    if missing:
+        raise KeyError(f"InstAP batch lacks {', '.join(missing)} (has: {', '.join(sorted(batch))})")
+
+
+def _take(tokens: Tensor, index: Tensor) -> Tensor:
+    """Rows `index` [B, K] of `tokens` [B, L, D]."""
+    return torch.gather(tokens, 1, index[..., None].expand(-1, -1, tokens.shape[-1]))
