@@ -173,7 +173,7 @@ def test_shards_are_written_readable_and_consistent(synth_config) -> None:
     table = read_table(cfg.output)
     assert table.column("sample_id").to_pylist() == [f"synth-0-{i:07d}" for i in range(5)]
     assert read_manifest(cfg.output)["num_rows"] == 5
-    stats = json.loads((Path(cfg.output) / "shards" / "shard-00000.stats.json").read_text())
+    stats = json.loads((Path(cfg.output) / "stats" / "shard-00000.stats.json").read_text())
     for row in table.to_pylist():
         sample = Sample.from_row(row)
         assert sample.config_hash == stats["config_hash"] and sample.models == {"generator": "instvl-synth"}
@@ -186,7 +186,7 @@ def test_rerun_skips_done_units_and_rewrites_missing_ones_identically(synth_conf
     shard_dir = Path(cfg.output) / "shards"
     before = {p.name: p.read_bytes() for p in shard_dir.glob("*.parquet")}
     # Simulate a run killed during the second unit: its done marker and shard are gone.
-    (shard_dir / "shard-00001.stats.json").unlink()
+    (Path(cfg.output) / "stats" / "shard-00001.stats.json").unlink()
     (shard_dir / "shard-00001-000.parquet").unlink()
     summary = generate(cfg)
     assert (summary.units_written, summary.units_skipped) == (1, 1)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 MANIFEST = "manifest.json"
 SHARDS_DIR = "shards"
+STATS_DIR = "stats"
 QUARANTINE_DIR = "quarantine"
 SHARD_FILE = "{unit_id}-{part:03d}.parquet"
 STATS_FILE = "{unit_id}.stats.json"
@@ -18,7 +19,7 @@ def shard_path(root: Path, unit_id: str, part: int) -> Path:
 
 
 def stats_path(root: Path, unit_id: str) -> Path:
-    return root / SHARDS_DIR / STATS_FILE.format(unit_id=unit_id)
+    return root / STATS_DIR / STATS_FILE.format(unit_id=unit_id)
 
 
 def quarantine_path(root: Path, unit_id: str) -> Path:

@@ -30,8 +30,8 @@ def unit_done(root: str | Path, unit_id: str) -> bool:
 
 def read_unit_stats(root: str | Path) -> list[dict[str, Any]]:
     """Stats of every finished unit, sorted by unit id."""
-    shards_dir = Path(root) / layout.SHARDS_DIR
-    files = sorted(p for p in shards_dir.glob("*.stats.json") if not p.name.startswith(layout.TMP_PREFIX))
+    stats_dir = Path(root) / layout.STATS_DIR
+    files = sorted(p for p in stats_dir.glob("*.stats.json") if not p.name.startswith(layout.TMP_PREFIX))
     stats = []
     for path in files:
         try:

@@ -162,7 +162,7 @@ class UnitWriter:
 
     def _clear_unit(self) -> None:
         """Remove leftovers of an earlier, interrupted (or overwritten) attempt at this unit."""
-        for folder in (self.root / layout.SHARDS_DIR, self.root / layout.QUARANTINE_DIR):
+        for folder in (self.root / layout.SHARDS_DIR, self.root / layout.STATS_DIR, self.root / layout.QUARANTINE_DIR):
             if not folder.is_dir():
                 continue
             for path in folder.iterdir():

@@ -1,0 +1,126 @@
+"""The Detector protocol and the box arithmetic every detector backend shares (IoU, NMS, formats)."""
+
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from instvl.annotate.types import Detection, as_box
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Open-vocabulary detector: for each frame, the boxes of the given phrases.
+
+    `frames` are RGB uint8 arrays (H, W, 3); `frame_indices` optionally gives each frame's index in its
+    clip (backends that follow ground truth use it, others ignore it).
+    """
+
+    def detect(self, frames: Sequence[np.ndarray], phrases: Sequence[str], *,
+               frame_indices: Sequence[int] | None = None) -> list[list[Detection]]: ...
+
+
+def check_frames(frames: Sequence[np.ndarray]) -> None:
+    """Raise a clear error unless every frame is an (H, W, 3) uint8 array."""
+    for i, frame in enumerate(frames):
+        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            desc = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
+            raise ValueError(f"frame {i}: expected an RGB uint8 array of shape (H, W, 3), got {desc}")
+
+
+def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+    """(N, 4) centre-size boxes to corner boxes, same units."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    cx, cy, w, h = boxes.T
+    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+
+
+def clip_boxes(boxes: np.ndarray) -> np.ndarray:
+    """Normalised xyxy boxes clipped to [0, 1], with x0 <= x1 and y0 <= y1."""
+    boxes = np.clip(np.asarray(boxes, dtype=np.float32).reshape(-1, 4), 0.0, 1.0)
+    return np.concatenate([np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])], 1)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU (N, M) of xyxy boxes a (N, 4) and b (M, 4); 0 where both areas are empty."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices of the boxes kept by greedy non-maximum suppression, highest score first."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    keep = []
+    while order.size:
+        best, order = order[0], order[1:]
+        keep.append(best)
+        if order.size:
+            order = order[box_iou(boxes[best:best + 1], boxes[order])[0] <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def suppress_duplicates(detections: Sequence[Detection], class_iou: float = 0.5, cross_iou: float = 0.8,
+                        max_detections: int | None = None) -> list[Detection]:
+    """Class-aware NMS at `class_iou`, then cross-phrase NMS at `cross_iou` (one box, one phrase).
+
+    The second pass removes the same object found under two phrases ('dog' and 'puppy'); its higher
+    threshold keeps genuinely overlapping objects of different classes.
+    """
+    kept = []
+    for phrase in dict.fromkeys(d.phrase for d in detections):
+        group = [d for d in detections if d.phrase == phrase]
+        kept += [group[i] for i in _nms_detections(group, class_iou)]
+    kept = [kept[i] for i in _nms_detections(kept, cross_iou)]
+    return kept[:max_detections] if max_detections else kept
+
+
+def _nms_detections(detections: Sequence[Detection], iou_threshold: float) -> np.ndarray:
+    if not detections:
+        return np.zeros(0, dtype=np.int64)
+    boxes = np.array([d.box_xyxy for d in detections])
+    return nms(boxes, np.array([d.score for d in detections]), iou_threshold)
+
+
+def phrase_token_spans(count_pieces: Callable[[str], int], phrases: Sequence[str]) -> list[tuple[int, int]]:
+    """Token span [start, end) of each phrase in the prompt '[CLS] p1 . p2 . [SEP]'.
+
+    `count_pieces(text)` is the number of word pieces of `text` without special tokens; BERT's basic
+    tokenizer splits on spaces and punctuation first, so pieces of the whole prompt are the
+    concatenation of each phrase's pieces and one '.' per phrase.
+    """
+    spans, cursor = [], 1
+    for phrase in phrases:
+        n = count_pieces(phrase)
+        spans.append((cursor, cursor + n))
+        cursor += n + 1
+    return spans
+
+
+def decode_queries(probs: np.ndarray, boxes_cxcywh: np.ndarray, spans: Sequence[tuple[int, int]],
+                   phrases: Sequence[str], box_threshold: float, text_threshold: float) -> list[Detection]:
+    """Detections from one image's query-token probabilities (Q, L) and normalised cxcywh boxes (Q, 4).
+
+    A query is kept when its best token clears `box_threshold` (GroundingDINO's rule); it is labelled
+    with the single phrase whose tokens score highest, and dropped if that phrase is below `text_threshold`.
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    query_scores = probs.max(axis=1) if probs.size else np.zeros(len(probs), np.float32)
+    phrase_scores = np.stack([probs[:, s:e].max(axis=1) for s, e in spans], axis=1)
+    best = phrase_scores.argmax(axis=1)
+    keep = (query_scores > box_threshold) & (phrase_scores.max(axis=1) > text_threshold)
+    return make_detections(cxcywh_to_xyxy(np.asarray(boxes_cxcywh)[keep]), query_scores[keep],
+                           [phrases[i] for i in best[keep]])
+
+
+def make_detections(boxes: np.ndarray, scores: np.ndarray, phrases: Sequence[str]) -> list[Detection]:
+    """Detection records from parallel arrays of normalised xyxy boxes, scores and phrases."""
+    boxes = clip_boxes(boxes)
+    return [Detection(as_box(b), float(s), p) for b, s, p in zip(boxes, scores, phrases, strict=True)]

@@ -1,0 +1,101 @@
+"""GroundingDINO through the original groundingdino-py package and its .pth checkpoints.
+
+groundingdino-py needs transformers<5 and torchvision, so it lives in its own environment
+(`pip install 'instvl[groundingdino]'`). Frames are batched into one forward pass per prompt; phrases are
+assigned exactly as in the `hf` backend.
+"""
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from instvl.annotate.detect.base import check_frames, decode_queries, phrase_token_spans, suppress_duplicates
+from instvl.annotate.phrases import batch_phrases, to_prompt, unique_phrases
+from instvl.annotate.types import Detection
+from instvl.config import BaseConfig
+from instvl.deps import require
+
+log = logging.getLogger(__name__)
+
+EXTRA = "groundingdino"
+MAX_TEXT_LEN = 256
+
+
+class GroundingDinoDetector:
+    """Open-vocabulary detection with the reference GroundingDINO implementation."""
+
+    class Config(BaseConfig):
+        kind: Literal["groundingdino"] = "groundingdino"
+        config_path: Path | None = None
+        """Model config (.py), e.g. GroundingDINO_SwinT_OGC.py; default: the one shipped with the package."""
+        checkpoint_path: Path
+        """Checkpoint file (.pth), e.g. groundingdino_swint_ogc.pth."""
+        box_threshold: float = 0.35
+        text_threshold: float = 0.25
+        class_iou: float = 0.5
+        cross_iou: float = 0.8
+        max_detections: int = 50
+        batch_size: int = 4
+        min_side: int = 800
+        max_side: int = 1333
+        device: str = "cpu"
+
+        def build(self) -> "GroundingDinoDetector":
+            return GroundingDinoDetector(self)
+
+    def __init__(self, config: Config):
+        self.config = config
+        self._torch = require("torch", EXTRA)
+        inference = require("groundingdino.util.inference", EXTRA)
+        config_path = config.config_path or default_config_path()
+        for label, path in (("config", config_path), ("checkpoint", config.checkpoint_path)):
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"GroundingDINO {label} file {str(path)!r} does not exist")
+        self.model = inference.load_model(str(config_path), str(config.checkpoint_path), device=config.device)
+        self.model = self.model.to(config.device).eval()
+
+    @property
+    def model_id(self) -> str:
+        return Path(self.config.checkpoint_path).name
+
+    def count_pieces(self, text: str) -> int:
+        return len(self.model.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def detect(self, frames: Sequence[np.ndarray], phrases: Sequence[str], *,
+               frame_indices: Sequence[int] | None = None) -> list[list[Detection]]:
+        check_frames(frames)
+        results: list[list[Detection]] = [[] for _ in frames]
+        for group in batch_phrases(unique_phrases(phrases), MAX_TEXT_LEN, lambda t: self.count_pieces(t) + 2):
+            spans = phrase_token_spans(self.count_pieces, group)
+            for start in range(0, len(frames), self.config.batch_size):
+                batch = frames[start:start + self.config.batch_size]
+                for offset, found in enumerate(self._detect_batch(batch, group, spans)):
+                    results[start + offset] += found
+        c = self.config
+        return [suppress_duplicates(sorted(r, key=lambda d: -d.score), c.class_iou, c.cross_iou, c.max_detections)
+                for r in results]
+
+    def _detect_batch(self, frames, phrases, spans) -> list[list[Detection]]:
+        from instvl.annotate.detect.hf import preprocess_frames
+
+        pixels, mask = preprocess_frames(frames, self.config.min_side, self.config.max_side)
+        # The model pads a list of images itself (NestedTensor), so hand it each image at its own size.
+        images = [pixels[i, :, : int(mask[i, :, 0].sum()), : int(mask[i, 0].sum())].to(self.config.device)
+                  for i in range(len(frames))]
+        prompt = to_prompt(phrases)
+        with self._torch.no_grad():
+            out = self.model(images, captions=[prompt] * len(images))
+        probs = out["pred_logits"].float().sigmoid().cpu().numpy()
+        boxes = out["pred_boxes"].float().cpu().numpy()
+        c = self.config
+        return [decode_queries(probs[i], boxes[i], spans, phrases, c.box_threshold, c.text_threshold)
+                for i in range(len(frames))]
+
+
+def default_config_path() -> Path:
+    """GroundingDINO_SwinT_OGC.py as shipped inside the groundingdino package."""
+    config_pkg = require("groundingdino.config", EXTRA)
+    return Path(config_pkg.__file__).parent / "GroundingDINO_SwinT_OGC.py"

@@ -1,0 +1,111 @@
+"""SAM2 video tracking through the sam2 package's video predictor (`build_sam2_video_predictor`).
+
+The predictor reads a video from a folder of `<index>.jpg` frames, so each window is written to a
+temporary folder, prompted with boxes on its first frame and propagated. Install with
+`pip install 'instvl[sam2]'` (see the notes there: build it with `--no-build-isolation`).
+"""
+
+import logging
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from instvl.annotate.track.base import as_video, check_seeds, mask_to_box, resolve_indices
+from instvl.annotate.types import TrackedFrame, TrackedObject, TrackSeed
+from instvl.config import BaseConfig
+from instvl.deps import require
+
+log = logging.getLogger(__name__)
+
+EXTRA = "sam2"
+
+
+class SAM2Tracker:
+    """Box-prompted video segmentation and tracking with the reference SAM2 implementation."""
+
+    class Config(BaseConfig):
+        kind: Literal["sam2"] = "sam2"
+        config_file: str = "configs/sam2.1/sam2.1_hiera_t.yaml"
+        """Config name inside the sam2 package (e.g. configs/sam2.1/sam2.1_hiera_l.yaml)."""
+        checkpoint: Path | None = None
+        """Checkpoint file (.pt); None builds randomly initialised weights (for tests only)."""
+        keep_masks: bool = True
+        device: str = "cpu"
+        jpeg_quality: int = 95
+        offload_video_to_cpu: bool = True
+
+        def build(self) -> "SAM2Tracker":
+            return SAM2Tracker(self)
+
+    def __init__(self, config: Config):
+        self.config = config
+        self._torch = require("torch", EXTRA)
+        build_sam = require("sam2.build_sam", EXTRA)
+        if config.checkpoint is not None and not Path(config.checkpoint).is_file():
+            raise FileNotFoundError(f"SAM2 checkpoint {str(config.checkpoint)!r} does not exist")
+        ckpt = str(config.checkpoint) if config.checkpoint else None
+        self.predictor = build_sam.build_sam2_video_predictor(config.config_file, ckpt_path=ckpt,
+                                                              device=config.device)
+
+    @property
+    def model_id(self) -> str:
+        return Path(self.config.checkpoint).name if self.config.checkpoint else self.config.config_file
+
+    def track(self, frames: np.ndarray | Sequence[np.ndarray], seeds: Sequence[TrackSeed], *,
+              frame_indices: Sequence[int] | None = None) -> list[TrackedFrame]:
+        video = as_video(frames)
+        indices = resolve_indices(len(video), frame_indices)
+        check_seeds(seeds)
+        out = [TrackedFrame(i) for i in indices]
+        if not seeds:
+            return out
+        height, width = video.shape[1:3]
+        with tempfile.TemporaryDirectory(prefix="instvl-sam2-") as folder, self._torch.inference_mode():
+            write_jpeg_folder(video, Path(folder), self.config.jpeg_quality)
+            state = self.predictor.init_state(video_path=folder,
+                                              offload_video_to_cpu=self.config.offload_video_to_cpu)
+            for seed in seeds:
+                self.predictor.add_new_points_or_box(inference_state=state, frame_idx=0, obj_id=seed.obj_id,
+                                                     box=seed_box_pixels(seed, width, height))
+            for local_index, objects in decode_propagation(self.predictor.propagate_in_video(state),
+                                                           self.config.keep_masks):
+                out[local_index].objects = objects
+        return out
+
+
+def seed_box_pixels(seed: TrackSeed, width: int, height: int) -> np.ndarray:
+    """The seed's box in pixel coordinates of the frame, as the predictor expects it."""
+    return np.asarray(seed.box_xyxy, dtype=np.float32) * np.array([width, height, width, height], np.float32)
+
+
+def write_jpeg_folder(video: np.ndarray, folder: Path, quality: int = 95) -> list[Path]:
+    """Write frames as `<index>.jpg` (0-based), the layout the predictor's `init_state` reads."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, frame in enumerate(video):
+        path = folder / f"{i}.jpg"
+        Image.fromarray(frame).save(path, quality=quality)
+        paths.append(path)
+    return paths
+
+
+def decode_propagation(steps: Iterator[tuple[int, Sequence[int], Any]],
+                       keep_masks: bool = True) -> Iterator[tuple[int, dict[int, TrackedObject]]]:
+    """Per-frame objects from the predictor's (frame_idx, obj_ids, mask_logits (N, 1, H, W)) steps.
+
+    A mask is the positive logits; its score is the mean foreground probability inside it (0 when empty).
+    """
+    for frame_idx, obj_ids, logits in steps:
+        logits = logits.float().cpu().numpy() if hasattr(logits, "cpu") else np.asarray(logits, np.float32)
+        objects = {}
+        for obj_id, obj_logits in zip(obj_ids, logits.reshape(len(obj_ids), *logits.shape[-2:]), strict=True):
+            mask = obj_logits > 0
+            box = mask_to_box(mask)
+            score = float(np.mean(1 / (1 + np.exp(-obj_logits[mask])))) if box else 0.0
+            objects[int(obj_id)] = TrackedObject(int(obj_id), box, score, mask if keep_masks else None)
+        yield int(frame_idx), objects

@@ -1,0 +1,202 @@
+"""Dataset statistics of an InstVL root (streamed, media never read) and the `instvl datasets inspect` command.
+
+    stats = compute_stats("out/synth")
+    print(format_stats(stats))
+"""
+
+import logging
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from instvl.config import BaseConfig
+from instvl.datasets.manifest import NotADatasetError, read_unit_stats
+from instvl.datasets.reader import ShardReader
+
+log = logging.getLogger(__name__)
+
+STATS_COLUMNS = ["media_type", "global_caption", "instances", "qc", "split"]
+Table = tuple[str, list[str], list[list[object]]]
+"""A titled table: (title, column headers, rows)."""
+
+
+class InspectConfig(BaseConfig):
+    """`instvl datasets inspect ROOT`: print statistics and write a self-contained HTML report."""
+
+    root: str
+    """The dataset root."""
+    html: str | None = None
+    """Where to write the HTML report; default ROOT/report.html."""
+    write_html: bool = True
+    """Set false to only print the statistics."""
+    num_samples: int = 8
+    """Sample cards in the report's gallery."""
+    frames_per_sample: int = 4
+    """Thumbnails per card, spread over the frames that have boxes."""
+    thumb_width: int = 240
+    """Thumbnail width in pixels."""
+    top_phrases: int = 20
+    """How many of the most common phrases to list."""
+    title: str | None = None
+    """Report title; default 'InstVL dataset: <root name>'."""
+
+
+@dataclass
+class Summary:
+    """Running count/min/mean/max of a stream of numbers."""
+
+    count: int = 0
+    total: float = 0.0
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        self.total += value
+        self.minimum = value if self.minimum is None else min(self.minimum, value)
+        self.maximum = value if self.maximum is None else max(self.maximum, value)
+
+    @property
+    def mean(self) -> float | None:
+        return self.total / self.count if self.count else None
+
+    def row(self, name: str) -> list[object]:
+        return [name, self.count, _num(self.minimum), _num(self.mean), _num(self.maximum)]
+
+
+@dataclass
+class ShardStats:
+    path: str
+    rows: int
+    bytes: int
+    row_groups: int
+
+
+@dataclass
+class DatasetStats:
+    """Everything `inspect` reports about a dataset root."""
+
+    root: str
+    samples: int = 0
+    videos: int = 0
+    images: int = 0
+    instances: int = 0
+    quarantined: int = 0
+    quarantine_reasons: Counter = field(default_factory=Counter)
+    instances_histogram: Counter = field(default_factory=Counter)
+    instances_per_sample: Summary = field(default_factory=Summary)
+    global_caption_words: Summary = field(default_factory=Summary)
+    instance_caption_words: Summary = field(default_factory=Summary)
+    trajectory_frames: Summary = field(default_factory=Summary)
+    qc_status: Counter = field(default_factory=Counter)
+    splits: Counter = field(default_factory=Counter)
+    phrases: Counter = field(default_factory=Counter)
+    shards: list[ShardStats] = field(default_factory=list)
+
+    def add_row(self, row: dict) -> None:
+        self.samples += 1
+        self.videos += row["media_type"] == "video"
+        self.images += row["media_type"] == "image"
+        instances = row.get("instances") or []
+        self.instances += len(instances)
+        self.instances_histogram[len(instances)] += 1
+        self.instances_per_sample.add(len(instances))
+        self.global_caption_words.add(len((row.get("global_caption") or "").split()))
+        self.qc_status[(row.get("qc") or {}).get("status") or "none"] += 1
+        self.splits[row.get("split") or "none"] += 1
+        for inst in instances:
+            self.instance_caption_words.add(len((inst.get("caption") or "").split()))
+            self.trajectory_frames.add(len((inst.get("trajectory") or {}).get("frame_index") or []))
+            self.phrases[inst.get("phrase") or ""] += 1
+
+
+def compute_stats(root: str | Path, batch_rows: int = 256) -> DatasetStats:
+    """Stream the dataset once (no media column) and gather its statistics."""
+    root = Path(root)
+    stats = DatasetStats(str(root))
+    for unit in read_unit_stats(root):
+        stats.shards += [ShardStats(s["path"], s["rows"], s["bytes"], s.get("row_groups", 0)) for s in unit["shards"]]
+        if unit.get("quarantine_path"):
+            reasons = pq.read_table(root / unit["quarantine_path"], columns=["reason"]).column("reason")
+            stats.quarantine_reasons.update(reason_kind(r) for r in reasons.to_pylist())
+    stats.quarantined = sum(stats.quarantine_reasons.values())
+    for batch in ShardReader(root, columns=STATS_COLUMNS, batch_rows=batch_rows).iter_batches():
+        for row in batch.to_pylist():
+            stats.add_row(row)
+    return stats
+
+
+def reason_kind(reason: str | None) -> str:
+    """The part of a quarantine reason before its details ('truncated: ...' -> 'truncated')."""
+    return (reason or "unknown").split(":", 1)[0].strip()
+
+
+def stats_tables(stats: DatasetStats, top_phrases: int = 20) -> list[Table]:
+    """The statistics as titled tables, shared by the text output and the HTML report."""
+    counts = [["samples", stats.samples], ["videos", stats.videos], ["images", stats.images],
+              ["instances", stats.instances], ["quarantined inputs", stats.quarantined]]
+    lengths = [stats.instances_per_sample.row("instances per sample"),
+               stats.global_caption_words.row("global caption words"),
+               stats.instance_caption_words.row("instance caption words"),
+               stats.trajectory_frames.row("trajectory frames")]
+    tables: list[Table] = [
+        ("Counts", ["what", "count"], counts),
+        ("Distributions", ["what", "n", "min", "mean", "max"], lengths),
+        ("Instances per sample", ["instances", "samples"], [[k, v] for k, v in sorted(stats.instances_histogram.items())]),
+        ("QC status", ["status", "samples"], _counted(stats.qc_status)),
+        ("Splits", ["split", "samples"], _counted(stats.splits)),
+        (f"Top {top_phrases} phrases", ["phrase", "instances"], _counted(stats.phrases, top_phrases)),
+        ("Quarantine reasons", ["reason", "inputs"], _counted(stats.quarantine_reasons)),
+        ("Shards", ["path", "rows", "bytes", "row groups"],
+         [[s.path, s.rows, s.bytes, s.row_groups] for s in stats.shards]),
+    ]
+    return tables
+
+
+def format_table(title: str, headers: list[str], rows: list[list[object]]) -> str:
+    """Plain text with aligned columns (numbers right-aligned)."""
+    cells = [headers] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    numeric = [all(_is_number(row[i]) for row in rows) and bool(rows) for i in range(len(headers))]
+    lines = [title, "-" * len(title)]
+    for row in cells:
+        lines.append("  ".join(c.rjust(w) if num else c.ljust(w)
+                               for c, w, num in zip(row, widths, numeric, strict=True)).rstrip())
+    return "\n".join(lines if rows else [*lines[:2], "(none)"])
+
+
+def format_stats(stats: DatasetStats, top_phrases: int = 20) -> str:
+    return "\n\n".join(format_table(*table) for table in stats_tables(stats, top_phrases))
+
+
+def _counted(counter: Counter, top: int | None = None) -> list[list[object]]:
+    return [[key, count] for key, count in counter.most_common(top)]
+
+
+def _num(value: float | None) -> object:
+    if value is None:
+        return "-"
+    return int(value) if float(value).is_integer() else round(value, 2)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def main(cfg: InspectConfig) -> int:
+    """Print the statistics of `cfg.root` and write the HTML report."""
+    try:
+        stats = compute_stats(cfg.root)
+    except NotADatasetError as err:
+        print(f"instvl: {err}", file=sys.stderr)
+        return 1
+    print(format_stats(stats, cfg.top_phrases))
+    if cfg.write_html:
+        from instvl.datasets.report import write_report
+
+        path = write_report(cfg, stats)
+        print(f"\nreport: {path}")
+    return 0

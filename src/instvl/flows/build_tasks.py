@@ -1,0 +1,63 @@
+"""The Prefect flow and task of the corpus build (imported only after the environment is set)."""
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.states import State
+
+from instvl.annotate.config import AnnotateConfig
+from instvl.annotate.plan import make_plan
+from instvl.annotate.units import run_unit
+from instvl.datasets.manifest import unit_done, write_manifest
+from instvl.flows.runners import RunnerConfig, build_task_runner, task_resources
+
+
+# Our stats files decide what is skipped, not Prefect's cache: NO_CACHE also avoids hashing inputs.
+@task(cache_policy=NO_CACHE, task_run_name="unit {unit_id}")
+def annotate_unit(config: dict[str, Any], unit_id: str) -> dict[str, Any]:
+    """One unit: its files annotated and written as one shard (idempotent: a done unit is skipped)."""
+    stats = run_unit(AnnotateConfig.model_validate(config), unit_id)
+    get_run_logger().info("%s: %d samples, %d quarantined", unit_id, stats.get("rows", 0),
+                          stats.get("quarantined", 0))
+    return stats
+
+
+@flow(name="build-corpus", log_prints=True)
+def build_corpus_flow(config: dict[str, Any]) -> dict[str, Any]:
+    """Plan, map the pending units, collect failures, rebuild the manifest."""
+    cfg = AnnotateConfig.model_validate(config)
+    logger = get_run_logger()
+    plan = make_plan(cfg)
+    pending = [u.unit_id for u in plan.units if not unit_done(cfg.output, u.unit_id)]
+    logger.info("%d units planned, %d to do", len(plan.units), len(pending))
+    unit_task = annotate_unit.with_options(
+        retries=cfg.flow.retries, retry_delay_seconds=_backoff(cfg.flow.retry_delay_s, cfg.flow.retries))
+    failed: dict[str, str] = {}
+    with task_resources(cfg.flow.runner):
+        futures = [unit_task.submit(config, unit_id) for unit_id in pending]
+    for unit_id, future in zip(pending, futures, strict=True):
+        future.wait()
+        if future.state.is_failed() or future.state.is_crashed():
+            failed[unit_id] = _error_of(future.state)
+            logger.error("unit %s failed after %d retries: %s", unit_id, cfg.flow.retries, failed[unit_id])
+    return {"planned": len(plan.units), "ran": len(pending), "failed": failed,
+            "manifest": write_manifest(cfg.output)}
+
+
+def run_build_flow(config: dict[str, Any]) -> dict[str, Any]:
+    """The flow with the task runner its config asks for (local threads or Ray)."""
+    runner = build_task_runner(RunnerConfig.model_validate(config["flow"]["runner"]))
+    return build_corpus_flow.with_options(task_runner=runner)(config)
+
+
+def _backoff(base: float, retries: int) -> list[float]:
+    return [base * 2**i for i in range(retries)]
+
+
+def _error_of(state: State) -> str:
+    try:
+        state.result(raise_on_failure=True)
+    except BaseException as err:  # the task's own exception, re-raised by Prefect
+        return f"{type(err).__name__}: {err}"
+    return state.message or state.name or "failed"

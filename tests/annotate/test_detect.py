@@ -1,0 +1,148 @@
+"""Detector backends and the shared box arithmetic (IoU, NMS, phrase spans, query decoding)."""
+
+import numpy as np
+import pytest
+from pydantic import TypeAdapter
+
+from instvl.annotate.detect import DetectorConfig, FakeDetector, GroundingDinoDetector, HFDetector
+from instvl.annotate.detect.base import (
+    box_iou,
+    cxcywh_to_xyxy,
+    decode_queries,
+    nms,
+    phrase_token_spans,
+    suppress_duplicates,
+)
+from instvl.annotate.detect.fake import ground_truth_from_instances
+from instvl.annotate.types import Detection
+from instvl.datasets.records import Instance, Trajectory
+from instvl.deps import MissingDependencyError, is_available
+
+
+@pytest.fixture
+def make_frames():
+    def make(n: int = 2, height: int = 48, width: int = 64, seed: int = 0) -> list[np.ndarray]:
+        rng = np.random.default_rng(seed)
+        return [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(n)]
+    return make
+
+
+def test_box_iou_by_hand():
+    a = np.array([[0, 0, 2, 2]])
+    b = np.array([[1, 1, 3, 3], [0, 0, 2, 2], [5, 5, 6, 6], [0, 0, 0, 0]])
+    np.testing.assert_allclose(box_iou(a, b)[0], [1 / 7, 1.0, 0.0, 0.0])
+
+
+def test_nms_hand_example():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 9], [21, 21, 29, 29]], float)
+    scores = np.array([0.9, 0.8, 0.7, 0.95, 0.5])
+    # 3 (0.95) suppresses 0 (IoU 0.9) and 1 (IoU ~0.61 > 0.5); 2 suppresses 4 (IoU 0.64)
+    assert nms(boxes, scores, 0.5).tolist() == [3, 2]
+    assert nms(boxes, scores, 0.95).tolist() == [3, 0, 1, 2, 4]
+    assert nms(np.zeros((0, 4)), np.zeros(0), 0.5).tolist() == []
+
+
+def test_class_aware_then_cross_phrase_suppression():
+    dets = [Detection((0.1, 0.1, 0.5, 0.5), 0.9, "dog"), Detection((0.12, 0.1, 0.5, 0.5), 0.8, "dog"),
+            Detection((0.1, 0.1, 0.5, 0.52), 0.7, "puppy"), Detection((0.3, 0.3, 0.7, 0.7), 0.6, "cat")]
+    kept = suppress_duplicates(dets, class_iou=0.5, cross_iou=0.8)
+    assert [(d.phrase, d.score) for d in kept] == [("dog", 0.9), ("cat", 0.6)]
+    # a dog and a cat that overlap (IoU 0.14) are both kept, even at a strict class threshold
+    assert len(suppress_duplicates(dets, class_iou=0.99, cross_iou=0.99)) == 4
+    assert len(suppress_duplicates(dets, max_detections=1)) == 1
+
+
+def test_cxcywh_conversion():
+    np.testing.assert_allclose(cxcywh_to_xyxy(np.array([[0.5, 0.5, 0.2, 0.4]])), [[0.4, 0.3, 0.6, 0.7]])
+
+
+def test_query_decoding_assigns_one_phrase_per_box():
+    spans = phrase_token_spans(lambda p: len(p.split()), ["red ball", "dog"])
+    assert spans == [(1, 3), (4, 5)]  # [CLS] red ball . dog . [SEP]
+    probs = np.zeros((3, 7))
+    probs[0, 1:3] = [0.9, 0.3]   # red ball
+    probs[1, 4] = 0.6            # dog
+    probs[1, 2] = 0.5
+    probs[2, 4] = 0.2            # below box threshold
+    boxes = np.array([[0.5, 0.5, 0.2, 0.2], [0.2, 0.2, 0.1, 0.1], [0.8, 0.8, 0.1, 0.1]])
+    dets = decode_queries(probs, boxes, spans, ["red ball", "dog"], box_threshold=0.3, text_threshold=0.25)
+    assert [(d.phrase, round(d.score, 2)) for d in dets] == [("red ball", 0.9), ("dog", 0.6)]
+    np.testing.assert_allclose(dets[0].box_xyxy, (0.4, 0.4, 0.6, 0.6), atol=1e-6)
+
+
+def test_hf_tiny_random_detects_on_two_frames(make_frames):
+    detector = HFDetector.Config(tiny_random=True, box_threshold=0.0, text_threshold=0.0, min_side=96,
+                                 max_side=128, batch_size=2, max_detections=20).build()
+    phrases = ["Red Ball", "a dog", "cube."]
+    results = detector.detect(make_frames(2), phrases)
+    assert len(results) == 2
+    for dets in results:
+        assert 0 < len(dets) <= 20
+        boxes = np.array([d.box_xyxy for d in dets])
+        assert boxes.min() >= 0 and boxes.max() <= 1
+        assert (boxes[:, 2:] >= boxes[:, :2]).all()
+        assert {d.phrase for d in dets} <= {"red ball", "a dog", "cube"}
+        assert all(0 <= d.score <= 1 for d in dets)
+        assert all(box_iou(boxes[i:i + 1], boxes[i + 1:]).max(initial=0) <= 0.8 for i in range(len(boxes)))
+    # real token spans: the prompt's pieces are the phrases' pieces plus one '.' each
+    _, spans = detector._encode(["red ball", "a dog"])
+    assert spans[0] == (1, 3) and spans[1][0] == 4
+
+
+def test_hf_thresholds_and_bad_frames(make_frames):
+    detector = HFDetector.Config(tiny_random=True, box_threshold=1.0, min_side=64, max_side=96).build()
+    assert detector.detect(make_frames(1), ["dog"]) == [[]]
+    with pytest.raises(ValueError, match="frame 0.*uint8"):
+        detector.detect([np.zeros((8, 8, 3), np.float32)], ["dog"])
+
+
+def test_fake_random_is_deterministic_per_frame(make_frames):
+    detector = FakeDetector.Config(seed=3, max_detections=4).build()
+    frames = make_frames(3)
+    first = detector.detect(frames, ["dog", "cat"])
+    assert detector.detect(frames[::-1], ["dog", "cat"]) == first[::-1]
+    assert all(len(d) <= 4 and {x.phrase for x in d} <= {"dog", "cat"} for d in first)
+    assert detector.detect(frames, []) == [[], [], []]
+
+
+def test_fake_oracle_returns_visible_ground_truth(make_frames):
+    gt = np.array([[[0.1, 0.1, 0.3, 0.3], [np.nan] * 4], [[0.2, 0.1, 0.4, 0.3], [0.5, 0.5, 0.9, 0.9]]])
+    detector = FakeDetector.Config(mode="oracle").build()
+    detector.set_ground_truth(gt, ["Dog", "cat"])
+    found = detector.detect(make_frames(2), ["dog", "cat"], frame_indices=[1, 0])
+    assert [(d.phrase, d.box_xyxy) for d in found[1]] == [("dog", pytest.approx((0.1, 0.1, 0.3, 0.3)))]
+    assert sorted(d.phrase for d in found[0]) == ["cat", "dog"]
+    assert detector.detect(make_frames(1), ["cat"], frame_indices=[0]) == [[]]
+    with pytest.raises(ValueError, match="frame_indices"):
+        detector.detect(make_frames(1), ["dog"])
+    missing = FakeDetector.Config(mode="oracle", miss_rate=1.0).build()
+    missing.set_ground_truth(gt, ["dog", "cat"])
+    assert missing.detect(make_frames(1), ["dog"], frame_indices=[1]) == [[]]
+
+
+def test_detector_config_union_picks_the_backend(tmp_path):
+    adapter = TypeAdapter(DetectorConfig)
+    assert isinstance(adapter.validate_python({"kind": "fake", "mode": "oracle"}), FakeDetector.Config)
+    assert adapter.validate_python({"kind": "hf"}).model == "IDEA-Research/grounding-dino-tiny"
+    gd = adapter.validate_python({"kind": "groundingdino", "checkpoint_path": str(tmp_path / "g.pth")})
+    assert isinstance(gd, GroundingDinoDetector.Config)
+    with pytest.raises(ValueError):
+        adapter.validate_python({"kind": "yolo"})
+
+
+@pytest.mark.skipif(is_available("groundingdino"), reason="groundingdino-py is installed")
+def test_groundingdino_missing_package_names_the_extra(tmp_path):
+    config = GroundingDinoDetector.Config(checkpoint_path=tmp_path / "groundingdino_swint_ogc.pth")
+    with pytest.raises(MissingDependencyError, match=r"instvl\[groundingdino\]"):
+        config.build()
+
+
+def test_ground_truth_from_sample_instances():
+    instances = [Instance(0, "dog", "", Trajectory([0, 2], [[0.1, 0.1, 0.2, 0.2], [0.3, 0.1, 0.4, 0.2]])),
+                 Instance(1, "cat", "", Trajectory([1], [[0.5, 0.5, 0.6, 0.6]]))]
+    boxes, phrases = ground_truth_from_instances(instances, num_frames=3)
+    assert phrases == ["dog", "cat"] and boxes.shape == (3, 2, 4)
+    assert np.isnan(boxes[1, 0]).all() and np.isnan(boxes[0, 1]).all()
+    np.testing.assert_allclose(boxes[2, 0], [0.3, 0.1, 0.4, 0.2])
+    with pytest.raises(ValueError, match="instance 0: frame 2 outside"):
+        ground_truth_from_instances(instances, num_frames=1)

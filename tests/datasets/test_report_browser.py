@@ -1,0 +1,60 @@
+"""Open the HTML report in real headless Chromium and check what a person would see."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from instvl.datasets.inspect import InspectConfig, main
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or (
+    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)"),
+]
+
+
+def chromium(profile: Path, *args: str, timeout: int = 90) -> subprocess.CompletedProcess:
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+               f"--user-data-dir={profile}", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture
+def report(make_dataset, sample_factory, tmp_path) -> Path:
+    samples = [sample_factory(0, num_instances=2, with_media=True, width=96, height=64),
+               sample_factory(1, media_type="image", num_instances=3, with_media=True, width=96, height=64)]
+    root = make_dataset(samples=samples, quarantine=1)
+    html = tmp_path / "site" / "report.html"
+    assert main(InspectConfig(root=str(root), html=str(html), frames_per_sample=3, title="Browser check")) == 0
+    return html
+
+
+def test_report_renders_in_chromium(report, tmp_path):
+    result = chromium(tmp_path / "profile-dom", "--virtual-time-budget=5000", "--dump-dom", report.as_uri())
+    dom = result.stdout
+    assert result.returncode == 0 and "<html" in dom, result.stderr[-2000:]
+    assert "<title>Browser check</title>" in dom
+    assert 'data-image-count="4"' in dom  # 3 video frames + 1 image
+    assert 'data-images-loaded="4"' in dom and 'data-all-images-loaded="true"' in dom
+    assert "scene 0 with 2 moving shapes" in dom and "scene 1 with 3 moving shapes" in dom
+    assert "the green triangle number 2 slides right" in dom and "ID: 2 green triangle" in dom
+    assert "zero-length file" in dom
+
+
+def test_report_screenshot_is_not_blank(report, tmp_path):
+    shot = tmp_path / "report.png"
+    result = chromium(tmp_path / "profile-shot", "--virtual-time-budget=5000", "--window-size=1200,1600",
+                      "--hide-scrollbars", f"--screenshot={shot}", report.as_uri())
+    assert shot.is_file(), result.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    assert pixels.shape[:2] == (1600, 1200)
+    assert pixels.std() > 10 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50
+    # the dark header band is drawn at the top of the page
+    assert pixels[:40].mean() < 80

@@ -1,0 +1,94 @@
+"""The shard schema: Sample -> row -> Parquet -> row -> Sample is lossless, and only portable types are used."""
+
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from instvl.datasets.records import Instance, QCRecord, Sample, Trajectory
+from instvl.datasets.schema import (
+    METADATA_CONFIG_KEY,
+    METADATA_VERSION_KEY,
+    QUARANTINE_SCHEMA,
+    SCHEMA,
+    SCHEMA_VERSION,
+    major,
+    schema_with_metadata,
+)
+
+# float32 columns: every value here is exactly representable so equality after the round trip is exact
+TRAJ = Trajectory(frame_index=[0, 2, 5], box=[[0.0, 0.25, 0.5, 0.75], [0.125, 0.25, 0.625, 0.75], [0.5, 0.5, 1.0, 1.0]],
+                  score=[0.5, 0.75, 1.0], mask_rle=["abc", "", "PPY2"])
+
+
+def _video() -> Sample:
+    return Sample(
+        sample_id="vid-1", media_type="video", width=320, height=240, num_frames=6, global_caption="two dogs play",
+        instances=[Instance(0, "dog", "a brown dog runs", TRAJ, score=0.75),
+                   Instance(7, "ball", "a ball", Trajectory([1], [[0.25, 0.25, 0.5, 0.5]]), score=0.5)],
+        fps=29.5, media=b"\x00\x01binary\xff", media_format="mp4", uri="s3://bucket/v.mp4", sha256="ab" * 32,
+        clip_start_s=1.5, clip_end_s=3.25,
+        qc=QCRecord("corrected", "ann", datetime(2026, 3, 4, 5, 6, 7, 123456, tzinfo=UTC), 42, ["low score"]),
+        models={"detector": "hf:grounding-dino-tiny", "tracker": "fake"}, config_hash="f00d",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC), split="val")
+
+
+def _image_without_media() -> Sample:
+    return Sample(sample_id="img-1", media_type="image", width=64, height=48, num_frames=1,
+                  global_caption="an empty room", instances=[], created_at=datetime(2026, 1, 2, tzinfo=UTC),
+                  uri="/data/room.jpg", split="test")
+
+
+@pytest.mark.parametrize("sample", [_video(), _image_without_media()], ids=["video", "image-no-media"])
+def test_round_trip_through_parquet(sample, tmp_path):
+    path = tmp_path / "one.parquet"
+    pq.write_table(pa.Table.from_pylist([sample.to_row()], schema=schema_with_metadata("{}")), path)
+    (row,) = pq.read_table(path).to_pylist()
+    back = Sample.from_row(row)
+    assert back == sample
+    assert back.qc.reviewed_at == sample.qc.reviewed_at and back.created_at.utcoffset().total_seconds() == 0
+
+
+def test_empty_instances_and_null_media_stay_so(tmp_path):
+    path = tmp_path / "one.parquet"
+    pq.write_table(pa.Table.from_pylist([_image_without_media().to_row()], schema=SCHEMA), path)
+    (row,) = pq.read_table(path).to_pylist()
+    assert row["instances"] == [] and row["media"] is None and row["fps"] is None
+    assert row["source"]["clip_start_s"] is None
+
+
+def _types(data_type: pa.DataType):
+    yield data_type
+    if isinstance(data_type, pa.StructType):
+        for i in range(data_type.num_fields):
+            yield from _types(data_type.field(i).type)
+    elif isinstance(data_type, pa.ListType | pa.FixedSizeListType | pa.LargeListType):
+        yield from _types(data_type.value_type)
+
+
+@pytest.mark.parametrize("schema", [SCHEMA, QUARANTINE_SCHEMA], ids=["shard", "quarantine"])
+def test_only_portable_types(schema):
+    every = [t for f in schema for t in _types(f.type)]
+    assert not any(isinstance(t, pa.MapType) for t in every)  # Hugging Face datasets cannot read map
+    assert not any(pa.types.is_timestamp(t) and t.tz != "UTC" for t in every)
+
+
+def test_box_is_fixed_size_float32():
+    box = SCHEMA.field("instances").type.value_type.field("trajectory").type.field("box").type.value_type
+    assert box == pa.list_(pa.float32(), 4)
+
+
+def test_version_metadata():
+    schema = schema_with_metadata('{"a": 1}')
+    assert schema.metadata[METADATA_VERSION_KEY] == SCHEMA_VERSION.encode()
+    assert schema.metadata[METADATA_CONFIG_KEY] == b'{"a": 1}'
+    assert major(SCHEMA_VERSION) >= 1 and major("12.3") == 12
+    assert not SCHEMA.field("sample_id").nullable
+
+
+def test_wrong_type_is_rejected():
+    row = _video().to_row()
+    row["instances"][0]["trajectory"]["box"][0] = [0.1, 0.2, 0.3]  # three numbers, not four
+    with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError)):
+        pa.Table.from_pylist([row], schema=SCHEMA)

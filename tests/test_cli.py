@@ -1,0 +1,76 @@
+"""CLI smoke tests: --print-config, --set overrides, config errors exit 2 naming the key."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from instvl.cli import COMMANDS, build_parser, main
+
+
+def test_help_lists_every_group(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert all(group in out for group in ("datasets", "annotate", "qa", "train", "demo"))
+    assert len({(c.group, c.name) for c in COMMANDS}) == len(COMMANDS)
+
+
+def test_print_config_with_positional_and_set(capsys, tmp_path):
+    assert main(["datasets", "validate", str(tmp_path), "--set", "max_errors=5", "--set", "check_media=true",
+                 "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["root"] == str(tmp_path)
+    assert printed["max_errors"] == 5 and printed["check_media"] is True
+
+
+def test_option_shorthand(capsys, tmp_path):
+    assert main(["datasets", "inspect", str(tmp_path), "--html", "out.html", "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["html"] == "out.html"
+
+
+def test_unknown_key_exits_2_naming_it(capsys, tmp_path):
+    assert main(["datasets", "validate", str(tmp_path), "--set", "no_such_key=1"]) == 2
+    err = capsys.readouterr().err
+    assert "config error" in err and "no_such_key" in err
+
+
+def test_bad_value_exits_2(capsys, tmp_path):
+    assert main(["datasets", "validate", str(tmp_path), "--set", "max_errors=lots"]) == 2
+    assert "max_errors" in capsys.readouterr().err
+
+
+def test_unknown_preset_exits_2(capsys, tmp_path):
+    assert main(["datasets", "validate", str(tmp_path), "--config", "datasets/nope"]) == 2
+    assert "datasets/nope" in capsys.readouterr().err
+
+
+def _tiny_dataset(root):
+    from instvl.datasets.records import Instance, Sample, Trajectory
+    from instvl.datasets.shards import UnitWriter, write_manifest
+
+    with UnitWriter(root, "shard-00000") as writer:
+        for i in range(2):
+            inst = Instance(0, "cat", "a sleeping cat", Trajectory([0], [[0.1, 0.1, 0.5, 0.5]]))
+            writer.write(Sample(f"img-{i}", "image", 32, 24, 1, "a cat on a sofa", [inst]))
+    write_manifest(root)
+    return root
+
+
+def test_validate_and_inspect_exit_codes(tmp_path, capsys):
+    root = _tiny_dataset(tmp_path / "ds")
+    assert main(["datasets", "validate", str(root)]) == 0
+    assert main(["datasets", "inspect", str(root), "--set", "num_samples=1"]) == 0
+    assert (root / "report.html").is_file()
+    (root / "manifest.json").unlink()
+    assert main(["datasets", "validate", str(root)]) == 1
+    assert "manifest.json: missing" in capsys.readouterr().out
+
+
+def test_python_dash_m(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "instvl", "datasets", "validate", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1
+    assert "not an InstVL dataset root" in result.stdout
