@@ -56,7 +56,7 @@ COMMANDS = (
     Command(None, "build", "instvl.flows.build_corpus", "BuildConfig", "annotate/tiny",
             "run the resumable corpus-build flow (Prefect)", ("input", "output")),
     Command(None, "demo", "instvl.flows.demo", "DemoConfig", "flows/demo",
-            "offline CPU demo: synth media, build, validate, inspect, train, eval", ("output",)),
+            "offline CPU demo: synth media, build, validate, inspect, train, eval", ("output?",)),
     Command(None, "train", "instvl.train.run", "TrainConfig", "train/tiny", "InstAP pre-training"),
     Command(None, "eval", "instvl.train.evaluate", "EvalConfig", "train/tiny",
             "retrieval and grounding evaluation of a checkpoint"),
@@ -66,7 +66,9 @@ COMMANDS = (
 def _add_command(sub: argparse._SubParsersAction, cmd: Command) -> None:
     parser = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
     for name in cmd.positionals:
-        parser.add_argument(name, help=f"sets config field {name!r}")
+        optional = name.endswith("?")  # "output?": may be left out, the preset's value stays
+        field_name = name.rstrip("?")
+        parser.add_argument(field_name, nargs="?" if optional else None, help=f"sets config field {field_name!r}")
     for flag, target in cmd.options.items():
         parser.add_argument(flag, dest=f"opt_{target}", metavar=target.upper(), help=f"sets {target!r}")
     parser.add_argument("--config", default=cmd.default_preset, help="preset name or YAML path")
@@ -92,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _overrides(cmd: Command, args: argparse.Namespace) -> list[str]:
-    pairs = [(name, getattr(args, name)) for name in cmd.positionals]
+    pairs = [(name.rstrip("?"), getattr(args, name.rstrip("?"))) for name in cmd.positionals]
     pairs += [(target, getattr(args, f"opt_{target}")) for target in cmd.options.values()]
     # YAML-quote positional strings so a path like "1" or "yes" stays a string.
     quoted = [f"{k}={v}" if k in cmd.options.values() else f"{k}='{v}'" for k, v in pairs if v is not None]

@@ -22,6 +22,8 @@ OFFLINE_DEFAULTS = {
     # Ray workers are killed at the end of a run; short batches keep their last log lines.
     "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.2",
     "PREFECT_UI_ENABLED": "false",
+    # Library logs outside a run (planning, the final manifest) go to the console only.
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
 }
 
 
@@ -55,8 +57,9 @@ def _write_logging_settings(level: str) -> Path:
 
 def ensure_api_server() -> str:
     """The API URL flows and workers use: the user's server, or the embedded one started here once."""
-    url = os.environ.get("PREFECT_API_URL")
+    url = os.environ.get("PREFECT_API_URL") or _configured_api_url()
     if url:
+        os.environ["PREFECT_API_URL"] = url  # workers inherit it instead of starting their own server
         return url
     from prefect.server.api.server import SubprocessASGIServer
 
@@ -65,6 +68,28 @@ def ensure_api_server() -> str:
     os.environ["PREFECT_API_URL"] = server.api_url
     log.info("embedded Prefect server at %s", server.api_url)
     return server.api_url
+
+
+def _configured_api_url() -> str | None:
+    """The API URL of the active Prefect profile or settings context (e.g. a test harness), if any."""
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url
+
+
+def attach_library_logs(level: str = "INFO") -> None:
+    """Send `instvl.*` records of this process to the run logs, whatever imported prefect first.
+
+    The logging settings file does this in worker processes; in this process prefect may already
+    have configured logging before `configure_environment` ran (an embedding application, tests).
+    """
+    from prefect.logging.handlers import APILogHandler
+
+    logger = logging.getLogger("instvl")
+    if not any(isinstance(handler, APILogHandler) for handler in logger.handlers):
+        logger.addHandler(APILogHandler())
+    if logger.getEffectiveLevel() > logging.getLevelName(level):
+        logger.setLevel(level)
 
 
 def worker_environment() -> dict[str, str]:
