@@ -8,4 +8,12 @@ if ! command -v chromium >/dev/null 2>&1 && [[ $(id -u) == 0 ]] && command -v ap
   echo "installing Chromium for the browser tests" >&2
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+# The Label Studio server lives in its own venv: its pins (Django, pyarrow<25, pytz<2023) clash with ours.
+LS_VENV=${INSTVL_LABEL_STUDIO_VENV:-.venv-labelstudio}
+if [[ ! -x "$LS_VENV/bin/label-studio" ]]; then
+  echo "installing the Label Studio server into $LS_VENV" >&2
+  "${PYTHON:-python3}" -m venv "$LS_VENV"
+  "$LS_VENV/bin/python" -m pip install -q -U pip
+  "$LS_VENV/bin/python" -m pip install -q "label-studio==1.23.2"
+fi
 python -m pytest -q "$@"

@@ -21,14 +21,15 @@ class LearnableTemperature(nn.Module):
         super().__init__()
         if not 0 < min_value <= init <= max_value:
             raise ValueError(f"temperature init {init} must lie in [{min_value}, {max_value}]")
-        self.log_value = nn.Parameter(torch.tensor(math.log(init)))
+        # Shape (1,), not a scalar: FSDP's fully_shard refuses 0-d parameters.
+        self.log_value = nn.Parameter(torch.tensor([math.log(init)]))
         self.bounds = (math.log(min_value), math.log(max_value))
 
     def forward(self) -> Tensor:
         # Clamp the parameter itself (as CLIP/UMT do), so it cannot drift where its gradient is zero.
         with torch.no_grad():
             self.log_value.clamp_(*self.bounds)
-        return self.log_value.exp()
+        return self.log_value.exp().squeeze(0)
 
 
 def alignment_loss(student: list[Tensor], teacher: list[Tensor]) -> Tensor:

@@ -1,0 +1,144 @@
+"""Our instances <-> Label Studio results: VideoRectangle tracks for clips, RectangleLabels for images.
+
+Label Studio counts frames from 1 and gives boxes as x, y, width, height in percent of the frame. A
+video track is a sequence of keyframes (one per annotated frame of ours); the keyframe before a gap
+and the last one are `enabled: false`, so interpolation never bridges a gap or runs past the track.
+Every keyframe carries `rotation: 0` (the interpolated export fails without it). Region ids are
+`i<instance_id>`; a per-region TextArea with the same id holds the instance caption.
+"""
+
+from typing import Any
+
+VIDEO_KEY, IMAGE_KEY = "video", "image"
+BOX_NAME, INSTANCE_CAPTION, GLOBAL_CAPTION, VERDICT = "box", "inst_caption", "global_caption", "verdict"
+GLOBAL_ID, VERDICT_ID = "global", "verdict"
+TRACK_KEYS = ("x", "y", "width", "height", "rotation")
+
+
+def region_id(instance_id: int) -> str:
+    return f"i{instance_id}"
+
+
+def instance_id_of(region: str) -> int | None:
+    """The instance id encoded in a region id we made, or None for a region a reviewer drew."""
+    return int(region[1:]) if region.startswith("i") and region[1:].isdigit() else None
+
+
+def box_to_percent(box: list[float]) -> dict[str, float]:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return {"x": x0 * 100, "y": y0 * 100, "width": (x1 - x0) * 100, "height": (y1 - y0) * 100}
+
+
+def percent_to_box(item: dict[str, Any]) -> list[float]:
+    """xyxy in [0, 1] from percent x, y, width, height (clipped: reviewers can drag past the edge)."""
+    x0, y0 = item["x"] / 100, item["y"] / 100
+    x1, y1 = x0 + item["width"] / 100, y0 + item["height"] / 100
+    return [min(max(v, 0.0), 1.0) for v in (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))]
+
+
+def trajectory_to_sequence(trajectory: dict[str, Any], fps: float) -> list[dict[str, Any]]:
+    """Keyframes of one track: 1-based frames, percent boxes, gaps and the end marked `enabled: false`."""
+    frames = [int(i) for i in trajectory.get("frame_index") or []]
+    boxes = trajectory.get("box") or []
+    sequence = []
+    for k, (index, box) in enumerate(zip(frames, boxes, strict=True)):
+        last_of_span = k == len(frames) - 1 or frames[k + 1] != index + 1
+        sequence.append({"frame": index + 1, **box_to_percent(box), "rotation": 0, "enabled": not last_of_span,
+                         "time": (index + 1) / fps})
+    return sequence
+
+
+def interpolate_sequence(sequence: list[dict[str, Any]], frames_count: int) -> dict[int, dict[str, float]]:
+    """1-based frame -> box item of every frame a track covers, as Label Studio's interpolated export.
+
+    An enabled keyframe is interpolated linearly to the next keyframe (held until `frames_count` when it
+    is the last); a disabled keyframe ends its span. Already interpolated sequences pass through unchanged.
+    """
+    keys = sorted(sequence, key=lambda item: item["frame"])
+    covered: dict[int, dict[str, float]] = {}
+    for k, start in enumerate(keys):
+        covered[int(start["frame"])] = {key: float(start.get(key, 0)) for key in TRACK_KEYS}
+        if not start.get("enabled", True):
+            continue
+        end = keys[k + 1] if k + 1 < len(keys) else None
+        stop = int(end["frame"]) if end else frames_count + 1
+        for frame in range(int(start["frame"]) + 1, stop):
+            t = (frame - start["frame"]) / (end["frame"] - start["frame"]) if end else 0.0
+            covered[frame] = _lerp(start, end or start, t)
+    return dict(sorted(covered.items()))
+
+
+def _lerp(a: dict[str, Any], b: dict[str, Any], t: float) -> dict[str, float]:
+    return {key: float(a.get(key, 0)) + t * (float(b.get(key, 0)) - float(a.get(key, 0))) for key in TRACK_KEYS}
+
+
+def sequence_to_trajectory(sequence: list[dict[str, Any]], num_frames: int) -> tuple[list[int], list[list[float]]]:
+    """0-based frame indices and xyxy boxes of a (keyframe or interpolated) sequence, inside the clip."""
+    covered = interpolate_sequence(sequence, num_frames)
+    frames = [f for f in covered if 1 <= f <= num_frames and covered[f]["width"] and covered[f]["height"]]
+    return [f - 1 for f in frames], [percent_to_box(covered[f]) for f in frames]
+
+
+def _text(region: str, name: str, to_name: str, text: str) -> dict[str, Any]:
+    return {"id": region, "from_name": name, "to_name": to_name, "type": "textarea", "value": {"text": [text]}}
+
+
+def video_regions(inst: dict[str, Any], num_frames: int, fps: float) -> list[dict[str, Any]]:
+    """The VideoRectangle track of one instance and its caption."""
+    region = region_id(inst["instance_id"])
+    value = {"framesCount": num_frames, "duration": num_frames / fps, "labels": [inst["phrase"]],
+             "sequence": trajectory_to_sequence(inst.get("trajectory") or {}, fps)}
+    return [{"id": region, "from_name": BOX_NAME, "to_name": VIDEO_KEY, "type": "videorectangle", "value": value},
+            _text(region, INSTANCE_CAPTION, VIDEO_KEY, inst.get("caption") or "")]
+
+
+def image_regions(inst: dict[str, Any], width: int, height: int) -> list[dict[str, Any]]:
+    """The rectangle of one image instance and its caption."""
+    region = region_id(inst["instance_id"])
+    boxes = (inst.get("trajectory") or {}).get("box") or []
+    if not boxes:
+        return []
+    value = {**box_to_percent(boxes[0]), "rotation": 0, "rectanglelabels": [inst["phrase"]]}
+    return [{"id": region, "from_name": BOX_NAME, "to_name": IMAGE_KEY, "type": "rectanglelabels",
+             "original_width": width, "original_height": height, "image_rotation": 0, "value": value},
+            _text(region, INSTANCE_CAPTION, IMAGE_KEY, inst.get("caption") or "")]
+
+
+def row_to_result(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Label Studio result (used as prediction) of one SCHEMA row: tracks or boxes plus captions."""
+    video = row["media_type"] == "video"
+    result: list[dict[str, Any]] = []
+    for inst in row.get("instances") or []:
+        if video:
+            result += video_regions(inst, int(row["num_frames"]), float(row["fps"]))
+        else:
+            result += image_regions(inst, int(row["width"]), int(row["height"]))
+    to_name = VIDEO_KEY if video else IMAGE_KEY
+    return result + [_text(GLOBAL_ID, GLOBAL_CAPTION, to_name, row.get("global_caption") or "")]
+
+
+def _joined(item: dict[str, Any]) -> str:
+    return " ".join(t.strip() for t in item.get("value", {}).get("text") or [] if t.strip())
+
+
+def parse_result(result: list[dict[str, Any]], num_frames: int) -> dict[str, Any]:
+    """A reviewer's result as {verdict, global_caption, regions: {region id: {phrase, frames, boxes, caption}}}."""
+    parsed: dict[str, Any] = {"verdict": None, "global_caption": None, "regions": {}}
+    for item in result:
+        name, value, region = item.get("from_name"), item.get("value") or {}, str(item.get("id"))
+        if name == VERDICT and value.get("choices"):
+            parsed["verdict"] = value["choices"][0]
+        elif name == GLOBAL_CAPTION:
+            parsed["global_caption"] = _joined(item)
+        elif name == INSTANCE_CAPTION:
+            parsed["regions"].setdefault(region, {})["caption"] = _joined(item)
+        elif item.get("type") == "videorectangle":
+            frames, boxes = sequence_to_trajectory(value.get("sequence") or [], num_frames)
+            labels = value.get("labels") or []
+            parsed["regions"].setdefault(region, {}).update(
+                phrase=labels[0] if labels else None, frames=frames, boxes=boxes)
+        elif item.get("type") == "rectanglelabels":
+            labels = value.get("rectanglelabels") or []
+            parsed["regions"].setdefault(region, {}).update(
+                phrase=labels[0] if labels else None, frames=[0], boxes=[percent_to_box(value)])
+    return parsed

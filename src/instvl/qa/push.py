@@ -1,0 +1,228 @@
+"""`instvl qa push ROOT`: send routed samples to Label Studio as review tasks with our predictions.
+
+Media are written to ROOT/media/<sample_id>.mp4|.jpg (atomically, once) and served by the server's
+local-files storage, which is confined to that folder. Each task carries `data.sample_id`; a sample
+that already has a task (in the push state or on the server) is never imported again. The push state,
+ROOT/qa/push_state.json, is rewritten atomically after every batch, so a push cut short by the server
+going away resumes where it stopped.
+"""
+
+import json
+import logging
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from instvl.datasets.layout import atomic_write_bytes
+from instvl.datasets.reader import ShardReader
+from instvl.qa.client import LabelStudioClient, LabelStudioUnavailable, chunks
+from instvl.qa.convert import IMAGE_KEY, VIDEO_KEY, row_to_result
+from instvl.qa.projects import ensure_project, project_title
+from instvl.qa.routing import route_row
+from instvl.qa.settings import QASettings
+
+log = logging.getLogger(__name__)
+
+MEDIA_DIR, STATE_FILE = "media", "qa/push_state.json"
+EXTENSIONS = {"mp4": ".mp4", "jpeg": ".jpg", "jpg": ".jpg", "png": ".png"}
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+META_COLUMNS = ["sample_id", "media_type", "width", "height", "fps", "num_frames", "media_format",
+                "global_caption", "instances", "qc", "provenance"]
+
+
+class PushConfig(QASettings):
+    """`instvl qa push ROOT`: send routed samples of a dataset to Label Studio for review."""
+
+    root: str
+    """The dataset root whose samples are pushed."""
+
+
+class PushInterrupted(RuntimeError):
+    """The server went away during a push; the state file lets a rerun resume."""
+
+
+@dataclass
+class PushSummary:
+    selected: int = 0
+    pushed: int = 0
+    already_there: int = 0
+    no_media: list[str] = field(default_factory=list)
+    projects: dict[str, int] = field(default_factory=dict)
+
+
+class PushState:
+    """sample_id -> task of one server, persisted in ROOT/qa/push_state.json."""
+
+    def __init__(self, root: Path, server_url: str):
+        self.path, self.server_url = root / STATE_FILE, server_url
+        self.data: dict[str, Any] = {"version": 1, "servers": {}}
+        if self.path.is_file():
+            try:
+                self.data = json.loads(self.path.read_text())
+            except ValueError as err:
+                raise ValueError(f"{self.path}: push state is not valid JSON ({err})") from None
+        self.server = self.data["servers"].setdefault(server_url, {"projects": {}, "tasks": {}})
+
+    @property
+    def tasks(self) -> dict[str, dict[str, Any]]:
+        return self.server["tasks"]
+
+    def record(self, sample_id: str, task_id: int, project: dict[str, Any], reasons: list[str]) -> None:
+        self.tasks[sample_id] = {"task_id": int(task_id), "project_id": int(project["id"]),
+                                 "project": project["title"], "route_reasons": reasons,
+                                 "pushed_at": datetime.now(UTC).isoformat()}
+
+    def save(self) -> None:
+        atomic_write_bytes(self.path, json.dumps(self.data, indent=1, sort_keys=True).encode())
+
+
+def load_push_state(root: str | Path, server_url: str) -> PushState:
+    return PushState(Path(root), server_url)
+
+
+def model_version(row: dict[str, Any]) -> str:
+    """The provenance of the predictions: the backends and models that made them."""
+    prov = row.get("provenance") or {}
+    models = ",".join(f"{kv['key']}={kv['value']}" for kv in prov.get("models") or [])
+    return (models or f"instvl-{prov.get('instvl_version')}:{prov.get('config_hash')}")[:200]
+
+
+def media_path(root: Path, row: dict[str, Any]) -> Path:
+    """ROOT/media/<sample_id>.<ext>; refuses ids that could name a file outside that folder."""
+    sample_id = str(row["sample_id"])
+    if not SAFE_ID.match(sample_id):
+        raise ValueError(f"{root}: sample_id {sample_id!r} is not a safe file name; cannot write its media")
+    fmt = (row.get("media_format") or ("mp4" if row["media_type"] == "video" else "jpeg")).lower()
+    return root / MEDIA_DIR / f"{sample_id}{EXTENSIONS.get(fmt, '.' + fmt)}"
+
+
+def select_rows(root: Path, cfg: PushConfig) -> list[dict[str, Any]]:
+    """Rows not reviewed yet that routing sends to review (or all of them), with their reasons."""
+    selected = []
+    for row in ShardReader(root, columns=META_COLUMNS).iter_rows():
+        if ((row.get("qc") or {}).get("status") or "auto") != "auto":
+            continue
+        reasons = route_row(row, cfg.routing)
+        if reasons or cfg.push.select == "all":
+            selected.append({**row, "route_reasons": reasons})
+    return selected
+
+
+def write_media(root: Path, wanted: set[str]) -> set[str]:
+    """Write the embedded media of `wanted` samples that are not on disk yet; returns those with media."""
+    have = set()
+    for row in ShardReader(root, columns=["sample_id", "media_type", "media_format", "media"]).iter_rows():
+        if row["sample_id"] not in wanted:
+            continue
+        path = media_path(root, row)
+        if not path.is_file() and row.get("media"):
+            atomic_write_bytes(path, row["media"])
+        if path.is_file():
+            have.add(row["sample_id"])
+    return have
+
+
+def task_for(row: dict[str, Any], root: Path, document_root: Path) -> dict[str, Any]:
+    """A task: the media URL served from local files, the sample id and our prediction."""
+    relative = media_path(root, row).resolve().relative_to(document_root)
+    key = VIDEO_KEY if row["media_type"] == "video" else IMAGE_KEY
+    scores = [float(i.get("score") or 0) for i in row.get("instances") or []]
+    data = {key: f"/data/local-files/?d={quote(str(relative), safe='/')}", "sample_id": row["sample_id"],
+            "route_reasons": "; ".join(row["route_reasons"])}
+    prediction = {"model_version": model_version(row), "score": sum(scores) / len(scores) if scores else 0.0,
+                  "result": row_to_result(row)}
+    return {"data": data, "predictions": [prediction]}
+
+
+def group_by_project(rows: list[dict[str, Any]], cfg: PushConfig) -> dict[tuple[str, str, float | None], list]:
+    groups: dict[tuple[str, str, float | None], list[dict[str, Any]]] = {}
+    for row in rows:
+        fps = float(row["fps"]) if row["media_type"] == "video" else None
+        groups.setdefault((project_title(cfg.server, row["media_type"], fps), row["media_type"], fps), []).append(row)
+    return groups
+
+
+def check_media_dir(root: Path, document_root: Path) -> Path:
+    media_dir = (root / MEDIA_DIR).resolve()
+    if media_dir == document_root or not media_dir.is_relative_to(document_root):
+        raise ValueError(f"{media_dir} must be a subfolder of the server's document root {document_root} "
+                         "(set server.document_root to the server's LOCAL_FILES_DOCUMENT_ROOT)")
+    media_dir.mkdir(parents=True, exist_ok=True)
+    return media_dir
+
+
+def push_group(client: LabelStudioClient, state: PushState, rows: list[dict[str, Any]], key: tuple,
+               ctx: dict[str, Any]) -> tuple[int, int]:
+    """Push the rows of one project in batches; returns (tasks created, tasks found on the server)."""
+    title, media_type, fps = key
+    phrases = {i["phrase"] for r in rows for i in r.get("instances") or [] if i.get("phrase")}
+    project = ensure_project(client, title, media_type, phrases, fps)
+    client.ensure_local_storage(project["id"], str(ctx["media_dir"]), title=f"instvl media {ctx['root'].name}")
+    state.server["projects"][title] = project["id"]
+    on_server = client.task_ids_by_sample(project["id"])
+    pushed = found = 0
+    for batch in chunks(rows, ctx["batch_size"]):
+        todo = []
+        for row in batch:
+            if on_server.get(row["sample_id"]):  # created by an earlier, interrupted push
+                state.record(row["sample_id"], on_server[row["sample_id"]][0], project, row["route_reasons"])
+                found += 1
+            else:
+                todo.append(row)
+        if todo:
+            ids = client.import_tasks(project["id"], [task_for(r, ctx["root"], ctx["document_root"]) for r in todo])
+            for row, task_id in zip(todo, ids, strict=True):
+                state.record(row["sample_id"], task_id, project, row["route_reasons"])
+            pushed += len(todo)
+        state.save()
+        ctx["on_batch"](state)
+    return pushed, found
+
+
+def push_dataset(cfg: PushConfig, client: LabelStudioClient | None = None,
+                 on_batch: Callable[[PushState], None] = lambda state: None) -> PushSummary:
+    """Push the routed samples of `cfg.root`; see the module docstring."""
+    root = Path(cfg.root)
+    if not (root / "shards").is_dir():
+        raise FileNotFoundError(f"{root}: not a dataset root (no shards/ folder)")
+    document_root = Path(cfg.server.document_root).expanduser().resolve()
+    ctx = {"root": root, "document_root": document_root, "media_dir": check_media_dir(root, document_root),
+           "batch_size": cfg.push.batch_size, "on_batch": on_batch}
+    client = client or cfg.server.build()
+    state = load_push_state(root, client.url)
+    selected = select_rows(root, cfg)
+    fresh = [r for r in selected if r["sample_id"] not in state.tasks]
+    rows = fresh[:cfg.push.limit] if cfg.push.limit else fresh
+    have = write_media(root, {r["sample_id"] for r in rows})
+    summary = PushSummary(selected=len(selected), already_there=len(selected) - len(fresh),
+                          no_media=sorted(r["sample_id"] for r in rows if r["sample_id"] not in have))
+    for sid in summary.no_media:
+        log.warning("%s: sample %s has no embedded media; not pushed", root, sid)
+    groups = group_by_project([r for r in rows if r["sample_id"] in have], cfg)
+    try:
+        for key, group in groups.items():
+            pushed, found = push_group(client, state, group, key, ctx)
+            summary.pushed, summary.already_there = summary.pushed + pushed, summary.already_there + found
+        summary.projects = dict(state.server["projects"])
+    except LabelStudioUnavailable as err:
+        raise PushInterrupted(f"push of {root} interrupted: {err}. {len(state.tasks)} task(s) are recorded in "
+                              f"{state.path}; rerun the push to resume") from None
+    return summary
+
+
+def main(cfg: PushConfig) -> int:
+    try:
+        summary = push_dataset(cfg)
+    except (PushInterrupted, FileNotFoundError, ValueError) as err:
+        print(f"instvl qa push: {err}", file=sys.stderr)
+        return 1
+    print(f"selected {summary.selected}  pushed {summary.pushed}  already there {summary.already_there}  "
+          f"without media {len(summary.no_media)}")
+    for title, project_id in summary.projects.items():
+        print(f"  project {title!r}: id {project_id}  {cfg.server.url}/projects/{project_id}")
+    return 0

@@ -1,0 +1,295 @@
+"""`instvl eval`: global and instance retrieval, the instance error breakdown, grounding and pictures.
+
+The eval split is embedded once (`embed_split`, also usable from the trainer); global retrieval pairs
+each clip with its global caption, instance retrieval each instance (crop clip cross-attending to its
+scene) with its caption over all instances of the split. With `grounding.enabled` a box head is
+trained on the train split and scored on the eval split. Results go to OUTPUT/eval.json, pictures to
+OUTPUT/images/, and a table to stdout.
+
+    instvl eval --config train/tiny --set data.root=out/synth --set checkpoint=runs/tiny
+    instvl eval --config train/tiny --set data.root=out/synth --set grounding.enabled=true --set rerank=dual_softmax
+"""
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from instvl.deps import require
+from instvl.train import checkpoint as ckpt
+from instvl.train import distributed as dist_utils
+from instvl.train import visualize
+from instvl.train.data import InstVLDataset
+from instvl.train.errors import instance_error_breakdown
+from instvl.train.grounding import (
+    GroundingConfig,
+    cxcywh_to_xyxy,
+    evaluate_grounding_head,
+    predict_boxes,
+    train_grounding_head,
+)
+from instvl.train.model import load_tokenizer
+from instvl.train.retrieval import RerankMode, Similarity, embedding_retrieval
+from instvl.train.run import TrainConfig
+
+torch = require("torch", "train")
+log = logging.getLogger(__name__)
+THUMB = 48
+OVERLAY_PIXELS = 160
+"""Frames of attention overlays are enlarged to about this height."""
+
+
+class EvalConfig(TrainConfig):
+    """A train preset plus what to evaluate and how; `instvl eval --config train/tiny` works as is."""
+
+    checkpoint: str | None = None
+    """Checkpoint file, or a run folder (its newest checkpoint); None evaluates the untrained init."""
+    eval_root: str | None = None
+    """Dataset root to evaluate (default: eval.root, else data.root)."""
+    eval_split: str | None = "val"
+    """Split to evaluate ('val', 'test'; None: every row)."""
+    output: str | None = None
+    """Folder for eval.json and images (default: RUN_OUTPUT/eval)."""
+    rerank: RerankMode = "none"
+    """'dual_softmax' adds re-ranked retrieval beside the plain embedding-similarity scores."""
+    rerank_temperature: float = 0.01
+    max_samples: int | None = None
+    """Stop at the first batch boundary at or after this many eval samples (None: the whole split)."""
+    eval_max_instances: int = 64
+    """Instances kept per sample at eval (the train setting may subsample more aggressively)."""
+    num_examples: int = 8
+    """Queries shown in each retrieval grid and clips in the attention overlays (0: no images)."""
+    grounding: GroundingConfig = GroundingConfig()
+
+
+@dataclass
+class Embeddings:
+    """L2-normalised embeddings of a split: clips and global captions, instances and their captions."""
+
+    video: Any
+    text: Any
+    sample_ids: list[str] = field(default_factory=list)
+    global_captions: list[str] = field(default_factory=list)
+    inst_video: Any = None
+    inst_text: Any = None
+    inst_sample_ids: list[str] = field(default_factory=list)
+    instance_ids: list[int] = field(default_factory=list)
+    instance_captions: list[str] = field(default_factory=list)
+    inst_areas: list[float] = field(default_factory=list)
+    """Mean normalised box area of each instance over its present frames."""
+    thumbnails: list[np.ndarray] = field(default_factory=list)
+    inst_thumbnails: list[np.ndarray] = field(default_factory=list)
+
+
+def batch_to(batch: dict[str, Any], device: Any) -> dict[str, Any]:
+    """The batch with every tensor moved to `device`."""
+    return {k: v.to(device) if hasattr(v, "to") and hasattr(v, "device") else v for k, v in batch.items()}
+
+
+def _mean_areas(boxes: Any, present: Any) -> list[float]:
+    areas = ((boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0))
+    mask = present.float()
+    return (areas * mask).sum(-1).div(mask.sum(-1).clamp(min=1)).tolist()
+
+
+def _middle_frames(clips: Any) -> list[np.ndarray]:
+    middle = clips.shape[2] // 2
+    small = torch.nn.functional.interpolate(clips[:, :, middle].float().cpu(), size=(THUMB, THUMB), mode="bilinear")
+    return [visualize.clip_to_uint8(frame[:, None])[0] for frame in small]
+
+
+@torch.no_grad()
+def embed_split(model: Any, batches: Any, device: Any = "cpu", max_samples: int | None = None,
+                thumbnails: bool = False) -> Embeddings:
+    """Embed every sample and instance of `batches` (collated eval batches) with the model in eval mode.
+
+    With `max_samples`, embedding stops at the first batch boundary at or after that many samples.
+    """
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list] = {"video": [], "text": [], "inst_video": [], "inst_text": []}
+    emb = Embeddings(None, None)
+    try:
+        for raw in batches:
+            if max_samples is not None and len(emb.sample_ids) >= max_samples:
+                break
+            _embed_batch(model, batch_to(raw, device), emb, parts, thumbnails)
+    finally:
+        model.train(was_training)
+    emb.video, emb.text, emb.inst_video, emb.inst_text = (
+        torch.cat(parts[k]) if parts[k] else torch.zeros(0, 1) for k in ("video", "text", "inst_video", "inst_text"))
+    return emb
+
+
+def _embed_batch(model: Any, batch: dict, emb: Embeddings, parts: dict[str, list], thumbnails: bool) -> None:
+    parts["video"].append(model.encode_video(batch["video"]).float().cpu())
+    parts["text"].append(model.encode_text(batch["text_ids"], batch["text_mask"]).float().cpu())
+    emb.sample_ids += batch["sample_ids"]
+    emb.global_captions += batch["global_captions"]
+    if thumbnails:
+        emb.thumbnails += _middle_frames(batch["video"])
+    if batch["inst_sample_index"].numel():
+        _embed_instances(model, batch, emb, parts, thumbnails)
+
+
+def _embed_instances(model: Any, batch: dict, emb: Embeddings, parts: dict[str, list], thumbnails: bool) -> None:
+    index = batch["inst_sample_index"]
+    parts["inst_video"].append(model.encode_instances(batch["inst_crops"], batch["video"], index).float().cpu())
+    parts["inst_text"].append(model.encode_text(batch["inst_text_ids"], batch["inst_text_mask"]).float().cpu())
+    emb.inst_sample_ids += [batch["sample_ids"][i] for i in index.tolist()]
+    emb.instance_ids += [int(i) for i in batch["instance_ids"]]
+    emb.instance_captions += batch["instance_captions"]
+    emb.inst_areas += _mean_areas(batch["inst_boxes"].cpu(), batch["inst_present"].cpu())
+    if thumbnails:
+        emb.inst_thumbnails += _middle_frames(batch["inst_crops"])
+
+
+def retrieval_report(emb: Embeddings, rerank: RerankMode = "none", temperature: float = 0.01) -> dict[str, Any]:
+    """Global and instance retrieval (plain, plus re-ranked when asked) and the instance error breakdown."""
+    report: dict[str, Any] = {"num_samples": len(emb.sample_ids), "num_instances": len(emb.instance_ids)}
+    modes = ["none"] + ([rerank] if rerank != "none" else [])
+    for mode in modes:
+        suffix = "" if mode == "none" else f"_{mode}"
+        report[f"global{suffix}"] = embedding_retrieval(emb.text, emb.video, rerank=mode,
+                                                        temperature=temperature).to_dict()
+        if emb.instance_ids:
+            report[f"instance{suffix}"] = embedding_retrieval(emb.inst_text, emb.inst_video, rerank=mode,
+                                                              temperature=temperature).to_dict()
+    if emb.instance_ids:
+        sim = Similarity.from_embeddings(emb.inst_text, emb.inst_video)
+        report["errors"] = {direction: instance_error_breakdown(
+            sim, emb.inst_sample_ids, emb.instance_captions, emb.instance_ids, direction=direction,
+            box_areas=emb.inst_areas).to_dict() for direction in ("v2t", "t2v")}
+    return report
+
+
+def load_model(cfg: EvalConfig, device: str) -> Any:
+    """The configured model, with the checkpoint's weights when one is given (a file or a run folder)."""
+    model = cfg.model.build()
+    if cfg.checkpoint is None:
+        log.warning("no checkpoint given: evaluating the untrained initialisation of the model")
+        return model.to(device).eval()
+    path = Path(cfg.checkpoint)
+    if path.is_dir():
+        path = ckpt.latest_checkpoint(path) or ckpt.latest_checkpoint(path.parent)
+        if path is None:
+            raise ckpt.CheckpointError(f"{cfg.checkpoint}: no step-*.pt checkpoint in {cfg.checkpoint}/checkpoints")
+    ckpt.load_model_state(model, ckpt.load_checkpoint(path)["model"], path)
+    log.info("evaluating %s", path)
+    return model.to(device).eval()
+
+
+def resolved_eval_root(cfg: EvalConfig) -> str:
+    return cfg.eval_root or cfg.eval.root or cfg.data.root
+
+
+def eval_dataset(cfg: EvalConfig, tokenizer: Any, split: str | None, root: str | None = None) -> InstVLDataset:
+    """A finite, deterministic pass over one split (middle frames, full captions, all instances)."""
+    data = cfg.data.model_copy(update={"root": root or resolved_eval_root(cfg), "split": split,
+                                       "max_instances": cfg.eval_max_instances, "workers": 0})
+    return InstVLDataset(data, tokenizer, cfg.model.text.max_len, train=False, infinite=False)
+
+
+def _top_k(queries: Any, gallery: Any, count: int, k: int = 5) -> tuple[list[list[int]], list[list[bool]]]:
+    """Ranked gallery indices of the first `count` queries (query i's match is item i) and their correctness."""
+    scores = queries[:count] @ gallery.T
+    ranked = scores.topk(min(k, gallery.shape[0]), dim=1).indices.tolist()
+    return ranked, [[item == row for item in items] for row, items in enumerate(ranked)]
+
+
+def save_retrieval_images(emb: Embeddings, folder: Path, count: int) -> list[str]:
+    """Retrieval grids of the first `count` global and instance caption queries."""
+    written = []
+    for name, texts, text_emb, vis_emb, thumbs in (
+            ("global_retrieval", emb.global_captions, emb.text, emb.video, emb.thumbnails),
+            ("instance_retrieval", emb.instance_captions, emb.inst_text, emb.inst_video, emb.inst_thumbnails)):
+        n = min(count, len(texts))
+        if n and thumbs:
+            ranked, correct = _top_k(text_emb, vis_emb, n)
+            written.append(str(visualize.retrieval_grid(folder / f"{name}.png", texts[:n], thumbs, ranked, correct)))
+    return written
+
+
+def save_attention_images(model: Any, head: Any, batches: Any, folder: Path, count: int, device: str) -> list[str]:
+    """Attention of instance captions over their scene, with predicted and true boxes, for `count` instances."""
+    written: list[str] = []
+    for raw in batches:
+        batch = batch_to(raw, device)
+        if not batch["inst_sample_index"].numel():
+            continue
+        with torch.no_grad():
+            out = predict_boxes(model, head, batch)
+        for n in range(min(count - len(written), out.boxes.shape[0])):
+            clip = visualize.clip_to_uint8(batch["video"][batch["inst_sample_index"][n]])
+            path = folder / f"attention_{len(written):02d}.png"
+            visualize.attention_overlay(path, clip, out.attention[n].cpu().numpy(), batch["instance_captions"][n],
+                                        cxcywh_to_xyxy(out.boxes[n]).cpu().numpy(), batch["inst_boxes"][n].cpu().numpy(),
+                                        scale=max(1, OVERLAY_PIXELS // clip.shape[1]))
+            written.append(str(path))
+        if len(written) >= count:
+            break
+    return written
+
+
+def run_grounding(cfg: EvalConfig, model: Any, tokenizer: Any, device: str, folder: Path) -> dict[str, Any]:
+    """Train the box head on the grounding train split, score it on the eval split, draw its attention."""
+    train_data = eval_dataset(cfg, tokenizer, cfg.grounding.train_split, root=cfg.data.root)
+    move = lambda b: batch_to(b, device)  # noqa: E731
+    head, losses = train_grounding_head(model, train_data, cfg.grounding, move)
+    metrics = evaluate_grounding_head(model, head, eval_dataset(cfg, tokenizer, cfg.eval_split), cfg.grounding, move)
+    images = save_attention_images(model, head, eval_dataset(cfg, tokenizer, cfg.eval_split), folder,
+                                   cfg.num_examples, device) if cfg.num_examples else []
+    return {**metrics, "freeze_backbone": cfg.grounding.freeze_backbone, "steps": cfg.grounding.steps,
+            "loss_first": losses[0], "loss_last": losses[-1], "images": images}
+
+
+def evaluate(cfg: EvalConfig) -> dict[str, Any]:
+    """Run the whole evaluation; returns the report that is also written to OUTPUT/eval.json."""
+    device = dist_utils.resolve_device(cfg.run.device)
+    output = Path(cfg.output or Path(cfg.run.output_dir) / "eval")
+    images = output / "images"
+    model = load_model(cfg, device)
+    tokenizer = load_tokenizer(cfg.model.text)
+    emb = embed_split(model, eval_dataset(cfg, tokenizer, cfg.eval_split), device, cfg.max_samples,
+                      thumbnails=cfg.num_examples > 0)
+    if not emb.sample_ids:
+        raise ValueError(f"{resolved_eval_root(cfg)}: no samples in split {cfg.eval_split!r} to evaluate")
+    report = {"checkpoint": cfg.checkpoint, "eval_root": resolved_eval_root(cfg),
+              "eval_split": cfg.eval_split, "rerank": cfg.rerank,
+              **retrieval_report(emb, cfg.rerank, cfg.rerank_temperature)}
+    report["images"] = save_retrieval_images(emb, images, cfg.num_examples) if cfg.num_examples else []
+    if cfg.grounding.enabled:
+        report["grounding"] = run_grounding(cfg, model, tokenizer, device, images)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "eval.json").write_text(json.dumps(report, indent=2))
+    log.info("wrote %s", output / "eval.json")
+    return report
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The report's headline numbers as a markdown table."""
+    head = "| retrieval | T2V R@1 | T2V R@5 | T2V R@10 | V2T R@1 | V2T R@5 | V2T R@10 | mean R |"
+    lines = [head, "|" + "---|" * 8]
+    for key in [k for k in report if k.startswith(("global", "instance")) and isinstance(report[k], dict)]:
+        r = report[key]
+        values = [r[f"{d}_r{k}"] for d in ("t2v", "v2t") for k in (1, 5, 10)] + [r["mean_recall"]]
+        lines.append(f"| {key} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+    if "errors" in report:
+        err = report["errors"]["v2t"]
+        shares = ", ".join(f"{c} {p:.1f}%" for c, p in err["percentages"].items())
+        lines.append(f"\ninstance V2T errors: {err['num_errors']}/{err['num_queries']} ({shares})")
+    if "grounding" in report:
+        g = report["grounding"]
+        ious = ", ".join(f"{k} {v:.1f}" for k, v in g.items() if k.startswith("iou@"))
+        lines.append(f"grounding ({int(g['num_instances'])} instances): {ious}, mIoU {g['miou']:.1f}")
+    return "\n".join(lines)
+
+
+def main(cfg: EvalConfig) -> int:
+    """CLI entry: evaluate and print the table."""
+    report = evaluate(cfg)
+    print(format_table(report))
+    return 0

@@ -1,0 +1,111 @@
+"""Trajectories <-> Label Studio results: frames, percent boxes, gaps, interpolation, reviewer edits."""
+
+import pytest
+
+from instvl.datasets.shards import read_table
+from instvl.qa.convert import (
+    interpolate_sequence,
+    parse_result,
+    percent_to_box,
+    row_to_result,
+    sequence_to_trajectory,
+    trajectory_to_sequence,
+)
+from instvl.qa.merge import Review, merge_review
+
+
+def track(frames, boxes):
+    return {"frame_index": list(frames), "box": [list(b) for b in boxes], "score": [], "mask_rle": []}
+
+
+def test_keyframes_are_one_based_percent_with_rotation_and_gaps_disabled():
+    seq = trajectory_to_sequence(track([0, 1, 4], [[0.1, 0.2, 0.3, 0.6]] * 3), fps=10.0)
+    assert [k["frame"] for k in seq] == [1, 2, 5]
+    assert seq[0]["x"] == pytest.approx(10) and seq[0]["y"] == pytest.approx(20)
+    assert seq[0]["width"] == pytest.approx(20) and seq[0]["height"] == pytest.approx(40)
+    assert all(k["rotation"] == 0 for k in seq)
+    # frame 2 is followed by a gap, frame 5 ends the track: both stop interpolation.
+    assert [k["enabled"] for k in seq] == [True, False, False]
+    assert [k["time"] for k in seq] == pytest.approx([0.1, 0.2, 0.5])
+
+
+def test_interpolation_is_linear_stops_at_disabled_keys_and_holds_an_open_end():
+    keys = [{"frame": 1, "x": 0, "y": 0, "width": 10, "height": 10, "rotation": 0, "enabled": True},
+            {"frame": 5, "x": 40, "y": 0, "width": 10, "height": 10, "rotation": 0, "enabled": False},
+            {"frame": 8, "x": 50, "y": 50, "width": 10, "height": 10, "rotation": 0, "enabled": True}]
+    covered = interpolate_sequence(keys, frames_count=10)
+    assert sorted(covered) == [1, 2, 3, 4, 5, 8, 9, 10]
+    assert covered[3]["x"] == pytest.approx(20)
+    assert covered[10]["x"] == pytest.approx(50)
+
+
+def test_sequence_round_trip_reproduces_frames_and_boxes():
+    frames = [0, 1, 2, 5, 6]
+    boxes = [[0.1 + 0.01 * f, 0.2, 0.4 + 0.01 * f, 0.7] for f in frames]
+    back_frames, back_boxes = sequence_to_trajectory(trajectory_to_sequence(track(frames, boxes), 8.0), 8)
+    assert back_frames == frames
+    assert back_boxes == [pytest.approx(b, abs=1e-9) for b in boxes]
+
+
+def test_percent_boxes_are_clipped_to_the_frame():
+    assert percent_to_box({"x": -5, "y": 90, "width": 20, "height": 20}) == pytest.approx([0, 0.9, 0.15, 1.0])
+
+
+@pytest.fixture
+def synth_rows(make_synth):
+    return read_table(make_synth(num_samples=4, seed=5, num_frames=6)).to_pylist()
+
+
+def test_synth_rows_round_trip_through_results(synth_rows):
+    assert {r["media_type"] for r in synth_rows} == {"image", "video"}
+    for row in synth_rows:
+        result = row_to_result(row)
+        parsed = parse_result(result, row["num_frames"])
+        assert parsed["global_caption"] == row["global_caption"] and parsed["verdict"] is None
+        for inst in row["instances"]:
+            region = parsed["regions"][f"i{inst['instance_id']}"]
+            assert (region["phrase"], region["caption"]) == (inst["phrase"], inst["caption"])
+            assert region["frames"] == inst["trajectory"]["frame_index"]
+            for old, new in zip(inst["trajectory"]["box"], region["boxes"], strict=True):
+                assert new == pytest.approx(old, abs=0.005)
+        kinds = {item["type"] for item in result}
+        assert kinds == ({"videorectangle", "textarea"} if row["media_type"] == "video" else
+                         {"rectanglelabels", "textarea"})
+
+
+def review(row, result, verdict=None):
+    extra = [{"id": "v", "from_name": "verdict", "to_name": "video", "type": "choices",
+              "value": {"choices": [verdict]}}] if verdict else []
+    return Review(row["sample_id"], 7, result + extra, "ann@example.com", None)
+
+
+def test_merge_accepts_unchanged_corrects_edits_and_keeps_rejected(synth_rows):
+    row = next(r for r in synth_rows if r["media_type"] == "video" and r["instances"])
+    merged, entry = merge_review(row, review(row, row_to_result(row), "accept"), 0.005, ["audit: x"])
+    assert merged["qc"]["status"] == "accepted" and merged["instances"] == row["instances"]
+    assert merged["qc"]["route_reasons"] == ["audit: x"] and entry["status"] == "accepted"
+
+    edited = row_to_result(row)
+    edited[0]["value"]["sequence"][0]["y"] += 10  # one keyframe moved by 10 % of the height
+    drawn = {"id": "newbox", "from_name": "box", "to_name": "video", "type": "videorectangle",
+             "value": {"labels": ["thing"], "sequence": [
+                 {"frame": 1, "x": 5, "y": 5, "width": 10, "height": 10, "rotation": 0, "enabled": False}]}}
+    merged, entry = merge_review(row, review(row, edited + [drawn]), 0.005)
+    assert merged["qc"]["status"] == "corrected"
+    first = merged["instances"][0]["trajectory"]
+    assert first["box"][0][1] == pytest.approx(row["instances"][0]["trajectory"]["box"][0][1] + 0.1, abs=1e-6)
+    assert first["mask_rle"] == [] and first["score"] == [1.0] * len(first["frame_index"])
+    new = merged["instances"][-1]
+    assert new["instance_id"] == max(i["instance_id"] for i in row["instances"]) + 1 and new["phrase"] == "thing"
+
+    merged, _ = merge_review(row, review(row, edited, "reject"), 0.005)
+    assert merged["qc"]["status"] == "rejected" and merged["instances"] == row["instances"]
+
+
+def test_removing_a_region_removes_the_instance(synth_rows):
+    row = next(r for r in synth_rows if r["instances"])
+    kept = [item for item in row_to_result(row) if item["id"] != f"i{row['instances'][0]['instance_id']}"]
+    merged, entry = merge_review(row, review(row, kept), 0.005)
+    assert merged["qc"]["status"] == "corrected"
+    assert len(merged["instances"]) == len(row["instances"]) - 1
+    assert entry["instances"][0]["boxes_after"] is None
