@@ -102,7 +102,7 @@ def pull_dataset(cfg: PullConfig, client: LabelStudioClient | None = None) -> Pu
     root, out = Path(cfg.root), Path(cfg.output)
     units = read_unit_stats(root)
     if not units:
-        raise FileNotFoundError(f"{root}: not a dataset root (no finished units under shards/)")
+        raise FileNotFoundError(f"{root}: not a dataset root (no finished units)")
     check_output(root, out, [u["unit_id"] for u in units], cfg.pull.overwrite)
     client = client or cfg.server.build()
     wanted = {r["sample_id"] for r in ShardReader(root, columns=["sample_id"]).iter_rows()}
