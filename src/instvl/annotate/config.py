@@ -36,7 +36,10 @@ class OutputConfig(BaseConfig):
     """Embed the clip (re-encoded MP4) or image bytes in each row; otherwise keep only source.uri."""
     split: Literal["train", "val", "test"] = "train"
     caption_cache: bool = True
-    """Cache captions by (model, prompt, inputs) in OUTPUT/.cache so reruns do not re-caption."""
+    """Cache captions by (model, prompt, settings, pixels, boxes) so reruns do not re-caption."""
+    cache_dir: str | None = None
+    """Folder of the caption cache (an SQLite file); None: OUTPUT/.cache. Point several builds at one
+    folder (e.g. a rebuild into a new output after changing a tracker threshold) to share captions."""
 
 
 class FlowConfig(BaseConfig):

@@ -16,6 +16,7 @@ from pathlib import Path
 import fsspec
 
 from instvl.annotate.config import AnnotateConfig
+from instvl.datasets import layout
 from instvl.datasets.ingest import list_sources
 from instvl.datasets.layout import atomic_write_bytes
 
@@ -56,8 +57,13 @@ def load_plan(root: str | Path) -> Plan | None:
     path = Path(root) / PLAN_FILE
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
-    return Plan(data["input"], [Unit(**u) for u in data["units"]])
+    try:
+        data = json.loads(path.read_text())
+        return Plan(data["input"], [Unit(**u) for u in data["units"]])
+    except (ValueError, KeyError, TypeError) as err:
+        # Unit ids only mean something with their plan: do not replan over existing stats files.
+        raise PlanError(f"{path}: not a valid build plan ({type(err).__name__}: {err}); restore it, or "
+                        "start over in an empty output folder") from err
 
 
 def save_plan(root: str | Path, plan: Plan) -> None:
@@ -72,7 +78,7 @@ def make_plan(cfg: AnnotateConfig) -> Plan:
     if not uris:
         reasons = "; ".join(str(f) for f in failures) or "no media files"
         raise PlanError(f"nothing to annotate in {cfg.input}: {reasons}")
-    plan = load_plan(cfg.output) or Plan(cfg.input, [])
+    plan = load_plan(cfg.output) or _new_plan(cfg)
     planned = {uri for unit in plan.units for uri in unit.sources}
     new = [uri for uri in uris if uri not in planned]
     if new:
@@ -86,6 +92,15 @@ def make_plan(cfg: AnnotateConfig) -> Plan:
         save_plan(cfg.output, plan)
         log.info("planned %d new files in %d units", len(new), -(-len(new) // size))
     return plan
+
+
+def _new_plan(cfg: AnnotateConfig) -> Plan:
+    """An empty plan, refused where finished units exist: their ids would point at other files."""
+    stats = sorted((Path(cfg.output) / layout.STATS_DIR).glob("*.stats.json"))
+    if stats:
+        raise PlanError(f"{Path(cfg.output) / PLAN_FILE}: missing, but {len(stats)} units are finished "
+                        f"(e.g. {stats[0].name}); restore the plan, or start over in an empty output folder")
+    return Plan(cfg.input, [])
 
 
 def find_duplicates(uris: list[str]) -> dict[str, str]:

@@ -10,6 +10,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from instvl.datasets.shards import UnitWriter
 log = logging.getLogger(__name__)
 
 PROGRESS_DIR = ".progress"
-CACHE_FILE = ".cache/captions.sqlite"
+CACHE_FILE = "captions.sqlite"
 
 _ENGINES: dict[str, Engines] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -36,17 +37,24 @@ _ENGINES_LOCK = threading.Lock()
 
 def engines_for(cfg: AnnotateConfig) -> Engines:
     """The models of `cfg`, built on first use in this process and then reused (thread-safe)."""
-    key = config_hash(cfg.model_copy(update={"input": None, "output": None}))
+    cache_file = caption_cache_file(cfg)
+    key = config_hash(cfg.model_copy(update={"input": None, "output": None})) + f":{cache_file}"
     with _ENGINES_LOCK:
         if key not in _ENGINES:
             started = time.monotonic()
             captioner = cfg.captioner.build()
-            if cfg.out.caption_cache and cfg.output:
-                cache = CaptionCache(Path(cfg.output) / CACHE_FILE)
-                captioner = CachedCaptioner(captioner, cache, captioner.key)
+            if cache_file is not None:
+                captioner = CachedCaptioner(captioner, CaptionCache(cache_file), captioner.key)
             _ENGINES[key] = Engines.build(cfg, captioner=captioner)
             log.info("models loaded in %.1f s: %s", time.monotonic() - started, cfg.model_ids())
         return _ENGINES[key]
+
+
+def caption_cache_file(cfg: AnnotateConfig) -> Path | None:
+    """The caption cache of `cfg` (`out.cache_dir`, default OUTPUT/.cache), or None when it is off."""
+    if not cfg.out.caption_cache or not (cfg.out.cache_dir or cfg.output):
+        return None
+    return Path(cfg.out.cache_dir or Path(cfg.output) / ".cache") / CACHE_FILE
 
 
 def run_unit(cfg: AnnotateConfig, unit_id: str) -> dict[str, Any]:
@@ -58,13 +66,17 @@ def run_unit(cfg: AnnotateConfig, unit_id: str) -> dict[str, Any]:
     if plan is None:
         raise FileNotFoundError(f"{root / 'plan.json'}: no build plan (run make_plan first)")
     unit = plan.unit(unit_id)
+    log.info("%s: annotating %d files", unit_id, len(unit.sources))
     engines = engines_for(cfg)
-    with UnitWriter(root, unit_id, config=cfg, target_shard_bytes=cfg.out.target_shard_bytes,
-                    row_group_rows=cfg.out.row_group_rows) as writer:
-        for done, uri in enumerate(unit.sources, 1):
-            _annotate_source(uri, unit, engines, cfg, writer)
-            _report_progress(root, unit_id, done, len(unit.sources), writer.num_written)
-    (root / PROGRESS_DIR / f"{unit_id}.json").unlink(missing_ok=True)
+    try:
+        with UnitWriter(root, unit_id, config=cfg, target_shard_bytes=cfg.out.target_shard_bytes,
+                        row_group_rows=cfg.out.row_group_rows,
+                        extra_stats={"sources": len(unit.sources)}) as writer:
+            for done, uri in enumerate(unit.sources, 1):
+                _annotate_source(uri, unit, engines, cfg, writer)
+                _report_progress(root, unit_id, done, len(unit.sources), writer.num_written)
+    finally:  # a failed attempt must not leave files counted as done in the progress bar
+        (root / PROGRESS_DIR / f"{unit_id}.json").unlink(missing_ok=True)
     return writer.stats or {}
 
 
@@ -109,10 +121,13 @@ def _report_progress(root: Path, unit_id: str, done: int, total: int, samples: i
     layout.atomic_write_bytes(root / PROGRESS_DIR / f"{unit_id}.json", payload)
 
 
-def read_progress(root: str | Path) -> tuple[int, int]:
-    """(sources done, samples written) of units in progress (finished units are in their stats)."""
+def read_progress(root: str | Path, finished: Collection[str] = ()) -> tuple[int, int]:
+    """(sources done, samples written) of units in progress, leaving out the `finished` unit ids (their
+    stats count them; a progress file lives on for a moment after its unit's stats file appears)."""
     done = samples = 0
-    for path in (Path(root) / PROGRESS_DIR).glob("unit-*.json"):
+    for path in (Path(root) / PROGRESS_DIR).glob("*.json"):
+        if path.stem in finished or path.name.startswith(layout.TMP_PREFIX):
+            continue
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):

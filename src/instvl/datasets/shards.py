@@ -44,13 +44,15 @@ class UnitWriter:
 
     def __init__(self, root: str | Path, unit_id: str, *, config: BaseModel | dict | None = None,
                  target_shard_bytes: int = 256 << 20, row_group_rows: int = 32, compression: str = "zstd",
-                 overwrite: bool = False):
+                 overwrite: bool = False, extra_stats: dict[str, Any] | None = None):
         self.root, self.unit_id = Path(root), layout.check_unit_id(unit_id)
         self.target_shard_bytes, self.row_group_rows = target_shard_bytes, max(1, row_group_rows)
         self.compression, self.overwrite = compression, overwrite
         self.config_json, self.config_hash = _config_fields(config)
         self.schema = schema_with_metadata(self.config_json)
         self.stats: dict[str, Any] | None = None
+        self.extra_stats = dict(extra_stats or {})
+        """Caller's fields for the stats file (e.g. input files per unit); the writer's own keys win."""
         self._buffer: list[dict[str, Any]] = []
         self._quarantine: list[dict[str, Any]] = []
         self._parts: list[tuple[Path, Path, int]] = []  # (tmp, final, rows)
@@ -124,6 +126,7 @@ class UnitWriter:
         shards = [self._publish(tmp, final, rows) for tmp, final, rows in self._parts]
         quarantine = self._publish_quarantine()
         self.stats = {
+            **self.extra_stats,
             "unit_id": self.unit_id, "schema_version": SCHEMA_VERSION, "instvl_version": __version__,
             "rows": sum(s["rows"] for s in shards), "instances": self._instances,
             "quarantined": len(self._quarantine), "quarantine_path": quarantine,

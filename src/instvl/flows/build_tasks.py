@@ -1,8 +1,9 @@
 """The Prefect flow and task of the corpus build (imported only after the environment is set)."""
 
+import os
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
@@ -10,6 +11,7 @@ from instvl.annotate.config import AnnotateConfig
 from instvl.annotate.plan import make_plan
 from instvl.annotate.units import run_unit
 from instvl.datasets.manifest import unit_done, write_manifest
+from instvl.flows.prefect_env import attach_library_logs
 from instvl.flows.runners import RunnerConfig, build_task_runner, task_resources
 
 
@@ -17,6 +19,8 @@ from instvl.flows.runners import RunnerConfig, build_task_runner, task_resources
 @task(cache_policy=NO_CACHE, task_run_name="unit {unit_id}")
 def annotate_unit(config: dict[str, Any], unit_id: str) -> dict[str, Any]:
     """One unit: its files annotated and written as one shard (idempotent: a done unit is skipped)."""
+    # Workers on other machines lack the driver's logging settings file; this attaches the handler anyway.
+    attach_library_logs(os.environ.get("INSTVL_LOG_LEVEL", "INFO"))
     stats = run_unit(AnnotateConfig.model_validate(config), unit_id)
     get_run_logger().info("%s: %d samples, %d quarantined", unit_id, stats.get("rows", 0),
                           stats.get("quarantined", 0))
@@ -42,7 +46,7 @@ def build_corpus_flow(config: dict[str, Any]) -> dict[str, Any]:
             failed[unit_id] = _error_of(future.state)
             logger.error("unit %s failed after %d retries: %s", unit_id, cfg.flow.retries, failed[unit_id])
     return {"planned": len(plan.units), "ran": len(pending), "failed": failed,
-            "manifest": write_manifest(cfg.output)}
+            "manifest": write_manifest(cfg.output), "flow_run_id": str(runtime.flow_run.id)}
 
 
 def run_build_flow(config: dict[str, Any]) -> dict[str, Any]:

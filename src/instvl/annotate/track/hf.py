@@ -12,16 +12,13 @@ from typing import Literal
 
 import numpy as np
 
+from instvl.annotate.detect.base import IMAGENET_MEAN, IMAGENET_STD
 from instvl.annotate.track.base import as_video, check_seeds, mask_to_box, resolve_indices
 from instvl.annotate.types import TrackedFrame, TrackedObject, TrackSeed
 from instvl.config import BaseConfig
 from instvl.deps import require
 
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 class HFTracker:
     """Box-prompted video segmentation and tracking with a transformers SAM2 video model."""

@@ -1,0 +1,82 @@
+"""Fixtures of the flow tests: an isolated Prefect home, a shared test server, media and config factories.
+
+The Prefect environment is set at import, before anything imports prefect, so that prefect's logging
+set-up sees the settings file that routes `instvl.*` logs into run logs.
+"""
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="instvl-prefect-home-")
+os.environ.pop("PREFECT_API_URL", None)  # never talk to a developer's own server from the tests
+
+from instvl.flows.prefect_env import configure_environment  # noqa: E402
+
+configure_environment()
+
+from instvl.annotate.config import AnnotateConfig  # noqa: E402
+from instvl.config import load_config  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[str]:
+    """One Prefect test server (temporary SQLite) for the session; yields its API URL."""
+    from prefect.settings import get_current_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield get_current_settings().api.url
+
+
+@pytest.fixture(autouse=True)
+def _restore_environ() -> Iterator[None]:
+    """The build exports PREFECT_API_URL for its workers; keep that from leaking into the next test."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def synth_media(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Factory: a folder of InstVL-Synth MP4s and JPEGs (raw format); cached per argument set."""
+    from instvl.datasets.synth import SynthConfig, generate
+
+    made: dict[tuple, Path] = {}
+
+    def make(num_samples: int = 6, image_fraction: float = 0.4, seed: int = 0, num_frames: int = 8) -> Path:
+        key = (num_samples, image_fraction, seed, num_frames)
+        if key not in made:
+            root = tmp_path_factory.mktemp("synth")
+            generate(SynthConfig(output=str(root), format="raw", num_samples=num_samples, seed=seed,
+                                 image_fraction=image_fraction, num_frames=num_frames, max_objects=3))
+            made[key] = root / "media"
+        return made[key]
+
+    return make
+
+
+@pytest.fixture
+def copy_media(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: a private copy of a media folder that a test may add broken files to."""
+    import shutil
+
+    def copy(source: Path, name: str = "media") -> Path:
+        return Path(shutil.copytree(source, tmp_path / name))
+
+    return copy
+
+
+@pytest.fixture
+def make_config() -> Callable[..., AnnotateConfig]:
+    """Factory: an annotation config from a preset plus `key=value` overrides."""
+
+    def make(input_dir: Path, output: Path, *overrides: str, preset: str = "annotate/fake") -> AnnotateConfig:
+        return load_config(AnnotateConfig, preset,
+                           [f"input='{input_dir}'", f"output='{output}'", "flow.progress=false", *overrides])
+
+    return make
