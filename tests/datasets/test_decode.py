@@ -139,3 +139,33 @@ def test_resize_short_side_shrinks_only():
 def test_load_image_reports_garbage():
     with pytest.raises(DecodeError, match="broken.png"):
         load_image(b"definitely not an image", "broken.png")
+
+
+def textured_video(path, width: int, height: int, num_frames: int = 4):
+    """Blocky random texture, so a misaligned row would change pixels (flat frames would hide it)."""
+    import av
+
+    rng = np.random.default_rng(width)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for _ in range(num_frames):
+            blocks = rng.integers(0, 256, (height // 4, width // 4, 3), dtype=np.uint8)
+            picture = np.ascontiguousarray(blocks.repeat(4, 0).repeat(4, 1))
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+@needs_decord
+@pytest.mark.parametrize("width", [72, 48, 16, 40])
+def test_decord_reads_widths_whose_padded_rows_look_like_extra_channels(tmp_path, width, caplog):
+    """InstVL-Synth draws frame sizes such as 72x90: decord returned (H, W, 4) frames and get_batch failed
+    ("DECORDArrayCopyFromTo ... 25920 vs. 19440"), so every such clip fell back to PyAV with a warning."""
+    path = textured_video(tmp_path / f"w{width}.mp4", width, 92)
+    indices = [0, 2, 3]
+    frames, used = decode_frames(str(path), "narrow", indices, decoder="auto", max_short_side=40)
+    assert used == "decord" and "retrying with PyAV" not in caplog.text
+    expected = resize_short_side(reference_frames(path)[indices], 40)
+    assert frames.shape == expected.shape and frames.shape[-1] == 3
+    assert np.abs(frames.astype(int) - expected.astype(int)).max() <= 2

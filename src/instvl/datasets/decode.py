@@ -173,7 +173,27 @@ def decord_batch(path: str, indices: list[int], max_short_side: int | None) -> n
     beyond = [i for i in indices if i >= len(reader)]
     if beyond:
         raise IndexError(f"truncated: frame {beyond[0]} requested, decord sees only {len(reader)} frames")
-    return resize_short_side(reader.get_batch(indices).asnumpy(), max_short_side)
+    try:
+        frames = reader.get_batch(indices).asnumpy()
+    except decord.DECORDError as err:
+        if _PADDED_ROWS_ERROR not in str(err):
+            raise
+        frames = np.stack([unpad_rows(reader[i].asnumpy()) for i in indices])
+    return resize_short_side(frames, max_short_side)
+
+
+# decord 0.6 keeps FFmpeg's row padding (rows are 32-pixel aligned) and takes padded-row bytes / width as
+# the channel count. When that division is exact but not 3 (widths 2-8, 12, 16, 24, 48, 72), a frame comes
+# back as (H, W, 4..12) and `get_batch` fails copying it into its (N, H, W, 3) buffer with this check.
+_PADDED_ROWS_ERROR = "DECORDArrayCopyFromTo"
+
+
+def unpad_rows(frame: np.ndarray) -> np.ndarray:
+    """An (H, W, C > 3) decord frame whose C counts row padding, as the (H, W, 3) RGB picture it holds."""
+    height, width, channels = frame.shape
+    if channels == 3:
+        return frame
+    return np.ascontiguousarray(frame.reshape(height, width * channels)[:, : width * 3]).reshape(height, width, 3)
 
 
 def decord_frames(media: Media, uri: str, indices: Sequence[int], max_short_side: int | None = None,

@@ -42,6 +42,8 @@ class InspectConfig(BaseConfig):
     """How many of the most common phrases to list."""
     title: str | None = None
     """Report title; default 'InstVL dataset: <root name>'."""
+    renders: int = 0
+    """Render the first N samples as GIFs into renders/ beside the report; their cards link to them."""
 
 
 @dataclass
@@ -195,8 +197,13 @@ def main(cfg: InspectConfig) -> int:
         return 1
     print(format_stats(stats, cfg.top_phrases))
     if cfg.write_html:
-        from instvl.datasets.report import write_report
+        from instvl.datasets.report import RENDERS_DIR, write_report
 
+        if cfg.renders > 0:
+            from instvl.datasets.render import render_samples
+
+            report = Path(cfg.html) if cfg.html else Path(cfg.root) / "report.html"
+            render_samples(cfg.root, count=cfg.renders, out_dir=report.parent / RENDERS_DIR)
         path = write_report(cfg, stats)
         print(f"\nreport: {path}")
     return 0

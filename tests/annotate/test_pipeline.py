@@ -1,0 +1,174 @@
+"""The annotation pipeline end to end: one InstVL-Synth clip through `annotate_sample` (fake and tiny real
+models), `instvl annotate run` over a folder with a corrupt file, and trajectories built from synth
+ground truth keeping the ground-truth identities."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from instvl.annotate.config import AnnotateConfig
+from instvl.annotate.detect import FakeDetector
+from instvl.annotate.detect.fake import ground_truth_from_instances
+from instvl.annotate.pipeline import Engines, annotate_sample
+from instvl.annotate.run import main as annotate_main
+from instvl.annotate.track import FakeTracker
+from instvl.annotate.trajectories import TrajectoryConfig
+from instvl.config import load_config
+from instvl.datasets.clips import clip_media, decode_clip
+from instvl.datasets.frames import decode_frames
+from instvl.datasets.ingest import plan_clips, probe_source
+from instvl.datasets.probe import fetch_media
+from instvl.datasets.reader import read_table
+from instvl.datasets.records import Sample
+from instvl.datasets.schema import SCHEMA
+from instvl.datasets.synth import SynthConfig, generate, generate_sample
+from instvl.datasets.validate import validate_dataset
+from instvl.deps import is_available
+
+
+@pytest.fixture(scope="module")
+def synth_media(tmp_path_factory) -> Path:
+    """Raw InstVL-Synth output: 4 MP4 clips (ground truth in ground_truth.jsonl) and one JPEG beside them."""
+    root = tmp_path_factory.mktemp("synth")
+    generate(SynthConfig(output=str(root), format="raw", num_samples=4, width=[64, 96], height=[64, 96],
+                         num_frames=[10, 14], image_fraction=0.0, seed=3))
+    image = generate_sample(SynthConfig(output="unused", image_fraction=1.0, width=80, height=64), 0)
+    (root / "media" / "still.jpg").write_bytes(image.media)
+    return root
+
+
+def ground_truth(root: Path) -> dict[str, dict]:
+    """file name -> its ground_truth.jsonl record."""
+    lines = (root / "ground_truth.jsonl").read_text().splitlines()
+    return {Path(r["file"]).name: r for r in map(json.loads, filter(None, lines))}
+
+
+def first_video(root: Path) -> str:
+    return str(sorted((root / "media").glob("*.mp4"))[0])
+
+
+def annotate_file(uri: str, cfg: AnnotateConfig, engines: Engines):
+    media = fetch_media(uri)
+    (spec,) = plan_clips(probe_source(uri, cfg.ingest, media), cfg.ingest, media)
+    decoded = decode_clip(spec, cfg.ingest)
+    return decoded, annotate_sample(decoded, engines, cfg, clip_media(spec, cfg.ingest, media))
+
+
+def check_sample(sample: Sample, decoded, cfg: AnnotateConfig) -> None:
+    """What every annotated row must satisfy, whatever the models said."""
+    pa.Table.from_pylist([sample.to_row()], schema=SCHEMA)  # the row fits the shard schema
+    assert sample.models == cfg.model_ids() and sample.config_hash
+    assert (sample.width, sample.height) == (decoded.frames.shape[2], decoded.frames.shape[1])
+    assert sample.num_frames == decoded.spec.num_frames and sample.media_format == "mp4"
+    sampled = set(decoded.clip_frame_indices.tolist())
+    for k, inst in enumerate(sample.instances):
+        assert inst.instance_id == k and inst.caption
+        assert set(inst.trajectory.frame_index) <= sampled  # indices into the clip, not into the sample
+        assert inst.trajectory.frame_index == sorted(inst.trajectory.frame_index)
+        boxes = np.asarray(inst.trajectory.box)
+        assert boxes.shape == (len(inst.trajectory.frame_index), 4) and (boxes >= 0).all() and (boxes <= 1).all()
+
+
+def test_annotate_sample_with_the_fake_preset(synth_media):
+    cfg = load_config(AnnotateConfig, "annotate/fake", ["ingest.num_frames=6"])
+    decoded, sample = annotate_file(first_video(synth_media), cfg, Engines.build(cfg))
+    truth = ground_truth(synth_media)[Path(first_video(synth_media)).name]
+    assert decoded.spec.num_frames == truth["num_frames"] and len(decoded.frames) == 6
+    assert decoded.clip_frame_indices[-1] == truth["num_frames"] - 1  # sampled frames span the clip
+    assert decoded.decoder == ("decord" if is_available("decord") else "pyav")  # no silent fallback
+    check_sample(sample, decoded, cfg)
+    assert sample.instances and sample.global_caption
+    assert sample.models == {"detector": "fake:random", "tracker": "fake:template", "captioner": "fake"}
+    again = annotate_file(first_video(synth_media), cfg, Engines.build(cfg))[1]
+    assert again.to_row()["instances"] == sample.to_row()["instances"]  # deterministic
+
+
+def test_annotate_sample_with_the_tiny_real_models(synth_media):
+    cfg = load_config(AnnotateConfig, "annotate/tiny", [
+        "ingest.num_frames=4", "filter.max_instances=2", "captioner.max_new_tokens=4",
+        "trajectories.redetect_every=3", "trajectories.min_frames=1", "trajectories.keep_masks=true"])
+    engines = Engines.build(cfg)
+    assert type(engines.detector).__name__ == "HFDetector" and type(engines.tracker).__name__ == "HFTracker"
+    decoded, sample = annotate_file(first_video(synth_media), cfg, engines)
+    check_sample(sample, decoded, cfg)
+    assert sample.models == {"detector": "hf:tiny-random", "tracker": "hf:tiny-random",
+                             "captioner": "hf:tiny-random"}
+    assert 1 <= len(sample.instances) <= 2  # random weights still detect at threshold 0.05; the cap holds
+    for inst in sample.instances:  # SAM2's masks, stored as COCO RLE, one per trajectory frame
+        assert len(inst.trajectory.mask_rle) == len(inst.trajectory.frame_index)
+
+
+@pytest.fixture(scope="module")
+def built(synth_media, tmp_path_factory) -> tuple[Path, AnnotateConfig]:
+    """`annotate run` (fake preset) over the synth clips, the JPEG and a corrupt MP4."""
+    (synth_media / "media" / "zz-corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    output = tmp_path_factory.mktemp("annotated") / "corpus"
+    cfg = load_config(AnnotateConfig, "annotate/fake", [f"input={synth_media / 'media'}", f"output={output}",
+                                                         "out.sources_per_unit=3"])
+    assert annotate_main(cfg) == 0
+    return output, cfg
+
+
+def test_annotate_run_writes_valid_shards_and_quarantines_the_corrupt_file(built, synth_media):
+    output, cfg = built
+    report = validate_dataset(output, check_media=True)
+    assert report.ok, report.summary()
+    rows = read_table(output).to_pylist()
+    truth = ground_truth(synth_media)
+    assert len(rows) == len(truth) + 1
+    assert sorted(r["media_type"] for r in rows) == ["image"] + ["video"] * len(truth)
+    quarantine = [r for path in sorted((output / "quarantine").glob("*.parquet"))
+                  for r in pq.read_table(path).to_pylist()]
+    assert [Path(r["uri"]).name for r in quarantine] == ["zz-corrupt.mp4"]
+    assert quarantine[0]["reason"] and quarantine[0]["stage"] in {"probe", "decode"}
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["num_rows"] == len(rows) and manifest["num_quarantined"] == 1
+
+
+def test_annotate_run_rows_carry_provenance_and_clip_frame_indices(built, synth_media):
+    output, cfg = built
+    truth_frames = sorted([1] + [r["num_frames"] for r in ground_truth(synth_media).values()])
+    rows = read_table(output).to_pylist()
+    assert sorted(r["num_frames"] for r in rows) == truth_frames
+    for row in rows:
+        models = {kv["key"]: kv["value"] for kv in row["provenance"]["models"]}
+        assert models == cfg.model_ids() == {"detector": "fake:random", "tracker": "fake:template",
+                                             "captioner": "fake"}
+        for inst in row["instances"]:
+            assert all(0 <= i < row["num_frames"] for i in inst["trajectory"]["frame_index"])
+
+
+def test_annotate_run_twice_does_no_new_work(built):
+    output, cfg = built
+    stats_before = {p.name: p.stat().st_mtime_ns for p in (output / "stats").iterdir()}
+    assert annotate_main(cfg) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (output / "stats").iterdir()} == stats_before
+
+
+def oracle_tracks(sample: Sample):
+    """Trajectories of a synth sample from its decoded frames, an oracle detector and an oracle tracker."""
+    decoded = decode_frames(sample.media, "video", range(sample.num_frames))
+    frames = [decoded[i] for i in sorted(decoded)]
+    gt, phrases = ground_truth_from_instances(sample.instances, sample.num_frames)
+    detector = FakeDetector(FakeDetector.Config(mode="oracle"))
+    detector.set_ground_truth(gt, phrases)
+    tracker = FakeTracker(FakeTracker.Config(mode="oracle"))
+    tracker.set_ground_truth(gt)
+    builder = TrajectoryConfig(redetect_every=4, min_frames=1, min_area=0.0).build(detector, tracker)
+    return builder.build(frames, phrases)
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_trajectories_from_synth_ground_truth_keep_its_ids(index):
+    synth = SynthConfig(output="unused", width=[96, 128], height=[80, 96], num_frames=[16, 24],
+                        image_fraction=0.0, min_objects=2, max_objects=4, seed=index)
+    sample = generate_sample(synth, index)
+    tracks = oracle_tracks(sample)
+    assert [t.track_id for t in tracks] == [inst.instance_id for inst in sample.instances]
+    for track, inst in zip(tracks, sample.instances, strict=True):
+        assert track.phrase == inst.phrase and track.frame_index == inst.trajectory.frame_index
+        np.testing.assert_allclose(track.boxes, inst.trajectory.box, atol=1e-5)
