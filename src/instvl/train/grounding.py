@@ -223,7 +223,7 @@ Inputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 """(caption embeddings, scene tokens, true boxes xyxy, present) of a set of instances."""
 
 
-def _cached_inputs(model: nn.Module, batches: Iterable[dict], cfg: "GroundingConfig",
+def _cached_inputs(model: nn.Module, batches: Iterable[dict], cfg: GroundingConfig,
                    to_device: Callable[[dict], dict]) -> Iterator[Inputs]:
     """Frozen encoders: embed up to `max_cached_instances` once, then deal shuffled minibatches of them."""
     parts, count = [], 0
@@ -250,7 +250,7 @@ def _streamed_inputs(model: nn.Module, batches: Iterable[dict], to_device: Calla
         yield (*instance_inputs(model, batch, with_grad=True), batch["inst_boxes"], batch["inst_present"])
 
 
-def train_grounding_head(model: nn.Module, batches: Iterable[dict], cfg: "GroundingConfig",
+def train_grounding_head(model: nn.Module, batches: Iterable[dict], cfg: GroundingConfig,
                          to_device: Callable[[dict], dict] = lambda b: b) -> tuple[GroundingHead, list[float]]:
     """Fit a fresh head for `cfg.steps` steps; returns it (in eval mode) and the loss of every step."""
     stream = (_cached_inputs(model, batches, cfg, to_device) if cfg.freeze_backbone
