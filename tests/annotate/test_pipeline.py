@@ -87,6 +87,19 @@ def test_annotate_sample_with_the_fake_preset(synth_media):
     assert again.to_row()["instances"] == sample.to_row()["instances"]  # deterministic
 
 
+def test_every_row_records_its_review_routing(synth_media):
+    strict = load_config(AnnotateConfig, "annotate/fake", ["ingest.num_frames=6", "routing.min_caption_words=50",
+                                                           "routing.audit_fraction=0"])
+    sample = annotate_file(first_video(synth_media), strict, Engines.build(strict))[1]
+    assert any(r.startswith("caption") or "caption" in r for r in sample.qc.route_reasons), sample.qc.route_reasons
+    lenient = load_config(AnnotateConfig, "annotate/fake", [
+        "ingest.num_frames=6", "routing.min_caption_words=1", "routing.audit_fraction=0",
+        "routing.min_instance_score=0", "routing.min_frame_score=0", "routing.min_track_frames=1",
+        "routing.max_track_gaps=100", "routing.require_phrase_in_caption=false", "routing.max_repeat_share=1"])
+    sample = annotate_file(first_video(synth_media), lenient, Engines.build(lenient))[1]
+    assert sample.qc.route_reasons == [] and sample.qc.status == "auto"
+
+
 def test_annotate_sample_with_the_tiny_real_models(synth_media):
     cfg = load_config(AnnotateConfig, "annotate/tiny", [
         "ingest.num_frames=4", "filter.max_instances=2", "captioner.max_new_tokens=4",

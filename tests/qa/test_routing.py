@@ -50,7 +50,8 @@ def test_clean_sample_is_not_routed(make_row):
     (lambda inst: [inst(0, "red ball", "a red ball rolling left", frame_scores=[0.9, 0.05, 0.9, 0.9])],
      "low_frame_score"),
     (lambda inst: [inst(0, "red ball", "a red ball rolling left", frames=[3])], "short_track"),
-    (lambda inst: [inst(0, "red ball", "a red ball rolling left", frames=[0, 2, 4, 6])], "fragmented_track"),
+    (lambda inst: [inst(0, "red ball", "a red ball rolling left", frames=[0, 1, 5, 6, 10, 11, 12])],
+     "fragmented_track"),
     (lambda inst: [inst(0, "red ball", "ball")], "short_caption"),
     (lambda inst: [inst(0, "red ball", "red ball ball ball ball ball")], "repeated_words"),
     (lambda inst: [inst(0, "red ball", "a shiny thing rolling away")], "phrase_not_mentioned"),
@@ -68,6 +69,14 @@ def test_global_caption_and_thresholds_are_configurable(make_row):
     one_gap = make_row(instances=lambda inst: [inst(0, "red ball", "a red ball rolling left", frames=[0, 1, 5])])
     assert codes(one_gap) == set()
     assert codes(one_gap, RoutingConfig(audit_fraction=0, max_track_gaps=0)) == {"fragmented_track"}
+
+
+def test_sampled_frames_are_not_gaps(make_row):
+    strided = make_row(instances=lambda inst: [inst(0, "red ball", "a red ball rolling left",
+                                                    frames=[0, 2, 4, 6, 8, 10])])
+    assert codes(strided, RoutingConfig(audit_fraction=0, max_track_gaps=0)) == set()
+    lost = make_row(instances=lambda inst: [inst(0, "red ball", "a red ball rolling left", frames=[0, 2, 4, 10, 12])])
+    assert codes(lost, RoutingConfig(audit_fraction=0, max_track_gaps=0)) == {"fragmented_track"}
 
 
 def test_images_are_not_judged_by_track_length(make_row):

@@ -12,6 +12,7 @@ from instvl.annotate.trajectories import TrajectoryConfig
 from instvl.config import BaseConfig
 from instvl.datasets.ingest import IngestConfig
 from instvl.flows.runners import RunnerConfig
+from instvl.qa.routing import RoutingConfig
 
 
 class FilterConfig(BaseConfig):
@@ -65,6 +66,8 @@ class AnnotateConfig(BaseConfig):
     trajectories: TrajectoryConfig = Field(default_factory=TrajectoryConfig)
     captioner: CaptionerConfig = Field(default_factory=FakeCaptioner.Config)
     filter: FilterConfig = Field(default_factory=FilterConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    """Which samples are flagged for Label Studio review (reasons kept in qc.route_reasons)."""
     out: OutputConfig = Field(default_factory=OutputConfig)
     flow: FlowConfig = Field(default_factory=FlowConfig)
 

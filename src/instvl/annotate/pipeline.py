@@ -21,6 +21,7 @@ from instvl.annotate.types import Track
 from instvl.config import config_hash
 from instvl.datasets.clips import DecodedClip
 from instvl.datasets.records import Instance, QCRecord, Sample
+from instvl.qa.routing import route_row
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +49,18 @@ def annotate_sample(decoded: DecodedClip, engines: Engines, cfg: AnnotateConfig,
     caption, phrases = describe_scene(frames, engines.captioner, cfg)
     tracks = engines.builder.build(frames, phrases)
     tracks = keep_best(tracks, cfg.filter.max_instances)
-    instances, reasons = caption_instances(frames, tracks, engines.captioner, cfg, decoded.clip_frame_indices)
+    instances = caption_instances(frames, tracks, engines.captioner, cfg, decoded.clip_frame_indices)
     height, width = decoded.frames.shape[1:3]
     fields = decoded.spec.sample_fields()
     fields.update(width=int(width) // 2 * 2 if decoded.spec.media_type == "video" else int(width),
                   height=int(height) // 2 * 2 if decoded.spec.media_type == "video" else int(height))
     media_bytes, media_format = media if media is not None else (None, None)
-    return Sample(**fields, global_caption=caption, instances=instances, media=media_bytes,
-                  media_format=media_format, qc=QCRecord(route_reasons=reasons),
-                  models=cfg.model_ids(), config_hash=config_hash(cfg), split=cfg.out.split)
+    sample = Sample(**fields, global_caption=caption, instances=instances, media=media_bytes,
+                    media_format=media_format, models=cfg.model_ids(), config_hash=config_hash(cfg),
+                    split=cfg.out.split)
+    # The QC routing decision is recorded on every row (empty: publish without review).
+    sample.qc = QCRecord(route_reasons=route_row(sample.to_row(), cfg.routing))
+    return sample
 
 
 def keep_best(tracks: list[Track], limit: int) -> list[Track]:
@@ -80,11 +84,12 @@ def describe_scene(frames: list[np.ndarray], captioner: Any, cfg: AnnotateConfig
 
 
 def caption_instances(frames: list[np.ndarray], tracks: list[Track], captioner: Any, cfg: AnnotateConfig,
-                      clip_index: np.ndarray) -> tuple[list[Instance], list[str]]:
+                      clip_index: np.ndarray) -> list[Instance]:
     """One caption per trajectory (the VLM sees the instance's boxes on the sampled frames).
 
     Track frame indices count sampled frames; rows store indices into the clip, so they are mapped
-    through `clip_index`. Returns the instances and the review reasons their captions raised.
+    through `clip_index`. Instances whose caption fails the checks are dropped only with
+    `filter.drop_bad_instance_captions`; otherwise QC routing flags them.
     """
     sampled = range(len(frames))
     infos = [InstanceInfo.from_track(t.track_id, t.phrase, t.frame_index, t.boxes, sampled) for t in tracks]
@@ -92,14 +97,12 @@ def caption_instances(frames: list[np.ndarray], tracks: list[Track], captioner: 
         captioner.request("instance", frames, instance=info, others=[o for o in infos if o is not info])
         for info in infos]
     captions = captioner.caption(requests) if requests else []
-    instances, reasons = [], []
-    for new_id, (track, text) in enumerate(zip(tracks, captions, strict=True)):
-        problems = caption_problems(text)
-        if problems and cfg.filter.drop_bad_instance_captions:
+    instances = []
+    for track, text in zip(tracks, captions, strict=True):
+        if cfg.filter.drop_bad_instance_captions and caption_problems(text):
             continue
-        reasons += [f"instance {new_id} caption: {p}" for p in problems]
         instance = track.to_instance(text or track.phrase)
-        instance.instance_id = new_id
+        instance.instance_id = len(instances)
         instance.trajectory.frame_index = [int(clip_index[i]) for i in track.frame_index]
         instances.append(instance)
-    return instances, reasons
+    return instances

@@ -31,7 +31,7 @@ class RoutingConfig(BaseConfig):
     min_track_frames: int = Field(2, ge=1)
     """Video tracks with fewer boxes are reviewed."""
     max_track_gaps: int = Field(1, ge=0)
-    """Video tracks broken into more than this many gaps (missing frames between boxes) are reviewed."""
+    """Video tracks broken into more than this many gaps (steps longer than the usual step) are reviewed."""
     min_caption_words: int = Field(3, ge=1)
     """Captions (global or instance) with fewer words are reviewed."""
     max_repeat_share: float = Field(0.5, gt=0, le=1)
@@ -70,6 +70,19 @@ def caption_problems(text: str | None, cfg: RoutingConfig, where: str) -> list[s
     return []
 
 
+def count_gaps(frames: list[int]) -> int:
+    """Breaks in a trajectory: steps longer than its usual step between annotated frames.
+
+    Annotation samples frames (every k-th, or evenly spread), so consecutive boxes are normally k
+    frames apart; only a step clearly longer than the median step means the object was lost.
+    """
+    steps = [b - a for a, b in zip(frames, frames[1:], strict=False)]
+    if not steps:
+        return 0
+    usual = sorted(steps)[(len(steps) - 1) // 2]  # the lower median: one long step in two is a gap
+    return sum(1 for step in steps if step > max(1, 1.5 * usual))
+
+
 def track_problems(inst: dict[str, Any], media_type: str, cfg: RoutingConfig) -> list[str]:
     """Low scores, short or fragmented trajectories of one instance."""
     name = f"instance {inst.get('instance_id')}"
@@ -83,7 +96,7 @@ def track_problems(inst: dict[str, Any], media_type: str, cfg: RoutingConfig) ->
         reasons.append(f"low_frame_score: {name} has a frame scored {min(scores):.2f} < {cfg.min_frame_score}")
     if media_type == "video" and len(frames) < cfg.min_track_frames:
         reasons.append(f"short_track: {name} has {len(frames)} box(es) < {cfg.min_track_frames}")
-    gaps = sum(1 for a, b in zip(frames, frames[1:], strict=False) if b - a > 1)
+    gaps = count_gaps(frames)
     if media_type == "video" and gaps > cfg.max_track_gaps:
         reasons.append(f"fragmented_track: {name} has {gaps} gaps > {cfg.max_track_gaps}")
     return reasons
