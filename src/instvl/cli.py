@@ -10,6 +10,7 @@ listed options are shorthands for config fields. Commands are imported lazily so
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -124,3 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"instvl: config error: {err}", file=sys.stderr)
         return 2
+    except (OSError, ValueError, RuntimeError, ImportError) as err:
+        # Bad input, missing files or packages: one clear line; INSTVL_DEBUG=1 shows the traceback.
+        if os.environ.get("INSTVL_DEBUG"):
+            raise
+        print(f"instvl {args.command.name}: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
