@@ -16,6 +16,9 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   python -m pip install -q -U pip
   python -m pip install -q "torch==${INSTVL_TORCH:-2.13.0}"
   python -m pip install -q -e ".[${INSTVL_EXTRAS:-all}]"
+  # The reference SAM2 package, CPU-only: build isolation would fetch a CUDA torch (~3 GB) to build it.
+  python -m pip install -q hydra-core iopath
+  SAM2_BUILD_CUDA=0 python -m pip install -q --no-build-isolation --no-deps "sam2==1.1.0"
   echo "$want" > "$stamp"
 fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1

@@ -108,3 +108,19 @@ def test_sam2_glue_without_the_package(tmp_path, make_clip):
 def test_sam2_missing_package_names_the_extra():
     with pytest.raises(MissingDependencyError, match=r"instvl\[sam2\]"):
         SAM2Tracker.Config().build()
+
+
+@pytest.mark.skipif(not is_available("sam2"), reason="the sam2 package is not installed (pip install 'instvl[sam2]')")
+def test_sam2_package_tracks_a_box_for_real(make_clip):
+    """The reference SAM2 video predictor (hiera-t, random weights: no checkpoint) through our glue."""
+    frames, boxes = make_clip(3)
+    tracker = SAM2Tracker.Config(keep_masks=True).build()
+    out = tracker.track(frames, [TrackSeed(7, tuple(boxes[0]), "square")])
+    assert [f.frame_index for f in out] == [0, 1, 2]
+    for frame in out:
+        assert set(frame.objects) == {7}
+        obj = frame.objects[7]
+        assert obj.mask is None or obj.mask.shape == frames.shape[1:3]
+        if obj.box_xyxy is not None:
+            x0, y0, x1, y1 = obj.box_xyxy
+            assert 0 <= x0 <= x1 <= 1 and 0 <= y0 <= y1 <= 1
