@@ -8,7 +8,7 @@ assigned exactly as in the `hf` backend.
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -36,8 +36,10 @@ class GroundingDinoDetector:
         kind: Literal["groundingdino"] = "groundingdino"
         config_path: Path | None = None
         """Model config (.py), e.g. GroundingDINO_SwinT_OGC.py; default: the one shipped with the package."""
-        checkpoint_path: Path
-        """Checkpoint file (.pth), e.g. groundingdino_swint_ogc.pth."""
+        checkpoint_path: Path | None = None
+        """Checkpoint file (.pth), e.g. groundingdino_swint_ogc.pth; None: random weights (tests only)."""
+        text_encoder: str | None = None
+        """BERT directory or hub id replacing the config's `text_encoder_type` (a local dir works offline)."""
 
         def build(self) -> "GroundingDinoDetector":
             return GroundingDinoDetector(self)
@@ -45,17 +47,11 @@ class GroundingDinoDetector:
     def __init__(self, config: Config):
         self.config = config
         self._torch = require("torch", EXTRA)
-        inference = require("groundingdino.util.inference", EXTRA)
-        config_path = config.config_path or default_config_path()
-        for label, path in (("config", config_path), ("checkpoint", config.checkpoint_path)):
-            if not Path(path).is_file():
-                raise FileNotFoundError(f"GroundingDINO {label} file {str(path)!r} does not exist")
-        self.model = inference.load_model(str(config_path), str(config.checkpoint_path), device=config.device)
-        self.model = self.model.to(config.device).eval()
+        self.model = load_model(config, self._torch).to(config.device).eval()
 
     @property
     def model_id(self) -> str:
-        return Path(self.config.checkpoint_path).name
+        return Path(self.config.checkpoint_path).name if self.config.checkpoint_path else "random-init"
 
     def count_pieces(self, text: str) -> int:
         return len(self.model.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -78,17 +74,44 @@ class GroundingDinoDetector:
         from instvl.annotate.detect.hf import preprocess_frames
 
         pixels, mask = preprocess_frames(frames, self.config.min_side, self.config.max_side)
-        # The model pads a list of images itself (NestedTensor), so hand it each image at its own size.
+        # Each image at its own size, padded into one NestedTensor (the model reads its .device and mask).
         images = [pixels[i, :, : int(mask[i, :, 0].sum()), : int(mask[i, 0].sum())].to(self.config.device)
                   for i in range(len(frames))]
+        samples = require("groundingdino.util.misc", EXTRA).nested_tensor_from_tensor_list(images)
         prompt = to_prompt(phrases)
         with self._torch.no_grad():
-            out = self.model(images, captions=[prompt] * len(images))
+            out = self.model(samples, captions=[prompt] * len(images))
         probs = out["pred_logits"].float().sigmoid().cpu().numpy()
         boxes = out["pred_boxes"].float().cpu().numpy()
         c = self.config
         return [decode_queries(probs[i], boxes[i], spans, phrases, c.box_threshold, c.text_threshold)
                 for i in range(len(frames))]
+
+
+def load_model(config: GroundingDinoDetector.Config, torch: Any) -> Any:
+    """Build the model from its .py config (optionally with a local text encoder), then load the weights.
+
+    The package's own `load_model` cannot swap the text encoder, whose default is fetched from the hub.
+    """
+    slconfig = require("groundingdino.util.slconfig", EXTRA)
+    models = require("groundingdino.models", EXTRA)
+    config_path = config.config_path or default_config_path()
+    for label, path in (("config", config_path), ("checkpoint", config.checkpoint_path)):
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"GroundingDINO {label} file {str(path)!r} does not exist")
+    args = slconfig.SLConfig.fromfile(str(config_path))
+    args.device = config.device
+    if config.text_encoder:
+        args.text_encoder_type = config.text_encoder
+    model = models.build_model(args)
+    if config.checkpoint_path is not None:
+        state = torch.load(str(config.checkpoint_path), map_location="cpu", weights_only=False)
+        weights = {k.removeprefix("module."): v for k, v in state.get("model", state).items()}
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+        if unexpected:
+            raise ValueError(f"{config.checkpoint_path}: not a GroundingDINO checkpoint for {config_path} "
+                             f"(unexpected keys such as {unexpected[:3]})")
+    return model
 
 
 def default_config_path() -> Path:
