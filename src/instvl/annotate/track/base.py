@@ -44,6 +44,15 @@ def resolve_indices(num_frames: int, frame_indices: Sequence[int] | None) -> lis
     return [int(i) for i in frame_indices]
 
 
+def start_tracking(frames: np.ndarray | Sequence[np.ndarray], seeds: Sequence[TrackSeed],
+                   frame_indices: Sequence[int] | None) -> tuple[np.ndarray, list[int], list[TrackedFrame]]:
+    """What every tracker does first: the (T, H, W, 3) video, its frame indices, and empty results."""
+    video = as_video(frames)
+    indices = resolve_indices(len(video), frame_indices)
+    check_seeds(seeds)
+    return video, indices, [TrackedFrame(i) for i in indices]
+
+
 def check_seeds(seeds: Sequence[TrackSeed]) -> None:
     """Object ids must be unique and boxes normalised xyxy."""
     ids = [s.obj_id for s in seeds]

@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 
 from instvl.annotate.detect.base import box_iou
-from instvl.annotate.track.base import as_video, box_to_pixels, check_seeds, resolve_indices
+from instvl.annotate.track.base import box_to_pixels, start_tracking
 from instvl.annotate.types import TrackedFrame, TrackedObject, TrackSeed
 from instvl.config import BaseConfig
 from instvl.deps import require
@@ -49,10 +49,7 @@ class FakeTracker:
 
     def track(self, frames: np.ndarray | Sequence[np.ndarray], seeds: Sequence[TrackSeed], *,
               frame_indices: Sequence[int] | None = None) -> list[TrackedFrame]:
-        video = as_video(frames)
-        indices = resolve_indices(len(video), frame_indices)
-        check_seeds(seeds)
-        out = [TrackedFrame(i) for i in indices]
+        video, indices, out = start_tracking(frames, seeds, frame_indices)
         follow = self._follow_oracle if self.config.mode == "oracle" else self._follow_template
         for seed in seeds:
             for tracked, obj in zip(out, follow(video, indices, seed), strict=True):

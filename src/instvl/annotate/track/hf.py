@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 
 from instvl.annotate.detect.base import IMAGENET_MEAN, IMAGENET_STD
-from instvl.annotate.track.base import as_video, check_seeds, mask_to_box, resolve_indices
+from instvl.annotate.track.base import mask_to_box, start_tracking
 from instvl.annotate.types import TrackedFrame, TrackedObject, TrackSeed
 from instvl.config import BaseConfig
 from instvl.deps import require
@@ -56,10 +56,7 @@ class HFTracker:
 
     def track(self, frames: np.ndarray | Sequence[np.ndarray], seeds: Sequence[TrackSeed], *,
               frame_indices: Sequence[int] | None = None) -> list[TrackedFrame]:
-        video = as_video(frames)
-        indices = resolve_indices(len(video), frame_indices)
-        check_seeds(seeds)
-        out = [TrackedFrame(i) for i in indices]
+        video, _, out = start_tracking(frames, seeds, frame_indices)
         if not seeds:
             return out
         session = self._new_session(video)
