@@ -6,6 +6,11 @@ data, forward, backward, the rest = clipping + optimizer). Then it times the dat
 
     python bench/train.py                      # makes a small InstVL-Synth dataset in a temp folder
     python bench/train.py --root out/synth --steps 20 --batch-size 8 --workers 2
+    python bench/train.py --preset train/vit-b16 --device cuda --precision bf16 --batch-size 32 \
+        --samples 512 --peak-tflops 989      # GPU: adds model FLOPs per sample and MFU (H100 bf16 dense)
+
+MFU = (FLOPs of one forward+backward, counted by torch's FlopCounterMode, frozen teacher included)
+/ measured step time / the device's peak FLOP/s given with --peak-tflops.
 """
 
 import argparse
@@ -36,19 +41,38 @@ def make_dataset(folder: Path, samples: int) -> Path:
     return folder
 
 
-def train_variant(base: list[str], extra: list[str], steps: int, out: Path) -> dict[str, float]:
-    cfg = load_config(TrainConfig, "train/tiny", base + extra + [f"optim.steps={steps}", f"run.output_dir={out}",
-                                                                  "run.tensorboard=false", "run.progress=false"])
-    trainer = build_trainer(cfg, DistInfo())
+def train_variant(args: argparse.Namespace, base: list[str], extra: list[str], out: Path) -> dict[str, float]:
+    cfg = load_config(TrainConfig, args.preset, base + extra + [
+        f"optim.steps={args.steps}", f"run.output_dir={out}", "run.tensorboard=false", "run.progress=false"])
+    trainer = build_trainer(cfg, DistInfo(device=args.device))
     history = trainer.fit()[2:] or trainer.history  # the first steps include warm-up costs
     mean = {k: statistics.fmean(r[k] for r in history) for k in ("data_s", "forward_s", "backward_s", "step_s")}
     mean["samples_per_s"] = statistics.fmean(r["samples_per_s"] for r in history)
     mean["other_s"] = mean["step_s"] - mean["data_s"] - mean["forward_s"] - mean["backward_s"]
+    mean["flops"] = step_flops(trainer, cfg)
     return mean
 
 
-def loader_throughput(base: list[str], workers: int, batches: int) -> float:
-    cfg = load_config(TrainConfig, "train/tiny", base + [f"data.workers={workers}"])
+def step_flops(trainer, cfg: TrainConfig) -> float:
+    """FLOPs of one forward+backward on one batch, as torch's FlopCounterMode counts them."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from instvl.train.trainer import to_device
+
+    batch = next(iter(make_loader(trainer.dataset)))
+    batch.pop("data_position", None)
+    batch = to_device(batch, trainer.info.device)
+    dtype = torch.bfloat16 if cfg.run.precision == "bf16" else torch.float32
+    with FlopCounterMode(display=False) as counter, torch.autocast(
+            torch.device(trainer.info.device).type, dtype=dtype, enabled=cfg.run.precision == "bf16"):
+        trainer.module(batch)["loss"].backward()
+    trainer.module.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def loader_throughput(preset: str, base: list[str], workers: int, batches: int) -> float:
+    cfg = load_config(TrainConfig, preset, base + [f"data.workers={workers}"])
     dataset = InstVLDataset(cfg.data, load_tokenizer(cfg.model.text), cfg.model.text.max_len)
     loader = iter(make_loader(dataset))
     next(loader)  # worker start-up is not throughput
@@ -65,23 +89,35 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--preset", default="train/tiny", help="train preset (train/vit-b16, train/vit-l14 on a GPU)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--precision", default=None, choices=["fp32", "bf16"], help="default: the preset's")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's peak TFLOP/s in this precision, to report MFU (H100 bf16 dense: 989)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.root) if args.root else make_dataset(Path(tmp) / "synth", args.samples)
-        base = [f"data.root={root}", "data.split=null", f"data.batch_size={args.batch_size}"]
-        print(f"dataset {root}, batch {args.batch_size}, {args.steps} steps per variant (first 2 not timed)\n")
-        print("| variant | samples/s | data s | forward s | backward s | optimizer+other s | step s |")
-        print("|---|---|---|---|---|---|---|")
+        base = [f"data.root={root}", "data.split=null", f"data.batch_size={args.batch_size}",
+                f"run.device={args.device}", "run.strategy=none"]
+        base += [f"run.precision={args.precision}"] if args.precision else []
+        print(f"{args.preset} on {args.device}, dataset {root}, batch {args.batch_size}, {args.steps} steps per "
+              f"variant (first 2 not timed)\n")
+        print("| variant | samples/s | data s | forward s | backward s | optimizer+other s | step s | "
+              "GFLOP/sample | MFU |")
+        print("|---|---|---|---|---|---|---|---|---|")
         consumed = {}
         for name, extra in VARIANTS.items():
-            m = train_variant(base, extra, args.steps, Path(tmp) / name.split()[0])
+            m = train_variant(args, base, extra, Path(tmp) / name.split()[0])
             consumed[name] = m["samples_per_s"]
+            mfu = (f"{100 * m['flops'] / m['step_s'] / (args.peak_tflops * 1e12):.1f}%" if args.peak_tflops
+                   else "n/a")
             print(f"| {name} | {m['samples_per_s']:.2f} | {m['data_s']:.3f} | {m['forward_s']:.3f} | "
-                  f"{m['backward_s']:.3f} | {m['other_s']:.3f} | {m['step_s']:.3f} |")
+                  f"{m['backward_s']:.3f} | {m['other_s']:.3f} | {m['step_s']:.3f} | "
+                  f"{m['flops'] / args.batch_size / 1e9:.2f} | {mfu} |")
         print("\n| data loader | samples/s | vs. instance-aware trainer |")
         print("|---|---|---|")
         for workers in sorted({0, args.workers}):
-            rate = loader_throughput(base, workers, batches=max(4, args.steps))
+            rate = loader_throughput(args.preset, base, workers, batches=max(4, args.steps))
             ratio = rate / max(consumed["instance-aware (+ L_inst)"], 1e-9)
             print(f"| {workers} workers | {rate:.2f} | {ratio:.1f}x |")
 

@@ -34,6 +34,7 @@ from instvl.train.grounding import (
 from instvl.train.model import load_tokenizer
 from instvl.train.retrieval import RerankMode, Similarity, embedding_retrieval
 from instvl.train.run import TrainConfig
+from instvl.train.trainer import to_device
 
 torch = require("torch", "train")
 log = logging.getLogger(__name__)
@@ -84,11 +85,6 @@ class Embeddings:
     inst_thumbnails: list[np.ndarray] = field(default_factory=list)
 
 
-def batch_to(batch: dict[str, Any], device: Any) -> dict[str, Any]:
-    """The batch with every tensor moved to `device`."""
-    return {k: v.to(device) if hasattr(v, "to") and hasattr(v, "device") else v for k, v in batch.items()}
-
-
 def _mean_areas(boxes: Any, present: Any) -> list[float]:
     areas = ((boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0))
     mask = present.float()
@@ -116,7 +112,7 @@ def embed_split(model: Any, batches: Any, device: Any = "cpu", max_samples: int 
         for raw in batches:
             if max_samples is not None and len(emb.sample_ids) >= max_samples:
                 break
-            _embed_batch(model, batch_to(raw, device), emb, parts, thumbnails)
+            _embed_batch(model, to_device(raw, device), emb, parts, thumbnails)
     finally:
         model.train(was_training)
     emb.video, emb.text, emb.inst_video, emb.inst_text = (
@@ -217,7 +213,7 @@ def save_attention_images(model: Any, head: Any, batches: Any, folder: Path, cou
     """Attention of instance captions over their scene, with predicted and true boxes, for `count` instances."""
     written: list[str] = []
     for raw in batches:
-        batch = batch_to(raw, device)
+        batch = to_device(raw, device)
         if not batch["inst_sample_index"].numel():
             continue
         with torch.no_grad():
@@ -237,7 +233,7 @@ def save_attention_images(model: Any, head: Any, batches: Any, folder: Path, cou
 def run_grounding(cfg: EvalConfig, model: Any, tokenizer: Any, device: str, folder: Path) -> dict[str, Any]:
     """Train the box head on the grounding train split, score it on the eval split, draw its attention."""
     train_data = eval_dataset(cfg, tokenizer, cfg.grounding.train_split, root=cfg.data.root)
-    move = lambda b: batch_to(b, device)  # noqa: E731
+    move = lambda b: to_device(b, device)  # noqa: E731
     head, losses = train_grounding_head(model, train_data, cfg.grounding, move)
     metrics = evaluate_grounding_head(model, head, eval_dataset(cfg, tokenizer, cfg.eval_split), cfg.grounding, move)
     images = save_attention_images(model, head, eval_dataset(cfg, tokenizer, cfg.eval_split), folder,
