@@ -1,29 +1,15 @@
 """Open the HTML report in real headless Chromium and check what a person would see."""
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from tests.browser import chromium, dump_dom, needs_chromium
 
 from instvl.datasets.inspect import InspectConfig, main
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or (
-    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)"),
-]
-
-
-def chromium(profile: Path, *args: str, timeout: int = 90) -> subprocess.CompletedProcess:
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-               f"--user-data-dir={profile}", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+pytestmark = needs_chromium
 
 
 @pytest.fixture
@@ -37,9 +23,7 @@ def report(make_dataset, sample_factory, tmp_path) -> Path:
 
 
 def test_report_renders_in_chromium(report, tmp_path):
-    result = chromium(tmp_path / "profile-dom", "--virtual-time-budget=5000", "--dump-dom", report.as_uri())
-    dom = result.stdout
-    assert result.returncode == 0 and "<html" in dom, result.stderr[-2000:]
+    dom = dump_dom(report, tmp_path / "profile-dom")
     assert "<title>Browser check</title>" in dom
     assert 'data-image-count="4"' in dom  # 3 video frames + 1 image
     assert 'data-images-loaded="4"' in dom and 'data-all-images-loaded="true"' in dom

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from tests.browser import CHROMIUM, dump_dom
 
 from instvl.datasets.shards import UnitWriter, read_table, write_manifest
 from instvl.qa.convert import row_to_result
@@ -24,7 +25,9 @@ def test_track_iou_counts_missing_frames_as_zero():
     assert track_iou([0], [box], [0], [[0.25, 0.0, 0.75, 0.5]]) == pytest.approx(1 / 3)
 
 
-def test_report_rates_iou_and_edits_per_group(make_synth, tmp_path, capsys):
+@pytest.fixture
+def reviewed(make_synth, tmp_path):
+    """A merged dataset: one sample accepted as predicted, one with an instance caption edited."""
     rows = read_table(make_synth(num_samples=4, seed=5)).to_pylist()
     reviewed = [r for r in rows if r["instances"]][:2]
     first, second = reviewed
@@ -42,7 +45,11 @@ def test_report_rates_iou_and_edits_per_group(make_synth, tmp_path, capsys):
     write_manifest(out)
     (out / REVIEWS_FILE).parent.mkdir()
     (out / REVIEWS_FILE).write_text("".join(json.dumps(e) + "\n" for e in entries))
+    return out, first, second
 
+
+def test_report_rates_iou_and_edits_per_group(reviewed, tmp_path, capsys):
+    out, first, second = reviewed
     report = {r["group"]: r for r in qc_report(out)}
     overall = report["all"]
     assert (overall["rows"], overall["reviewed"]) == (4, 2)
@@ -54,3 +61,18 @@ def test_report_rates_iou_and_edits_per_group(make_synth, tmp_path, capsys):
     assert "caption_edits" in format_table(list(report.values()))
     assert main(ReportConfig(root=str(out), html=str(tmp_path / "r.html"))) == 0
     assert "accepted" in capsys.readouterr().out and "<table>" in (tmp_path / "r.html").read_text()
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_html_report_shows_the_rates_in_a_browser(reviewed, tmp_path):
+    out, _first, _second = reviewed
+    assert main(ReportConfig(root=str(out), html=str(tmp_path / "qc.html"))) == 0
+    dom = dump_dom(tmp_path / "qc.html", tmp_path / "profile")
+    assert "<title>instvl QC report</title>" in dom and f"QC report of {out}" in dom
+    table = dom[dom.index("<table>"):dom.index("</table>")]
+    rows = [r for r in table.split("<tr>")[1:]]
+    assert [h for h in ("group", "accepted", "corrected", "box_iou", "caption_edits") if h not in rows[0]] == []
+    overall = next(r for r in rows if "<td>all</td>" in r)
+    cells = [c.split("</td>")[0] for c in overall.split("<td>")[1:]]
+    assert cells[1:7] == ["4", "2", "0.500", "0.500", "0.000", "1.000"]  # rows .. box_iou
