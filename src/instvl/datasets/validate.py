@@ -10,6 +10,8 @@ media bytes only with `check_media`), so memory stays flat however large the dat
 
 import json
 import logging
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +77,18 @@ def validate_dataset(root: str | Path, *, check_media: bool = False, max_errors:
     existing, listed = _check_units(root, report, manifest_shards)
     _check_orphans(root, report, listed, manifest_shards)
     seen_ids: dict[str, str] = {}
-    for path in existing:
+    for path in _with_progress(existing, "shards"):
         _check_shard(root, path, report, seen_ids, check_media, batch_rows)
     return report
+
+
+def _with_progress(items: list[Path], unit: str) -> Iterable[Path]:
+    """`items`, with a progress bar when a person watches (stderr is a terminal)."""
+    if not sys.stderr.isatty():
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc="validating", unit=unit.rstrip("s"))
 
 
 def _check_temp_files(root: Path, report: ValidationReport) -> None:
