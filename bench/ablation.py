@@ -6,7 +6,8 @@ retrieval mean recall rises clearly with L_inst while global retrieval does not 
 markdown table and writes OUT/ablation.json (plus each arm's run folder and eval.json/images).
 
     python bench/ablation.py --samples 2500 --steps 600 --out runs/ablation
-    python bench/ablation.py --samples 256 --steps 100 --out runs/ablation-smoke --set model.text.trainable=false
+    python bench/ablation.py --samples 256 --steps 100 --out runs/ablation-smoke \
+        --set model.text.trainable=false
 """
 
 import argparse
@@ -38,7 +39,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=2500, help="InstVL-Synth samples to generate")
     parser.add_argument("--steps", type=int, default=600, help="optimizer steps of each arm")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, the model init and the loader")
-    parser.add_argument("--cache", default=".cache/instvl-synth", help="folder of generated benchmarks (reused)")
+    parser.add_argument("--cache", default=".cache/instvl-synth",
+                        help="folder of generated benchmarks (reused)")
     parser.add_argument("--out", default="runs/ablation", help="folder for the runs and ablation.json")
     parser.add_argument("--eval-split", default="val", help="split to evaluate ('val', 'test')")
     parser.add_argument("--preset", default="train/tiny", help="train preset both arms start from")
@@ -65,16 +67,18 @@ def arm_overrides(args: argparse.Namespace, root: Path, arm_dir: Path, arm: list
 
 def run_arm(args: argparse.Namespace, root: Path, name: str, folder: str, arm: list[str]) -> dict[str, Any]:
     """Train one arm from scratch, then evaluate its final checkpoint."""
-    from instvl.train import run
-    from instvl.train.evaluate import EvalConfig, evaluate
+    from instvl.train.config import EvalConfig, TrainConfig
+    from instvl.train.evaluate import evaluate
+    from instvl.train.main import main as train
 
     arm_dir = Path(args.out) / folder
     overrides = arm_overrides(args, root, arm_dir, arm)
     started = time.perf_counter()
-    run.main(load_config(run.TrainConfig, args.preset, overrides))
+    train(load_config(TrainConfig, args.preset, overrides))
     trained = time.perf_counter()
     report = evaluate(load_config(EvalConfig, args.preset, overrides + [
-        f"checkpoint={arm_dir}", f"eval_split={args.eval_split}", f"output={arm_dir / 'eval'}", "num_examples=6"]))
+        f"checkpoint={arm_dir}", f"eval.split={args.eval_split}", f"output={arm_dir / 'eval'}",
+        "num_examples=6"]))
     return {"arm": name, "overrides": arm, "train_s": round(trained - started, 1),
             "eval_s": round(time.perf_counter() - trained, 1), "report": report}
 
@@ -110,7 +114,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.json").write_text(json.dumps(summary, indent=2, default=str))
     print(table)
-    print("\nmean-recall change with L_inst: " + ", ".join(f"{k} {v:+.2f}" for k, v in summary["delta_mean_recall"].items()))
+    changes = ", ".join(f"{k} {v:+.2f}" for k, v in summary["delta_mean_recall"].items())
+    print("\nmean-recall change with L_inst: " + changes)
     return 0
 
 

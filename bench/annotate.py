@@ -30,11 +30,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from instvl.annotate.config import AnnotateConfig  # noqa: E402
 from instvl.annotate.pipeline import Engines, annotate_sample  # noqa: E402
 from instvl.config import load_config  # noqa: E402
-from instvl.datasets.clips import clip_media, decode_clip  # noqa: E402
-from instvl.datasets.ingest import plan_clips, probe_source  # noqa: E402
-from instvl.datasets.probe import fetch_media  # noqa: E402
-from instvl.datasets.shards import UnitWriter  # noqa: E402
 from instvl.datasets.synth import SynthConfig, generate  # noqa: E402
+from instvl.datasets.writer import UnitWriter  # noqa: E402
+from instvl.media.clips import clip_media, decode_clip  # noqa: E402
+from instvl.media.fetch import fetch_media  # noqa: E402
+from instvl.media.ingest import plan_clips, probe_source  # noqa: E402
 
 STAGES = ("decode", "detect", "track", "caption", "encode/write")
 
@@ -135,7 +135,7 @@ def run_clips(clips: list[str], cfg: AnnotateConfig, engines: Engines, totals: d
             wall = time.perf_counter()
             media = fetch_media(uri)
             (spec,) = plan_clips(probe_source(uri, cfg.ingest, media), cfg.ingest, media)[:1]
-            decoded = decode_clip(spec, cfg.ingest)
+            decoded = decode_clip(spec, cfg.ingest, media)
             totals["decode"] += time.perf_counter() - wall
             counts["frames"] += len(decoded.frames)
             sample = annotate_sample(decoded, engines, cfg)

@@ -24,10 +24,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from instvl.config import load_config  # noqa: E402
-from instvl.train.data import InstVLDataset, make_loader  # noqa: E402
+from instvl.train.config import TrainConfig  # noqa: E402
+from instvl.train.data import InstVLDataset, make_loader, to_device  # noqa: E402
 from instvl.train.distributed import DistInfo  # noqa: E402
+from instvl.train.main import build_trainer  # noqa: E402
 from instvl.train.model import load_tokenizer  # noqa: E402
-from instvl.train.run import TrainConfig, build_trainer  # noqa: E402
 
 VARIANTS = {"global only (L_rec + L_glob)": ["model.loss.inst_loss=false"],
             "instance-aware (+ L_inst)": ["model.loss.inst_loss=true"]}
@@ -46,7 +47,8 @@ def train_variant(args: argparse.Namespace, base: list[str], extra: list[str], o
         f"optim.steps={args.steps}", f"run.output_dir={out}", "run.tensorboard=false", "run.progress=false"])
     trainer = build_trainer(cfg, DistInfo(device=args.device))
     history = trainer.fit()[2:] or trainer.history  # the first steps include warm-up costs
-    mean = {k: statistics.fmean(r[k] for r in history) for k in ("data_s", "forward_s", "backward_s", "step_s")}
+    mean = {k: statistics.fmean(r[k] for r in history)
+            for k in ("data_s", "forward_s", "backward_s", "step_s")}
     mean["samples_per_s"] = statistics.fmean(r["samples_per_s"] for r in history)
     mean["other_s"] = mean["step_s"] - mean["data_s"] - mean["forward_s"] - mean["backward_s"]
     mean["flops"] = step_flops(trainer, cfg)
@@ -57,8 +59,6 @@ def step_flops(trainer, cfg: TrainConfig) -> float:
     """FLOPs of one forward+backward on one batch, as torch's FlopCounterMode counts them."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-
-    from instvl.train.trainer import to_device
 
     batch = next(iter(make_loader(trainer.dataset)))
     batch.pop("data_position", None)
@@ -89,19 +89,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--preset", default="train/tiny", help="train preset (train/vit-b16, train/vit-l14 on a GPU)")
+    parser.add_argument("--preset", default="train/tiny",
+                        help="train preset (train/vit-b16, train/vit-l14 on a GPU)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--precision", default=None, choices=["fp32", "bf16"], help="default: the preset's")
     parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="the device's peak TFLOP/s in this precision, to report MFU (H100 bf16 dense: 989)")
+                        help="the device's peak TFLOP/s in this precision, to report MFU "
+                             "(H100 bf16 dense: 989)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.root) if args.root else make_dataset(Path(tmp) / "synth", args.samples)
         base = [f"data.root={root}", "data.split=null", f"data.batch_size={args.batch_size}",
                 f"run.device={args.device}", "run.strategy=none"]
         base += [f"run.precision={args.precision}"] if args.precision else []
-        print(f"{args.preset} on {args.device}, dataset {root}, batch {args.batch_size}, {args.steps} steps per "
-              f"variant (first 2 not timed)\n")
+        print(f"{args.preset} on {args.device}, dataset {root}, batch {args.batch_size}, "
+              f"{args.steps} steps per variant (first 2 not timed)\n")
         print("| variant | samples/s | data s | forward s | backward s | optimizer+other s | step s | "
               "GFLOP/sample | MFU |")
         print("|---|---|---|---|---|---|---|---|---|")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test suite on a fresh machine: set up .venv, Chromium for the HTML tests, then pytest.
+# The test suite on a fresh machine: set up .venv, Chromium for the HTML tests, then mypy and pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/env.sh
@@ -16,4 +16,6 @@ if [[ ! -x "$LS_VENV/bin/label-studio" ]]; then
   "$LS_VENV/bin/python" -m pip install -q -U pip
   "$LS_VENV/bin/python" -m pip install -q "label-studio==1.23.2"
 fi
+echo "type-checking src/instvl (scripts/typecheck.sh)" >&2
+bash scripts/typecheck.sh
 python -m pytest -q "$@"

@@ -48,8 +48,9 @@ def test_unknown_preset_exits_2(capsys, tmp_path):
 
 
 def _tiny_dataset(root):
+    from instvl.datasets.manifest import write_manifest
     from instvl.datasets.records import Instance, Sample, Trajectory
-    from instvl.datasets.shards import UnitWriter, write_manifest
+    from instvl.datasets.writer import UnitWriter
 
     with UnitWriter(root, "shard-00000") as writer:
         for i in range(2):

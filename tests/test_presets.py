@@ -56,4 +56,5 @@ def test_default_presets_exist_once_their_module_does():
     names = set(preset_names())
     for cmd in COMMANDS:
         if cmd.default_preset and _module_exists(cmd.module):
-            assert cmd.default_preset in names, f"{cmd.name}: default preset {cmd.default_preset!r} is not shipped"
+            assert cmd.default_preset in names, \
+                f"{cmd.name}: default preset {cmd.default_preset!r} is not shipped"

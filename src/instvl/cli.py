@@ -45,7 +45,7 @@ COMMANDS = (
     Command("datasets", "render", "instvl.datasets.render", "RenderConfig", None,
             "render one sample's trajectories, ids and captions to a GIF/MP4", ("root", "sample_id"),
             {"--output": "output"}),
-    Command("annotate", "run", "instvl.annotate.run", "AnnotateConfig", "annotate/tiny",
+    Command("annotate", "run", "instvl.annotate.run", "AnnotateRunConfig", "annotate/tiny",
             "detect, track and caption a folder/glob/URL of media into InstVL shards", ("input", "output")),
     Command("qa", "serve", "instvl.qa.server", "ServeConfig", "qa/local",
             "start a local Label Studio server"),
@@ -62,7 +62,7 @@ COMMANDS = (
             "run the resumable corpus-build flow (Prefect)", ("input", "output")),
     Command(None, "demo", "instvl.flows.demo", "DemoConfig", "flows/demo",
             "offline CPU demo: synth media, build, validate, inspect, train, eval", ("output?",)),
-    Command(None, "train", "instvl.train.run", "TrainConfig", "train/tiny", "InstAP pre-training"),
+    Command(None, "train", "instvl.train.main", "TrainConfig", "train/tiny", "InstAP pre-training"),
     Command(None, "eval", "instvl.train.evaluate", "EvalConfig", "train/tiny",
             "retrieval and grounding evaluation of a checkpoint"),
 )
@@ -73,7 +73,8 @@ def _add_command(sub: argparse._SubParsersAction, cmd: Command) -> None:
     for name in cmd.positionals:
         optional = name.endswith("?")  # "output?": may be left out, the preset's value stays
         field_name = name.rstrip("?")
-        parser.add_argument(field_name, nargs="?" if optional else None, help=f"sets config field {field_name!r}")
+        parser.add_argument(field_name, nargs="?" if optional else None,
+                            help=f"sets config field {field_name!r}")
     for flag, target in cmd.options.items():
         parser.add_argument(flag, dest=f"opt_{target}", metavar=target.upper(), help=f"sets {target!r}")
     parser.add_argument("--config", default=cmd.default_preset, help="preset name or YAML path")

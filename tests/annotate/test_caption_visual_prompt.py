@@ -2,7 +2,6 @@
 
 import base64
 import io
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -12,31 +11,22 @@ from instvl.annotate.caption import InstanceInfo, PromptConfig, VisualPromptConf
 from instvl.annotate.caption.visual_prompt import (
     crop_box,
     draw_boxes,
-    instance_colour,
     render_request,
     subsample_indices,
     to_data_url,
-    to_pixels,
 )
-
-GREY = (128, 128, 128)
-
-
-@pytest.fixture
-def make_frames() -> Callable[..., list[np.ndarray]]:
-    def make(count: int = 4, width: int = 200, height: int = 100) -> list[np.ndarray]:
-        return [np.full((height, width, 3), GREY, np.uint8) for _ in range(count)]
-    return make
+from instvl.geometry import instance_colour, to_pixels
+from instvl.testing.media import GREY, solid_frames
 
 
 def test_box_colour_lies_on_all_four_edges_and_not_inside() -> None:
     frame = np.full((100, 200, 3), GREY, np.uint8)
     box = (0.25, 0.3, 0.75, 0.9)
     image = np.asarray(draw_boxes(frame, [(3, box)], labels=False))
-    _, colour = instance_colour(3)
+    colour = instance_colour(3).rgb
     x0, y0, x1, y1 = to_pixels(box, 200, 100)
     mid_x, mid_y = (x0 + x1) // 2, (y0 + y1) // 2
-    for x, y in [(x0, mid_y), (x1, mid_y), (mid_x, y0), (mid_x, y1)]:
+    for x, y in [(x0, mid_y), (x1 - 1, mid_y), (mid_x, y0), (mid_x, y1 - 1)]:  # the outermost box pixels
         assert tuple(image[y, x]) == colour, (x, y)
     assert tuple(image[mid_y, mid_x]) == GREY
     assert tuple(image[5, 5]) == GREY
@@ -48,8 +38,8 @@ def test_label_is_drawn_in_the_box_colour_next_to_the_box() -> None:
     labelled = np.asarray(draw_boxes(frame, [(0, (0.25, 0.5, 0.75, 0.9))], labels=True))
     above = labelled[30:49, 50:80]
     assert (plain[30:49, 50:80] == GREY).all()
-    assert (above == instance_colour(0)[1]).all(axis=-1).mean() > 0.3  # the label's background
-    assert (above != instance_colour(0)[1]).any()  # ... with text on it
+    assert (above == instance_colour(0).rgb).all(axis=-1).mean() > 0.3  # the label's background
+    assert (above != instance_colour(0).rgb).any()  # ... with text on it
 
 
 def test_crop_covers_the_box_plus_margin() -> None:
@@ -59,39 +49,39 @@ def test_crop_covers_the_box_plus_margin() -> None:
     assert crop_box(frame, (0.5, 0.5, 0.5, 0.5), margin=0.0).size == (2, 2)  # degenerate boxes still crop
 
 
-def test_render_request_draws_target_and_others_and_skips_invisible_frames(make_frames) -> None:
+def test_render_request_draws_target_and_others_and_skips_invisible_frames() -> None:
     target = InstanceInfo(1, "ball", [None, (0.1, 0.1, 0.4, 0.5), (0.2, 0.1, 0.5, 0.5), None])
     other = InstanceInfo(2, "dog", [(0.6, 0.5, 0.9, 0.9)] * 4)
-    request = make_request("instance", make_frames(), None, target, [other])
+    request = make_request("instance", solid_frames(4, 200, 100), None, target, [other])
     images = render_request(request)
     assert len(images) == 2
     pixels = np.asarray(images[0])
-    assert (pixels == instance_colour(1)[1]).all(axis=-1).any()
-    assert (pixels == instance_colour(2)[1]).all(axis=-1).any()
-    alone = make_request("instance", make_frames(), PromptConfig(visual=VisualPromptConfig(draw_others=False)),
-                         target, [other])
-    assert not (np.asarray(render_request(alone)[0]) == instance_colour(2)[1]).all(axis=-1).any()
+    assert (pixels == instance_colour(1).rgb).all(axis=-1).any()
+    assert (pixels == instance_colour(2).rgb).all(axis=-1).any()
+    alone = make_request("instance", solid_frames(4, 200, 100),
+                         PromptConfig(visual=VisualPromptConfig(draw_others=False)), target, [other])
+    assert not (np.asarray(render_request(alone)[0]) == instance_colour(2).rgb).all(axis=-1).any()
 
 
-def test_render_request_in_crop_mode_sends_the_instance_region(make_frames) -> None:
+def test_render_request_in_crop_mode_sends_the_instance_region() -> None:
     target = InstanceInfo(0, "ball", [(0.0, 0.0, 0.5, 0.5)] * 4)
     crops = PromptConfig(visual=VisualPromptConfig(mode="crops", crop_margin=0.0))
-    images = render_request(make_request("instance", make_frames(), crops, target))
+    images = render_request(make_request("instance", solid_frames(4, 200, 100), crops, target))
     assert [im.size for im in images] == [(100, 50)] * 4
 
 
-def test_render_request_limits_image_count_and_size(make_frames) -> None:
+def test_render_request_limits_image_count_and_size() -> None:
     prompts = PromptConfig(visual=VisualPromptConfig(max_images=3, max_side=50))
-    images = render_request(make_request("global", make_frames(count=9), prompts))
+    images = render_request(make_request("global", solid_frames(9, 200, 100), prompts))
     assert [im.size for im in images] == [(50, 25)] * 3
     assert subsample_indices(9, 3) == [0, 4, 8]
     assert subsample_indices(2, 5) == [0, 1]
 
 
-def test_instance_without_any_box_and_bad_frames_are_errors(make_frames) -> None:
+def test_instance_without_any_box_and_bad_frames_are_errors() -> None:
     hidden = InstanceInfo(7, "ghost", [None] * 4)
     with pytest.raises(ValueError, match="instance 7 .*no box on any frame"):
-        render_request(make_request("instance", make_frames(), None, hidden))
+        render_request(make_request("instance", solid_frames(4, 200, 100), None, hidden))
     with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8 RGB arrays, got float64"):
         render_request(make_request("global", [np.zeros((8, 8, 3))]))
 

@@ -2,14 +2,13 @@
 
 import sys
 import types
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import pytest
 
 from instvl.annotate.caption import InstanceInfo, VLLMCaptioner
 from instvl.deps import MissingDependencyError
+from instvl.testing.media import noise_frames
 
 
 @dataclass
@@ -49,11 +48,6 @@ def _output(conversation: list[dict]) -> types.SimpleNamespace:
     return types.SimpleNamespace(outputs=[types.SimpleNamespace(text=answer)])
 
 
-@pytest.fixture
-def make_frames() -> Callable[[int], list[np.ndarray]]:
-    return lambda count: [np.full((20, 30, 3), 50 * i, np.uint8) for i in range(count)]
-
-
 def test_engine_and_sampling_params_come_from_the_config(fake_vllm: Recorder) -> None:
     cfg = VLLMCaptioner.Config(model="Qwen/Qwen2.5-VL-7B-Instruct", max_tokens=99, temperature=0.2, seed=3,
                                tensor_parallel_size=2, mm_processor_kwargs={"max_pixels": 1000},
@@ -70,11 +64,12 @@ def test_engine_and_sampling_params_come_from_the_config(fake_vllm: Recorder) ->
                                          "repetition_penalty": 1.05, "seed": 3}
 
 
-def test_requests_are_sent_as_batched_chat_conversations(fake_vllm: Recorder, make_frames) -> None:
+def test_requests_are_sent_as_batched_chat_conversations(fake_vllm: Recorder) -> None:
     captioner = VLLMCaptioner.Config(batch_size=2).build()
     target = InstanceInfo(4, "cup", [(0.1, 0.1, 0.4, 0.4), None, (0.2, 0.1, 0.5, 0.4)])
-    requests = [captioner.request("global", make_frames(1)), captioner.request("global", make_frames(2)),
-                captioner.request("instance", make_frames(3), target)]
+    requests = [captioner.request("global", noise_frames(1, 30, 20)),
+                captioner.request("global", noise_frames(2, 30, 20)),
+                captioner.request("instance", noise_frames(3, 30, 20), target)]
     captions = captioner.caption(requests)
     assert captions == ["A clip with 1 images.", "A clip with 2 images.", "A clip with 2 images."]
     assert [len(call["messages"]) for call in fake_vllm.chat_calls] == [2, 1]
@@ -86,9 +81,9 @@ def test_requests_are_sent_as_batched_chat_conversations(fake_vllm: Recorder, ma
     assert content[-1]["text"] == requests[2].prompt and 'labelled "ID: 4"' in content[-1]["text"]
 
 
-def test_system_prompt_leads_each_conversation(fake_vllm: Recorder, make_frames) -> None:
+def test_system_prompt_leads_each_conversation(fake_vllm: Recorder) -> None:
     captioner = VLLMCaptioner.Config(system_prompt="Be precise.").build()
-    captioner.caption([captioner.request("entities", make_frames(1))])
+    captioner.caption([captioner.request("entities", noise_frames(1, 30, 20))])
     conversation = fake_vllm.chat_calls[0]["messages"][0]
     assert conversation[0] == {"role": "system", "content": "Be precise."}
     assert conversation[1]["role"] == "user"

@@ -1,36 +1,15 @@
-"""Detector backends and the shared box arithmetic (IoU, NMS, phrase spans, query decoding)."""
+"""Detector backends and what they share (NMS, phrase spans, query decoding)."""
 
 import numpy as np
 import pytest
 from pydantic import TypeAdapter
 
 from instvl.annotate.detect import DetectorConfig, FakeDetector, GroundingDinoDetector, HFDetector
-from instvl.annotate.detect.base import (
-    box_iou,
-    cxcywh_to_xyxy,
-    decode_queries,
-    nms,
-    phrase_token_spans,
-    suppress_duplicates,
-)
-from instvl.annotate.detect.fake import ground_truth_from_instances
-from instvl.annotate.types import Detection
-from instvl.datasets.records import Instance, Trajectory
+from instvl.annotate.detect.base import decode_queries, nms, phrase_token_spans, suppress_duplicates
+from instvl.annotate.tracks import Detection
 from instvl.deps import MissingDependencyError, is_available
-
-
-@pytest.fixture
-def make_frames():
-    def make(n: int = 2, height: int = 48, width: int = 64, seed: int = 0) -> list[np.ndarray]:
-        rng = np.random.default_rng(seed)
-        return [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(n)]
-    return make
-
-
-def test_box_iou_by_hand():
-    a = np.array([[0, 0, 2, 2]])
-    b = np.array([[1, 1, 3, 3], [0, 0, 2, 2], [5, 5, 6, 6], [0, 0, 0, 0]])
-    np.testing.assert_allclose(box_iou(a, b)[0], [1 / 7, 1.0, 0.0, 0.0])
+from instvl.geometry import box_iou
+from instvl.testing.media import noise_frames
 
 
 def test_nms_hand_example():
@@ -52,10 +31,6 @@ def test_class_aware_then_cross_phrase_suppression():
     assert len(suppress_duplicates(dets, max_detections=1)) == 1
 
 
-def test_cxcywh_conversion():
-    np.testing.assert_allclose(cxcywh_to_xyxy(np.array([[0.5, 0.5, 0.2, 0.4]])), [[0.4, 0.3, 0.6, 0.7]])
-
-
 def test_query_decoding_assigns_one_phrase_per_box():
     spans = phrase_token_spans(lambda p: len(p.split()), ["red ball", "dog"])
     assert spans == [(1, 3), (4, 5)]  # [CLS] red ball . dog . [SEP]
@@ -70,11 +45,11 @@ def test_query_decoding_assigns_one_phrase_per_box():
     np.testing.assert_allclose(dets[0].box_xyxy, (0.4, 0.4, 0.6, 0.6), atol=1e-6)
 
 
-def test_hf_tiny_random_detects_on_two_frames(make_frames):
+def test_hf_tiny_random_detects_on_two_frames():
     detector = HFDetector.Config(tiny_random=True, box_threshold=0.0, text_threshold=0.0, min_side=96,
                                  max_side=128, batch_size=2, max_detections=20).build()
     phrases = ["Red Ball", "a dog", "cube."]
-    results = detector.detect(make_frames(2), phrases)
+    results = detector.detect(noise_frames(2), phrases)
     assert len(results) == 2
     for dets in results:
         assert 0 < len(dets) <= 20
@@ -89,40 +64,25 @@ def test_hf_tiny_random_detects_on_two_frames(make_frames):
     assert spans[0] == (1, 3) and spans[1][0] == 4
 
 
-def test_hf_thresholds_and_bad_frames(make_frames):
+def test_hf_thresholds_and_bad_frames():
     detector = HFDetector.Config(tiny_random=True, box_threshold=1.0, min_side=64, max_side=96).build()
-    assert detector.detect(make_frames(1), ["dog"]) == [[]]
+    assert detector.detect(noise_frames(1), ["dog"]) == [[]]
     with pytest.raises(ValueError, match="frame 0.*uint8"):
         detector.detect([np.zeros((8, 8, 3), np.float32)], ["dog"])
 
 
-def test_fake_random_is_deterministic_per_frame(make_frames):
+def test_fake_random_is_deterministic_per_frame():
     detector = FakeDetector.Config(seed=3, max_detections=4).build()
-    frames = make_frames(3)
+    frames = noise_frames(3)
     first = detector.detect(frames, ["dog", "cat"])
     assert detector.detect(frames[::-1], ["dog", "cat"]) == first[::-1]
     assert all(len(d) <= 4 and {x.phrase for x in d} <= {"dog", "cat"} for d in first)
     assert detector.detect(frames, []) == [[], [], []]
 
 
-def test_fake_oracle_returns_visible_ground_truth(make_frames):
-    gt = np.array([[[0.1, 0.1, 0.3, 0.3], [np.nan] * 4], [[0.2, 0.1, 0.4, 0.3], [0.5, 0.5, 0.9, 0.9]]])
-    detector = FakeDetector.Config(mode="oracle").build()
-    detector.set_ground_truth(gt, ["Dog", "cat"])
-    found = detector.detect(make_frames(2), ["dog", "cat"], frame_indices=[1, 0])
-    assert [(d.phrase, d.box_xyxy) for d in found[1]] == [("dog", pytest.approx((0.1, 0.1, 0.3, 0.3)))]
-    assert sorted(d.phrase for d in found[0]) == ["cat", "dog"]
-    assert detector.detect(make_frames(1), ["cat"], frame_indices=[0]) == [[]]
-    with pytest.raises(ValueError, match="frame_indices"):
-        detector.detect(make_frames(1), ["dog"])
-    missing = FakeDetector.Config(mode="oracle", miss_rate=1.0).build()
-    missing.set_ground_truth(gt, ["dog", "cat"])
-    assert missing.detect(make_frames(1), ["dog"], frame_indices=[1]) == [[]]
-
-
 def test_detector_config_union_picks_the_backend(tmp_path):
     adapter = TypeAdapter(DetectorConfig)
-    assert isinstance(adapter.validate_python({"kind": "fake", "mode": "oracle"}), FakeDetector.Config)
+    assert isinstance(adapter.validate_python({"kind": "fake", "mode": "random"}), FakeDetector.Config)
     assert adapter.validate_python({"kind": "hf"}).model == "IDEA-Research/grounding-dino-tiny"
     gd = adapter.validate_python({"kind": "groundingdino", "checkpoint_path": str(tmp_path / "g.pth")})
     assert isinstance(gd, GroundingDinoDetector.Config)
@@ -136,13 +96,3 @@ def test_groundingdino_missing_package_names_the_extra(tmp_path):
     with pytest.raises(MissingDependencyError, match=r"instvl\[groundingdino\]"):
         config.build()
 
-
-def test_ground_truth_from_sample_instances():
-    instances = [Instance(0, "dog", "", Trajectory([0, 2], [[0.1, 0.1, 0.2, 0.2], [0.3, 0.1, 0.4, 0.2]])),
-                 Instance(1, "cat", "", Trajectory([1], [[0.5, 0.5, 0.6, 0.6]]))]
-    boxes, phrases = ground_truth_from_instances(instances, num_frames=3)
-    assert phrases == ["dog", "cat"] and boxes.shape == (3, 2, 4)
-    assert np.isnan(boxes[1, 0]).all() and np.isnan(boxes[0, 1]).all()
-    np.testing.assert_allclose(boxes[2, 0], [0.3, 0.1, 0.4, 0.2])
-    with pytest.raises(ValueError, match="instance 0: frame 2 outside"):
-        ground_truth_from_instances(instances, num_frames=1)

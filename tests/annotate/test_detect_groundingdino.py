@@ -10,9 +10,8 @@ import pytest
 
 pytest.importorskip("groundingdino", reason="groundingdino-py lives in its own venv: scripts/test-groundingdino.sh")
 
-from tests.conftest import moving_box_frames  # noqa: E402
-
 from instvl.annotate.detect import GroundingDinoDetector  # noqa: E402
+from instvl.testing.media import moving_square  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +28,7 @@ def detector() -> GroundingDinoDetector:
 
 
 def test_detects_well_formed_boxes_for_the_given_phrases(detector):
-    frames, _ = moving_box_frames(3, 96, 64)
+    frames, _ = moving_square(3, 96, 64)
     results = detector.detect(list(frames), ["red square", "ball"])
     assert len(results) == 3
     assert all(0 < len(found) <= 5 for found in results)
@@ -41,7 +40,7 @@ def test_detects_well_formed_boxes_for_the_given_phrases(detector):
 
 
 def test_batching_does_not_change_results(detector):
-    frames, _ = moving_box_frames(3, 96, 64)
+    frames, _ = moving_square(3, 96, 64)
     together = detector.detect(list(frames), ["red square"])
     alone = [detector.detect([frame], ["red square"])[0] for frame in frames]
     for a, b in zip(together, alone, strict=True):

@@ -11,23 +11,21 @@ import pyarrow.parquet as pq
 import pytest
 
 from instvl.annotate.config import AnnotateConfig
-from instvl.annotate.detect import FakeDetector
-from instvl.annotate.detect.fake import ground_truth_from_instances
 from instvl.annotate.pipeline import Engines, annotate_sample
 from instvl.annotate.run import main as annotate_main
-from instvl.annotate.track import FakeTracker
 from instvl.annotate.trajectories import TrajectoryConfig
 from instvl.config import load_config
-from instvl.datasets.clips import clip_media, decode_clip
-from instvl.datasets.frames import decode_frames
-from instvl.datasets.ingest import plan_clips, probe_source
-from instvl.datasets.probe import fetch_media
 from instvl.datasets.reader import read_table
-from instvl.datasets.records import Sample
+from instvl.datasets.records import FrameSpace, Sample
 from instvl.datasets.schema import SCHEMA
 from instvl.datasets.synth import SynthConfig, generate, generate_sample
 from instvl.datasets.validate import validate_dataset
 from instvl.deps import is_available
+from instvl.media.clips import DecodedClip, clip_media, decode_clip
+from instvl.media.decode import decode_frames
+from instvl.media.fetch import fetch_media
+from instvl.media.ingest import ClipSpec, plan_clips, probe_source
+from instvl.testing.oracle import OracleDetector, OracleTracker, ground_truth_from_instances
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +52,7 @@ def first_video(root: Path) -> str:
 def annotate_file(uri: str, cfg: AnnotateConfig, engines: Engines):
     media = fetch_media(uri)
     (spec,) = plan_clips(probe_source(uri, cfg.ingest, media), cfg.ingest, media)
-    decoded = decode_clip(spec, cfg.ingest)
+    decoded = decode_clip(spec, cfg.ingest, media)
     return decoded, annotate_sample(decoded, engines, cfg, clip_media(spec, cfg.ingest, media))
 
 
@@ -64,7 +62,7 @@ def check_sample(sample: Sample, decoded, cfg: AnnotateConfig) -> None:
     assert sample.models == cfg.model_ids() and sample.config_hash
     assert (sample.width, sample.height) == (decoded.frames.shape[2], decoded.frames.shape[1])
     assert sample.num_frames == decoded.spec.num_frames and sample.media_format == "mp4"
-    sampled = set(decoded.clip_frame_indices.tolist())
+    sampled = set(decoded.clip_frames.tolist())
     for k, inst in enumerate(sample.instances):
         assert inst.instance_id == k and inst.caption
         assert set(inst.trajectory.frame_index) <= sampled  # indices into the clip, not into the sample
@@ -78,7 +76,7 @@ def test_annotate_sample_with_the_fake_preset(synth_media):
     decoded, sample = annotate_file(first_video(synth_media), cfg, Engines.build(cfg))
     truth = ground_truth(synth_media)[Path(first_video(synth_media)).name]
     assert decoded.spec.num_frames == truth["num_frames"] and len(decoded.frames) == 6
-    assert decoded.clip_frame_indices[-1] == truth["num_frames"] - 1  # sampled frames span the clip
+    assert decoded.clip_frames[-1] == truth["num_frames"] - 1  # sampled frames span the clip
     assert decoded.decoder == ("decord" if is_available("decord") else "pyav")  # no silent fallback
     check_sample(sample, decoded, cfg)
     assert sample.instances and sample.global_caption
@@ -164,13 +162,10 @@ def test_annotate_run_twice_does_no_new_work(built):
 
 def oracle_tracks(sample: Sample):
     """Trajectories of a synth sample from its decoded frames, an oracle detector and an oracle tracker."""
-    decoded = decode_frames(sample.media, "video", range(sample.num_frames))
-    frames = [decoded[i] for i in sorted(decoded)]
+    decoded = decode_frames(sample.media, sample.sample_id, range(sample.num_frames), decoder="pyav")
+    frames = list(decoded.frames)
     gt, phrases = ground_truth_from_instances(sample.instances, sample.num_frames)
-    detector = FakeDetector(FakeDetector.Config(mode="oracle"))
-    detector.set_ground_truth(gt, phrases)
-    tracker = FakeTracker(FakeTracker.Config(mode="oracle"))
-    tracker.set_ground_truth(gt)
+    detector, tracker = OracleDetector(frames, gt, phrases), OracleTracker(frames, gt)
     builder = TrajectoryConfig(redetect_every=4, min_frames=1, min_area=0.0).build(detector, tracker)
     return builder.build(frames, phrases)
 
@@ -181,7 +176,39 @@ def test_trajectories_from_synth_ground_truth_keep_its_ids(index):
                         image_fraction=0.0, min_objects=2, max_objects=4, seed=index)
     sample = generate_sample(synth, index)
     tracks = oracle_tracks(sample)
-    assert [t.track_id for t in tracks] == [inst.instance_id for inst in sample.instances]
-    for track, inst in zip(tracks, sample.instances, strict=True):
-        assert track.phrase == inst.phrase and track.frame_index == inst.trajectory.frame_index
-        np.testing.assert_allclose(track.boxes, inst.trajectory.box, atol=1e-5)
+    assert [t.instance_id for t in tracks] == [inst.instance_id for inst in sample.instances]
+    for track, inst in zip(tracks, sample.instances, strict=True):  # every frame sampled: index k = frame k
+        assert track.trajectory.space == FrameSpace.SAMPLED
+        assert track.phrase == inst.phrase and track.trajectory.frame_index == inst.trajectory.frame_index
+        np.testing.assert_allclose(track.trajectory.box, inst.trajectory.box, atol=1e-5)
+
+
+def test_strided_sampling_stores_the_clip_frames_the_boxes_were_seen_on():
+    """Every third frame of a clip starting at source frame 10 is sampled: the builder counts sampled
+    indices 0..7, the row must hold clip frames 0, 3, ..., 21, each with the box seen on that frame."""
+    synth = SynthConfig(output="unused", width=96, height=80, num_frames=24, image_fraction=0.0, min_objects=2,
+                        max_objects=3, seed=7)
+    sample = generate_sample(synth, 0)
+    truth, phrases = ground_truth_from_instances(sample.instances, sample.num_frames)  # by clip frame
+    clip_frames = np.arange(0, sample.num_frames, 3)
+    spec = ClipSpec("strided", "memory://clip.mp4", "video", "0" * 64, 96, 80, start_frame=10,
+                    end_frame=10 + sample.num_frames, fps=24.0)
+    pixels = np.zeros((len(clip_frames), 80, 96, 3), np.uint8)
+    pixels[:, 0, 0, 0] = np.arange(len(clip_frames))  # the oracles tell the frames apart by their pixels
+    decoded = DecodedClip(spec, clip_frames + spec.start_frame, pixels, "test")
+    assert decoded.clip_frames.tolist() == clip_frames.tolist()
+    sampled_truth = truth[clip_frames]  # the engines see the sampled frames only
+    detector, tracker = OracleDetector(pixels, sampled_truth, phrases), OracleTracker(pixels, sampled_truth)
+    cfg = load_config(AnnotateConfig, "annotate/fake", ["phrases.source=vocabulary", "filter.max_instances=8",
+                                                        "trajectories.min_frames=1", "trajectories.min_area=0"])
+    cfg = cfg.model_copy(update={"phrases": cfg.phrases.model_copy(update={"vocabulary": phrases})})
+    builder = cfg.trajectories.build(detector, tracker)
+    sample_out = annotate_sample(decoded, Engines(detector, tracker, cfg.captioner.build(), builder), cfg)
+    assert len(sample_out.instances) == len(sample.instances)
+    for inst in sample_out.instances:
+        frames = inst.trajectory.frame_index
+        assert inst.trajectory.space == FrameSpace.CLIP and set(frames) <= set(clip_frames.tolist())
+        assert max(frames) > len(clip_frames)  # clip frames, not the sampled indices 0..7
+        seen = [n for n, phrase in enumerate(phrases) if phrase == inst.phrase
+                and np.allclose(inst.trajectory.box, truth[frames, n], atol=1e-5)]
+        assert seen, f"instance {inst.instance_id}: its boxes are not the truth at clip frames {frames}"

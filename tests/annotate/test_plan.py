@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 from instvl.annotate.config import AnnotateConfig
-from instvl.annotate.plan import PLAN_FILE, PlanError, find_duplicates, load_plan, make_plan
+from instvl.annotate.plan import (
+    PlanError,
+    find_duplicates,
+    load_plan,
+    make_plan,
+    plan_or_report,
+    require_plan,
+)
+from instvl.datasets.layout import PLAN_FILE
 
 
 @pytest.fixture
@@ -53,7 +61,8 @@ def test_identical_files_are_planned_as_duplicates(media_dir, plan_config):
     shutil.copy(media_dir / "clip1.mp4", media_dir / "copy-of-1.mp4")
     plan = make_plan(plan_config(media_dir, per_unit=10))
     (unit,) = plan.units
-    assert unit.duplicates == {str(media_dir / "copy-of-1.mp4"): str(media_dir / "clip1.mp4")}  # first in order
+    # the first in order is the original
+    assert unit.duplicates == {str(media_dir / "copy-of-1.mp4"): str(media_dir / "clip1.mp4")}
     assert find_duplicates([str(media_dir / f"clip{i}.mp4") for i in range(5)]) == {}
 
 
@@ -65,6 +74,17 @@ def test_missing_or_empty_input_is_a_plan_error(plan_config, tmp_path):
         make_plan(plan_config(tmp_path / "empty"))
     with pytest.raises(PlanError, match="input"):
         make_plan(AnnotateConfig())
+
+
+def test_plan_or_report_prints_why_there_is_nothing_to_build(plan_config, media_dir, tmp_path, capsys):
+    assert plan_or_report(plan_config(tmp_path / "no-such-dir"), "instvl x") is None
+    assert capsys.readouterr().err.startswith("instvl x: nothing to annotate in ")
+    assert plan_or_report(plan_config(media_dir), "instvl x") == load_plan(tmp_path / "out")
+
+
+def test_require_plan_names_the_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / PLAN_FILE}: no build plan"):
+        require_plan(tmp_path)
 
 
 def test_corrupt_plan_names_the_file(media_dir, plan_config, tmp_path):

@@ -3,20 +3,14 @@
 import numpy as np
 import pytest
 from pydantic import TypeAdapter
-from tests.conftest import moving_box_frames
 
 from instvl.annotate.track import FakeTracker, HFTracker, SAM2Tracker, TrackerConfig, mask_to_box
-from instvl.annotate.track.base import box_mask, box_to_pixels
+from instvl.annotate.track.base import box_mask
 from instvl.annotate.track.sam2 import decode_propagation, seed_box_pixels, write_jpeg_folder
-from instvl.annotate.types import TrackSeed
+from instvl.annotate.tracks import TrackSeed
 from instvl.deps import MissingDependencyError, is_available
-
-
-@pytest.fixture
-def make_clip():
-    def make(num_frames: int = 10, width: int = 64, height: int = 48) -> tuple[np.ndarray, np.ndarray]:
-        return moving_box_frames(num_frames, width, height)
-    return make
+from instvl.testing.components import require_component
+from instvl.testing.media import moving_square
 
 
 def test_mask_to_box_uses_pixel_edges():
@@ -25,15 +19,14 @@ def test_mask_to_box_uses_pixel_edges():
     mask[2:5, 4:6] = True
     assert mask_to_box(mask) == pytest.approx((0.2, 0.2, 0.3, 0.5))
     assert mask_to_box(box_mask((0.2, 0.2, 0.3, 0.5), 20, 10)) == pytest.approx((0.2, 0.2, 0.3, 0.5))
-    assert box_to_pixels((17 / 96, 0.0, 1.0, 1.0), 96, 64) == (17, 0, 96, 64)
 
 
-def test_hf_tiny_random_tracks_two_objects(make_clip):
-    frames, boxes = make_clip(8)
+def test_hf_tiny_random_tracks_two_objects():
+    frames, boxes = moving_square(8)
     tracker = HFTracker.Config(tiny_random=True, tiny_image_size=64).build()
     seeds = [TrackSeed(3, tuple(boxes[0])), TrackSeed(9, (0.5, 0.1, 0.8, 0.4))]
-    out = tracker.track(frames, seeds, frame_indices=range(20, 28))
-    assert [f.frame_index for f in out] == list(range(20, 28))
+    out = tracker.track(frames, seeds)
+    assert [f.window_index for f in out] == list(range(8))  # numbered within the window
     for frame in out:
         assert set(frame.objects) == {3, 9}
         for obj in frame.objects.values():
@@ -43,8 +36,8 @@ def test_hf_tiny_random_tracks_two_objects(make_clip):
     assert tracker.track(frames[:2], []) [0].objects == {}
 
 
-def test_tracker_input_errors(make_clip):
-    frames, boxes = make_clip(4)
+def test_tracker_input_errors():
+    frames, boxes = moving_square(4)
     tracker = FakeTracker()
     with pytest.raises(ValueError, match="duplicate object ids"):
         tracker.track(frames, [TrackSeed(1, tuple(boxes[0])), TrackSeed(1, tuple(boxes[0]))])
@@ -52,36 +45,23 @@ def test_tracker_input_errors(make_clip):
         tracker.track(frames, [TrackSeed(1, (0, 0, 12, 12))])
     with pytest.raises(ValueError, match=r"\(T, H, W, 3\) uint8"):
         tracker.track(frames.astype(np.float32), [])
-    with pytest.raises(ValueError, match="3 frame indices for 4 frames"):
-        tracker.track(frames, [], frame_indices=[0, 1, 2])
 
 
-def test_fake_template_tracker_follows_a_moving_square(make_clip):
-    frames, boxes = make_clip(12)
+def test_fake_template_tracker_follows_a_moving_square():
+    frames, boxes = moving_square(12)
     out = FakeTracker().track(frames, [TrackSeed(1, tuple(boxes[0]))])
     tracked = np.array([f.objects[1].box_xyxy for f in out])
     np.testing.assert_allclose(tracked, boxes, atol=1 / 64)
 
 
-def test_fake_template_tracker_loses_an_occluded_object(make_clip):
-    frames, boxes = make_clip(12)
+def test_fake_template_tracker_loses_an_occluded_object():
+    frames, boxes = moving_square(12)
     frames = frames.copy()
     frames[5:7] = frames[0, 0, 0]  # the square disappears for two frames
     out = FakeTracker().track(frames, [TrackSeed(1, tuple(boxes[0]))])
     visible = [f.objects[1].visible for f in out]
     assert visible == [True] * 5 + [False] * 2 + [True] * 5
     np.testing.assert_allclose(out[-1].objects[1].box_xyxy, boxes[-1], atol=1 / 64)
-
-
-def test_fake_oracle_tracker_follows_ground_truth(make_clip):
-    frames, boxes = make_clip(6)
-    gt = np.stack([boxes, np.full_like(boxes, np.nan)], axis=1)
-    gt[3, 0] = np.nan
-    tracker = FakeTracker(FakeTracker.Config(mode="oracle"))
-    tracker.set_ground_truth(gt)
-    out = tracker.track(frames[2:], [TrackSeed(5, tuple(boxes[2] + 0.01))], frame_indices=range(2, 6))
-    assert [f.objects[5].visible for f in out] == [True, False, True, True]
-    np.testing.assert_allclose(out[-1].objects[5].box_xyxy, boxes[5])
 
 
 def test_tracker_config_union_picks_the_backend():
@@ -91,8 +71,8 @@ def test_tracker_config_union_picks_the_backend():
     assert adapter.validate_python({"kind": "sam2"}).config_file == "configs/sam2.1/sam2.1_hiera_t.yaml"
 
 
-def test_sam2_glue_without_the_package(tmp_path, make_clip):
-    frames, _ = make_clip(3)
+def test_sam2_glue_without_the_package(tmp_path):
+    frames, _ = moving_square(3)
     paths = write_jpeg_folder(frames, tmp_path / "frames")
     assert [p.name for p in paths] == ["0.jpg", "1.jpg", "2.jpg"]
     np.testing.assert_allclose(seed_box_pixels(TrackSeed(1, (0.25, 0.5, 0.5, 1.0)), 64, 48), [16, 24, 32, 48])
@@ -110,13 +90,13 @@ def test_sam2_missing_package_names_the_extra():
         SAM2Tracker.Config().build()
 
 
-@pytest.mark.skipif(not is_available("sam2"), reason="the sam2 package is not installed (pip install 'instvl[sam2]')")
-def test_sam2_package_tracks_a_box_for_real(make_clip):
+def test_sam2_package_tracks_a_box_for_real():
     """The reference SAM2 video predictor (hiera-t, random weights: no checkpoint) through our glue."""
-    frames, boxes = make_clip(3)
+    require_component("sam2", is_available("sam2"), "pip install 'instvl[sam2]'")
+    frames, boxes = moving_square(3)
     tracker = SAM2Tracker.Config(keep_masks=True).build()
     out = tracker.track(frames, [TrackSeed(7, tuple(boxes[0]), "square")])
-    assert [f.frame_index for f in out] == [0, 1, 2]
+    assert [f.window_index for f in out] == [0, 1, 2]
     for frame in out:
         assert set(frame.objects) == {7}
         obj = frame.objects[7]

@@ -8,9 +8,11 @@ import pytest
 
 from instvl.annotate.config import AnnotateConfig
 from instvl.annotate.plan import make_plan
-from instvl.annotate.units import PROGRESS_DIR, caption_cache_file, engines_for, read_progress, run_unit
+from instvl.annotate.progress import read_progress
+from instvl.annotate.units import caption_cache_file, engines_for, run_unit
 from instvl.config import load_config
-from instvl.datasets.layout import stats_path
+from instvl.datasets.layout import PROGRESS_DIR, stats_path
+from instvl.datasets.manifest import UnitStats
 
 
 @pytest.fixture
@@ -33,16 +35,15 @@ def unit_config(tmp_path, make_video):
 def test_unit_stats_count_inputs_samples_and_duplicates(unit_config, tmp_path):
     cfg = unit_config("out.sources_per_unit=3")
     stats = run_unit(cfg, "unit-00000")
-    assert stats["sources"] == 3 and stats["rows"] == 2 and stats["quarantined"] == 1
-    on_disk = json.loads(stats_path(tmp_path / "out", "unit-00000").read_text())
-    assert on_disk == stats
+    assert stats.sources == 3 and stats.rows == 2 and stats.quarantined == 1
+    assert UnitStats.read(stats_path(tmp_path / "out", "unit-00000")) == stats
     assert not list((tmp_path / "out" / PROGRESS_DIR).glob("*.json"))  # removed when the unit finished
 
 
 def test_done_unit_is_not_redone(unit_config, tmp_path):
     cfg = unit_config("out.sources_per_unit=2")
     first = run_unit(cfg, "unit-00000")
-    shard = tmp_path / "out" / first["shards"][0]["path"]
+    shard = tmp_path / "out" / first.shards[0].path
     before = shard.stat().st_mtime_ns
     assert run_unit(cfg, "unit-00000") == first
     assert shard.stat().st_mtime_ns == before
@@ -69,7 +70,8 @@ def test_read_progress_skips_finished_units_and_temporary_files(tmp_path):
     folder.mkdir()
     (folder / "unit-00000.json").write_text(json.dumps({"sources_done": 2, "sources": 4, "samples": 3}))
     (folder / "unit-00001.json").write_text(json.dumps({"sources_done": 4, "sources": 4, "samples": 5}))
-    (folder / ".tmp-1-unit-00002.json").write_text(json.dumps({"sources_done": 9, "sources": 9, "samples": 9}))
+    (folder / ".tmp-1-unit-00002.json").write_text(
+        json.dumps({"sources_done": 9, "sources": 9, "samples": 9}))
     (folder / "unit-00003.json").write_text("{half")
     assert read_progress(tmp_path) == (6, 8)
     assert read_progress(tmp_path, finished={"unit-00001"}) == (2, 3)
@@ -79,6 +81,7 @@ def test_models_are_built_once_per_config_and_cache(unit_config, tmp_path):
     cfg = unit_config()
     moved = cfg.model_copy(update={"input": "elsewhere"})
     assert engines_for(cfg) is engines_for(moved)  # where the files are does not change the models
-    other_cache = cfg.model_copy(update={"out": cfg.out.model_copy(update={"cache_dir": str(tmp_path / "c")})})
+    other_out = cfg.out.model_copy(update={"cache_dir": str(tmp_path / "c")})
+    other_cache = cfg.model_copy(update={"out": other_out})
     assert engines_for(other_cache) is not engines_for(cfg)
     assert caption_cache_file(other_cache) == Path(tmp_path / "c" / "captions.sqlite")

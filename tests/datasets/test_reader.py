@@ -1,4 +1,7 @@
-"""ShardReader: ranks x workers split the rows exactly, columns are projected, batches are bounded."""
+"""ShardReader: pieces cover every row once, columns are projected, batches are bounded.
+
+How training deals the pieces to ranks and workers is tested in tests/train/test_data.py.
+"""
 
 from collections import Counter
 
@@ -15,18 +18,12 @@ def root(make_dataset):
     return make_dataset(units=3, per_unit=7, row_group_rows=3)  # 3 shards x 3 row groups (3, 3, 1 rows)
 
 
-def test_ranks_and_workers_cover_every_row_once(root):
-    seen = Counter()
-    per_slot = []
-    for rank in range(2):
-        for worker in range(2):
-            reader = ShardReader(root, ["sample_id"], rank=rank, world_size=2, worker_id=worker, num_workers=2)
-            ids = [row["sample_id"] for row in reader.iter_rows()]
-            assert len(ids) == reader.num_rows()
-            per_slot.append(len(ids))
-            seen.update(ids)
+def test_pieces_cover_every_row_once(root):
+    reader = ShardReader(root, ["sample_id"])
+    pieces = reader.pieces()
+    assert [rows for _path, _group, rows in pieces] == [3, 3, 1] * 3 and reader.num_rows() == 21
+    seen = Counter(row["sample_id"] for piece in pieces for row in reader.iter_rows([piece]))
     assert seen == Counter({f"s-{i:05d}": 1 for i in range(21)})
-    assert all(n > 0 for n in per_slot)
 
 
 def test_column_projection(root):
@@ -50,9 +47,7 @@ def test_rows_rebuild_samples(root):
     assert sample.instances[1].trajectory.boxes_array().shape == (8, 4)
 
 
-def test_bad_split_arguments(root):
-    with pytest.raises(ValueError, match="bad split"):
-        ShardReader(root, rank=2, world_size=2)
+def test_needs_a_root_or_shards():
     with pytest.raises(ValueError, match="root or a list"):
         ShardReader()
 

@@ -5,11 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-from instvl.datasets.clips import encode_mp4
-from instvl.datasets.draw import instance_colour
 from instvl.datasets.inspect import InspectConfig
 from instvl.datasets.inspect import main as inspect_main
-from instvl.datasets.records import Trajectory
+from instvl.datasets.records import Instance, Trajectory
 from instvl.datasets.render import (
     BAND_COLOUR,
     RenderConfig,
@@ -21,6 +19,8 @@ from instvl.datasets.render import (
     render_frames,
     render_sample,
 )
+from instvl.geometry import instance_colour, to_pixels
+from instvl.media.encode import encode_mp4
 
 GREY = 90
 BOX = [0.2, 0.25, 0.7, 0.8]
@@ -51,7 +51,7 @@ def read_gif(path) -> list[np.ndarray]:
 
 def left_edge_pixel(layout, box) -> tuple[int, int]:
     """(y, x) on the canvas of the middle of a box's left edge (clear of the label tag above the box)."""
-    x = round(box[0] * (layout.width - 1))
+    x = to_pixels(box, layout.width, layout.picture_height)[0]
     y = round((box[1] + box[3]) / 2 * (layout.picture_height - 1))
     return layout.header_height + y, x
 
@@ -64,7 +64,7 @@ def test_gif_has_one_frame_per_video_frame_with_boxes_on_the_annotated_ones(spar
     assert len(frames) == row["num_frames"] == 8
     assert frames[0].shape == (layout.height, layout.width, 3) and layout.width == 256
     y, x = left_edge_pixel(layout, BOX)
-    red = np.array(instance_colour(0))
+    red = np.array(instance_colour(0).rgb)
     solid, faded, gone = (frames[i][y, x].astype(int) for i in (0, 2, 6))
     assert np.array_equal(solid, red)  # the palette keeps instance colours exact
     assert np.array_equal(frames[4][y, x], red)
@@ -83,7 +83,7 @@ def test_caption_bands_carry_text_in_the_instance_colours(sparse_root):
     assert len(layout.footer) >= 2 and footer.shape[0] == layout.footer_height
     assert (np.abs(header - BAND_COLOUR).max(axis=2) > 60).sum() > 200
     for instance_id in (0, 1):
-        close = np.abs(footer - instance_colour(instance_id)).max(axis=2) <= 30
+        close = np.abs(footer - instance_colour(instance_id).rgb).max(axis=2) <= 30
         assert close.sum() > 30, f"no caption text in the colour of instance {instance_id}"
 
 
@@ -146,7 +146,7 @@ def test_display_size_shrinks_large_and_grows_small_pictures_by_whole_factors():
 
 
 def test_held_boxes_only_between_annotated_frames():
-    inst = {"instance_id": 3, "phrase": "cup", "trajectory": {"frame_index": [2, 6], "box": [[0, 0, 1, 1], BOX]}}
+    inst = Instance(3, "cup", "a cup", Trajectory([2, 6], [[0, 0, 1, 1], BOX])).to_row()
     assert held_boxes([inst], 1) == [] and held_boxes([inst], 2) == [] and held_boxes([inst], 7) == []
     (held,) = held_boxes([inst], 5)
-    assert held["trajectory"] == {"frame_index": [5], "box": [[0, 0, 1, 1]]}
+    assert held["trajectory"] == {"frame_index": [5], "box": [[0, 0, 1, 1]], "mask_rle": [], "score": []}

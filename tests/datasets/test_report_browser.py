@@ -5,11 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tests.browser import chromium, dump_dom, needs_chromium
 
 from instvl.datasets.inspect import InspectConfig, main
+from instvl.testing.browser import chromium, dump_dom
 
-pytestmark = needs_chromium
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("chromium_bin")]
 
 
 @pytest.fixture

@@ -11,9 +11,10 @@ import pytest
 
 from instvl.cli import main as cli_main
 from instvl.config import ConfigError, load_config
+from instvl.datasets.manifest import list_shards, read_manifest
+from instvl.datasets.reader import read_table
 from instvl.datasets.records import Sample
 from instvl.datasets.schema import SCHEMA, SPLITS
-from instvl.datasets.shards import list_shards, read_manifest, read_table
 from instvl.datasets.synth import GROUND_TRUTH, SynthConfig, draw_scene, generate, generate_sample
 from instvl.datasets.synth.captions import instance_caption
 from instvl.datasets.synth.render import SHADE, render, tracks

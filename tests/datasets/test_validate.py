@@ -75,7 +75,8 @@ def test_row_rule_reported_alone(make_dataset, rule):
 
 
 def test_message_names_file_sample_instance_and_problem(make_dataset):
-    root = make_dataset(per_unit=3, mutate=lambda i, row: _set_box([0.5, 0.1, 0.2, 0.3])(row) if i == 2 else None)
+    root = make_dataset(per_unit=3,
+                        mutate=lambda i, row: _set_box([0.5, 0.1, 0.2, 0.3])(row) if i == 2 else None)
     (violation,) = validate_dataset(root).errors
     assert (violation.path, violation.sample_id, violation.instance_id) == ("shards/shard-00000-000.parquet",
                                                                             "s-00002", 0)
@@ -85,7 +86,8 @@ def test_message_names_file_sample_instance_and_problem(make_dataset):
 
 
 def test_duplicate_sample_id_across_units(make_dataset):
-    root = make_dataset(units=2, per_unit=2, mutate=lambda i, row: row.update(sample_id="s-00000") if i == 2 else None)
+    root = make_dataset(units=2, per_unit=2,
+                        mutate=lambda i, row: row.update(sample_id="s-00000") if i == 2 else None)
     report = validate_dataset(root)
     assert report.rules() == {"sample_id_unique"}
     assert "shards/shard-00000-000.parquet" in report.errors[0].message
@@ -158,7 +160,8 @@ def test_flipped_byte_is_a_checksum_error(make_dataset):
     _shard(root).write_bytes(bytes(data))
     report = validate_dataset(root)
     assert "checksum" in report.rules()
-    assert {str(v).split(":")[0] for v in report.errors if v.rule == "checksum"} == {"shards/shard-00000-000.parquet"}
+    where = {str(v).split(":")[0] for v in report.errors if v.rule == "checksum"}
+    assert where == {"shards/shard-00000-000.parquet"}
 
 
 def test_unreadable_stats_file(make_dataset):
@@ -167,6 +170,16 @@ def test_unreadable_stats_file(make_dataset):
     report = validate_dataset(root)
     assert "stats" in report.rules()
     assert "orphan_shard" in report.rules("warning")
+
+
+def test_stats_file_without_a_key_names_the_key(make_dataset):
+    root = make_dataset(per_unit=2)
+    stats_file = layout.stats_path(root, "shard-00000")
+    stats = json.loads(stats_file.read_text())
+    del stats["config_hash"]
+    stats_file.write_text(json.dumps(stats))
+    (violation,) = [v for v in validate_dataset(root).errors if v.rule == "stats"]
+    assert "shard-00000.stats.json: stats file lacks config_hash" in violation.message
 
 
 def test_leftover_temp_file_is_a_warning(make_dataset):
@@ -185,7 +198,8 @@ def test_not_a_dataset(tmp_path):
 def test_media_check(make_dataset):
     root = make_dataset(per_unit=2, with_media=True)
     assert validate_dataset(root, check_media=True).ok
-    bad = make_dataset(per_unit=2, with_media=True, mutate=lambda i, row: row.update(width=32) if i == 0 else None)
+    bad = make_dataset(per_unit=2, with_media=True,
+                       mutate=lambda i, row: row.update(width=32) if i == 0 else None)
     report = validate_dataset(bad, check_media=True)
     assert report.rules() == {"media"}
     assert "first frame is 64x48 but the row says 32x48" in report.errors[0].message
@@ -194,7 +208,8 @@ def test_media_check(make_dataset):
 def test_media_check_on_images_and_broken_bytes(make_dataset):
     root = make_dataset(per_unit=2, with_media=True, media_type="image")
     assert validate_dataset(root, check_media=True).ok
-    bad = make_dataset(per_unit=2, with_media=True, mutate=lambda i, row: row.update(media=b"junk") if i == 1 else None)
+    bad = make_dataset(per_unit=2, with_media=True,
+                       mutate=lambda i, row: row.update(media=b"junk") if i == 1 else None)
     assert validate_dataset(bad, check_media=True).rules() == {"media"}
 
 

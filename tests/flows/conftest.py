@@ -1,35 +1,17 @@
-"""Fixtures of the flow tests: an isolated Prefect home, a shared test server, media and config factories.
+"""Fixtures of the flow tests: media and config factories, and a clean environment after each build.
 
-The Prefect environment is set at import, before anything imports prefect, so that prefect's logging
-set-up sees the settings file that routes `instvl.*` logs into run logs.
+The Prefect home, log routing and the session's test server (`prefect_harness`) come from the
+`instvl.testing.fixtures` plugin.
 """
 
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="instvl-prefect-home-")
-os.environ.pop("PREFECT_API_URL", None)  # never talk to a developer's own server from the tests
-
-from instvl.flows.prefect_env import configure_environment  # noqa: E402
-
-configure_environment()
-
-from instvl.annotate.config import AnnotateConfig  # noqa: E402
-from instvl.config import load_config  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[str]:
-    """One Prefect test server (temporary SQLite) for the session; yields its API URL."""
-    from prefect.settings import get_current_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield get_current_settings().api.url
+from instvl.config import load_config
+from instvl.flows.config import BuildConfig
 
 
 @pytest.fixture(autouse=True)
@@ -72,11 +54,11 @@ def copy_media(tmp_path: Path) -> Callable[..., Path]:
 
 
 @pytest.fixture
-def make_config() -> Callable[..., AnnotateConfig]:
+def make_config() -> Callable[..., BuildConfig]:
     """Factory: an annotation config from a preset plus `key=value` overrides."""
 
-    def make(input_dir: Path, output: Path, *overrides: str, preset: str = "annotate/fake") -> AnnotateConfig:
-        return load_config(AnnotateConfig, preset,
+    def make(input_dir: Path, output: Path, *overrides: str, preset: str = "annotate/fake") -> BuildConfig:
+        return load_config(BuildConfig, preset,
                            [f"input='{input_dir}'", f"output='{output}'", "flow.progress=false", *overrides])
 
     return make

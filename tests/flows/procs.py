@@ -30,7 +30,8 @@ def prefect_server_pids(ancestor: int | None = None) -> list[int]:
     """Running Prefect API servers (uvicorn processes of prefect's app), optionally only the
     descendants of `ancestor` (the machine may run other people's servers)."""
     processes = _processes()
-    servers = [pid for pid, argv, _ppid, _pgid in processes if any("prefect.server.api.server" in a for a in argv)]
+    servers = [pid for pid, argv, _ppid, _pgid in processes
+               if any("prefect.server.api.server" in a for a in argv)]
     if ancestor is None:
         return servers
     parent = {pid: ppid for pid, _argv, ppid, _pgid in processes}

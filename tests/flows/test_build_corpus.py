@@ -7,6 +7,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from instvl.annotate import plan as plan_module
 from instvl.annotate.plan import load_plan
 from instvl.datasets.reader import read_table
 from instvl.datasets.validate import validate_dataset
@@ -75,9 +76,14 @@ def test_fake_build_writes_valid_shards_and_library_logs(prefect_harness, synth_
     assert again["ran"] == 0 and again["manifest"]["num_rows"] == len(rows)
 
 
-def test_main_prints_summary_and_exits_zero(prefect_harness, synth_media, make_config, tmp_path, capsys):
+def test_main_lists_the_input_once_prints_summary_and_exits_zero(prefect_harness, synth_media, make_config,
+                                                                  tmp_path, capsys, monkeypatch):
     media = synth_media(num_samples=6, image_fraction=0.4)
+    listings = []
+    real_list = plan_module.list_sources
+    monkeypatch.setattr(plan_module, "list_sources", lambda *a: listings.append(a) or real_list(*a))
     assert main(make_config(media, tmp_path / "corpus", "out.sources_per_unit=3", "flow.retries=0")) == 0
+    assert len(listings) == 1  # main plans; the flow reads plan.json (an S3 prefix is listed once)
     printed = capsys.readouterr().out
     assert "samples" in printed and "quarantined inputs: 0" in printed
 

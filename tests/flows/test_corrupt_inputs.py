@@ -27,12 +27,13 @@ def add_broken_files(folder: Path, good_video: Path) -> dict[str, str]:
 
 
 def quarantined(root: Path) -> dict[str, dict]:
-    rows = [row for path in sorted((root / "quarantine").glob("*.parquet")) for row in pq.read_table(path).to_pylist()]
+    rows = [row for path in sorted((root / "quarantine").glob("*.parquet"))
+            for row in pq.read_table(path).to_pylist()]
     return {Path(row["uri"]).name: row for row in rows}
 
 
-def test_broken_files_are_quarantined_and_build_succeeds(prefect_harness, synth_media, copy_media, make_config,
-                                                         tmp_path, capsys):
+def test_broken_files_are_quarantined_and_build_succeeds(prefect_harness, synth_media, copy_media,
+                                                         make_config, tmp_path, capsys):
     media = copy_media(synth_media(num_samples=6, image_fraction=0.4))
     good = sorted(p.name for p in media.iterdir())
     broken = add_broken_files(media, next(media.glob("*.mp4")))

@@ -3,7 +3,8 @@
 import json
 
 from instvl.annotate.plan import make_plan
-from instvl.annotate.units import PROGRESS_DIR, run_unit
+from instvl.annotate.units import run_unit
+from instvl.datasets.layout import PROGRESS_DIR
 from instvl.flows.progress import BuildProgress
 
 
@@ -21,10 +22,10 @@ def test_snapshot_counts_files_of_finished_and_running_units(synth_media, make_c
     assert progress.snapshot() == (0, 0)
 
     stats = run_unit(cfg, "unit-00000")
-    assert progress.snapshot() == (4, stats["rows"])
-    write_progress(out, "unit-00000", 4, stats["rows"])  # not yet removed by its finished unit
+    assert progress.snapshot() == (4, stats.rows)
+    write_progress(out, "unit-00000", 4, stats.rows)  # not yet removed by its finished unit
     write_progress(out, "unit-00001", 1, 1)  # running: one of its two files done
-    assert progress.snapshot() == (5, stats["rows"] + 1)
+    assert progress.snapshot() == (5, stats.rows + 1)
 
 
 def test_leftover_progress_of_a_killed_run_is_cleared(tmp_path):

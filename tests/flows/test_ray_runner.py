@@ -1,4 +1,4 @@
-"""The build on a local Ray instance: valid shards, and the workers report to the flow's one Prefect server."""
+"""The build on a local Ray instance: valid shards; the workers report to the flow's one Prefect server."""
 
 import os
 import shutil
@@ -11,9 +11,14 @@ import pytest
 from tests.flows.procs import prefect_server_pids
 
 from instvl.datasets.validate import validate_dataset
+from instvl.deps import is_available
 from instvl.flows.build_corpus import build_corpus
+from instvl.testing.components import require_component
 
-pytest.importorskip("prefect_ray")
+
+@pytest.fixture(autouse=True)
+def _needs_ray() -> None:
+    require_component("Ray", is_available("ray") and is_available("prefect_ray"), "pip install 'instvl[ray]'")
 
 
 class ServerCounter:

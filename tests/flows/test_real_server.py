@@ -1,4 +1,4 @@
-"""`instvl build` against a real `prefect server start` (what a team runs for its UI), not the embedded one."""
+"""`instvl build` against a real `prefect server start` (what a team runs for its UI), not the embedded."""
 
 import json
 import os
@@ -33,8 +33,8 @@ def api(url: str, path: str, body: dict | None = None) -> object:
 def prefect_server(tmp_path: Path):
     """A real Prefect server on a free port with its own SQLite home; stopped by process group."""
     port = free_port()
-    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               DO_NOT_TRACK="1", PREFECT_UI_ENABLED="false")
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect-home"),
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", PREFECT_UI_ENABLED="false")
     env.pop("PREFECT_API_URL", None)
     log = (tmp_path / "server.log").open("wb")
     server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",

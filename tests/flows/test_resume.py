@@ -26,9 +26,11 @@ def start_build(media: Path, out: Path, log_file: Path, *overrides: str) -> subp
     """`python -m instvl build` in its own process group, with its own embedded Prefect server."""
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     sets = [arg for item in ["flow.progress=false", *overrides] for arg in ("--set", item)]
-    command = [sys.executable, "-m", "instvl", "build", str(media), str(out), "--config", "annotate/fake", *sets]
+    command = [sys.executable, "-m", "instvl", "build", str(media), str(out), "--config", "annotate/fake",
+               *sets]
     with open(log_file, "wb") as log:
-        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
 
 def wait_for_first_unit(process: subprocess.Popen, out: Path, log_file: Path, timeout_s: float = 240) -> None:
@@ -87,13 +89,14 @@ def task_runs_of(flow_run_id: str, expected_runs: int, timeout_s: float = 20.0) 
     with get_client(sync_client=True) as client:
         while True:
             runs = {run.name: run for run in client.read_task_runs(task_run_filter=flow_filter)}
-            if max((r.run_count for r in runs.values()), default=0) >= expected_runs or time.monotonic() > deadline:
+            most = max((r.run_count for r in runs.values()), default=0)
+            if most >= expected_runs or time.monotonic() > deadline:
                 return runs
             time.sleep(0.5)
 
 
-def test_failing_unit_is_retried_reported_and_redone(prefect_harness, synth_media, make_config, tmp_path, capsys,
-                                                     monkeypatch):
+def test_failing_unit_is_retried_reported_and_redone(prefect_harness, synth_media, make_config, tmp_path,
+                                                     capsys, monkeypatch):
     media = synth_media(num_samples=6, image_fraction=0.4)
     out = tmp_path / "corpus"
     cfg = make_config(media, out, "out.sources_per_unit=2", "flow.retries=2", "flow.retry_delay_s=0.1")
@@ -102,8 +105,8 @@ def test_failing_unit_is_retried_reported_and_redone(prefect_harness, synth_medi
     blocker = out / "shards" / "unit-00001-000.parquet"
     blocker.mkdir(parents=True)
     summaries = []
-    real_build = build_module.build_corpus
-    monkeypatch.setattr(build_module, "build_corpus", lambda c: summaries.append(real_build(c)) or summaries[-1])
+    real_run = build_module.run_flow
+    monkeypatch.setattr(build_module, "run_flow", lambda c: summaries.append(real_run(c)) or summaries[-1])
 
     assert build_module.main(cfg) == 1
     err = capsys.readouterr().err

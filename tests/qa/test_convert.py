@@ -2,7 +2,8 @@
 
 import pytest
 
-from instvl.datasets.shards import read_table
+from instvl.datasets.reader import read_table
+from instvl.datasets.records import FrameSpace, Trajectory
 from instvl.qa.convert import (
     interpolate_sequence,
     parse_result,
@@ -14,8 +15,8 @@ from instvl.qa.convert import (
 from instvl.qa.merge import Review, merge_review
 
 
-def track(frames, boxes):
-    return {"frame_index": list(frames), "box": [list(b) for b in boxes], "score": [], "mask_rle": []}
+def track(frames, boxes) -> Trajectory:
+    return Trajectory(list(frames), [list(b) for b in boxes])
 
 
 def test_keyframes_are_one_based_percent_with_rotation_and_gaps_disabled():
@@ -42,9 +43,16 @@ def test_interpolation_is_linear_stops_at_disabled_keys_and_holds_an_open_end():
 def test_sequence_round_trip_reproduces_frames_and_boxes():
     frames = [0, 1, 2, 5, 6]
     boxes = [[0.1 + 0.01 * f, 0.2, 0.4 + 0.01 * f, 0.7] for f in frames]
-    back_frames, back_boxes = sequence_to_trajectory(trajectory_to_sequence(track(frames, boxes), 8.0), 8)
-    assert back_frames == frames
-    assert back_boxes == [pytest.approx(b, abs=1e-9) for b in boxes]
+    back = sequence_to_trajectory(trajectory_to_sequence(track(frames, boxes), 8.0), 8)
+    assert back.space == FrameSpace.CLIP and back.frame_index == frames
+    assert back.box == [pytest.approx(b, abs=1e-9) for b in boxes]
+    assert back.score == [1.0] * len(frames) and back.mask_rle == []  # reviewed: score 1, no masks
+
+
+def test_only_clip_frame_trajectories_become_label_studio_tracks():
+    sampled = Trajectory([0, 1], [[0.1, 0.1, 0.2, 0.2]] * 2, space=FrameSpace.SAMPLED)
+    with pytest.raises(ValueError, match="clip_frame"):
+        trajectory_to_sequence(sampled, 8.0)
 
 
 def test_percent_boxes_are_clipped_to_the_frame():
@@ -61,12 +69,12 @@ def test_synth_rows_round_trip_through_results(synth_rows):
     for row in synth_rows:
         result = row_to_result(row)
         parsed = parse_result(result, row["num_frames"])
-        assert parsed["global_caption"] == row["global_caption"] and parsed["verdict"] is None
+        assert parsed.global_caption == row["global_caption"] and parsed.verdict is None
         for inst in row["instances"]:
-            region = parsed["regions"][f"i{inst['instance_id']}"]
-            assert (region["phrase"], region["caption"]) == (inst["phrase"], inst["caption"])
-            assert region["frames"] == inst["trajectory"]["frame_index"]
-            for old, new in zip(inst["trajectory"]["box"], region["boxes"], strict=True):
+            region = parsed.regions[f"i{inst['instance_id']}"]
+            assert (region.phrase, region.caption) == (inst["phrase"], inst["caption"])
+            assert region.trajectory.frame_index == inst["trajectory"]["frame_index"]
+            for old, new in zip(inst["trajectory"]["box"], region.trajectory.box, strict=True):
                 assert new == pytest.approx(old, abs=0.005)
         kinds = {item["type"] for item in result}
         assert kinds == ({"videorectangle", "textarea"} if row["media_type"] == "video" else
@@ -96,7 +104,8 @@ def test_merge_accepts_unchanged_corrects_edits_and_keeps_rejected(synth_rows):
     assert first["box"][0][1] == pytest.approx(row["instances"][0]["trajectory"]["box"][0][1] + 0.1, abs=1e-6)
     assert first["mask_rle"] == [] and first["score"] == [1.0] * len(first["frame_index"])
     new = merged["instances"][-1]
-    assert new["instance_id"] == max(i["instance_id"] for i in row["instances"]) + 1 and new["phrase"] == "thing"
+    assert new["instance_id"] == max(i["instance_id"] for i in row["instances"]) + 1
+    assert new["phrase"] == "thing"
 
     merged, _ = merge_review(row, review(row, edited, "reject"), 0.005)
     assert merged["qc"]["status"] == "rejected" and merged["instances"] == row["instances"]

@@ -3,18 +3,13 @@
 import json
 
 import pytest
-from tests.qa.test_roundtrip_server import reviewed_result, rows_by_id
 
-from instvl.flows.qc_round import QCRoundConfig, run_qc_round
-from instvl.qa.push import STATE_FILE, PushConfig
-
-
-@pytest.fixture(scope="module")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
+from instvl.datasets.layout import PUSH_STATE_FILE
+from instvl.flows.qc_round import run_qc_round
+from instvl.qa.push import PushConfig
+from instvl.qa.round import QCRoundConfig
+from instvl.testing.datasets import rows_by_id
+from instvl.testing.labelstudio import reviewed_result
 
 
 def test_push_then_pull_round(prefect_harness, make_synth, qa_settings, tmp_path):
@@ -25,7 +20,7 @@ def test_push_then_pull_round(prefect_harness, make_synth, qa_settings, tmp_path
     again = run_qc_round(QCRoundConfig(stage="push", root=str(root), retry_delay_s=0, **sections))
     assert (again["pushed"], again["already_there"]) == (0, 4)
 
-    tasks = json.loads((root / STATE_FILE).read_text())["servers"][sections["server"]["url"]]["tasks"]
+    tasks = json.loads((root / PUSH_STATE_FILE).read_text())["servers"][sections["server"]["url"]]["tasks"]
     accepted = sorted(tasks)[0]
     client = PushConfig(root=str(root), **sections).server.build()
     task_id = tasks[accepted]["task_id"]

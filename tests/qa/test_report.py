@@ -3,13 +3,15 @@
 import json
 
 import pytest
-from tests.browser import CHROMIUM, dump_dom
 
-from instvl.datasets.shards import UnitWriter, read_table, write_manifest
+from instvl.datasets.layout import REVIEWS_FILE
+from instvl.datasets.manifest import write_manifest
+from instvl.datasets.reader import read_table
+from instvl.datasets.writer import UnitWriter
 from instvl.qa.convert import row_to_result
 from instvl.qa.merge import Review, merge_review
-from instvl.qa.pull import REVIEWS_FILE
 from instvl.qa.report import ReportConfig, format_table, levenshtein, main, qc_report, track_iou
+from instvl.testing.browser import dump_dom
 
 
 @pytest.mark.parametrize(("a", "b", "distance"), [
@@ -64,7 +66,7 @@ def test_report_rates_iou_and_edits_per_group(reviewed, tmp_path, capsys):
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+@pytest.mark.usefixtures("chromium_bin")
 def test_html_report_shows_the_rates_in_a_browser(reviewed, tmp_path):
     out, _first, _second = reviewed
     assert main(ReportConfig(root=str(out), html=str(tmp_path / "qc.html"))) == 0

@@ -1,38 +1,18 @@
 """The QC round trip against a real Label Studio server: push, review through the API, pull, report."""
 
-import copy
 import json
 import logging
-from pathlib import Path
 
 import pytest
-from tests.qa.credentials import TEST_TOKEN, TEST_USER
 
-from instvl.datasets.shards import read_table
-from instvl.qa.client import LabelStudioClient
-from instvl.qa.convert import BOX_NAME, VERDICT, parse_result
+from instvl.datasets.layout import PUSH_STATE_FILE
+from instvl.qa.convert import BOX_NAME, parse_result
 from instvl.qa.projects import config_labels, ensure_project
 from instvl.qa.pull import PullConfig, pull_dataset
-from instvl.qa.push import STATE_FILE, PushConfig, PushInterrupted, push_dataset
+from instvl.qa.push import PushConfig, PushInterrupted, push_dataset
 from instvl.qa.report import qc_report
-
-
-def rows_by_id(root: Path) -> dict[str, dict]:
-    return {r["sample_id"]: r for r in read_table(root).to_pylist()}
-
-
-def verdict(choice: str, to_name: str) -> dict:
-    return {"id": "verdict", "from_name": VERDICT, "to_name": to_name, "type": "choices",
-            "value": {"choices": [choice]}}
-
-
-def reviewed_result(client: LabelStudioClient, task_id: int, choice: str, edit=None) -> list[dict]:
-    """The task's prediction as a reviewer submits it: optionally edited, with a verdict."""
-    result = copy.deepcopy(client.task(task_id)["predictions"][0]["result"])
-    if edit:
-        edit(result)
-    to_name = result[0]["to_name"]
-    return [dict(item, origin="manual") for item in result] + [verdict(choice, to_name)]
+from instvl.testing.datasets import rows_by_id
+from instvl.testing.labelstudio import TEST_TOKEN, TEST_USER, reviewed_result
 
 
 def move_first_track(result: list[dict]) -> None:
@@ -59,7 +39,7 @@ def test_push_twice_creates_each_task_once(make_synth, qa_settings, caplog):
     first = push_dataset(cfg)
     assert (first.pushed, first.no_media) == (4, [])
     assert push_dataset(cfg).pushed == 0
-    (root / STATE_FILE).unlink()  # state lost: the server itself must say the tasks exist
+    (root / PUSH_STATE_FILE).unlink()  # state lost: the server itself must say the tasks exist
     third = push_dataset(cfg)
     assert (third.pushed, third.already_there) == (0, 4)
     client = cfg.server.build()
@@ -72,7 +52,7 @@ def test_push_twice_creates_each_task_once(make_synth, qa_settings, caplog):
     assert sorted(p.name for p in (root / "media").iterdir()) == sorted(
         f"{sid}{'.mp4' if r['media_type'] == 'video' else '.jpg'}" for sid, r in rows_by_id(root).items())
     assert TEST_TOKEN not in caplog.text
-    assert TEST_TOKEN not in (root / STATE_FILE).read_text()
+    assert TEST_TOKEN not in (root / PUSH_STATE_FILE).read_text()
 
 
 def test_review_pull_merge_and_report(make_synth, qa_settings, tmp_path):
@@ -85,7 +65,7 @@ def test_review_pull_merge_and_report(make_synth, qa_settings, tmp_path):
     assert len(videos) >= 2 and len(images) >= 1, "seed must give both media types"
     sections = qa_settings(push={"select": "all"})
     pushed = push_dataset(PushConfig(root=str(root), **sections))
-    state = json.loads((root / STATE_FILE).read_text())["servers"][sections["server"]["url"]]["tasks"]
+    state = json.loads((root / PUSH_STATE_FILE).read_text())["servers"][sections["server"]["url"]]["tasks"]
     client = PushConfig(root=str(root), **sections).server.build()
     plan = {videos[0]: ("accept", None), videos[1]: ("accept", move_first_track), images[0]: ("reject", None)}
     for sid, (choice, edit) in plan.items():
@@ -136,12 +116,12 @@ def test_no_edit_round_trip_through_the_server(make_synth, qa_settings):
     for task in exported:
         row = rows[task["data"]["sample_id"]]
         parsed = parse_result(task["annotations"][0]["result"], row["num_frames"])
-        assert parsed["global_caption"] == row["global_caption"]
+        assert parsed.global_caption == row["global_caption"]
         for inst in row["instances"]:
-            region = parsed["regions"][f"i{inst['instance_id']}"]
-            assert region["caption"] == inst["caption"] and region["phrase"] == inst["phrase"]
-            assert region["frames"] == inst["trajectory"]["frame_index"]
-            for old, new in zip(inst["trajectory"]["box"], region["boxes"], strict=True):
+            region = parsed.regions[f"i{inst['instance_id']}"]
+            assert region.caption == inst["caption"] and region.phrase == inst["phrase"]
+            assert region.trajectory.frame_index == inst["trajectory"]["frame_index"]
+            for old, new in zip(inst["trajectory"]["box"], region.trajectory.box, strict=True):
                 assert new == pytest.approx(old, abs=0.005)
 
 
@@ -160,12 +140,12 @@ def test_push_resumes_after_the_server_dies(ls_server, make_synth, qa_settings):
         push_dataset(cfg, on_batch=kill_after_two)
     message = str(err.value)
     assert ls_server.url in message and "rerun" in message and TEST_TOKEN not in message
-    state = json.loads((root / STATE_FILE).read_text())
+    state = json.loads((root / PUSH_STATE_FILE).read_text())
     tasks = state["servers"][ls_server.url]["tasks"]
     assert len(tasks) == 2
     # As if the reply to the last import had been lost: the task exists but the state does not know it.
     tasks.pop(sorted(tasks)[-1])
-    (root / STATE_FILE).write_text(json.dumps(state))
+    (root / PUSH_STATE_FILE).write_text(json.dumps(state))
 
     ls_server.start()
     summary = push_dataset(cfg)

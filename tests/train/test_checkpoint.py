@@ -10,16 +10,17 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 
-from test_data import tokenizer, write_dataset  # noqa: E402
+from test_data import tokenizer  # noqa: E402
 from test_trainer import TinyContrastive, make_trainer  # noqa: E402
 
+from instvl.testing.datasets import write_dataset  # noqa: E402
 from instvl.train import checkpoint as ckpt  # noqa: E402
 from instvl.train.sinks import read_jsonl  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_dataset(tmp_path_factory.mktemp("ckpt-data"), num_samples=12)
+    return write_dataset(tmp_path_factory.mktemp("ckpt-data"), units=2, per_unit=6, with_media=True)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,8 @@ def test_stop_and_resume_gives_the_same_loss_curve(root: Path, tmp_path: Path, t
     first.optim_cfg = first.optim_cfg.model_copy(update={"steps": 5})  # the run is cut short after step 5
     first.fit()
     first.sink.close()
-    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "split")] == ["step-0000003.pt", "step-0000005.pt"]
+    names = [p.name for p in ckpt.list_checkpoints(tmp_path / "split")]
+    assert names == ["step-0000003.pt", "step-0000005.pt"]
 
     second = make_trainer(root, tmp_path / "split", tok, steps=8, data=data, resume_step=3)
     second.resume(ckpt.checkpoint_path(tmp_path / "split", 3))

@@ -9,9 +9,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 
-from test_data import tokenizer, write_dataset  # noqa: E402
+from test_data import tokenizer  # noqa: E402
 from test_trainer import make_trainer  # noqa: E402
 
+from instvl.testing.datasets import write_dataset  # noqa: E402
 from instvl.train import checkpoint as ckpt  # noqa: E402
 from instvl.train import distributed as dist_utils  # noqa: E402
 
@@ -51,7 +52,7 @@ def spawn(root: Path, out: Path, strategy: str, resume: bool = False) -> list[di
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_dataset(tmp_path_factory.mktemp("ddp-data"), num_samples=16)
+    return write_dataset(tmp_path_factory.mktemp("ddp-data"), units=2, per_unit=8, with_media=True)
 
 
 def test_ddp_ranks_end_with_identical_parameters(root: Path, tmp_path: Path) -> None:

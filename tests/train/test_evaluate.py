@@ -14,9 +14,9 @@ from PIL import Image  # noqa: E402
 
 from instvl.config import load_config  # noqa: E402
 from instvl.train import checkpoint as ckpt  # noqa: E402
+from instvl.train.config import EvalConfig  # noqa: E402
 from instvl.train.evaluate import (  # noqa: E402
     Embeddings,
-    EvalConfig,
     embed_split,
     eval_dataset,
     evaluate,
@@ -28,7 +28,8 @@ from instvl.train.evaluate import (  # noqa: E402
 from instvl.train.model import load_tokenizer  # noqa: E402
 
 # A small random BERT instead of MiniLM keeps model building fast; the MiniLM vocabulary is still used.
-SMALL_TEXT = "model.text.random_config={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 64}"
+SMALL_TEXT = ("model.text.random_config={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, "
+              "intermediate_size: 64}")
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,8 @@ def make_config(synth_root, tmp_path):
 
 
 def test_accepts_every_key_of_the_train_preset():
-    cfg = load_config(EvalConfig, "train/tiny", ["checkpoint=runs/x", "rerank=dual_softmax", "grounding.steps=5"])
+    cfg = load_config(EvalConfig, "train/tiny",
+                      ["checkpoint=runs/x", "rerank=dual_softmax", "grounding.steps=5"])
     assert cfg.optim.steps == 20 and cfg.checkpoint == "runs/x" and cfg.grounding.steps == 5
 
 
@@ -70,7 +72,8 @@ def test_end_to_end_report_images_and_table(make_config, capsys):
     errors = out["errors"]["v2t"]
     assert sum(errors["counts"].values()) == errors["num_errors"] <= out["num_instances"]
     grounding = out["grounding"]
-    assert grounding["num_instances"] == out["num_instances"] and grounding["loss_last"] < grounding["loss_first"]
+    assert grounding["num_instances"] == out["num_instances"]
+    assert grounding["loss_last"] < grounding["loss_first"]
     images = out["images"] + grounding["images"]
     assert len(images) == 2 + 3
     for path in images:
@@ -118,4 +121,4 @@ def test_report_of_perfect_embeddings():
 
 def test_empty_split_is_a_clear_error(make_config):
     with pytest.raises(ValueError, match="no samples in split 'nope'"):
-        evaluate(make_config("eval_split=nope"))
+        evaluate(make_config("eval.split=nope"))

@@ -4,18 +4,19 @@ import pytest
 import torch
 from torch import nn
 
+from instvl.geometry import box_iou, cxcywh_to_xyxy
 from instvl.train.grounding import (
     GroundingConfig,
     GroundingHead,
-    box_iou,
-    cxcywh_to_xyxy,
+    cxcywh_to_xyxy_torch,
     evaluate_grounding_head,
     generalized_box_iou,
     grounding_loss,
     grounding_metrics,
     infer_grid,
+    paired_box_iou_torch,
     train_grounding_head,
-    xyxy_to_cxcywh,
+    xyxy_to_cxcywh_torch,
 )
 
 
@@ -25,13 +26,16 @@ def test_giou_hand_values():
     giou = generalized_box_iou(a, b)
     # disjoint: IoU 0, union 2, hull 3 -> -1/3; overlap: IoU 1/7, union 7, hull 9 -> 1/7 - 2/9.
     assert giou.tolist() == pytest.approx([-1 / 3, 1 / 7 - 2 / 9, 1.0])
-    assert box_iou(a, b)[0].tolist() == pytest.approx([0.0, 1 / 7, 1.0])
+    iou = paired_box_iou_torch(a, b)[0].tolist()
+    assert iou == pytest.approx([0.0, 1 / 7, 1.0])
+    assert iou == pytest.approx(box_iou(a.numpy(), b.numpy()).diagonal().tolist())  # the numpy twin agrees
 
 
 def test_box_format_round_trip():
     boxes = torch.tensor([[0.1, 0.2, 0.5, 0.9]])
-    assert xyxy_to_cxcywh(boxes)[0].tolist() == pytest.approx([0.3, 0.55, 0.4, 0.7])
-    assert cxcywh_to_xyxy(xyxy_to_cxcywh(boxes))[0].tolist() == pytest.approx(boxes[0].tolist())
+    assert xyxy_to_cxcywh_torch(boxes)[0].tolist() == pytest.approx([0.3, 0.55, 0.4, 0.7])
+    assert cxcywh_to_xyxy_torch(xyxy_to_cxcywh_torch(boxes))[0].tolist() == pytest.approx(boxes[0].tolist())
+    assert cxcywh_to_xyxy(xyxy_to_cxcywh_torch(boxes).numpy())[0].tolist() == pytest.approx(boxes[0].tolist())
 
 
 def test_infer_grid():
@@ -57,7 +61,7 @@ def test_metrics_follow_the_trajectory_protocol():
 
 def test_loss_ignores_absent_frames_and_is_zero_for_perfect_boxes():
     target = torch.tensor([[[0.1, 0.1, 0.5, 0.5], [0.2, 0.2, 0.4, 0.9]]])
-    pred = xyxy_to_cxcywh(target).clone()
+    pred = xyxy_to_cxcywh_torch(target).clone()
     pred[0, 1] = 0.9
     losses = grounding_loss(pred, target, torch.tensor([[True, False]]))
     assert float(losses["loss"]) == pytest.approx(0.0, abs=1e-6)
@@ -98,7 +102,7 @@ def test_head_learns_a_planted_mapping():
     with torch.no_grad():
         out = head(text, tokens, num_frames=4)
     assert out.attention.shape == (64, 2, 4, 4)
-    assert grounding_metrics(cxcywh_to_xyxy(out.boxes), boxes, present)["iou@0.5"] > 80
+    assert grounding_metrics(cxcywh_to_xyxy_torch(out.boxes), boxes, present)["iou@0.5"] > 80
 
 
 class PatchModel(nn.Module):

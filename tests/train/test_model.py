@@ -25,8 +25,8 @@ def make_model() -> Callable[..., InstAP]:
 
     def make(**sections: Any) -> InstAP:
         torch.manual_seed(0)
-        data = {"vision": {"width": 64, "depth": 2, "heads": 4}, "teacher": {"width": 32, "depth": 2, "heads": 2},
-                "text": TINY_TEXT, "embed_dim": 32}
+        data = {"vision": {"width": 64, "depth": 2, "heads": 4},
+                "teacher": {"width": 32, "depth": 2, "heads": 2}, "text": TINY_TEXT, "embed_dim": 32}
         for key, value in sections.items():
             merge = isinstance(value, dict) and "kind" not in value  # a new teacher kind replaces the section
             data[key] = {**data.get(key, {}), **value} if merge else value
@@ -47,7 +47,8 @@ def make_batch() -> Callable[..., dict[str, Any]]:
         def text(rows: int) -> tuple[torch.Tensor, torch.Tensor]:
             ids = torch.randint(1000, 30000, (rows, length), generator=g)
             ids[:, 0] = 101
-            return ids, (torch.arange(length)[None] < torch.randint(4, length + 1, (rows, 1), generator=g)).long()
+            lengths = torch.randint(4, length + 1, (rows, 1), generator=g)
+            return ids, (torch.arange(length)[None] < lengths).long()
 
         text_ids, text_mask = text(batch)
         inst_ids, inst_mask = text(count)
@@ -228,15 +229,17 @@ def test_default_tiny_model_with_real_minilm(make_batch) -> None:
     batch["inst_text_ids"], batch["inst_text_mask"] = tokens.input_ids, tokens.attention_mask
     out = model(batch)
     out["loss"].backward()
-    assert torch.isfinite(out["loss"]) and model.text.bert.encoder.layer[0].attention.self.query.weight.grad is not None
+    query = model.text.bert.encoder.layer[0].attention.self.query
+    assert torch.isfinite(out["loss"]) and query.weight.grad is not None
 
 
 def test_config_accepts_paper_sizes_and_batches_missing_fields_are_named(make_model) -> None:
-    vit_l = {"img_size": 224, "num_frames": 16, "tubelet_size": 1, "patch_size": 16, "width": 1024, "depth": 24,
-             "heads": 16, "drop_path": 0.2}
+    vit_l = {"img_size": 224, "num_frames": 16, "tubelet_size": 1, "patch_size": 16, "width": 1024,
+             "depth": 24, "heads": 16, "drop_path": 0.2}
+    teacher = {"kind": "clip_hf", "model": "openai/clip-vit-large-patch14"}
     cfg = InstAPConfig.model_validate({"vision": vit_l, "embed_dim": 768, "grad_checkpointing": True,
-                                       "teacher": {"kind": "clip_hf", "model": "openai/clip-vit-large-patch14"},
-                                       "loss": {"align_layers": 6}, "instance": {"heads": 16}})
+                                       "teacher": teacher, "loss": {"align_layers": 6},
+                                       "instance": {"heads": 16}})
     assert isinstance(cfg.teacher, CLIPTeacher.Config) and cfg.vision.width == 1024
     assert InstAPConfig.model_validate(cfg.model_dump(mode="json")) == cfg  # presets round-trip
     with pytest.raises(KeyError, match="lacks inst_crops"):

@@ -10,14 +10,16 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 
-from test_data import data_config, tokenizer, write_dataset  # noqa: E402
+from test_data import data_config, tokenizer  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
+from instvl.testing.datasets import write_dataset  # noqa: E402
+from instvl.train.config import OptimConfig, RunConfig  # noqa: E402
 from instvl.train.data import InstVLDataset  # noqa: E402
 from instvl.train.distributed import DistInfo  # noqa: E402
 from instvl.train.sinks import default_sinks, plot_curves, read_jsonl  # noqa: E402
-from instvl.train.trainer import OptimConfig, RunConfig, Trainer, cosine_schedule, param_groups  # noqa: E402
+from instvl.train.trainer import Trainer, cosine_schedule, param_groups  # noqa: E402
 
 
 class TinyContrastive(nn.Module):
@@ -48,7 +50,8 @@ class TinyContrastive(nn.Module):
         return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
     def forward(self, batch):
-        l_glob = self.contrast(self.embed_clip(batch["video"]), self.embed_text(batch["text_ids"], batch["text_mask"]))
+        text = self.embed_text(batch["text_ids"], batch["text_mask"])
+        l_glob = self.contrast(self.embed_clip(batch["video"]), text)
         if batch["inst_crops"].shape[0] > 1:
             l_inst = self.contrast(self.embed_clip(batch["inst_crops"]),
                                    self.embed_text(batch["inst_text_ids"], batch["inst_text_mask"]))
@@ -58,14 +61,14 @@ class TinyContrastive(nn.Module):
                 "temp_glob": self.log_temp.exp().detach().squeeze()}
 
 
-def make_trainer(root: Path, out: Path, tok, steps: int = 6, rank: int = 0, world: int = 1, strategy: str = "none",
-                 data: dict | None = None, run: dict | None = None, optim: dict | None = None,
-                 resume_step: int | None = None) -> Trainer:
+def make_trainer(root: Path, out: Path, tok, steps: int = 6, rank: int = 0, world: int = 1,
+                 strategy: str = "none", data: dict | None = None, run: dict | None = None,
+                 optim: dict | None = None, resume_step: int | None = None) -> Trainer:
     torch.manual_seed(0)
     cfg = data_config(root, **(data or {}))
     dataset = InstVLDataset(cfg, tok, max_text_len=16, rank=rank, world_size=world)
-    run_cfg = RunConfig(output_dir=str(out), log_every=1, progress=False, tensorboard=False, strategy=strategy,
-                        device="cpu", **(run or {}))
+    run_cfg = RunConfig(output_dir=str(out), log_every=1, progress=False, tensorboard=False,
+                        strategy=strategy, device="cpu", **(run or {}))
     optim_cfg = OptimConfig(lr=5e-2, warmup_steps=2, steps=steps, weight_decay=0.1, **(optim or {}))
     info = DistInfo(rank, world, rank, "cpu", strategy)
     sink = default_sinks(out, resume_step=resume_step, tensorboard=False) if rank == 0 else None
@@ -74,7 +77,7 @@ def make_trainer(root: Path, out: Path, tok, steps: int = 6, rank: int = 0, worl
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_dataset(tmp_path_factory.mktemp("trainer-data"), num_samples=12)
+    return write_dataset(tmp_path_factory.mktemp("trainer-data"), units=2, per_unit=6, with_media=True)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +122,8 @@ def test_no_weight_decay_on_norms_biases_temperatures_and_frozen_parts_left_out(
     decay, no_decay = param_groups(model, 0.05)
     names = {id(p): n for n, p in model.named_parameters()}
     assert {names[id(p)] for p in decay["params"]} == {"video.weight", "words.weight"}
-    assert {names[id(p)] for p in no_decay["params"]} == {"video.bias", "norm.weight", "norm.bias", "log_temp"}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    assert no_decay_names == {"video.bias", "norm.weight", "norm.bias", "log_temp"}
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
 
 
@@ -138,37 +142,9 @@ def test_cosine_schedule_warms_up_then_decays_to_the_floor() -> None:
 
 def test_metrics_file_is_cut_back_on_resume(tmp_path: Path) -> None:
     path = tmp_path / "metrics.jsonl"
-    path.write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in range(1, 6)) + '{"step": 6, "lo')
+    lines = "".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in range(1, 6))
+    path.write_text(lines + '{"step": 6, "lo')  # a line cut off by a crash
     sinks = default_sinks(tmp_path, resume_step=3, tensorboard=False)
     sinks.write({"step": 4, "loss": 0.5})
     sinks.close()
     assert [r["step"] for r in read_jsonl(path)] == [1, 2, 3, 4]
-
-
-def test_instvl_train_runs_the_tiny_preset_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from instvl.config import load_config
-    from instvl.datasets.synth import SynthConfig, generate
-    from instvl.train.run import TrainConfig, main
-
-    data = tmp_path / "synth"
-    generate(load_config(SynthConfig, "datasets/synth-tiny", [f"output={data}", "num_samples=8"]))
-    overrides = [f"data.root={data}", f"run.output_dir={tmp_path / 'run'}", "data.split=null", "optim.steps=2",
-                 "model.vision.depth=1", "model.teacher.depth=1", "model.loss.align_layers=1",
-                 "model.text.freeze_layers=6", "run.resume=auto", "eval.every=2", "eval.split=null"]
-    assert main(load_config(TrainConfig, "train/tiny", overrides)) == 0
-    assert "| loss |" in capsys.readouterr().out
-    assert main(load_config(TrainConfig, "train/tiny", overrides[:3] + ["optim.steps=3"] + overrides[4:])) == 0
-    records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
-    assert [r["step"] for r in records] == [1, 2, 3]
-    assert 0 <= records[1]["eval.global.mean_recall"] <= 100 and "eval.instance.mean_recall" in records[1]
-    assert (tmp_path / "run" / "curves.png").stat().st_size > 0
-    saved = torch.load(tmp_path / "run" / "checkpoints" / "step-0000003.pt", weights_only=True)
-    assert any(k.startswith("teacher.") for k in saved["model"])  # a random teacher cannot be rebuilt: kept
-
-
-def test_train_config_rejects_mismatched_frame_counts() -> None:
-    from instvl.config import ConfigError, load_config
-    from instvl.train.run import TrainConfig
-
-    with pytest.raises(ConfigError, match="num_frames"):
-        load_config(TrainConfig, "train/tiny", ["data.num_frames=8"])

@@ -16,9 +16,9 @@ def frames(num: int, size: int = 32) -> np.ndarray:
 def test_retrieval_grid_png(tmp_path):
     thumbs = list(frames(6))
     ranked = [[0, 3, 2], [1, 0, 5]]
-    path = visualize.retrieval_grid(tmp_path / "out" / "grid.png", ["a red ball rolls left", "a cube"], thumbs,
-                                    ranked, [[True, False, False], [False, True, False]], thumb_size=40,
-                                    text_width=100)
+    path = visualize.retrieval_grid(tmp_path / "out" / "grid.png", ["a red ball rolls left", "a cube"],
+                                    thumbs, ranked, [[True, False, False], [False, True, False]],
+                                    thumb_size=40, text_width=100)
     with Image.open(path) as image:
         assert image.format == "PNG"
         assert image.size == (100 + 3 * 46 + 6, 2 * 46 + 6)

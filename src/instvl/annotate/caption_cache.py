@@ -7,15 +7,15 @@ folder) answers every caption already seen from an SQLite file instead of the VL
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+
+import numpy as np
+
+from instvl.annotate.caption.base import Captioner
+from instvl.annotate.caption.request import CaptionRequest, InstanceInfo, RequestKind
 
 log = logging.getLogger(__name__)
-
-
-class Captioner(Protocol):
-    def caption(self, requests: Sequence[Any]) -> list[str]: ...
 
 
 class CaptionCache:
@@ -36,7 +36,8 @@ class CaptionCache:
         return db
 
     def get_many(self, keys: Sequence[str]) -> dict[str, str]:
-        db, found = self._connect(), {}
+        db = self._connect()
+        found: dict[str, str] = {}
         for start in range(0, len(keys), 500):
             chunk = list(keys[start:start + 500])
             marks = ",".join("?" * len(chunk))
@@ -52,14 +53,23 @@ class CaptionCache:
 
 
 class CachedCaptioner:
-    """Wraps a captioner: cached requests are answered from the cache, the rest in one batch."""
+    """A `Captioner` that wraps another: cached requests (by `inner.key`) are answered from the cache, the
+    rest in one batch. Requests and keys are the inner captioner's."""
 
-    def __init__(self, inner: Captioner, cache: CaptionCache, key_fn: Callable[[Any], str]):
-        self.inner, self.cache, self.key_fn = inner, cache, key_fn
+    def __init__(self, inner: Captioner, cache: CaptionCache):
+        self.inner, self.cache = inner, cache
+        self.model_id = inner.model_id
         self.hits = self.misses = 0
 
-    def caption(self, requests: Sequence[Any]) -> list[str]:
-        keys = [self.key_fn(r) for r in requests]
+    def request(self, kind: RequestKind, frames: Sequence[np.ndarray], instance: InstanceInfo | None = None,
+                others: Sequence[InstanceInfo] = ()) -> CaptionRequest:
+        return self.inner.request(kind, frames, instance, others)
+
+    def key(self, request: CaptionRequest) -> str:
+        return self.inner.key(request)
+
+    def caption(self, requests: Sequence[CaptionRequest]) -> list[str]:
+        keys = [self.inner.key(r) for r in requests]
         found = self.cache.get_many(keys)
         todo = [i for i, k in enumerate(keys) if k not in found]
         if todo:
@@ -70,6 +80,3 @@ class CachedCaptioner:
         self.hits += len(keys) - len(todo)
         self.misses += len(todo)
         return [found[k] for k in keys]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)

@@ -1,4 +1,8 @@
-"""The annotation pipeline's config: ingest, phrases, detector, tracker, captioner, filter, output, flow."""
+"""The annotation pipeline's config: ingest, phrases, detector, tracker, captioner, filter, routing, output.
+
+How the units are scheduled (`instvl build`'s Prefect settings) is not annotation: `flows.config.BuildConfig`
+adds that as a `flow` section on top of this class.
+"""
 
 from typing import Literal
 
@@ -10,8 +14,7 @@ from instvl.annotate.phrases import PhraseConfig
 from instvl.annotate.track import FakeTracker, TrackerConfig
 from instvl.annotate.trajectories import TrajectoryConfig
 from instvl.config import BaseConfig
-from instvl.datasets.ingest import IngestConfig
-from instvl.flows.runners import RunnerConfig
+from instvl.media.ingest import IngestConfig
 from instvl.qa.routing import RoutingConfig
 
 
@@ -43,15 +46,6 @@ class OutputConfig(BaseConfig):
     folder (e.g. a rebuild into a new output after changing a tracker threshold) to share captions."""
 
 
-class FlowConfig(BaseConfig):
-    """Prefect settings of `instvl build`."""
-
-    runner: RunnerConfig = Field(default_factory=RunnerConfig)
-    retries: int = Field(2, ge=0)
-    retry_delay_s: float = Field(2.0, ge=0)
-    progress: bool = True
-
-
 class AnnotateConfig(BaseConfig):
     """Detect, track and caption media into InstVL shards."""
 
@@ -67,9 +61,17 @@ class AnnotateConfig(BaseConfig):
     captioner: CaptionerConfig = Field(default_factory=FakeCaptioner.Config)
     filter: FilterConfig = Field(default_factory=FilterConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
-    """Which samples are flagged for Label Studio review (reasons kept in qc.route_reasons)."""
+    """Which samples are flagged for Label Studio review: the source of truth of routing. The reasons are
+    stored in every row's qc.route_reasons and `instvl qa push` sends those rows (the qa preset's own
+    `routing` section is applied only when a push is asked to re-route, `push.reroute: true`)."""
     out: OutputConfig = Field(default_factory=OutputConfig)
-    flow: FlowConfig = Field(default_factory=FlowConfig)
+
+    def annotation(self) -> "AnnotateConfig":
+        """The annotation sections alone, as a plain AnnotateConfig: what units are built from and what the
+        config hash covers (sections a subclass adds, such as `instvl build`'s `flow`, change no row)."""
+        if type(self) is AnnotateConfig:
+            return self
+        return AnnotateConfig.model_validate(self.model_dump(include=set(AnnotateConfig.model_fields)))
 
     def model_ids(self) -> dict[str, str]:
         """Role -> backend:model id, recorded in every row's provenance."""

@@ -9,6 +9,7 @@ quarantined with the name of the file they repeat (instead of producing the same
 import hashlib
 import json
 import logging
+import sys
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,12 +18,9 @@ import fsspec
 
 from instvl.annotate.config import AnnotateConfig
 from instvl.datasets import layout
-from instvl.datasets.ingest import list_sources
-from instvl.datasets.layout import atomic_write_bytes
+from instvl.media.ingest import list_sources
 
 log = logging.getLogger(__name__)
-
-PLAN_FILE = "plan.json"
 
 
 class PlanError(ValueError):
@@ -54,7 +52,8 @@ class Plan:
 
 
 def load_plan(root: str | Path) -> Plan | None:
-    path = Path(root) / PLAN_FILE
+    """OUTPUT/plan.json, or None when there is none yet."""
+    path = Path(root) / layout.PLAN_FILE
     if not path.is_file():
         return None
     try:
@@ -66,8 +65,16 @@ def load_plan(root: str | Path) -> Plan | None:
                         "start over in an empty output folder") from err
 
 
+def require_plan(root: str | Path) -> Plan:
+    """OUTPUT/plan.json, which must exist: units and flows run what `make_plan` planned, never list again."""
+    plan = load_plan(root)
+    if plan is None:
+        raise FileNotFoundError(f"{Path(root) / layout.PLAN_FILE}: no build plan (run make_plan first)")
+    return plan
+
+
 def save_plan(root: str | Path, plan: Plan) -> None:
-    atomic_write_bytes(Path(root) / PLAN_FILE, json.dumps(asdict(plan), indent=1).encode())
+    layout.atomic_write_bytes(Path(root) / layout.PLAN_FILE, json.dumps(asdict(plan), indent=1).encode())
 
 
 def make_plan(cfg: AnnotateConfig) -> Plan:
@@ -94,11 +101,21 @@ def make_plan(cfg: AnnotateConfig) -> Plan:
     return plan
 
 
+def plan_or_report(cfg: AnnotateConfig, command: str) -> Plan | None:
+    """`make_plan` for a command's `main`: the plan, or None once the reason is printed (exit with 2)."""
+    try:
+        return make_plan(cfg)
+    except PlanError as err:
+        print(f"{command}: {err}", file=sys.stderr)
+        return None
+
+
 def _new_plan(cfg: AnnotateConfig) -> Plan:
     """An empty plan, refused where finished units exist: their ids would point at other files."""
-    stats = sorted((Path(cfg.output) / layout.STATS_DIR).glob("*.stats.json"))
+    stats = layout.stats_files(Path(cfg.output))
     if stats:
-        raise PlanError(f"{Path(cfg.output) / PLAN_FILE}: missing, but {len(stats)} units are finished "
+        raise PlanError(f"{Path(cfg.output) / layout.PLAN_FILE}: missing, but {len(stats)} units are "
+                        "finished "
                         f"(e.g. {stats[0].name}); restore the plan, or start over in an empty output folder")
     return Plan(cfg.input, [])
 

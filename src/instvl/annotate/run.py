@@ -11,21 +11,36 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from instvl.annotate.config import AnnotateConfig
-from instvl.annotate.plan import PlanError, make_plan
-from instvl.annotate.units import run_unit
-from instvl.datasets.manifest import unit_done, write_manifest
+from pydantic import model_validator
 
-__all__ = ["AnnotateConfig", "main", "summarize"]
+from instvl.annotate.config import AnnotateConfig
+from instvl.annotate.plan import plan_or_report
+from instvl.annotate.units import run_unit
+from instvl.datasets.manifest import summarize, unit_done, write_manifest
 
 log = logging.getLogger(__name__)
 
 
+class AnnotateRunConfig(AnnotateConfig):
+    """The annotation config of `instvl annotate run`.
+
+    The `annotate/*` presets are shared with `instvl build`, whose `flow:` section (Prefect runner,
+    retries) means nothing in this process: it is dropped here rather than rejected, so every preset
+    runs with both commands.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_flow_section(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "flow" in data:
+            log.debug("annotate run: ignoring the preset's flow section (used by instvl build)")
+            return {key: value for key, value in data.items() if key != "flow"}
+        return data
+
+
 def main(cfg: AnnotateConfig) -> int:
-    try:
-        plan = make_plan(cfg)
-    except PlanError as err:
-        print(f"instvl annotate: {err}", file=sys.stderr)
+    plan = plan_or_report(cfg, "instvl annotate")
+    if plan is None:
         return 2
     pending = [u.unit_id for u in plan.units if not unit_done(cfg.output, u.unit_id)]
     log.info("%d units, %d to do", len(plan.units), len(pending))
@@ -39,18 +54,3 @@ def main(cfg: AnnotateConfig) -> int:
     manifest = write_manifest(cfg.output)
     print(summarize(manifest, Path(cfg.output)))
     return 0
-
-
-def summarize(manifest: dict[str, Any], root: Path) -> str:
-    """A few lines a person reads at the end of a build."""
-    lines = [f"{root}: {manifest['num_rows']} samples, {manifest['num_instances']} instances in "
-             f"{manifest['num_shards']} shards ({manifest['num_bytes'] / 1e6:.1f} MB)",
-             f"quarantined inputs: {manifest['num_quarantined']}"]
-    if manifest["num_quarantined"]:
-        import pyarrow.parquet as pq
-
-        for unit in manifest["units"]:
-            if unit.get("quarantine_path"):
-                for row in pq.read_table(root / unit["quarantine_path"]).to_pylist():
-                    lines.append(f"  {row['uri']}: {row['reason']} (at {row['stage']})")
-    return "\n".join(lines)

@@ -6,30 +6,25 @@ disk that is full) fail it, so that the flow retries or reports it. Models are b
 and per config (`engines_for`), so a worker that runs many units loads them once.
 """
 
-import json
 import logging
 import threading
 import time
-from collections.abc import Collection
 from pathlib import Path
-from typing import Any
 
 from instvl.annotate.caption_cache import CachedCaptioner, CaptionCache
 from instvl.annotate.config import AnnotateConfig
 from instvl.annotate.pipeline import Engines, annotate_sample
-from instvl.annotate.plan import Unit, load_plan
+from instvl.annotate.plan import Unit, require_plan
+from instvl.annotate.progress import clear_progress, write_progress
 from instvl.config import config_hash
 from instvl.datasets import layout
-from instvl.datasets.clips import clip_media, decode_clip
-from instvl.datasets.ingest import Failure, plan_clips, probe_source
-from instvl.datasets.manifest import unit_done
-from instvl.datasets.probe import MediaError, fetch_media
-from instvl.datasets.shards import UnitWriter
+from instvl.datasets.manifest import UnitStats, unit_done
+from instvl.datasets.writer import UnitWriter
+from instvl.media.clips import clip_media, decode_clip
+from instvl.media.fetch import MediaError, fetch_media
+from instvl.media.ingest import Failure, plan_clips, probe_source
 
 log = logging.getLogger(__name__)
-
-PROGRESS_DIR = ".progress"
-CACHE_FILE = "captions.sqlite"
 
 _ENGINES: dict[str, Engines] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -38,13 +33,13 @@ _ENGINES_LOCK = threading.Lock()
 def engines_for(cfg: AnnotateConfig) -> Engines:
     """The models of `cfg`, built on first use in this process and then reused (thread-safe)."""
     cache_file = caption_cache_file(cfg)
-    key = config_hash(cfg.model_copy(update={"input": None, "output": None})) + f":{cache_file}"
+    key = config_hash(cfg.annotation().model_copy(update={"input": None, "output": None})) + f":{cache_file}"
     with _ENGINES_LOCK:
         if key not in _ENGINES:
             started = time.monotonic()
             captioner = cfg.captioner.build()
             if cache_file is not None:
-                captioner = CachedCaptioner(captioner, CaptionCache(cache_file), captioner.key)
+                captioner = CachedCaptioner(captioner, CaptionCache(cache_file))
             _ENGINES[key] = Engines.build(cfg, captioner=captioner)
             log.info("models loaded in %.1f s: %s", time.monotonic() - started, cfg.model_ids())
         return _ENGINES[key]
@@ -54,30 +49,28 @@ def caption_cache_file(cfg: AnnotateConfig) -> Path | None:
     """The caption cache of `cfg` (`out.cache_dir`, default OUTPUT/.cache), or None when it is off."""
     if not cfg.out.caption_cache or not (cfg.out.cache_dir or cfg.output):
         return None
-    return Path(cfg.out.cache_dir or Path(cfg.output) / ".cache") / CACHE_FILE
+    return Path(cfg.out.cache_dir or Path(cfg.output) / layout.CACHE_DIR) / layout.CACHE_FILE
 
 
-def run_unit(cfg: AnnotateConfig, unit_id: str) -> dict[str, Any]:
+def run_unit(cfg: AnnotateConfig, unit_id: str) -> UnitStats:
     """Annotate and write one unit of the plan; returns its stats (skips a unit already done)."""
+    cfg = cfg.annotation()  # what the rows and their config hash are made of, whatever section a caller adds
     root = Path(cfg.output)
     if unit_done(root, unit_id):
-        return json.loads(layout.stats_path(root, unit_id).read_text())
-    plan = load_plan(root)
-    if plan is None:
-        raise FileNotFoundError(f"{root / 'plan.json'}: no build plan (run make_plan first)")
-    unit = plan.unit(unit_id)
+        return UnitStats.read(layout.stats_path(root, unit_id))
+    unit = require_plan(root).unit(unit_id)
     log.info("%s: annotating %d files", unit_id, len(unit.sources))
     engines = engines_for(cfg)
     try:
         with UnitWriter(root, unit_id, config=cfg, target_shard_bytes=cfg.out.target_shard_bytes,
-                        row_group_rows=cfg.out.row_group_rows,
-                        extra_stats={"sources": len(unit.sources)}) as writer:
+                        row_group_rows=cfg.out.row_group_rows, sources=len(unit.sources)) as writer:
             for done, uri in enumerate(unit.sources, 1):
                 _annotate_source(uri, unit, engines, cfg, writer)
-                _report_progress(root, unit_id, done, len(unit.sources), writer.num_written)
-    finally:  # a failed attempt must not leave files counted as done in the progress bar
-        (root / PROGRESS_DIR / f"{unit_id}.json").unlink(missing_ok=True)
-    return writer.stats or {}
+                write_progress(root, unit_id, done, len(unit.sources), writer.num_written)
+    finally:
+        clear_progress(root, unit_id)
+    assert writer.stats is not None  # set when the with block ends without an exception
+    return writer.stats
 
 
 def _annotate_source(uri: str, unit: Unit, engines: Engines, cfg: AnnotateConfig, writer: UnitWriter) -> None:
@@ -94,7 +87,7 @@ def _annotate_source(uri: str, unit: Unit, engines: Engines, cfg: AnnotateConfig
         writer.quarantine(uri, f"unreadable: {err}", "probe")
         return
     for spec in specs:
-        decoded = decode_clip(spec, cfg.ingest)
+        decoded = decode_clip(spec, cfg.ingest, media)
         if isinstance(decoded, Failure):
             writer.quarantine(decoded.uri, decoded.reason, decoded.stage, spec.sample_id)
             continue
@@ -113,24 +106,3 @@ def _annotate_source(uri: str, unit: Unit, engines: Engines, cfg: AnnotateConfig
                               f"{cfg.filter.min_instances})", "filter", spec.sample_id)
             continue
         writer.write(sample)
-
-
-def _report_progress(root: Path, unit_id: str, done: int, total: int, samples: int) -> None:
-    """A small per-unit progress file that the CLI's progress bar reads (works across processes)."""
-    payload = json.dumps({"sources_done": done, "sources": total, "samples": samples}).encode()
-    layout.atomic_write_bytes(root / PROGRESS_DIR / f"{unit_id}.json", payload)
-
-
-def read_progress(root: str | Path, finished: Collection[str] = ()) -> tuple[int, int]:
-    """(sources done, samples written) of units in progress, leaving out the `finished` unit ids (their
-    stats count them; a progress file lives on for a moment after its unit's stats file appears)."""
-    done = samples = 0
-    for path in (Path(root) / PROGRESS_DIR).glob("*.json"):
-        if path.stem in finished or path.name.startswith(layout.TMP_PREFIX):
-            continue
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        done, samples = done + data["sources_done"], samples + data["samples"]
-    return done, samples

@@ -1,4 +1,4 @@
-"""Dataset statistics of an InstVL root (streamed, media never read) and the `instvl datasets inspect` command.
+"""Statistics of an InstVL dataset root (streamed, media never read) and `instvl datasets inspect`.
 
     stats = compute_stats("out/synth")
     print(format_stats(stats))
@@ -13,14 +13,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from instvl.config import BaseConfig
-from instvl.datasets.manifest import NotADatasetError, read_unit_stats
+from instvl.datasets import layout
+from instvl.datasets.manifest import NotADatasetError, ShardEntry, read_unit_stats
 from instvl.datasets.reader import ShardReader
+from instvl.datasets.report import Table, write_report
+from instvl.datasets.schema import SampleRow
 
 log = logging.getLogger(__name__)
 
 STATS_COLUMNS = ["media_type", "global_caption", "instances", "qc", "split"]
-Table = tuple[str, list[str], list[list[object]]]
-"""A titled table: (title, column headers, rows)."""
 
 
 class InspectConfig(BaseConfig):
@@ -70,14 +71,6 @@ class Summary:
 
 
 @dataclass
-class ShardStats:
-    path: str
-    rows: int
-    bytes: int
-    row_groups: int
-
-
-@dataclass
 class DatasetStats:
     """Everything `inspect` reports about a dataset root."""
 
@@ -96,9 +89,9 @@ class DatasetStats:
     qc_status: Counter = field(default_factory=Counter)
     splits: Counter = field(default_factory=Counter)
     phrases: Counter = field(default_factory=Counter)
-    shards: list[ShardStats] = field(default_factory=list)
+    shards: list[ShardEntry] = field(default_factory=list)
 
-    def add_row(self, row: dict) -> None:
+    def add_row(self, row: SampleRow) -> None:
         self.samples += 1
         self.videos += row["media_type"] == "video"
         self.images += row["media_type"] == "image"
@@ -120,9 +113,9 @@ def compute_stats(root: str | Path, batch_rows: int = 256) -> DatasetStats:
     root = Path(root)
     stats = DatasetStats(str(root))
     for unit in read_unit_stats(root):
-        stats.shards += [ShardStats(s["path"], s["rows"], s["bytes"], s.get("row_groups", 0)) for s in unit["shards"]]
-        if unit.get("quarantine_path"):
-            reasons = pq.read_table(root / unit["quarantine_path"], columns=["reason"]).column("reason")
+        stats.shards += unit.shards
+        if unit.quarantine_path:
+            reasons = pq.read_table(root / unit.quarantine_path, columns=["reason"]).column("reason")
             stats.quarantine_reasons.update(reason_kind(r) for r in reasons.to_pylist())
     stats.quarantined = sum(stats.quarantine_reasons.values())
     for batch in ShardReader(root, columns=STATS_COLUMNS, batch_rows=batch_rows).iter_batches():
@@ -147,7 +140,8 @@ def stats_tables(stats: DatasetStats, top_phrases: int = 20) -> list[Table]:
     tables: list[Table] = [
         ("Counts", ["what", "count"], counts),
         ("Distributions", ["what", "n", "min", "mean", "max"], lengths),
-        ("Instances per sample", ["instances", "samples"], [[k, v] for k, v in sorted(stats.instances_histogram.items())]),
+        ("Instances per sample", ["instances", "samples"],
+         [[k, v] for k, v in sorted(stats.instances_histogram.items())]),
         ("QC status", ["status", "samples"], _counted(stats.qc_status)),
         ("Splits", ["split", "samples"], _counted(stats.splits)),
         (f"Top {top_phrases} phrases", ["phrase", "instances"], _counted(stats.phrases, top_phrases)),
@@ -197,13 +191,14 @@ def main(cfg: InspectConfig) -> int:
         return 1
     print(format_stats(stats, cfg.top_phrases))
     if cfg.write_html:
-        from instvl.datasets.report import RENDERS_DIR, write_report
-
+        report = Path(cfg.html) if cfg.html else Path(cfg.root) / layout.REPORT_FILE
         if cfg.renders > 0:
             from instvl.datasets.render import render_samples
 
-            report = Path(cfg.html) if cfg.html else Path(cfg.root) / "report.html"
-            render_samples(cfg.root, count=cfg.renders, out_dir=report.parent / RENDERS_DIR)
-        path = write_report(cfg, stats)
+            render_samples(cfg.root, count=cfg.renders, out_dir=report.parent / layout.RENDERS_DIR)
+        path = write_report(report, cfg.root, stats_tables(stats, cfg.top_phrases), samples=stats.samples,
+                            instances=stats.instances, num_samples=cfg.num_samples,
+                            frames_per_sample=cfg.frames_per_sample, thumb_width=cfg.thumb_width,
+                            title=cfg.title)
         print(f"\nreport: {path}")
     return 0

@@ -9,7 +9,15 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from instvl.datasets.schema import MEDIA_TYPES, QC_STATUSES, SPLITS
+from instvl.datasets.schema import (
+    MEDIA_TYPES,
+    QC_STATUSES,
+    SPLITS,
+    InstanceRow,
+    QCRow,
+    SampleRow,
+    TrajectoryRow,
+)
 
 ROW_RULES = {
     "media_type": f"media_type is one of {MEDIA_TYPES}",
@@ -41,7 +49,7 @@ class Problem(NamedTuple):
     message: str
 
 
-def check_row(row: dict[str, Any]) -> Iterator[Problem]:
+def check_row(row: SampleRow) -> Iterator[Problem]:
     """Every invariant violated by one row dict (as `to_pylist()` returns it)."""
     yield from check_sample_fields(row)
     instances = row.get("instances") or []
@@ -53,7 +61,7 @@ def check_row(row: dict[str, Any]) -> Iterator[Problem]:
         yield from check_instance(inst, row)
 
 
-def check_sample_fields(row: dict[str, Any]) -> Iterator[Problem]:
+def check_sample_fields(row: SampleRow) -> Iterator[Problem]:
     media_type = row.get("media_type")
     if media_type not in MEDIA_TYPES:
         yield Problem(None, "media_type", f"media_type {media_type!r} is not one of {list(MEDIA_TYPES)}")
@@ -67,18 +75,20 @@ def check_sample_fields(row: dict[str, Any]) -> Iterator[Problem]:
         yield Problem(None, "num_frames", f"num_frames {num_frames!r} is not valid for a {media_type}")
     if not (row.get("global_caption") or "").strip():
         yield Problem(None, "global_caption", "global caption is empty")
-    status = (row.get("qc") or {}).get("status")
+    qc: QCRow = row.get("qc") or {}
+    status = qc.get("status")
     if status not in QC_STATUSES:
         yield Problem(None, "qc_status", f"qc.status {status!r} is not one of {list(QC_STATUSES)}")
     if row.get("split") not in SPLITS:
         yield Problem(None, "split", f"split {row.get('split')!r} is not one of {list(SPLITS)}")
 
 
-def check_instance(inst: dict[str, Any], row: dict[str, Any]) -> Iterator[Problem]:
+def check_instance(inst: InstanceRow, row: SampleRow) -> Iterator[Problem]:
     instance_id = inst.get("instance_id")
     if not (inst.get("caption") or "").strip():
         yield Problem(instance_id, "instance_caption", "instance caption is empty")
-    traj = inst.get("trajectory") or {}
+    empty: TrajectoryRow = {"frame_index": [], "box": [], "mask_rle": [], "score": []}
+    traj = inst.get("trajectory") or empty
     frames = list(traj.get("frame_index") or [])
     for problem in check_list_lengths(traj, len(frames)):
         yield Problem(instance_id, "list_lengths", problem)
@@ -88,23 +98,25 @@ def check_instance(inst: dict[str, Any], row: dict[str, Any]) -> Iterator[Proble
         yield Problem(instance_id, rule, message)
 
 
-def check_list_lengths(traj: dict[str, Any], num_frames: int) -> Iterator[str]:
+def check_list_lengths(traj: TrajectoryRow, num_frames: int) -> Iterator[str]:
     boxes = traj.get("box") or []
     if len(boxes) != num_frames:
         yield f"{len(boxes)} boxes for {num_frames} frame indices"
-    for name in ("score", "mask_rle"):
-        values = traj.get(name) or []
+    for name, values in (("score", traj.get("score") or []), ("mask_rle", traj.get("mask_rle") or [])):
         if values and len(values) != num_frames:
-            yield f"{len(values)} trajectory {name} values for {num_frames} frame indices (expected 0 or {num_frames})"
+            yield (f"{len(values)} trajectory {name} values for {num_frames} frame indices "
+                   f"(expected 0 or {num_frames})")
 
 
-def check_frames(frames: list[int], row: dict[str, Any]) -> Iterator[tuple[str, str]]:
+def check_frames(frames: list[int], row: SampleRow) -> Iterator[tuple[str, str]]:
+    """Clip frames (`records.FrameSpace.CLIP`) inside the clip, strictly increasing; [0] for images."""
     if row.get("media_type") == "image":
         if frames != [0]:
             yield "image_frames", f"image instance has frame indices {_short(frames)} (expected [0])"
         return
     num_frames = row.get("num_frames")
-    outside = [i for i in frames if i < 0 or (_positive(num_frames) and i >= num_frames)]
+    limit = num_frames if num_frames is not None and _positive(num_frames) else None
+    outside = [i for i in frames if i < 0 or (limit is not None and i >= limit)]
     if outside:
         yield "frame_range", f"frame index {outside[0]} is outside the clip (0 <= i < {num_frames})"
     backwards = [(a, b) for a, b in zip(frames, frames[1:], strict=False) if b <= a]

@@ -1,4 +1,19 @@
-"""Where things live inside an InstVL dataset root; every path is derived from a unit id."""
+"""Where things live inside an InstVL dataset root: every root-relative name, and the paths derived from them.
+
+    ROOT/manifest.json                    aggregated from the stats files (write_manifest)
+    ROOT/shards/<unit>-<part>.parquet     the samples
+    ROOT/stats/<unit>.stats.json          written last: the unit is done (manifest.UnitStats)
+    ROOT/quarantine/<unit>.parquet        inputs that did not become samples, with the reason
+    ROOT/plan.json                        input files partitioned into units (annotate.plan)
+    ROOT/.progress/<unit>.json            files done by a running unit (annotate.progress)
+    ROOT/.cache/captions.sqlite           the default caption cache (annotate.units)
+    ROOT/report.html, ROOT/renders/       `instvl datasets inspect` and `datasets render`
+    ROOT/media/<sample_id>.mp4|.jpg       media served to Label Studio (qa.push)
+    ROOT/qa/push_state.json               sample -> Label Studio task (qa.push)
+    ROOT/qa/reviews.jsonl, qa/report.html reviewed samples and the QC report (qa.pull, qa.report)
+
+Nothing else in the package spells one of these names.
+"""
 
 import os
 from pathlib import Path
@@ -9,7 +24,18 @@ STATS_DIR = "stats"
 QUARANTINE_DIR = "quarantine"
 SHARD_FILE = "{unit_id}-{part:03d}.parquet"
 STATS_FILE = "{unit_id}.stats.json"
+STATS_GLOB = "*.stats.json"
 QUARANTINE_FILE = "{unit_id}.parquet"
+PLAN_FILE = "plan.json"
+PROGRESS_DIR = ".progress"
+CACHE_DIR = ".cache"
+CACHE_FILE = "captions.sqlite"
+REPORT_FILE = "report.html"
+RENDERS_DIR = "renders"
+MEDIA_DIR = "media"
+PUSH_STATE_FILE = "qa/push_state.json"
+REVIEWS_FILE = "qa/reviews.jsonl"
+QA_REPORT_FILE = "qa/report.html"
 TMP_PREFIX = ".tmp-"
 """Files still being written start with this prefix, so no reader glob (`*.parquet`) ever sees them."""
 
@@ -24,6 +50,15 @@ def stats_path(root: Path, unit_id: str) -> Path:
 
 def quarantine_path(root: Path, unit_id: str) -> Path:
     return root / QUARANTINE_DIR / QUARANTINE_FILE.format(unit_id=unit_id)
+
+
+def stats_files(root: Path) -> list[Path]:
+    """The finished units' stats files, sorted by unit id (files still being written left out)."""
+    return sorted(p for p in (root / STATS_DIR).glob(STATS_GLOB) if not p.name.startswith(TMP_PREFIX))
+
+
+def progress_path(root: Path, unit_id: str) -> Path:
+    return root / PROGRESS_DIR / f"{unit_id}.json"
 
 
 def tmp_path(final: Path) -> Path:

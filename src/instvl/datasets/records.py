@@ -1,26 +1,95 @@
-"""In-memory records for one InstVL row, convertible to and from the Parquet row dicts of `schema.SCHEMA`."""
+"""In-memory records for one InstVL row, convertible to and from the Parquet row dicts of `schema.SCHEMA`.
 
+Every frame index belongs to one of three spaces, named once here (`FrameSpace`) and used everywhere:
+
+- **source frame**: the frame number in the source video (`DecodedClip.source_frames`);
+- **clip frame**: the frame number inside the clip, 0 being its first frame; shards store these;
+- **sampled index**: the position in the sampled frames that detector, tracker and captioner see.
+
+A `Trajectory` says which space its `frame_index` counts in. The trajectory builder fills it in sampled
+space, `Trajectory.to_clip_frames` maps it once, and only a clip-space trajectory becomes a row.
+"""
+
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
 
 import numpy as np
 
 from instvl import __version__
+from instvl.datasets.schema import InstanceRow, ProvenanceRow, QCRow, SampleRow, SourceRow, TrajectoryRow
+
+
+class FrameSpace(StrEnum):
+    """What a frame index counts."""
+
+    SOURCE = "source_frame"
+    """Frames of the source video."""
+    CLIP = "clip_frame"
+    """Frames of the clip, 0 = its first frame (what shard rows store)."""
+    SAMPLED = "sampled_index"
+    """Positions in the sampled frame sequence the annotation engines see (0..T-1)."""
 
 
 @dataclass(slots=True)
 class Trajectory:
-    """Per-frame boxes of one instance: frame indices into the clip, xyxy boxes normalised to [0, 1]."""
+    """Per-frame boxes of one instance: xyxy boxes normalised to [0, 1] at the frames `frame_index`,
+    which count in `space` (clip frames, as rows store them, unless said otherwise)."""
 
     frame_index: list[int]
     box: list[list[float]]
     score: list[float] = field(default_factory=list)
     mask_rle: list[str] = field(default_factory=list)
+    space: FrameSpace = FrameSpace.CLIP
 
     def boxes_array(self) -> np.ndarray:
         """The boxes as a (T, 4) float32 array."""
         return np.asarray(self.box, dtype=np.float32).reshape(-1, 4)
+
+    def mean_score(self) -> float:
+        """The mean per-frame score (0 when there are no scores)."""
+        return float(np.mean(self.score)) if self.score else 0.0
+
+    def mean_area(self) -> float:
+        """The mean normalised box area (degenerate boxes count 0)."""
+        boxes = self.boxes_array()
+        if not len(boxes):
+            return 0.0
+        sides = np.clip(boxes[:, 2:] - boxes[:, :2], 0.0, None)
+        return float(np.mean(sides[:, 0] * sides[:, 1]))
+
+    def require_space(self, space: FrameSpace, purpose: str) -> None:
+        """Raise unless the frame indices count in `space`; spaces are never mixed silently."""
+        if self.space != space:
+            raise ValueError(f"{purpose} needs a trajectory in {FrameSpace(space).value} space; "
+                             f"this one counts {FrameSpace(self.space).value}")
+
+    def to_clip_frames(self, clip_frames: Sequence[int] | np.ndarray) -> "Trajectory":
+        """This sampled-space trajectory in clip frames: sampled index k becomes `clip_frames[k]`
+        (`DecodedClip.clip_frames`, the clip frame of each sampled frame)."""
+        self.require_space(FrameSpace.SAMPLED, "to_clip_frames")
+        first, last = (min(self.frame_index), max(self.frame_index)) if self.frame_index else (0, -1)
+        if first < 0 or last >= len(clip_frames):
+            raise IndexError(f"sampled indices {first}..{last} outside the {len(clip_frames)} sampled frames")
+        return Trajectory(frame_index=[int(clip_frames[i]) for i in self.frame_index],
+                          box=[list(b) for b in self.box], score=list(self.score),
+                          mask_rle=list(self.mask_rle), space=FrameSpace.CLIP)
+
+    def to_row(self) -> TrajectoryRow:
+        """The row struct; refuses a trajectory that is not in clip frames."""
+        self.require_space(FrameSpace.CLIP, "a shard row")
+        return {"frame_index": [int(i) for i in self.frame_index],
+                "box": [[float(v) for v in b] for b in self.box],
+                "mask_rle": list(self.mask_rle), "score": [float(s) for s in self.score]}
+
+    @classmethod
+    def from_row(cls, row: TrajectoryRow | None) -> "Trajectory":
+        """A clip-space trajectory from a row struct (None gives an empty one)."""
+        row = row or {}
+        return cls(frame_index=list(row.get("frame_index") or []),
+                   box=[list(b) for b in row.get("box") or []], score=list(row.get("score") or []),
+                   mask_rle=list(row.get("mask_rle") or []), space=FrameSpace.CLIP)
 
 
 @dataclass(slots=True)
@@ -32,6 +101,17 @@ class Instance:
     caption: str
     trajectory: Trajectory
     score: float = 1.0
+
+    def to_row(self) -> InstanceRow:
+        return {"instance_id": self.instance_id, "phrase": self.phrase, "caption": self.caption,
+                "score": self.score, "trajectory": self.trajectory.to_row()}
+
+    @classmethod
+    def from_row(cls, row: InstanceRow) -> "Instance":
+        score = row.get("score")
+        return cls(instance_id=row["instance_id"], phrase=row.get("phrase") or "",
+                   caption=row.get("caption") or "", score=score if score is not None else 1.0,
+                   trajectory=Trajectory.from_row(row.get("trajectory")))
 
 
 @dataclass(slots=True)
@@ -69,7 +149,7 @@ class Sample:
     created_at: datetime | None = None
     split: str = "train"
 
-    def to_row(self) -> dict[str, Any]:
+    def to_row(self) -> SampleRow:
         """The row dict that `pa.Table.from_pylist(rows, schema=SCHEMA)` accepts."""
         return {
             "sample_id": self.sample_id,
@@ -79,7 +159,7 @@ class Sample:
             "width": self.width, "height": self.height, "fps": self.fps, "num_frames": self.num_frames,
             "media_format": self.media_format, "media": self.media,
             "global_caption": self.global_caption,
-            "instances": [_instance_row(inst) for inst in self.instances],
+            "instances": [inst.to_row() for inst in self.instances],
             "qc": {"status": self.qc.status, "reviewer": self.qc.reviewer, "reviewed_at": self.qc.reviewed_at,
                    "task_id": self.qc.task_id, "route_reasons": list(self.qc.route_reasons)},
             "provenance": {"instvl_version": __version__, "config_hash": self.config_hash,
@@ -89,16 +169,16 @@ class Sample:
         }
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "Sample":
-        """Rebuild a Sample from a row dict as pyarrow's `to_pylist()` returns it."""
-        source = row.get("source") or {}
-        qc = row.get("qc") or {}
-        prov = row.get("provenance") or {}
+    def from_row(cls, row: SampleRow) -> "Sample":
+        """A Sample from a row dict as pyarrow's `to_pylist()` returns it (missing columns default)."""
+        source: SourceRow = row.get("source") or {}
+        qc: QCRow = row.get("qc") or {}
+        prov: ProvenanceRow = row.get("provenance") or {}
         return cls(
             sample_id=row["sample_id"], media_type=row["media_type"],
             width=row.get("width") or 0, height=row.get("height") or 0,
             num_frames=row.get("num_frames") or 1, global_caption=row.get("global_caption") or "",
-            instances=[_instance_from_row(r) for r in row.get("instances") or []],
+            instances=[Instance.from_row(r) for r in row.get("instances") or []],
             fps=row.get("fps"), media=row.get("media"), media_format=row.get("media_format"),
             uri=source.get("uri"), sha256=source.get("sha256"),
             clip_start_s=source.get("clip_start_s"), clip_end_s=source.get("clip_end_s"),
@@ -109,24 +189,3 @@ class Sample:
             config_hash=prov.get("config_hash"), created_at=prov.get("created_at"),
             split=row.get("split") or "train",
         )
-
-
-def _instance_row(inst: Instance) -> dict[str, Any]:
-    traj = inst.trajectory
-    return {
-        "instance_id": inst.instance_id, "phrase": inst.phrase, "caption": inst.caption, "score": inst.score,
-        "trajectory": {"frame_index": [int(i) for i in traj.frame_index],
-                       "box": [[float(v) for v in b] for b in traj.box],
-                       "mask_rle": list(traj.mask_rle), "score": [float(s) for s in traj.score]},
-    }
-
-
-def _instance_from_row(row: dict[str, Any]) -> Instance:
-    traj = row.get("trajectory") or {}
-    return Instance(
-        instance_id=row["instance_id"], phrase=row.get("phrase") or "", caption=row.get("caption") or "",
-        score=row.get("score") if row.get("score") is not None else 1.0,
-        trajectory=Trajectory(frame_index=list(traj.get("frame_index") or []),
-                              box=[list(b) for b in traj.get("box") or []],
-                              score=list(traj.get("score") or []), mask_rle=list(traj.get("mask_rle") or [])),
-    )

@@ -21,15 +21,18 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from instvl.config import BaseConfig
-from instvl.datasets.draw import draw_trajectories, instance_colour
-from instvl.datasets.frames import FrameError, decode_frames, media_of
+from instvl.datasets import layout
+from instvl.datasets.draw import draw_trajectories
 from instvl.datasets.manifest import NotADatasetError
 from instvl.datasets.reader import ShardReader
+from instvl.datasets.schema import InstanceRow, SampleRow, TrajectoryRow
+from instvl.geometry import box_at, instance_colour
+from instvl.media.decode import decode_frames, media_of
+from instvl.media.fetch import MediaError
 
 log = logging.getLogger(__name__)
 
 RenderFormat = Literal["gif", "mp4"]
-RENDERS_DIR = "renders"
 BAND_COLOUR = (18, 18, 18)
 TEXT_COLOUR = (240, 240, 240)
 FADE = 0.4
@@ -97,7 +100,7 @@ def wrap(text: str, font: Any, width: int) -> list[str]:
     return textwrap.wrap(text, width=max(8, int(width / average))) or [""]
 
 
-def plan_layout(row: dict[str, Any], width: int, picture_height: int) -> Layout:
+def plan_layout(row: SampleRow, width: int, picture_height: int) -> Layout:
     """The bands for this sample: the global caption above, one wrapped caption per instance below."""
     font = ImageFont.load_default(size=max(11, round(width / 36)))
     usable = width - 12
@@ -106,26 +109,24 @@ def plan_layout(row: dict[str, Any], width: int, picture_height: int) -> Layout:
     footer = []
     for inst in row.get("instances") or []:
         text = f"ID: {inst['instance_id']} {inst.get('phrase') or ''}: {inst.get('caption') or ''}"
-        footer += [(line, instance_colour(inst["instance_id"])) for line in wrap(text, font, usable)]
+        footer += [(line, instance_colour(inst["instance_id"]).rgb) for line in wrap(text, font, usable)]
     line_height = round(font.size * 1.3)
     return Layout(width, picture_height, header, footer, line_height, font)
 
 
-def held_boxes(instances: Sequence[dict[str, Any]], frame_index: int) -> list[dict[str, Any]]:
-    """For instances not annotated on `frame_index` but annotated before and after it: their last box."""
-    held = []
+def held_boxes(instances: Sequence[InstanceRow], clip_frame: int) -> list[InstanceRow]:
+    """For instances not annotated on `clip_frame` but annotated before and after it: their last box."""
+    held: list[InstanceRow] = []
     for inst in instances:
-        traj = inst.get("trajectory") or {}
-        frames = list(traj.get("frame_index") or [])
-        earlier = [(f, i) for i, f in enumerate(frames) if f < frame_index]
-        if frame_index in frames or not earlier or not any(f > frame_index for f in frames):
-            continue
-        last = max(earlier)[1]
-        held.append({**inst, "trajectory": {"frame_index": [frame_index], "box": [traj["box"][last]]}})
+        frames, boxes = inst["trajectory"]["frame_index"] or [], inst["trajectory"]["box"] or []
+        box = box_at(frames, boxes, clip_frame, mode="hold")
+        if box is not None and box_at(frames, boxes, clip_frame) is None:
+            last: TrajectoryRow = {"frame_index": [clip_frame], "box": [list(box)], "mask_rle": [], "score": []}
+            held.append({**inst, "trajectory": last})
     return held
 
 
-def compose(frame: np.ndarray, row: dict[str, Any], frame_index: int, total: int, layout: Layout) -> Image.Image:
+def compose(frame: np.ndarray, row: SampleRow, frame_index: int, total: int, layout: Layout) -> Image.Image:
     """One rendered frame: header band, picture with boxes (held ones faded), footer band."""
     picture = Image.fromarray(frame).convert("RGB").resize((layout.width, layout.picture_height),
                                                             Image.Resampling.LANCZOS)
@@ -150,20 +151,20 @@ def _text_lines(draw: ImageDraw.ImageDraw, layout: Layout, lines: list[tuple[str
         draw.text((6, top + layout.line_height // 4 + n * layout.line_height), text, fill=colour, font=layout.font)
 
 
-def sample_frames(row: dict[str, Any]) -> list[tuple[int, np.ndarray]]:
+def sample_frames(row: SampleRow) -> list[tuple[int, np.ndarray]]:
     """Every decodable frame of the sample's media, in order; raises RenderError."""
     media = media_of(row)
     if media is None:
         raise RenderError(f"sample {row['sample_id']}: media not embedded and source file not found")
     count = 1 if row["media_type"] == "image" else max(1, int(row.get("num_frames") or 1))
     try:
-        frames = decode_frames(media, row["media_type"], range(count))
-    except FrameError as err:
-        raise RenderError(f"sample {row['sample_id']}: media does not decode: {err}") from err
-    return sorted(frames.items())
+        decoded = decode_frames(media, row["sample_id"], range(count), decoder="pyav", on_missing="drop")
+    except MediaError as err:
+        raise RenderError(f"sample {row['sample_id']}: media does not decode: {err.reason}") from err
+    return list(zip(decoded.indices.tolist(), decoded.frames, strict=True))
 
 
-def render_frames(row: dict[str, Any], max_side: int = 480) -> tuple[list[Image.Image], Layout]:
+def render_frames(row: SampleRow, max_side: int = 480) -> tuple[list[Image.Image], Layout]:
     """The rendered frames of a row dict (media included) and the layout they share."""
     frames = sample_frames(row)
     height, width = frames[0][1].shape[:2]
@@ -195,12 +196,12 @@ def save_gif(frames: list[Image.Image], path: Path, fps: float, exact: Sequence[
 
 def save_mp4(frames: list[Image.Image], path: Path, fps: float) -> None:
     """H.264 MP4 through PyAV (odd sizes are rounded down to even by the encoder helper)."""
-    from instvl.datasets.clips import encode_mp4
+    from instvl.media.encode import encode_mp4
 
     path.write_bytes(encode_mp4((np.asarray(f) for f in frames), fps, crf=18))
 
 
-def render_sample(row: dict[str, Any], path: str | Path, *, format: RenderFormat | None = None,
+def render_sample(row: SampleRow, path: str | Path, *, format: RenderFormat | None = None,
                   fps: float | None = None, max_side: int = 480) -> Path:
     """Write the render of a row dict to `path` (GIF or MP4, from `format` or the suffix); returns it."""
     path = Path(path)
@@ -211,13 +212,14 @@ def render_sample(row: dict[str, Any], path: str | Path, *, format: RenderFormat
     if kind == "mp4":
         save_mp4(frames, path, rate)
     else:
-        exact = [BAND_COLOUR, TEXT_COLOUR] + [instance_colour(i["instance_id"]) for i in row.get("instances") or []]
+        palette = [instance_colour(i["instance_id"]).rgb for i in row.get("instances") or []]
+        exact = [BAND_COLOUR, TEXT_COLOUR, *palette]
         save_gif(frames, path, rate, exact)
     log.info("rendered %s (%d frames) to %s", row["sample_id"], len(frames), path)
     return path
 
 
-def find_row(root: str | Path, sample_id: str) -> dict[str, Any]:
+def find_row(root: str | Path, sample_id: str) -> SampleRow:
     """The full row of `sample_id` (only the row group that holds it is read with its media)."""
     reader = ShardReader(root, columns=["sample_id"])
     for piece in reader.pieces():
@@ -235,7 +237,8 @@ def render_samples(root: str | Path, sample_ids: Sequence[str] | None = None, co
 
     Samples that cannot be rendered (no media, undecodable) are logged and skipped.
     """
-    out = Path(out_dir) if out_dir is not None else Path(root) / RENDERS_DIR
+    out = Path(out_dir) if out_dir is not None else Path(root) / layout.RENDERS_DIR
+    rows: Iterator[SampleRow]
     if sample_ids is not None:
         rows = (find_row(root, sample_id) for sample_id in sample_ids)
     else:
@@ -249,7 +252,7 @@ def render_samples(root: str | Path, sample_ids: Sequence[str] | None = None, co
     return written
 
 
-def _first_rows(root: str | Path, count: int) -> Iterator[dict[str, Any]]:
+def _first_rows(root: str | Path, count: int) -> Iterator[SampleRow]:
     if count <= 0:
         return
     for n, row in enumerate(ShardReader(root, batch_rows=min(count, 16)).iter_rows()):
@@ -261,7 +264,7 @@ def _first_rows(root: str | Path, count: int) -> Iterator[dict[str, Any]]:
 def main(cfg: RenderConfig) -> int:
     """Render `cfg.sample_id` of `cfg.root` and print where it went."""
     kind = cfg.format or ("mp4" if (cfg.output or "").lower().endswith(".mp4") else "gif")
-    output = Path(cfg.output) if cfg.output else Path(cfg.root) / RENDERS_DIR / f"{cfg.sample_id}.{kind}"
+    output = Path(cfg.output) if cfg.output else Path(cfg.root) / layout.RENDERS_DIR / f"{cfg.sample_id}.{kind}"
     try:
         row = find_row(cfg.root, cfg.sample_id)
         path = render_sample(row, output, format=kind, fps=cfg.fps, max_side=cfg.max_side)

@@ -20,14 +20,17 @@ import numpy as np
 from PIL import Image
 
 from instvl import __version__
-from instvl.datasets.draw import draw_trajectories, instance_colour, instance_hex, label_text_colour
-from instvl.datasets.frames import FrameError, decode_frames, evenly_spaced, media_of
-from instvl.datasets.inspect import DatasetStats, InspectConfig, Table, stats_tables
+from instvl.datasets import layout
+from instvl.datasets.draw import draw_trajectories
 from instvl.datasets.reader import ShardReader
+from instvl.geometry import instance_colour, instance_hex, label_text_colour
+from instvl.media.decode import decode_frames, media_of
+from instvl.media.fetch import MediaError
 
 log = logging.getLogger(__name__)
 
-RENDERS_DIR = "renders"
+Table = tuple[str, list[str], list[list[object]]]
+"""A titled table: (title, column headers, rows), as `inspect.stats_tables` makes them."""
 RENDER_SUFFIXES = (".gif", ".mp4", ".webm")
 
 
@@ -50,6 +53,14 @@ def frames_to_show(row: dict[str, Any], count: int) -> list[int]:
     boxed = sorted({i for inst in row.get("instances") or [] for i in inst["trajectory"]["frame_index"] or []})
     candidates = boxed or list(range(max(1, row.get("num_frames") or 1)))
     return evenly_spaced(candidates, count)
+
+
+def evenly_spaced(indices: list[int], count: int) -> list[int]:
+    """Up to `count` entries of `indices` spread evenly from the first to the last."""
+    if len(indices) <= count:
+        return list(indices)
+    positions = np.linspace(0, len(indices) - 1, count).round().astype(int)
+    return [indices[p] for p in dict.fromkeys(positions.tolist())]
 
 
 def scale_to_width(frame: np.ndarray, width: int) -> Image.Image:
@@ -78,11 +89,13 @@ def build_card(row: dict[str, Any], frames_per_sample: int, thumb_width: int, re
         card.note = "media not embedded and source file not found: no thumbnails"
     else:
         try:
-            frames = decode_frames(media, row["media_type"], frames_to_show(row, frames_per_sample))
-            card.thumbnails = [(i, thumbnail_uri(draw_trajectories(scale_to_width(f, thumb_width), instances, i)))
-                               for i, f in sorted(frames.items())]
-        except FrameError as err:
-            card.note = f"media does not decode: {err}"
+            decoded = decode_frames(media, row["sample_id"], frames_to_show(row, frames_per_sample),
+                                    decoder="pyav", on_missing="drop")
+            for i, frame in zip(decoded.indices.tolist(), decoded.frames, strict=True):
+                drawn = draw_trajectories(scale_to_width(frame, thumb_width), instances, i)
+                card.thumbnails.append((i, thumbnail_uri(drawn)))
+        except MediaError as err:
+            card.note = f"media does not decode: {err.reason}"
     card.render_href = find_render(render_dir, row["sample_id"])
     return card
 
@@ -91,7 +104,7 @@ def find_render(render_dir: Path | None, sample_id: str) -> str | None:
     """Relative link to a render of the sample beside the report, if one exists."""
     for suffix in RENDER_SUFFIXES if render_dir is not None else ():
         if (render_dir / f"{sample_id}{suffix}").is_file():
-            return f"{RENDERS_DIR}/{sample_id}{suffix}"
+            return f"{layout.RENDERS_DIR}/{sample_id}{suffix}"
     return None
 
 
@@ -145,7 +158,7 @@ def card_html(card: SampleCard) -> str:
 
 
 def _ink(instance_id: int) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*label_text_colour(instance_colour(instance_id)))
+    return "#{:02x}{:02x}{:02x}".format(*label_text_colour(instance_colour(instance_id).rgb))
 
 
 def render_html(title: str, subtitle: str, tables: list[Table], cards: list[SampleCard]) -> str:
@@ -157,15 +170,16 @@ def render_html(title: str, subtitle: str, tables: list[Table], cards: list[Samp
         gallery="\n".join(card_html(c) for c in cards) or '<p class="note">no samples</p>')
 
 
-def write_report(cfg: InspectConfig, stats: DatasetStats) -> Path:
-    """Write the report for `cfg` (default ROOT/report.html) and return its path."""
-    path = Path(cfg.html) if cfg.html else Path(cfg.root) / "report.html"
-    cards = build_cards(cfg.root, cfg.num_samples, cfg.frames_per_sample, cfg.thumb_width,
-                        path.parent / RENDERS_DIR)
-    title = cfg.title or f"InstVL dataset: {Path(cfg.root).resolve().name}"
-    subtitle = (f"{Path(cfg.root).resolve()} | {stats.samples} samples, {stats.instances} instances | "
+def write_report(path: Path, root: str | Path, tables: list[Table], *, samples: int, instances: int,
+                 num_samples: int = 8, frames_per_sample: int = 4, thumb_width: int = 240,
+                 title: str | None = None) -> Path:
+    """Write the report of the dataset at `root` to `path`: its statistics `tables` (with the `samples`
+    and `instances` totals in the subtitle) and cards of its first `num_samples` samples."""
+    cards = build_cards(root, num_samples, frames_per_sample, thumb_width, path.parent / layout.RENDERS_DIR)
+    title = title or f"InstVL dataset: {Path(root).resolve().name}"
+    subtitle = (f"{Path(root).resolve()} | {samples} samples, {instances} instances | "
                 f"generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by instvl {__version__}")
-    page = render_html(title, subtitle, stats_tables(stats, cfg.top_phrases), cards)
+    page = render_html(title, subtitle, tables, cards)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     log.info("wrote %s (%d sample cards)", path, len(cards))

@@ -2,7 +2,14 @@
 
 Only types that pyarrow, pandas, DuckDB, polars and Hugging Face `datasets` all read are used:
 no Parquet `map` (key/value pairs are `list<struct<key, value>>`), boxes are `fixed_size_list<float32, 4>`.
+
+The `*Row` TypedDicts beside SCHEMA type the row dicts that `to_pylist()` gives readers (a test keeps their
+fields equal to SCHEMA's). They are not total: a reader that selects columns gets only those keys, and
+`row.get("qc") or {}` stays well typed. `records.Sample` is the typed record for code outside the hot path.
 """
+
+from datetime import datetime
+from typing import TypedDict
 
 import pyarrow as pa
 
@@ -28,7 +35,7 @@ SOURCE = pa.struct([
 ])
 
 TRAJECTORY = pa.struct([
-    ("frame_index", pa.list_(pa.int32())),   # indices into the clip's frames, strictly increasing
+    ("frame_index", pa.list_(pa.int32())),   # clip frames (records.FrameSpace.CLIP), strictly increasing
     ("box", pa.list_(BOX)),                  # xyxy normalised to [0, 1], one per frame_index
     ("mask_rle", pa.list_(pa.string())),     # COCO RLE counts at (height, width); empty when not kept
     ("score", pa.list_(pa.float32())),       # per-frame tracker/detector confidence
@@ -73,6 +80,69 @@ SCHEMA = pa.schema([
     pa.field("provenance", PROVENANCE),
     pa.field("split", pa.string()),
 ])
+
+
+# The row dicts of SCHEMA, struct by struct: same fields, order and types (tests/datasets/test_schema.py).
+
+class SourceRow(TypedDict, total=False):
+    uri: str | None
+    sha256: str | None
+    clip_start_s: float | None
+    clip_end_s: float | None
+
+
+class TrajectoryRow(TypedDict, total=False):
+    frame_index: list[int]   # clip frames (records.FrameSpace.CLIP)
+    box: list[list[float]]
+    mask_rle: list[str]
+    score: list[float]
+
+
+class InstanceRow(TypedDict, total=False):
+    instance_id: int
+    phrase: str
+    caption: str
+    score: float
+    trajectory: TrajectoryRow
+
+
+class QCRow(TypedDict, total=False):
+    status: str
+    reviewer: str | None
+    reviewed_at: datetime | None
+    task_id: int | None
+    route_reasons: list[str]
+
+
+class KeyValueRow(TypedDict, total=False):
+    key: str
+    value: str
+
+
+class ProvenanceRow(TypedDict, total=False):
+    instvl_version: str
+    config_hash: str | None
+    models: list[KeyValueRow]
+    created_at: datetime
+
+
+class SampleRow(TypedDict, total=False):
+    """One SCHEMA row, as `pyarrow.Table.to_pylist()` gives it."""
+
+    sample_id: str
+    media_type: str
+    source: SourceRow
+    width: int
+    height: int
+    fps: float | None
+    num_frames: int
+    media_format: str | None
+    media: bytes | None
+    global_caption: str
+    instances: list[InstanceRow]
+    qc: QCRow
+    provenance: ProvenanceRow
+    split: str
 
 
 def schema_with_metadata(config_json: str | None = None) -> pa.Schema:

@@ -5,7 +5,7 @@ media bytes only with `check_media`), so memory stays flat however large the dat
 
     report = validate_dataset("out/synth")
     for violation in report.errors:
-        print(violation)   # shards/shard-00000-000.parquet: sample s-00003 instance 2: frame 4: box ... has x0 > x1
+        print(violation)   # shards/shard-00000-000.parquet: sample s-00003 instance 2: frame 4: box ...
 """
 
 import json
@@ -20,11 +20,19 @@ import pyarrow.parquet as pq
 
 from instvl.config import BaseConfig
 from instvl.datasets import layout
-from instvl.datasets.frames import FrameError, decode_frames, media_of
 from instvl.datasets.invariants import ROW_COLUMNS, ROW_RULES, check_row
-from instvl.datasets.manifest import sha256_file
-from instvl.datasets.schema import METADATA_VERSION_KEY, QUARANTINE_SCHEMA, SCHEMA, SCHEMA_VERSION, major
+from instvl.datasets.manifest import ShardEntry, StatsFileError, UnitStats, sha256_file
+from instvl.datasets.schema import (
+    METADATA_VERSION_KEY,
+    QUARANTINE_SCHEMA,
+    SCHEMA,
+    SCHEMA_VERSION,
+    SampleRow,
+    major,
+)
 from instvl.datasets.violations import ValidationReport, Violation
+from instvl.media.decode import decode_frames, media_of
+from instvl.media.fetch import MediaError
 
 __all__ = ["RULES", "ValidateConfig", "ValidationReport", "Violation", "main", "validate_dataset"]
 
@@ -69,8 +77,8 @@ def validate_dataset(root: str | Path, *, check_media: bool = False, max_errors:
     root = Path(root)
     report = ValidationReport(str(root), max_errors=max_errors)
     if not (root / layout.SHARDS_DIR).is_dir():
-        report.add(Violation(str(root), None, None, "layout", f"no {layout.SHARDS_DIR}/ folder: not an InstVL "
-                             "dataset root"))
+        report.add(Violation(str(root), None, None, "layout",
+                             f"no {layout.SHARDS_DIR}/ folder: not an InstVL dataset root"))
         return report
     _check_temp_files(root, report)
     manifest_shards = _check_manifest(root, report)
@@ -95,14 +103,16 @@ def _check_temp_files(root: Path, report: ValidationReport) -> None:
     for folder in (root, root / layout.SHARDS_DIR, root / layout.STATS_DIR, root / layout.QUARANTINE_DIR):
         for path in sorted(folder.glob(f"{layout.TMP_PREFIX}*")) if folder.is_dir() else []:
             report.add(Violation(_rel(root, path), None, None, "temp_file",
-                                 "temporary file left over by an interrupted writer (rerun that unit)", "warning"))
+                                 "temporary file left over by an interrupted writer (rerun that unit)",
+                                 "warning"))
 
 
 def _check_manifest(root: Path, report: ValidationReport) -> dict[str, dict[str, Any]] | None:
     """The manifest's shard entries by path, or None when there is no usable manifest."""
     path = root / layout.MANIFEST
     if not path.is_file():
-        report.add(Violation(layout.MANIFEST, None, None, "manifest", "missing (run write_manifest on the root)"))
+        report.add(Violation(layout.MANIFEST, None, None, "manifest",
+                             "missing (run write_manifest on the root)"))
         return None
     try:
         manifest = json.loads(path.read_text())
@@ -124,20 +134,17 @@ def _check_units(root: Path, report: ValidationReport,
     Returns the shards that exist and the relative paths of every shard a stats file lists.
     """
     existing, listed = [], set()
-    for stats_file in sorted((root / layout.STATS_DIR).glob("*.stats.json")):
-        if stats_file.name.startswith(layout.TMP_PREFIX):
-            continue
+    for stats_file in layout.stats_files(root):
         try:
-            stats = json.loads(stats_file.read_text())
-            entries = list(stats["shards"])
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            report.add(Violation(_rel(root, stats_file), None, None, "stats", f"unreadable stats file ({err!r})"))
+            stats = UnitStats.read(stats_file)
+        except StatsFileError as err:
+            report.add(Violation(_rel(root, stats_file), None, None, "stats", str(err)))
             continue
-        for entry in entries:
-            listed.add(entry["path"])
-            shard = root / entry["path"]
+        for entry in stats.shards:
+            listed.add(entry.path)
+            shard = root / entry.path
             if not shard.is_file():
-                report.add(Violation(entry["path"], None, None, "missing_shard",
+                report.add(Violation(entry.path, None, None, "missing_shard",
                                      f"listed in {stats_file.name} but the file does not exist"))
                 continue
             existing.append(shard)
@@ -146,29 +153,29 @@ def _check_units(root: Path, report: ValidationReport,
     return existing, listed
 
 
-def _check_entry(root: Path, shard: Path, entry: dict, stats_name: str, report: ValidationReport,
+def _check_entry(root: Path, shard: Path, entry: ShardEntry, stats_name: str, report: ValidationReport,
                  manifest_shards: dict | None) -> None:
     rel = _rel(root, shard)
     digest = sha256_file(shard)
-    if digest != entry.get("sha256"):
+    if digest != entry.sha256:
         report.add(Violation(rel, None, None, "checksum", f"sha256 {digest[:12]}... does not match "
-                             f"{stats_name} ({str(entry.get('sha256'))[:12]}...)"))
+                             f"{stats_name} ({entry.sha256[:12]}...)"))
     if manifest_shards is None:
         return
-    listed = manifest_shards.get(entry["path"])
+    listed = manifest_shards.get(entry.path)
     if listed is None:
         report.add(Violation(rel, None, None, "manifest", "finished shard missing from manifest.json "
                              "(run write_manifest on the root)"))
     elif listed.get("sha256") != digest:
         report.add(Violation(rel, None, None, "checksum", f"sha256 {digest[:12]}... does not match "
                              f"manifest.json ({str(listed.get('sha256'))[:12]}...)"))
-    if listed is not None and listed.get("rows") != entry.get("rows"):
+    if listed is not None and listed.get("rows") != entry.rows:
         report.add(Violation(rel, None, None, "row_count", f"manifest.json says {listed.get('rows')} rows, "
-                             f"{stats_name} says {entry.get('rows')}"))
+                             f"{stats_name} says {entry.rows}"))
 
 
-def _check_quarantine(root: Path, stats: dict, stats_name: str, report: ValidationReport) -> None:
-    rel = stats.get("quarantine_path")
+def _check_quarantine(root: Path, stats: UnitStats, stats_name: str, report: ValidationReport) -> None:
+    rel = stats.quarantine_path
     if not rel:
         return
     try:
@@ -184,8 +191,9 @@ def _check_orphans(root: Path, report: ValidationReport, listed_rel: set[str],
                    manifest_shards: dict | None) -> None:
     for path in sorted((root / layout.SHARDS_DIR).glob("*.parquet")):
         if not path.name.startswith(".") and _rel(root, path) not in listed_rel:
-            report.add(Violation(_rel(root, path), None, None, "orphan_shard", "visible shard without a stats "
-                                 "file (an interrupted writer?); readers ignore it, rerun its unit", "warning"))
+            report.add(Violation(_rel(root, path), None, None, "orphan_shard",
+                                 "visible shard without a stats file (an interrupted writer?); readers "
+                                 "ignore it, rerun its unit", "warning"))
     for rel in sorted(set(manifest_shards or {}) - listed_rel):
         report.add(Violation(rel, None, None, "manifest", "listed in manifest.json but in no stats file "
                              "(run write_manifest on the root)"))
@@ -218,13 +226,14 @@ def _check_shard(root: Path, path: Path, report: ValidationReport, seen_ids: dic
         report.add(Violation(rel, None, None, "unreadable", f"row data does not decode ({err})"))
 
 
-def _check_one_row(rel: str, row: dict, report: ValidationReport, seen_ids: dict[str, str],
+def _check_one_row(rel: str, row: SampleRow, report: ValidationReport, seen_ids: dict[str, str],
                    check_media: bool) -> None:
     sample_id = row["sample_id"]
     report.rows += 1
     report.instances += len(row.get("instances") or [])
     if sample_id in seen_ids:
-        report.add(Violation(rel, sample_id, None, "sample_id_unique", f"sample id also used in {seen_ids[sample_id]}"))
+        report.add(Violation(rel, sample_id, None, "sample_id_unique",
+                             f"sample id also used in {seen_ids[sample_id]}"))
     else:
         seen_ids[sample_id] = rel
     for problem in check_row(row):
@@ -238,24 +247,24 @@ def _check_one_row(rel: str, row: dict, report: ValidationReport, seen_ids: dict
 def _check_row_count(root: Path, path: Path, rows: int, report: ValidationReport) -> None:
     stats_file = layout.stats_path(root, _unit_of(path))
     try:
-        entries = {e["path"]: e for e in json.loads(stats_file.read_text())["shards"]}
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        entries = {e.path: e.rows for e in UnitStats.read(stats_file).shards}
+    except StatsFileError:
         return  # already reported as a stats problem
-    expected = entries.get(_rel(root, path), {}).get("rows")
+    expected = entries.get(_rel(root, path))
     if expected != rows:
         report.add(Violation(_rel(root, path), None, None, "row_count",
                              f"file holds {rows} rows, {stats_file.name} says {expected}"))
 
 
-def check_media_size(row: dict[str, Any]) -> str | None:
+def check_media_size(row: SampleRow) -> str | None:
     """Decode the first frame of the row's media and compare its size with width x height."""
     media = media_of(row)
     if media is None:
         return None  # neither embedded bytes nor a local file: nothing to decode
     try:
-        frame = decode_frames(media, row["media_type"], [0])[0]
-    except (FrameError, KeyError) as err:
-        return f"media does not decode: {err}"
+        frame = decode_frames(media, str(row.get("sample_id")), [0], decoder="pyav").frames[0]
+    except MediaError as err:
+        return f"media does not decode: {err.reason}"
     height, width = frame.shape[:2]
     if (width, height) != (row.get("width"), row.get("height")):
         return f"first frame is {width}x{height} but the row says {row.get('width')}x{row.get('height')}"

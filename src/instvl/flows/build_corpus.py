@@ -3,10 +3,11 @@
     instvl build media/ out/corpus --config annotate/tiny
     instvl build s3://bucket/videos out/corpus --config annotate/gpu        # Ray, one GPU per unit
 
-The flow plans the input into units (one output shard's worth of files each), skips units whose stats
-file exists, maps one task per remaining unit (never one per video: a Prefect server struggles with
-very many task runs) and rebuilds the manifest. A unit task retries with backoff; a unit that still
-fails is reported and makes the command exit non-zero; its files are simply redone on the next run.
+`main` plans the input into units (one output shard's worth of files each, OUT/plan.json); the flow
+reads that plan, skips units whose stats file exists, maps one task per remaining unit (never one per
+video: a Prefect server struggles with very many task runs) and rebuilds the manifest. A unit task
+retries with backoff; a unit that still fails is reported and makes the command exit non-zero; its
+files are simply redone on the next run.
 With no PREFECT_API_URL the flow runs on Prefect's embedded server, offline; library logs
 (`instvl.*`) appear in the run's logs. Captions are cached in `out.cache_dir` (default OUTPUT/.cache):
 point several builds at one folder to re-use captions after changes that do not touch the captioner.
@@ -38,22 +39,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from instvl.annotate.config import AnnotateConfig
-from instvl.annotate.plan import PlanError, make_plan
-from instvl.annotate.run import summarize
+from instvl.annotate.plan import make_plan, plan_or_report
+from instvl.datasets.manifest import summarize
+from instvl.flows.config import BuildConfig
 from instvl.flows.prefect_env import attach_library_logs, configure_environment, ensure_api_server
-
-__all__ = ["BuildConfig", "build_corpus", "main"]
 
 log = logging.getLogger(__name__)
 
-BuildConfig = AnnotateConfig
-"""`instvl build` takes the annotation config; its `flow` section sets runner, retries and progress."""
+
+def build_corpus(cfg: BuildConfig) -> dict[str, Any]:
+    """Plan the input (extending OUT/plan.json) and run the flow over the plan; see `run_flow`."""
+    make_plan(cfg)
+    return run_flow(cfg)
 
 
-def build_corpus(cfg: AnnotateConfig) -> dict[str, Any]:
-    """Run the flow and return its summary: units planned and run, failed units with their errors, the
-    manifest and the flow run id (to look the run up in the Prefect UI or client)."""
+def run_flow(cfg: BuildConfig) -> dict[str, Any]:
+    """Run the flow over OUT/plan.json and return its summary: units planned and run, failed units with
+    their errors, the manifest and the flow run id (to look the run up in the Prefect UI or client)."""
     configure_environment()
     ensure_api_server()
     attach_library_logs(os.environ.get("INSTVL_LOG_LEVEL", "INFO"))
@@ -62,16 +64,14 @@ def build_corpus(cfg: AnnotateConfig) -> dict[str, Any]:
     return run_build_flow(cfg.model_dump(mode="json"))
 
 
-def main(cfg: AnnotateConfig) -> int:
-    try:
-        plan = make_plan(cfg)
-    except PlanError as err:
-        print(f"instvl build: {err}", file=sys.stderr)
+def main(cfg: BuildConfig) -> int:
+    plan = plan_or_report(cfg, "instvl build")
+    if plan is None:
         return 2
     from instvl.flows.progress import BuildProgress
 
     with BuildProgress(cfg.output, plan.num_sources, enabled=cfg.flow.progress):
-        summary = build_corpus(cfg)
+        summary = run_flow(cfg)
     print(summarize(summary["manifest"], Path(cfg.output)))
     for unit_id, error in summary["failed"].items():
         print(f"FAILED {unit_id}: {error}  (rerun the same command to retry it)", file=sys.stderr)

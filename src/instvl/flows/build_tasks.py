@@ -8,38 +8,40 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
 from instvl.annotate.config import AnnotateConfig
-from instvl.annotate.plan import make_plan
+from instvl.annotate.plan import require_plan
 from instvl.annotate.units import run_unit
-from instvl.datasets.manifest import unit_done, write_manifest
+from instvl.datasets.manifest import UnitStats, unit_done, write_manifest
+from instvl.flows.config import BuildConfig
 from instvl.flows.prefect_env import attach_library_logs
 from instvl.flows.runners import RunnerConfig, build_task_runner, task_resources
 
 
 # Our stats files decide what is skipped, not Prefect's cache: NO_CACHE also avoids hashing inputs.
 @task(cache_policy=NO_CACHE, task_run_name="unit {unit_id}")
-def annotate_unit(config: dict[str, Any], unit_id: str) -> dict[str, Any]:
+def annotate_unit(config: dict[str, Any], unit_id: str) -> UnitStats:
     """One unit: its files annotated and written as one shard (idempotent: a done unit is skipped)."""
     # Workers on other machines lack the driver's logging settings file; this attaches the handler anyway.
     attach_library_logs(os.environ.get("INSTVL_LOG_LEVEL", "INFO"))
     stats = run_unit(AnnotateConfig.model_validate(config), unit_id)
-    get_run_logger().info("%s: %d samples, %d quarantined", unit_id, stats.get("rows", 0),
-                          stats.get("quarantined", 0))
+    get_run_logger().info("%s: %d samples, %d quarantined", unit_id, stats.rows, stats.quarantined)
     return stats
 
 
 @flow(name="build-corpus", log_prints=True)
 def build_corpus_flow(config: dict[str, Any]) -> dict[str, Any]:
-    """Plan, map the pending units, collect failures, rebuild the manifest."""
-    cfg = AnnotateConfig.model_validate(config)
+    """Read the plan (made by the caller: the input is listed once), map the pending units, collect
+    failures, rebuild the manifest."""
+    cfg = BuildConfig.model_validate(config)
     logger = get_run_logger()
-    plan = make_plan(cfg)
+    plan = require_plan(cfg.output)
+    unit_config = cfg.annotation().model_dump(mode="json")
     pending = [u.unit_id for u in plan.units if not unit_done(cfg.output, u.unit_id)]
     logger.info("%d units planned, %d to do", len(plan.units), len(pending))
     unit_task = annotate_unit.with_options(
         retries=cfg.flow.retries, retry_delay_seconds=_backoff(cfg.flow.retry_delay_s, cfg.flow.retries))
     failed: dict[str, str] = {}
     with task_resources(cfg.flow.runner):
-        futures = [unit_task.submit(config, unit_id) for unit_id in pending]
+        futures = [unit_task.submit(unit_config, unit_id) for unit_id in pending]
     for unit_id, future in zip(pending, futures, strict=True):
         future.wait()
         if future.state.is_failed() or future.state.is_crashed():

@@ -51,13 +51,13 @@ def make_media(cfg: DemoConfig) -> Path:
 
 
 def build(cfg: DemoConfig, media: Path) -> Path:
-    from instvl.annotate.config import AnnotateConfig
-    from instvl.annotate.run import summarize
+    from instvl.datasets.manifest import summarize
     from instvl.flows.build_corpus import build_corpus
+    from instvl.flows.config import BuildConfig
 
     corpus = Path(cfg.output) / "corpus"
-    annotate = load_config(AnnotateConfig, cfg.annotate_preset, [f"input='{media}'", f"output='{corpus}'"])
-    summary = build_corpus(annotate)
+    build_cfg = load_config(BuildConfig, cfg.annotate_preset, [f"input='{media}'", f"output='{corpus}'"])
+    summary = build_corpus(build_cfg)
     print(summarize(summary["manifest"], corpus))
     if summary["failed"]:
         raise RuntimeError(f"units failed: {summary['failed']}")
@@ -73,22 +73,19 @@ def check(cfg: DemoConfig, corpus: Path) -> None:
     print(report.summary())
     if not report.ok:
         raise RuntimeError(f"{corpus}: validation failed")
-    fields = InspectConfig.model_fields
-    extra = {"renders": cfg.renders} if "renders" in fields else {}
-    inspect_main(InspectConfig(root=str(corpus), **extra))
+    inspect_main(InspectConfig(root=str(corpus), renders=cfg.renders))
 
 
 def train_and_eval(cfg: DemoConfig, corpus: Path) -> None:
-    from instvl.train.evaluate import EvalConfig
+    from instvl.train.config import EvalConfig, TrainConfig
     from instvl.train.evaluate import main as eval_main
-    from instvl.train.run import TrainConfig
-    from instvl.train.run import main as train_main
+    from instvl.train.main import main as train_main
 
     run_dir = Path(cfg.output) / "run"
     overrides = [f"data.root='{corpus}'", f"run.output_dir='{run_dir}'", f"optim.steps={cfg.train_steps}",
                  f"run.ckpt_every={cfg.train_steps}", "data.split=null"]
     train_main(load_config(TrainConfig, cfg.train_preset, overrides))
-    eval_overrides = [*overrides, f"checkpoint='{run_dir}'", "eval_split=null"]
+    eval_overrides = [*overrides, f"checkpoint='{run_dir}'", "eval.split=null"]
     eval_main(load_config(EvalConfig, cfg.train_preset, eval_overrides))
 
 

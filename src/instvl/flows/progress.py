@@ -1,18 +1,17 @@
 """A progress bar for builds whose work happens in other threads or processes (Prefect, Ray).
 
-Units report to small files (`OUT/.progress/<unit>.json`, removed when the unit finishes) and their
+Running units report through the progress files of `annotate.progress`, finished ones through their
 stats files; a background thread sums both once a second into a tqdm bar with samples/s and ETA.
 """
 
-import json
-import shutil
 import sys
 import threading
 from pathlib import Path
 from types import TracebackType
 
-from instvl.annotate.units import PROGRESS_DIR, read_progress
+from instvl.annotate.progress import read_progress, reset_progress
 from instvl.datasets import layout
+from instvl.datasets.manifest import StatsFileError, UnitStats
 
 
 class BuildProgress:
@@ -25,7 +24,7 @@ class BuildProgress:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> "BuildProgress":
-        shutil.rmtree(self.root / PROGRESS_DIR, ignore_errors=True)  # leftovers of a killed run
+        reset_progress(self.root)  # leftovers of a killed run
         if self.enabled:
             self._thread = threading.Thread(target=self._run, name="build-progress", daemon=True)
             self._thread.start()
@@ -40,16 +39,14 @@ class BuildProgress:
         """(files done, samples written) over finished and running units."""
         done = samples = 0
         finished = set()
-        for path in (self.root / layout.STATS_DIR).glob("*.stats.json"):
-            if path.name.startswith(layout.TMP_PREFIX):
-                continue
+        for path in layout.stats_files(self.root):
             try:
-                stats = json.loads(path.read_text())
-            except (OSError, ValueError):
+                stats = UnitStats.read(path)
+            except StatsFileError:
                 continue  # being replaced right now; counted on the next tick
-            finished.add(stats.get("unit_id"))
-            samples += stats.get("rows", 0)
-            done += stats.get("sources", 0)
+            finished.add(stats.unit_id)
+            samples += stats.rows
+            done += stats.sources or 0
         running_done, running_samples = read_progress(self.root, finished)
         return done + running_done, samples + running_samples
 

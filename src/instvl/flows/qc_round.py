@@ -12,33 +12,19 @@ deployment can schedule pulls.
 
 import logging
 import sys
-from dataclasses import asdict
-from typing import Any, Literal
-
-from pydantic import Field
+from typing import Any
 
 from instvl.flows.prefect_env import configure_environment, ensure_api_server
-from instvl.qa.settings import QASettings
+from instvl.qa.round import QCRoundConfig
 
 log = logging.getLogger(__name__)
-
-
-class QCRoundConfig(QASettings):
-    """The `qa/local` sections plus the round's stage and its dataset roots."""
-
-    stage: Literal["push", "pull"] = "push"
-    root: str
-    """The dataset root under review."""
-    output: str | None = None
-    """The new dataset version the pull stage writes (required for pull)."""
-    retries: int = Field(3, ge=0)
-    retry_delay_s: float = Field(5.0, ge=0)
 
 
 def run_qc_round(cfg: QCRoundConfig) -> dict[str, Any]:
     """Run the stage's flow and return its summary."""
     if cfg.stage == "pull" and not cfg.output:
-        raise ValueError("the pull stage needs an output dataset root (instvl qa round ROOT OUT --stage pull)")
+        raise ValueError("the pull stage needs an output dataset root "
+                         "(instvl qa round ROOT OUT --stage pull)")
     configure_environment()
     ensure_api_server()
     from instvl.flows.qc_tasks import qc_pull_flow, qc_push_flow
@@ -55,7 +41,3 @@ def main(cfg: QCRoundConfig) -> int:
         return 1
     print(" ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (dict, list))))
     return 0
-
-
-def summary_dict(summary: Any) -> dict[str, Any]:
-    return asdict(summary) if hasattr(summary, "__dataclass_fields__") else dict(summary)

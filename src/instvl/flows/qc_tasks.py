@@ -5,17 +5,15 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from instvl.flows.qc_round import QCRoundConfig, summary_dict
 from instvl.qa.pull import PullConfig, pull_dataset
 from instvl.qa.push import PushConfig, push_dataset
 from instvl.qa.report import ReportConfig
 from instvl.qa.report import main as report_main
-
-_QA_SECTIONS = ("server", "serve", "routing", "push", "pull")
+from instvl.qa.round import QCRoundConfig, summary_dict
 
 
 def _sections(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: config[k] for k in _QA_SECTIONS}
+    return QCRoundConfig.model_validate(config).sections()
 
 
 @task(cache_policy=NO_CACHE, task_run_name="push {root}")

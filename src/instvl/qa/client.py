@@ -42,8 +42,10 @@ class ClientConfig(BaseConfig):
     """Name of the environment variable holding the API token (legacy token or personal access token)."""
     timeout_s: float = Field(30.0, gt=0)
     """Per-request timeout."""
-    document_root: str = "/"
-    """The server's LOCAL_FILES_DOCUMENT_ROOT; pushed media must lie under it."""
+    document_root: str | None = None
+    """The server's review-media folder (its LOCAL_FILES_DOCUMENT_ROOT): push links media into it, and
+    every reviewer can read all of it. Null: `<serve.data_dir>-media`. Never `/`, the home folder, or a
+    folder holding the server's data dir or template cache (refused, see `qa.server.check_document_root`)."""
     video_project: str = Field("instvl-video", min_length=3, max_length=40)
     """Title prefix of the projects holding video review tasks (one per frame rate: '-8fps' is appended)."""
     image_project: str = Field("instvl-image", min_length=3, max_length=50)
@@ -175,7 +177,8 @@ class LabelStudioClient:
                             json=tasks)
         return list(body.get("task_ids") or [])
 
-    def tasks(self, project_id: int, sample_id: str | None = None, fields: str = "all") -> list[dict[str, Any]]:
+    def tasks(self, project_id: int, sample_id: str | None = None,
+              fields: str = "all") -> list[dict[str, Any]]:
         """Tasks of a project, optionally only those whose data.sample_id equals `sample_id`."""
         params: dict[str, Any] = {"project": project_id, "fields": fields}
         if sample_id is not None:

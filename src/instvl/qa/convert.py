@@ -1,13 +1,21 @@
 """Our instances <-> Label Studio results: VideoRectangle tracks for clips, RectangleLabels for images.
 
-Label Studio counts frames from 1 and gives boxes as x, y, width, height in percent of the frame. A
-video track is a sequence of keyframes (one per annotated frame of ours); the keyframe before a gap
-and the last one are `enabled: false`, so interpolation never bridges a gap or runs past the track.
-Every keyframe carries `rotation: 0` (the interpolated export fails without it). Region ids are
-`i<instance_id>`; a per-region TextArea with the same id holds the instance caption.
+Label Studio counts frames from 1 (Label Studio frame = clip frame + 1) and gives boxes as x, y, width,
+height in percent of the frame. A video track is a sequence of keyframes (one per annotated frame of
+ours); the keyframe before a gap and the last one are `enabled: false`, so interpolation never bridges a
+gap or runs past the track. Every keyframe carries `rotation: 0` (the interpolated export fails without
+it). Region ids are `i<instance_id>`; a per-region TextArea with the same id holds the instance caption.
+
+Our side is the record: an `Instance` with its clip-frame `Trajectory` becomes regions, and a reviewed
+region becomes a `Trajectory` again (reviewed boxes, score 1, no masks: a mask no longer matches a box
+the reviewer moved).
 """
 
+from dataclasses import dataclass, field
 from typing import Any
+
+from instvl.datasets.records import FrameSpace, Instance, Trajectory
+from instvl.datasets.schema import SampleRow
 
 VIDEO_KEY, IMAGE_KEY = "video", "image"
 BOX_NAME, INSTANCE_CAPTION, GLOBAL_CAPTION, VERDICT = "box", "inst_caption", "global_caption", "verdict"
@@ -36,15 +44,16 @@ def percent_to_box(item: dict[str, Any]) -> list[float]:
     return [min(max(v, 0.0), 1.0) for v in (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))]
 
 
-def trajectory_to_sequence(trajectory: dict[str, Any], fps: float) -> list[dict[str, Any]]:
-    """Keyframes of one track: 1-based frames, percent boxes, gaps and the end marked `enabled: false`."""
-    frames = [int(i) for i in trajectory.get("frame_index") or []]
-    boxes = trajectory.get("box") or []
+def trajectory_to_sequence(trajectory: Trajectory, fps: float) -> list[dict[str, Any]]:
+    """Keyframes of one clip-frame track: 1-based frames, percent boxes, gaps and the end marked
+    `enabled: false`."""
+    trajectory.require_space(FrameSpace.CLIP, "a Label Studio track")
+    frames, boxes = [int(i) for i in trajectory.frame_index], trajectory.box
     sequence = []
     for k, (index, box) in enumerate(zip(frames, boxes, strict=True)):
         last_of_span = k == len(frames) - 1 or frames[k + 1] != index + 1
-        sequence.append({"frame": index + 1, **box_to_percent(box), "rotation": 0, "enabled": not last_of_span,
-                         "time": (index + 1) / fps})
+        sequence.append({"frame": index + 1, **box_to_percent(box), "rotation": 0,
+                         "enabled": not last_of_span, "time": (index + 1) / fps})
     return sequence
 
 
@@ -69,48 +78,55 @@ def interpolate_sequence(sequence: list[dict[str, Any]], frames_count: int) -> d
 
 
 def _lerp(a: dict[str, Any], b: dict[str, Any], t: float) -> dict[str, float]:
-    return {key: float(a.get(key, 0)) + t * (float(b.get(key, 0)) - float(a.get(key, 0))) for key in TRACK_KEYS}
+    return {key: float(a.get(key, 0)) + t * (float(b.get(key, 0)) - float(a.get(key, 0)))
+            for key in TRACK_KEYS}
 
 
-def sequence_to_trajectory(sequence: list[dict[str, Any]], num_frames: int) -> tuple[list[int], list[list[float]]]:
-    """0-based frame indices and xyxy boxes of a (keyframe or interpolated) sequence, inside the clip."""
+def sequence_to_trajectory(sequence: list[dict[str, Any]], num_frames: int) -> Trajectory:
+    """The clip-frame trajectory of a (keyframe or interpolated) sequence, inside the clip."""
     covered = interpolate_sequence(sequence, num_frames)
     frames = [f for f in covered if 1 <= f <= num_frames and covered[f]["width"] and covered[f]["height"]]
-    return [f - 1 for f in frames], [percent_to_box(covered[f]) for f in frames]
+    return reviewed_trajectory([f - 1 for f in frames], [percent_to_box(covered[f]) for f in frames])
+
+
+def reviewed_trajectory(frames: list[int], boxes: list[list[float]]) -> Trajectory:
+    """A trajectory a reviewer drew or corrected: clip frames, score 1 on every frame, no masks."""
+    return Trajectory(frame_index=frames, box=boxes, score=[1.0] * len(frames), space=FrameSpace.CLIP)
 
 
 def _text(region: str, name: str, to_name: str, text: str) -> dict[str, Any]:
-    return {"id": region, "from_name": name, "to_name": to_name, "type": "textarea", "value": {"text": [text]}}
+    return {"id": region, "from_name": name, "to_name": to_name, "type": "textarea",
+            "value": {"text": [text]}}
 
 
-def video_regions(inst: dict[str, Any], num_frames: int, fps: float) -> list[dict[str, Any]]:
+def video_regions(inst: Instance, num_frames: int, fps: float) -> list[dict[str, Any]]:
     """The VideoRectangle track of one instance and its caption."""
-    region = region_id(inst["instance_id"])
-    value = {"framesCount": num_frames, "duration": num_frames / fps, "labels": [inst["phrase"]],
-             "sequence": trajectory_to_sequence(inst.get("trajectory") or {}, fps)}
-    return [{"id": region, "from_name": BOX_NAME, "to_name": VIDEO_KEY, "type": "videorectangle", "value": value},
-            _text(region, INSTANCE_CAPTION, VIDEO_KEY, inst.get("caption") or "")]
+    region = region_id(inst.instance_id)
+    value = {"framesCount": num_frames, "duration": num_frames / fps, "labels": [inst.phrase],
+             "sequence": trajectory_to_sequence(inst.trajectory, fps)}
+    return [{"id": region, "from_name": BOX_NAME, "to_name": VIDEO_KEY, "type": "videorectangle",
+             "value": value},
+            _text(region, INSTANCE_CAPTION, VIDEO_KEY, inst.caption)]
 
 
-def image_regions(inst: dict[str, Any], width: int, height: int) -> list[dict[str, Any]]:
+def image_regions(inst: Instance, width: int, height: int) -> list[dict[str, Any]]:
     """The rectangle of one image instance and its caption."""
-    region = region_id(inst["instance_id"])
-    boxes = (inst.get("trajectory") or {}).get("box") or []
-    if not boxes:
+    region = region_id(inst.instance_id)
+    if not inst.trajectory.box:
         return []
-    value = {**box_to_percent(boxes[0]), "rotation": 0, "rectanglelabels": [inst["phrase"]]}
+    value = {**box_to_percent(inst.trajectory.box[0]), "rotation": 0, "rectanglelabels": [inst.phrase]}
     return [{"id": region, "from_name": BOX_NAME, "to_name": IMAGE_KEY, "type": "rectanglelabels",
              "original_width": width, "original_height": height, "image_rotation": 0, "value": value},
-            _text(region, INSTANCE_CAPTION, IMAGE_KEY, inst.get("caption") or "")]
+            _text(region, INSTANCE_CAPTION, IMAGE_KEY, inst.caption)]
 
 
-def row_to_result(row: dict[str, Any]) -> list[dict[str, Any]]:
+def row_to_result(row: SampleRow) -> list[dict[str, Any]]:
     """The Label Studio result (used as prediction) of one SCHEMA row: tracks or boxes plus captions."""
     video = row["media_type"] == "video"
     result: list[dict[str, Any]] = []
-    for inst in row.get("instances") or []:
+    for inst in map(Instance.from_row, row.get("instances") or []):
         if video:
-            result += video_regions(inst, int(row["num_frames"]), float(row["fps"]))
+            result += video_regions(inst, int(row["num_frames"]), float(row["fps"] or 0))
         else:
             result += image_regions(inst, int(row["width"]), int(row["height"]))
     to_name = VIDEO_KEY if video else IMAGE_KEY
@@ -121,24 +137,40 @@ def _joined(item: dict[str, Any]) -> str:
     return " ".join(t.strip() for t in item.get("value", {}).get("text") or [] if t.strip())
 
 
-def parse_result(result: list[dict[str, Any]], num_frames: int) -> dict[str, Any]:
-    """A reviewer's result as {verdict, global_caption, regions: {region id: {phrase, frames, boxes, caption}}}."""
-    parsed: dict[str, Any] = {"verdict": None, "global_caption": None, "regions": {}}
+@dataclass
+class Region:
+    """One reviewed region: its label, caption and clip-frame trajectory (None: a caption without a box)."""
+
+    phrase: str | None = None
+    caption: str | None = None
+    trajectory: Trajectory | None = None
+
+
+@dataclass
+class ParsedResult:
+    """A reviewer's result: the verdict, the global caption and the regions by region id."""
+
+    verdict: str | None = None
+    global_caption: str | None = None
+    regions: dict[str, Region] = field(default_factory=dict)
+
+
+def parse_result(result: list[dict[str, Any]], num_frames: int) -> ParsedResult:
+    """A reviewer's result read back into records (see `ParsedResult`)."""
+    parsed = ParsedResult()
     for item in result:
-        name, value, region = item.get("from_name"), item.get("value") or {}, str(item.get("id"))
+        name, value, region_key = item.get("from_name"), item.get("value") or {}, str(item.get("id"))
         if name == VERDICT and value.get("choices"):
-            parsed["verdict"] = value["choices"][0]
+            parsed.verdict = value["choices"][0]
         elif name == GLOBAL_CAPTION:
-            parsed["global_caption"] = _joined(item)
+            parsed.global_caption = _joined(item)
         elif name == INSTANCE_CAPTION:
-            parsed["regions"].setdefault(region, {})["caption"] = _joined(item)
-        elif item.get("type") == "videorectangle":
-            frames, boxes = sequence_to_trajectory(value.get("sequence") or [], num_frames)
-            labels = value.get("labels") or []
-            parsed["regions"].setdefault(region, {}).update(
-                phrase=labels[0] if labels else None, frames=frames, boxes=boxes)
-        elif item.get("type") == "rectanglelabels":
-            labels = value.get("rectanglelabels") or []
-            parsed["regions"].setdefault(region, {}).update(
-                phrase=labels[0] if labels else None, frames=[0], boxes=[percent_to_box(value)])
+            parsed.regions.setdefault(region_key, Region()).caption = _joined(item)
+        elif item.get("type") in ("videorectangle", "rectanglelabels"):
+            video = item["type"] == "videorectangle"
+            labels = value.get("labels" if video else "rectanglelabels") or []
+            region = parsed.regions.setdefault(region_key, Region())
+            region.phrase = labels[0] if labels else None
+            region.trajectory = (sequence_to_trajectory(value.get("sequence") or [], num_frames) if video
+                                 else reviewed_trajectory([0], [percent_to_box(value)]))
     return parsed

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from instvl.qa.convert import instance_id_of, parse_result
+from instvl.datasets.records import Instance, Trajectory
+from instvl.datasets.schema import InstanceRow, ProvenanceRow, QCRow, SampleRow, TrajectoryRow
+from instvl.qa.convert import Region, instance_id_of, parse_result
 
 
 @dataclass
@@ -48,45 +50,44 @@ def review_from_task(task: dict[str, Any], reviewers: dict[int, str]) -> Review 
                   reviewed_at=_timestamp(latest.get("updated_at") or latest.get("created_at")))
 
 
-def same_track(traj: dict[str, Any], frames: list[int], boxes: list[list[float]], tolerance: float) -> bool:
+def same_track(old: TrajectoryRow, reviewed: Trajectory, tolerance: float) -> bool:
     """Same frames and every coordinate within `tolerance`."""
-    if list(traj.get("frame_index") or []) != frames:
+    if list(old.get("frame_index") or []) != reviewed.frame_index:
         return False
-    return all(abs(a - b) <= tolerance for old, new in zip(traj.get("box") or [], boxes, strict=True)
-               for a, b in zip(old, new, strict=True))
+    pairs = zip(old.get("box") or [], reviewed.box, strict=True)
+    return all(abs(a - b) <= tolerance for before, after in pairs for a, b in zip(before, after, strict=True))
 
 
-def merged_instance(old: dict[str, Any] | None, region: dict[str, Any], new_id: int,
-                    tolerance: float) -> tuple[dict[str, Any], bool]:
-    """The reviewed instance and whether it differs from `old` (None for a reviewer-drawn region)."""
-    frames, boxes = region["frames"], region["boxes"]
-    caption = region.get("caption")
+def merged_instance(old: InstanceRow | None, region: Region, reviewed: Trajectory, new_id: int,
+                    tolerance: float) -> tuple[InstanceRow, bool]:
+    """The instance after review of `region` (whose trajectory is `reviewed`) and whether it differs from
+    `old` (None for a reviewer-drawn region)."""
     if old is None:
-        traj = {"frame_index": frames, "box": boxes, "mask_rle": [], "score": [1.0] * len(frames)}
-        return {"instance_id": new_id, "phrase": region.get("phrase") or "", "caption": caption or "",
-                "score": 1.0, "trajectory": traj}, True
-    unchanged = same_track(old["trajectory"], frames, boxes, tolerance)
-    traj = old["trajectory"] if unchanged else {"frame_index": frames, "box": boxes, "mask_rle": [],
-                                                 "score": [1.0] * len(frames)}
-    new = {**old, "phrase": region.get("phrase") or old["phrase"],
-           "caption": caption if caption is not None else old["caption"], "trajectory": traj}
+        drawn = Instance(new_id, region.phrase or "", region.caption or "", reviewed, score=1.0)
+        return drawn.to_row(), True
+    unchanged = same_track(old["trajectory"], reviewed, tolerance)
+    new: InstanceRow = {**old, "phrase": region.phrase or old["phrase"],
+                        "caption": region.caption if region.caption is not None else old["caption"],
+                        "trajectory": old["trajectory"] if unchanged else reviewed.to_row()}
     changed = not unchanged or new["phrase"] != old["phrase"] or new["caption"] != old["caption"]
     return new, changed
 
 
-def reviewed_instances(row: dict[str, Any], regions: dict[str, Any], tolerance: float) -> tuple[list, bool]:
+def reviewed_instances(row: SampleRow, regions: dict[str, Region],
+                       tolerance: float) -> tuple[list[InstanceRow], bool]:
     """The instances after review and whether any was changed, added or removed."""
     old_by_id = {inst["instance_id"]: inst for inst in row.get("instances") or []}
     next_id = max(old_by_id, default=-1) + 1
-    instances, changed, kept = [], False, set()
+    instances: list[InstanceRow] = []
+    changed, kept = False, set()
     for region_key, region in regions.items():
-        if not region.get("frames"):
+        if region.trajectory is None or not region.trajectory.frame_index:
             continue  # a caption without a box: nothing to ground
         instance_id = instance_id_of(region_key)
         old = old_by_id.get(instance_id) if instance_id is not None else None
-        if old is None:
+        if old is None or instance_id is None:
             instance_id, next_id = next_id, next_id + 1
-        inst, differs = merged_instance(old, region, instance_id, tolerance)
+        inst, differs = merged_instance(old, region, region.trajectory, instance_id, tolerance)
         instances.append(inst)
         kept.add(instance_id)
         changed |= differs
@@ -94,7 +95,7 @@ def reviewed_instances(row: dict[str, Any], regions: dict[str, Any], tolerance: 
     return sorted(instances, key=lambda i: i["instance_id"]), changed
 
 
-def log_entry(row: dict[str, Any], merged: dict[str, Any], status: str) -> dict[str, Any]:
+def log_entry(row: SampleRow, merged: SampleRow, status: str) -> dict[str, Any]:
     """Prediction and reviewed version of one sample, for the QC report."""
     before = {i["instance_id"]: i for i in row.get("instances") or []}
     after = {i["instance_id"]: i for i in merged.get("instances") or []}
@@ -102,32 +103,40 @@ def log_entry(row: dict[str, Any], merged: dict[str, Any], status: str) -> dict[
     for instance_id in sorted(set(before) | set(after)):
         old, new = before.get(instance_id), after.get(instance_id)
         instances.append({
-            "instance_id": instance_id, "phrase": (new or old)["phrase"],
+            "instance_id": instance_id, "phrase": (new or old or {}).get("phrase"),
             "caption_before": old and old["caption"], "caption_after": new and new["caption"],
-            "frames_before": old and old["trajectory"]["frame_index"], "boxes_before": old and old["trajectory"]["box"],
-            "frames_after": new and new["trajectory"]["frame_index"], "boxes_after": new and new["trajectory"]["box"]})
-    prov = row.get("provenance") or {}
+            "frames_before": old and old["trajectory"]["frame_index"],
+            "boxes_before": old and old["trajectory"]["box"],
+            "frames_after": new and new["trajectory"]["frame_index"],
+            "boxes_after": new and new["trajectory"]["box"]})
+    prov: ProvenanceRow = row.get("provenance") or {}
     return {"sample_id": row["sample_id"], "media_type": row["media_type"], "status": status,
             "task_id": merged["qc"]["task_id"], "reviewer": merged["qc"]["reviewer"],
             "models": {kv["key"]: kv["value"] for kv in prov.get("models") or []},
-            "global_caption_before": row.get("global_caption"), "global_caption_after": merged["global_caption"],
+            "global_caption_before": row.get("global_caption"),
+            "global_caption_after": merged["global_caption"],
             "instances": instances}
 
 
-def merge_review(row: dict[str, Any], review: Review, tolerance: float,
-                 route_reasons: list[str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def merge_review(row: SampleRow, review: Review, tolerance: float,
+                 route_reasons: list[str] | None = None) -> tuple[SampleRow, dict[str, Any]]:
     """The row after review (new dict) and its review log entry."""
     parsed = parse_result(review.result, int(row.get("num_frames") or 1))
-    qc = {**(row.get("qc") or {}), "reviewer": review.reviewer, "reviewed_at": review.reviewed_at,
-          "task_id": review.task_id}
-    if route_reasons is not None:
-        qc["route_reasons"] = list(route_reasons)
-    if parsed["verdict"] == "reject":
-        merged = {**row, "qc": {**qc, "status": "rejected"}}
+    if route_reasons is None:
+        stored: QCRow = row.get("qc") or {}
+        route_reasons = stored.get("route_reasons") or []
+    if parsed.verdict == "reject":
+        merged: SampleRow = {**row, "qc": reviewed_qc(review, "rejected", route_reasons)}
         return merged, log_entry(row, merged, "rejected")
-    instances, changed = reviewed_instances(row, parsed["regions"], tolerance)
-    caption = parsed["global_caption"] or row.get("global_caption")
+    instances, changed = reviewed_instances(row, parsed.regions, tolerance)
+    caption = parsed.global_caption or row.get("global_caption")
     changed |= caption != row.get("global_caption")
     status = "corrected" if changed else "accepted"
-    merged = {**row, "instances": instances, "global_caption": caption, "qc": {**qc, "status": status}}
+    merged = {**row, "instances": instances, "global_caption": caption or "",
+              "qc": reviewed_qc(review, status, route_reasons)}
     return merged, log_entry(row, merged, status)
+
+
+def reviewed_qc(review: Review, status: str, route_reasons: list[str]) -> QCRow:
+    return {"status": status, "reviewer": review.reviewer, "reviewed_at": review.reviewed_at,
+            "task_id": review.task_id, "route_reasons": list(route_reasons)}

@@ -14,21 +14,19 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from instvl.datasets import layout
 from instvl.datasets.layout import atomic_write_bytes
-from instvl.datasets.manifest import read_unit_stats, unit_done, write_manifest
+from instvl.datasets.manifest import UnitStats, read_unit_stats, unit_done, write_manifest
 from instvl.datasets.reader import ShardReader
-from instvl.datasets.shards import UnitWriter
+from instvl.datasets.writer import UnitWriter
 from instvl.qa.client import LabelStudioClient, LabelStudioError
 from instvl.qa.merge import Review, merge_review, review_from_task
 from instvl.qa.projects import project_title
-from instvl.qa.push import STATE_FILE, load_push_state
+from instvl.qa.push import load_push_state
 from instvl.qa.settings import QASettings
 
 log = logging.getLogger(__name__)
-
-REVIEWS_FILE = "qa/reviews.jsonl"
 
 
 class PullConfig(QASettings):
@@ -80,11 +78,12 @@ def check_output(root: Path, out: Path, units: list[str], overwrite: bool) -> No
         raise FileExistsError(f"{out}: unit(s) {', '.join(done)} already written (set pull.overwrite=true)")
 
 
-def merge_unit(root: Path, out: Path, stats: dict[str, Any], reviews: dict[str, Review], ctx: dict) -> list:
+def merge_unit(root: Path, out: Path, stats: UnitStats, reviews: dict[str, Review], ctx: dict) -> list:
     """Copy one unit to OUT, merging the reviewed rows; returns the review log entries."""
-    shards = [root / shard["path"] for shard in stats["shards"]]
+    shards = [root / shard.path for shard in stats.shards]
     entries = []
-    with UnitWriter(out, stats["unit_id"], config=ctx["config"], overwrite=ctx["overwrite"]) as writer:
+    with UnitWriter(out, stats.unit_id, config=ctx["config"], overwrite=ctx["overwrite"],
+                    sources=stats.sources) as writer:
         for row in ShardReader(shards=shards).iter_rows():
             review = reviews.get(row["sample_id"])
             if review is None:
@@ -103,7 +102,7 @@ def pull_dataset(cfg: PullConfig, client: LabelStudioClient | None = None) -> Pu
     units = read_unit_stats(root)
     if not units:
         raise FileNotFoundError(f"{root}: not a dataset root (no finished units)")
-    check_output(root, out, [u["unit_id"] for u in units], cfg.pull.overwrite)
+    check_output(root, out, [u.unit_id for u in units], cfg.pull.overwrite)
     client = client or cfg.server.build()
     wanted = {r["sample_id"] for r in ShardReader(root, columns=["sample_id"]).iter_rows()}
     reviews = fetch_reviews(client, project_keys(root, cfg), wanted)
@@ -113,9 +112,10 @@ def pull_dataset(cfg: PullConfig, client: LabelStudioClient | None = None) -> Pu
            "reasons": load_push_state(root, client.url).tasks}
     entries = [e for stats in units for e in merge_unit(root, out, stats, reviews, ctx)]
     write_manifest(out)
-    atomic_write_bytes(out / REVIEWS_FILE, "".join(json.dumps(e, default=str) + "\n" for e in entries).encode())
-    if (root / STATE_FILE).is_file():
-        shutil.copyfile(root / STATE_FILE, out / STATE_FILE)
+    atomic_write_bytes(out / layout.REVIEWS_FILE,
+                       "".join(json.dumps(e, default=str) + "\n" for e in entries).encode())
+    if (root / layout.PUSH_STATE_FILE).is_file():
+        shutil.copyfile(root / layout.PUSH_STATE_FILE, out / layout.PUSH_STATE_FILE)
     statuses: dict[str, int] = {}
     for entry in entries:
         statuses[entry["status"]] = statuses.get(entry["status"], 0) + 1

@@ -1,10 +1,11 @@
 """`instvl qa push ROOT`: send routed samples to Label Studio as review tasks with our predictions.
 
-Media are written to ROOT/media/<sample_id>.mp4|.jpg (atomically, once) and served by the server's
-local-files storage, which is confined to that folder. Each task carries `data.sample_id`; a sample
-that already has a task (in the push state or on the server) is never imported again. The push state,
-ROOT/qa/push_state.json, is rewritten atomically after every batch, so a push cut short by the server
-going away resumes where it stopped.
+Media are written to ROOT/media/<sample_id>.mp4|.jpg (atomically, once), then hard-linked (or copied)
+into this dataset's folder under the server's review-media root (`qa.server.review_folder`), the only
+folder the server serves; a local-files storage row on that folder lets reviewers load them. Each task
+carries `data.sample_id`; a sample that already has a task (in the push state or on the server) is
+never imported again. The push state, ROOT/qa/push_state.json, is rewritten atomically after every
+batch, so a push cut short by the server going away resumes where it stopped.
 """
 
 import json
@@ -18,17 +19,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from instvl.datasets import layout
 from instvl.datasets.layout import atomic_write_bytes
 from instvl.datasets.reader import ShardReader
+from instvl.datasets.schema import ProvenanceRow, QCRow, SampleRow
 from instvl.qa.client import LabelStudioClient, LabelStudioUnavailable, chunks
 from instvl.qa.convert import IMAGE_KEY, VIDEO_KEY, row_to_result
 from instvl.qa.projects import ensure_project, project_title
 from instvl.qa.routing import route_row
+from instvl.qa.server import review_folder, review_media_root, stage_file
 from instvl.qa.settings import QASettings
 
 log = logging.getLogger(__name__)
 
-MEDIA_DIR, STATE_FILE = "media", "qa/push_state.json"
 EXTENSIONS = {"mp4": ".mp4", "jpeg": ".jpg", "jpg": ".jpg", "png": ".png"}
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 META_COLUMNS = ["sample_id", "media_type", "width", "height", "fps", "num_frames", "media_format",
@@ -59,7 +62,7 @@ class PushState:
     """sample_id -> task of one server, persisted in ROOT/qa/push_state.json."""
 
     def __init__(self, root: Path, server_url: str):
-        self.path, self.server_url = root / STATE_FILE, server_url
+        self.path, self.server_url = root / layout.PUSH_STATE_FILE, server_url
         self.data: dict[str, Any] = {"version": 1, "servers": {}}
         if self.path.is_file():
             try:
@@ -85,51 +88,64 @@ def load_push_state(root: str | Path, server_url: str) -> PushState:
     return PushState(Path(root), server_url)
 
 
-def model_version(row: dict[str, Any]) -> str:
+class PushRow(SampleRow, total=False):
+    """A selected row and the reasons it goes to review."""
+
+    route_reasons: list[str]
+
+
+def model_version(row: SampleRow) -> str:
     """The provenance of the predictions: the backends and models that made them."""
-    prov = row.get("provenance") or {}
+    prov: ProvenanceRow = row.get("provenance") or {}
     models = ",".join(f"{kv['key']}={kv['value']}" for kv in prov.get("models") or [])
     return (models or f"instvl-{prov.get('instvl_version')}:{prov.get('config_hash')}")[:200]
 
 
-def media_path(root: Path, row: dict[str, Any]) -> Path:
+def media_path(root: Path, row: SampleRow) -> Path:
     """ROOT/media/<sample_id>.<ext>; refuses ids that could name a file outside that folder."""
     sample_id = str(row["sample_id"])
     if not SAFE_ID.match(sample_id):
         raise ValueError(f"{root}: sample_id {sample_id!r} is not a safe file name; cannot write its media")
     fmt = (row.get("media_format") or ("mp4" if row["media_type"] == "video" else "jpeg")).lower()
-    return root / MEDIA_DIR / f"{sample_id}{EXTENSIONS.get(fmt, '.' + fmt)}"
+    return root / layout.MEDIA_DIR / f"{sample_id}{EXTENSIONS.get(fmt, '.' + fmt)}"
 
 
-def select_rows(root: Path, cfg: PushConfig) -> list[dict[str, Any]]:
-    """Rows not reviewed yet that routing sends to review (or all of them), with their reasons."""
-    selected = []
+def select_rows(root: Path, cfg: PushConfig) -> list[PushRow]:
+    """Rows not reviewed yet that were routed to review (or all of them), with their reasons.
+
+    The reasons are the ones annotation stored in qc.route_reasons; with `push.reroute` they are
+    decided again here with this config's `routing` thresholds.
+    """
+    selected: list[PushRow] = []
     for row in ShardReader(root, columns=META_COLUMNS).iter_rows():
-        if ((row.get("qc") or {}).get("status") or "auto") != "auto":
+        qc: QCRow = row.get("qc") or {}
+        if (qc.get("status") or "auto") != "auto":
             continue
-        reasons = route_row(row, cfg.routing)
+        reasons = route_row(row, cfg.routing) if cfg.push.reroute else list(qc.get("route_reasons") or [])
         if reasons or cfg.push.select == "all":
             selected.append({**row, "route_reasons": reasons})
     return selected
 
 
-def write_media(root: Path, wanted: set[str]) -> set[str]:
-    """Write the embedded media of `wanted` samples that are not on disk yet; returns those with media."""
+def write_media(root: Path, wanted: set[str], review_dir: Path) -> set[str]:
+    """Write the embedded media of `wanted` samples that are not on disk yet and link them into
+    `review_dir`; returns the samples with media."""
     have = set()
     for row in ShardReader(root, columns=["sample_id", "media_type", "media_format", "media"]).iter_rows():
         if row["sample_id"] not in wanted:
             continue
-        path = media_path(root, row)
-        if not path.is_file() and row.get("media"):
-            atomic_write_bytes(path, row["media"])
+        path, media = media_path(root, row), row.get("media")
+        if not path.is_file() and media:
+            atomic_write_bytes(path, media)
         if path.is_file():
+            stage_file(path, review_dir)
             have.add(row["sample_id"])
     return have
 
 
-def task_for(row: dict[str, Any], root: Path, document_root: Path) -> dict[str, Any]:
+def task_for(row: PushRow, root: Path, review_dir: Path, document_root: Path) -> dict[str, Any]:
     """A task: the media URL served from local files, the sample id and our prediction."""
-    relative = media_path(root, row).resolve().relative_to(document_root)
+    relative = (review_dir / media_path(root, row).name).relative_to(document_root)
     key = VIDEO_KEY if row["media_type"] == "video" else IMAGE_KEY
     scores = [float(i.get("score") or 0) for i in row.get("instances") or []]
     data = {key: f"/data/local-files/?d={quote(str(relative), safe='/')}", "sample_id": row["sample_id"],
@@ -139,30 +155,27 @@ def task_for(row: dict[str, Any], root: Path, document_root: Path) -> dict[str, 
     return {"data": data, "predictions": [prediction]}
 
 
-def group_by_project(rows: list[dict[str, Any]], cfg: PushConfig) -> dict[tuple[str, str, float | None], list]:
-    groups: dict[tuple[str, str, float | None], list[dict[str, Any]]] = {}
+ProjectKey = tuple[str, str, float | None]
+"""(project title, media type, fps or None for images)."""
+
+
+def group_by_project(rows: list[PushRow], cfg: PushConfig) -> dict[ProjectKey, list[PushRow]]:
+    groups: dict[ProjectKey, list[PushRow]] = {}
     for row in rows:
         fps = float(row["fps"]) if row["media_type"] == "video" else None
-        groups.setdefault((project_title(cfg.server, row["media_type"], fps), row["media_type"], fps), []).append(row)
+        key = (project_title(cfg.server, row["media_type"], fps), row["media_type"], fps)
+        groups.setdefault(key, []).append(row)
     return groups
 
 
-def check_media_dir(root: Path, document_root: Path) -> Path:
-    media_dir = (root / MEDIA_DIR).resolve()
-    if media_dir == document_root or not media_dir.is_relative_to(document_root):
-        raise ValueError(f"{media_dir} must be a subfolder of the server's document root {document_root} "
-                         "(set server.document_root to the server's LOCAL_FILES_DOCUMENT_ROOT)")
-    media_dir.mkdir(parents=True, exist_ok=True)
-    return media_dir
-
-
-def push_group(client: LabelStudioClient, state: PushState, rows: list[dict[str, Any]], key: tuple,
+def push_group(client: LabelStudioClient, state: PushState, rows: list[PushRow], key: tuple,
                ctx: dict[str, Any]) -> tuple[int, int]:
     """Push the rows of one project in batches; returns (tasks created, tasks found on the server)."""
     title, media_type, fps = key
     phrases = {i["phrase"] for r in rows for i in r.get("instances") or [] if i.get("phrase")}
     project = ensure_project(client, title, media_type, phrases, fps)
-    client.ensure_local_storage(project["id"], str(ctx["media_dir"]), title=f"instvl media {ctx['root'].name}")
+    client.ensure_local_storage(project["id"], str(ctx["media_dir"]),
+                                title=f"instvl media {ctx['root'].name}")
     state.server["projects"][title] = project["id"]
     on_server = client.task_ids_by_sample(project["id"])
     pushed = found = 0
@@ -175,7 +188,8 @@ def push_group(client: LabelStudioClient, state: PushState, rows: list[dict[str,
             else:
                 todo.append(row)
         if todo:
-            ids = client.import_tasks(project["id"], [task_for(r, ctx["root"], ctx["document_root"]) for r in todo])
+            tasks = [task_for(r, ctx["root"], ctx["media_dir"], ctx["document_root"]) for r in todo]
+            ids = client.import_tasks(project["id"], tasks)
             for row, task_id in zip(todo, ids, strict=True):
                 state.record(row["sample_id"], task_id, project, row["route_reasons"])
             pushed += len(todo)
@@ -188,17 +202,17 @@ def push_dataset(cfg: PushConfig, client: LabelStudioClient | None = None,
                  on_batch: Callable[[PushState], None] = lambda state: None) -> PushSummary:
     """Push the routed samples of `cfg.root`; see the module docstring."""
     root = Path(cfg.root)
-    if not (root / "shards").is_dir():
+    if not (root / layout.SHARDS_DIR).is_dir():
         raise FileNotFoundError(f"{root}: not a dataset root (no shards/ folder)")
-    document_root = Path(cfg.server.document_root).expanduser().resolve()
-    ctx = {"root": root, "document_root": document_root, "media_dir": check_media_dir(root, document_root),
+    document_root = review_media_root(cfg)
+    ctx = {"root": root, "document_root": document_root, "media_dir": review_folder(document_root, root),
            "batch_size": cfg.push.batch_size, "on_batch": on_batch}
     client = client or cfg.server.build()
     state = load_push_state(root, client.url)
     selected = select_rows(root, cfg)
     fresh = [r for r in selected if r["sample_id"] not in state.tasks]
     rows = fresh[:cfg.push.limit] if cfg.push.limit else fresh
-    have = write_media(root, {r["sample_id"] for r in rows})
+    have = write_media(root, {r["sample_id"] for r in rows}, ctx["media_dir"])
     summary = PushSummary(selected=len(selected), already_there=len(selected) - len(fresh),
                           no_media=sorted(r["sample_id"] for r in rows if r["sample_id"] not in have))
     for sid in summary.no_media:
@@ -210,8 +224,8 @@ def push_dataset(cfg: PushConfig, client: LabelStudioClient | None = None,
             summary.pushed, summary.already_there = summary.pushed + pushed, summary.already_there + found
         summary.projects = dict(state.server["projects"])
     except LabelStudioUnavailable as err:
-        raise PushInterrupted(f"push of {root} interrupted: {err}. {len(state.tasks)} task(s) are recorded in "
-                              f"{state.path}; rerun the push to resume") from None
+        raise PushInterrupted(f"push of {root} interrupted: {err}. {len(state.tasks)} task(s) are recorded "
+                              f"in {state.path}; rerun the push to resume") from None
     return summary
 
 

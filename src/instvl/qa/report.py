@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from instvl.config import BaseConfig
-from instvl.datasets.layout import atomic_write_bytes
+from instvl.datasets.layout import QA_REPORT_FILE, REVIEWS_FILE, atomic_write_bytes
 from instvl.datasets.reader import ShardReader
-from instvl.qa.pull import REVIEWS_FILE
+from instvl.geometry import box_iou
 
 REVIEWED = ("accepted", "corrected", "rejected")
 
@@ -42,14 +42,6 @@ def levenshtein(a: str, b: str) -> int:
     return previous[-1]
 
 
-def box_iou(a: list[float], b: list[float]) -> float:
-    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 1.0
-
-
 def track_iou(frames_a: list[int] | None, boxes_a: list | None, frames_b: list[int] | None,
               boxes_b: list | None) -> float:
     """Mean IoU over the frames either track covers (a frame only one covers counts 0)."""
@@ -58,7 +50,7 @@ def track_iou(frames_a: list[int] | None, boxes_a: list | None, frames_b: list[i
     frames = set(a) | set(b)
     if not frames:
         return 1.0
-    return sum(box_iou(a[f], b[f]) if f in a and f in b else 0.0 for f in frames) / len(frames)
+    return sum(float(box_iou(a[f], b[f])[0, 0]) if f in a and f in b else 0.0 for f in frames) / len(frames)
 
 
 class Tally:
@@ -95,7 +87,8 @@ def tally_reviews(root: Path, tallies: dict[str, Tally]) -> None:
             continue  # a rejected sample was judged, not corrected: no prediction/correction pair
         groups = ["all"] + [f"backend {k}={v}" for k, v in sorted(entry["models"].items())]
         for inst in entry["instances"]:
-            iou = track_iou(inst["frames_before"], inst["boxes_before"], inst["frames_after"], inst["boxes_after"])
+            iou = track_iou(inst["frames_before"], inst["boxes_before"],
+                            inst["frames_after"], inst["boxes_after"])
             edit = levenshtein(inst["caption_before"] or "", inst["caption_after"] or "")
             phrase = f"phrase {inst['phrase']}"
             tallies[phrase].status[entry["status"]] += 1
@@ -130,18 +123,20 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def format_html(rows: list[dict[str, Any]], root: str | Path) -> str:
     head = "".join(f"<th>{c}</th>" for c in COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in COLUMNS) + "</tr>" for r in rows)
+    cells = ("".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in COLUMNS) for r in rows)
+    body = "".join(f"<tr>{row}</tr>" for row in cells)
     return (f"<!doctype html><meta charset='utf-8'><title>instvl QC report</title>"
             f"<style>body{{font-family:sans-serif}}td,th{{padding:2px 8px;text-align:right}}</style>"
-            f"<h1>QC report of {html.escape(str(root))}</h1><p>Rates are shares of reviewed rows (per phrase: "
-            f"of reviewed instances); box IoU and caption edit distance compare prediction and review.</p>"
+            f"<h1>QC report of {html.escape(str(root))}</h1>"
+            f"<p>Rates are shares of reviewed rows (per phrase: of reviewed instances); box IoU and "
+            f"caption edit distance compare prediction and review.</p>"
             f"<table><tr>{head}</tr>{body}</table>")
 
 
 def main(cfg: ReportConfig) -> int:
     rows = qc_report(cfg.root)
     print(format_table(rows))
-    target = Path(cfg.html) if cfg.html else Path(cfg.root) / "qa" / "report.html"
+    target = Path(cfg.html) if cfg.html else Path(cfg.root) / QA_REPORT_FILE
     atomic_write_bytes(target, format_html(rows, cfg.root).encode())
     print(f"HTML report: {target}")
     return 0

@@ -10,11 +10,11 @@ review are not biased towards the suspicious cases. Reasons are 'code: detail' s
 import hashlib
 import re
 from collections import Counter
-from typing import Any
 
 from pydantic import Field
 
 from instvl.config import BaseConfig
+from instvl.datasets.schema import InstanceRow, QCRow, SampleRow
 
 WORD = re.compile(r"[a-z0-9]+")
 REASON_CODES = ("low_instance_score", "low_frame_score", "short_track", "fragmented_track", "no_instances",
@@ -83,7 +83,7 @@ def count_gaps(frames: list[int]) -> int:
     return sum(1 for step in steps if step > max(1, 1.5 * usual))
 
 
-def track_problems(inst: dict[str, Any], media_type: str, cfg: RoutingConfig) -> list[str]:
+def track_problems(inst: InstanceRow, media_type: str, cfg: RoutingConfig) -> list[str]:
     """Low scores, short or fragmented trajectories of one instance."""
     name = f"instance {inst.get('instance_id')}"
     traj = inst.get("trajectory") or {}
@@ -93,7 +93,8 @@ def track_problems(inst: dict[str, Any], media_type: str, cfg: RoutingConfig) ->
     if score is not None and score < cfg.min_instance_score:
         reasons.append(f"low_instance_score: {name} scored {score:.2f} < {cfg.min_instance_score}")
     if scores and min(scores) < cfg.min_frame_score:
-        reasons.append(f"low_frame_score: {name} has a frame scored {min(scores):.2f} < {cfg.min_frame_score}")
+        reasons.append(f"low_frame_score: {name} has a frame scored {min(scores):.2f} "
+                       f"< {cfg.min_frame_score}")
     if media_type == "video" and len(frames) < cfg.min_track_frames:
         reasons.append(f"short_track: {name} has {len(frames)} box(es) < {cfg.min_track_frames}")
     gaps = count_gaps(frames)
@@ -102,7 +103,7 @@ def track_problems(inst: dict[str, Any], media_type: str, cfg: RoutingConfig) ->
     return reasons
 
 
-def instance_caption_problems(instances: list[dict[str, Any]], cfg: RoutingConfig) -> list[str]:
+def instance_caption_problems(instances: list[InstanceRow], cfg: RoutingConfig) -> list[str]:
     """Per-instance caption checks plus captions shared by several instances."""
     reasons = []
     for inst in instances:
@@ -118,7 +119,7 @@ def instance_caption_problems(instances: list[dict[str, Any]], cfg: RoutingConfi
     return reasons
 
 
-def route_row(row: dict[str, Any], cfg: RoutingConfig) -> list[str]:
+def route_row(row: SampleRow, cfg: RoutingConfig) -> list[str]:
     """Why the sample in `row` (a SCHEMA row dict) should be reviewed; empty when it need not be."""
     instances = list(row.get("instances") or [])
     media_type = row.get("media_type") or "video"
@@ -132,13 +133,13 @@ def route_row(row: dict[str, Any], cfg: RoutingConfig) -> list[str]:
     return reasons
 
 
-def route_rows(rows: list[dict[str, Any]], cfg: RoutingConfig) -> dict[str, list[str]]:
+def route_rows(rows: list[SampleRow], cfg: RoutingConfig) -> dict[str, list[str]]:
     """sample_id -> reasons for every row (an empty list means publish without review)."""
     return {str(row["sample_id"]): route_row(row, cfg) for row in rows}
 
 
-def with_route_reasons(row: dict[str, Any], reasons: list[str]) -> dict[str, Any]:
+def with_route_reasons(row: SampleRow, reasons: list[str]) -> SampleRow:
     """A copy of `row` whose qc.route_reasons holds `reasons`."""
-    qc = dict(row.get("qc") or {"status": "auto"})
-    qc["route_reasons"] = list(reasons)
-    return {**row, "qc": qc}
+    qc: QCRow = row.get("qc") or {"status": "auto", "reviewer": None, "reviewed_at": None, "task_id": None,
+                                  "route_reasons": []}
+    return {**row, "qc": {**qc, "route_reasons": list(reasons)}}

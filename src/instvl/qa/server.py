@@ -1,4 +1,4 @@
-"""Run a local Label Studio server: offline environment, loopback bind, credentials from the environment.
+"""Run a local Label Studio server confined to one review-media folder: offline, loopback, private files.
 
 The server lives in its own virtual environment (its pins clash with ours), so it is started by path:
 
@@ -8,12 +8,43 @@ The server lives in its own virtual environment (its pins clash with ours), so i
 
 A fresh data dir spends 40-70 s in database migrations; with `serve.template_cache` set, an initialised
 data dir is made once per Label Studio version and credentials, then copied (a few seconds).
+
+What a reviewer can reach. Label Studio lets *any* member of the organisation create a local-files
+storage on any existing folder under LOCAL_FILES_DOCUMENT_ROOT and then read every file below it, so
+that root is the whole exposure. It is therefore:
+- a dedicated review-media folder per server, `server.document_root` (default `<serve.data_dir>-media`),
+  into which `qa push` hard-links (or copies) the media a push needs, one folder per dataset
+  (`review_folder`, `stage_file`); never symlinks, because Label Studio checks storage paths lexically
+  and would follow a link out of the root;
+- refused (`check_document_root`, ValueError naming the setting and the path) when it is the
+  filesystem root, contains or lies inside the data dir or the template cache (database with the
+  admin token, Django secret key), or contains the user's home folder; symlinks are resolved first.
+Also closed here:
+- LOCAL_FILES_SERVING_ENABLED is on only for `start`, never for `init`; both are set explicitly, which
+  also stops Label Studio auto-enabling serving of a `mydata/` folder found in the working directory
+  (the server runs with the data dir as its working directory anyway).
+- Private files: the data dir, the review-media root, the template cache and its templates are 0700,
+  their files 0600 (tightened on every start, for dirs made by older versions), the server log 0600,
+  and the server and `init` run with umask 077.
+- Bind 127.0.0.1 (`serve.host` accepts loopback addresses only); ALLOWED_HOSTS is the loopback names,
+  so a DNS-rebinding page cannot talk to it; CORS_ALLOW_ALL_ORIGINS off.
+- Signup only with the organisation's invite link; creating more organisations and organisation
+  webhooks off; SSRF protection on (cloud storages, webhooks and URL imports cannot reach the host's
+  or the local network's services).
+- DEBUG, DEBUG_MODAL_EXCEPTIONS, DEBUG_PROPAGATE_EXCEPTIONS and tracebacks of export converters off;
+  no version check, Sentry or analytics (no outbound traffic).
+- Every setting above is pinned in all the spellings Label Studio reads (LABEL_STUDIO_X, HEARTEX_X, X),
+  and every other LABEL_STUDIO_*/HEARTEX_* variable of the caller's shell is dropped, so a stray
+  `DEBUG=1` or `LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=/` cannot widen it again.
+Not closed (Label Studio Community has no switch): every organisation member sees every project, and
+can register an ML backend URL that the server then calls.
 """
 
 import contextlib
 import hashlib
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -28,13 +59,118 @@ from instvl.qa.settings import QASettings, ServeOptions
 log = logging.getLogger(__name__)
 
 DEFAULT_VENV_BIN = Path(".venv-labelstudio/bin/label-studio")
-INSTALL_HINT = ("python -m venv .venv-labelstudio && .venv-labelstudio/bin/pip install 'label-studio==1.23.2' "
-                "(or set serve.label_studio_bin)")
-OFFLINE_ENV = {"LATEST_VERSION_CHECK": "false", "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": "",
-               "COLLECT_ANALYTICS": "false", "LOCAL_FILES_SERVING_ENABLED": "true",
-               "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true", "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true"}
+INSTALL_HINT = ("python -m venv .venv-labelstudio && "
+                ".venv-labelstudio/bin/pip install 'label-studio==1.23.2' (or set serve.label_studio_bin)")
+MEDIA_ROOT_SUFFIX = "-media"
+LOOPBACK_NAMES = "127.0.0.1,localhost,[::1]"
+# Label Studio settings pinned for every server process, by their bare names (see `pinned`).
+HARDENED_ENV = {
+    "LATEST_VERSION_CHECK": "false", "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": "",
+    "COLLECT_ANALYTICS": "false",
+    "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true", "DISABLE_SIGNUP_WITHOUT_LINK": "true",
+    "ALLOW_ORGANIZATION_CREATION": "false", "ALLOW_ORGANIZATION_WEBHOOKS": "false",
+    "SSRF_PROTECTION_ENABLED": "true", "USE_DEFAULT_BANNED_SUBNETS": "true",
+    "ALLOWED_HOSTS": LOOPBACK_NAMES, "CORS_ALLOW_ALL_ORIGINS": "false",
+    "DEBUG": "false", "DEBUG_MODAL_EXCEPTIONS": "false", "DEBUG_PROPAGATE_EXCEPTIONS": "false",
+    "SHOW_TRACEBACK_FOR_EXPORT_CONVERTER": "false",
+}
 # Label Studio also reads bare USERNAME/PASSWORD; drop them so a shell's values never become the admin.
-SCRUBBED_ENV = ("USERNAME", "PASSWORD", "HEARTEX_USERNAME", "HEARTEX_PASSWORD", "USER_TOKEN")
+SCRUBBED_ENV = ("USERNAME", "PASSWORD", "USER_TOKEN")
+SERVER_UMASK = 0o077
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def pinned(settings: dict[str, str]) -> dict[str, str]:
+    """`settings` in every spelling Label Studio reads: LABEL_STUDIO_X first, then HEARTEX_X, then X."""
+    env = {}
+    for name, value in settings.items():
+        env[f"LABEL_STUDIO_{name}"] = env[f"HEARTEX_{name}"] = env[name] = value
+    return env
+
+
+def private_dir(path: Path) -> Path:
+    """Create `path` (and missing parents) and make it 0700, also when it existed already."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+    return path
+
+
+def restrict_tree(path: Path) -> None:
+    """Folders 0700 and files without group/other bits under `path` (symlinks are left alone)."""
+    if not path.is_dir() or path.is_symlink():
+        return
+    path.chmod(0o700)
+    for folder, dirs, files in os.walk(path):
+        for name in dirs:
+            if not os.path.islink(os.path.join(folder, name)):
+                os.chmod(os.path.join(folder, name), 0o700)
+        for name in files:
+            file = os.path.join(folder, name)
+            if not os.path.islink(file):
+                os.chmod(file, os.stat(file).st_mode & 0o700)
+
+
+def check_document_root(document_root: str | Path, *, data_dir: str | Path, cache: str | Path | None,
+                        home: str | Path | None = None, setting: str = "server.document_root") -> Path:
+    """The resolved review-media root; ValueError when serving it could expose the host's files.
+
+    Refused: the filesystem root, a folder that contains or lies inside the server's data dir or the
+    template cache, and a folder that contains the user's home (a folder inside home is fine).
+    Symlinks are resolved first, so a link into one of those is refused too.
+    """
+    root = Path(document_root).expanduser().resolve()
+    named = f"{setting} {document_root}"
+    if str(root) != str(document_root):
+        named += f" (resolves to {root})"
+    hint = (f"set {setting} to a dedicated review-media folder (null: <serve.data_dir>{MEDIA_ROOT_SUFFIX}); "
+            "every reviewer can read every file under it")
+    if root == Path(root.anchor):
+        raise ValueError(f"{named} is the filesystem root; {hint}")
+    home = Path(home if home is not None else Path.home()).expanduser().resolve()
+    if home.is_relative_to(root):
+        raise ValueError(f"{named} contains the home folder {home}; {hint}")
+    protected = {"the Label Studio data dir (serve.data_dir)": data_dir,
+                 "the template cache (serve.template_cache)": cache}
+    for what, where in protected.items():
+        if where is None:
+            continue
+        path = Path(where).expanduser().resolve()
+        if path.is_relative_to(root):
+            raise ValueError(f"{named} contains {what} {path}; {hint}")
+        if root.is_relative_to(path):
+            raise ValueError(f"{named} lies inside {what} {path}; {hint}")
+    return root
+
+
+def review_media_root(cfg: QASettings) -> Path:
+    """The folder the server serves: `server.document_root`, else `<serve.data_dir>-media`; checked."""
+    configured = cfg.server.document_root or cfg.serve.data_dir.rstrip("/") + MEDIA_ROOT_SUFFIX
+    return check_document_root(configured, data_dir=cfg.serve.data_dir, cache=cfg.serve.template_cache)
+
+
+def review_folder(document_root: Path, dataset_root: str | Path) -> Path:
+    """The private folder under the review-media root holding one dataset's media: <name>-<path digest>."""
+    resolved = Path(dataset_root).expanduser().resolve()
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:10]
+    name = SAFE_NAME.sub("_", resolved.name).strip("._")[:60] or "dataset"
+    private_dir(document_root)
+    return private_dir(document_root / f"{name}-{digest}")
+
+
+def stage_file(source: Path, folder: Path) -> Path:
+    """Hard-link `source` into `folder` (a private copy when linking fails); never a symlink."""
+    target = folder / source.name
+    if target.is_file() and not target.is_symlink() and target.stat().st_size == source.stat().st_size:
+        return target
+    tmp = folder / f".tmp-{os.getpid()}-{source.name}"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:  # another filesystem, or linking not allowed
+        shutil.copyfile(source, tmp)
+        tmp.chmod(0o600)
+    os.replace(tmp, target)
+    return target
 
 
 class ServeConfig(QASettings):
@@ -74,13 +210,14 @@ def find_label_studio(configured: str | None = None) -> Path:
     if configured:
         path = Path(configured).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"label_studio_bin {path} does not exist; install it with: {INSTALL_HINT}")
-        return path
+            raise FileNotFoundError(f"label_studio_bin {path} does not exist; "
+                                    f"install it with: {INSTALL_HINT}")
+        return path.absolute()  # the server runs in its data dir
     if DEFAULT_VENV_BIN.is_file():
         return DEFAULT_VENV_BIN.resolve()
     on_path = shutil.which("label-studio")
     if on_path:
-        return Path(on_path)
+        return Path(on_path).absolute()
     raise FileNotFoundError(f"no Label Studio server found ({DEFAULT_VENV_BIN} or label-studio on PATH); "
                             f"install it with: {INSTALL_HINT}")
 
@@ -96,19 +233,24 @@ def label_studio_version(executable: Path) -> str:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
-def server_env(data_dir: Path, document_root: Path, credentials: Credentials) -> dict[str, str]:
-    """The environment of the server process: offline, local files under `document_root`."""
-    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
-    env.update(OFFLINE_ENV)
+def server_env(data_dir: Path, document_root: Path | None, credentials: Credentials) -> dict[str, str]:
+    """The environment of a server process: hardened and offline (see the module docstring).
+
+    Local files are served from `document_root`; None (for `init`) disables serving.
+    """
+    env = {k: v for k, v in os.environ.items()
+           if k not in SCRUBBED_ENV and not k.startswith(("LABEL_STUDIO_", "HEARTEX_"))}
+    serving = {"LOCAL_FILES_SERVING_ENABLED": "false"} if document_root is None else {
+        "LOCAL_FILES_SERVING_ENABLED": "true", "LOCAL_FILES_DOCUMENT_ROOT": str(document_root)}
+    env.update(pinned({**HARDENED_ENV, **serving}))
     env.update(credentials.env())
     # Exported, not only --data-dir: otherwise Label Studio also creates folders in the user's home.
-    env.update(LABEL_STUDIO_BASE_DATA_DIR=str(data_dir), XDG_CONFIG_HOME=str(data_dir / "xdg"),
-               LOCAL_FILES_DOCUMENT_ROOT=str(document_root))
+    env.update(LABEL_STUDIO_BASE_DATA_DIR=str(data_dir), XDG_CONFIG_HOME=str(data_dir / "xdg"))
     return env
 
 
@@ -118,24 +260,28 @@ def is_initialised(data_dir: Path) -> bool:
 
 def init_data_dir(executable: Path, data_dir: Path, credentials: Credentials, timeout_s: float = 600) -> None:
     """Migrate a new data dir and create the admin user, token and organisation (no server)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    env = server_env(data_dir, data_dir, credentials)
+    private_dir(data_dir)
+    env = server_env(data_dir, None, credentials)
     log.info("initialising Label Studio data dir %s (database migrations, about a minute)", data_dir)
     result = subprocess.run([str(executable), "init", "--quiet", "--data-dir", str(data_dir)], env=env,
-                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout_s)
+                            cwd=data_dir, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            timeout=timeout_s, umask=SERVER_UMASK)
     if result.returncode != 0 or not is_initialised(data_dir):
         raise RuntimeError(f"label-studio init of {data_dir} failed (exit {result.returncode}): "
                            f"{result.stderr.strip()[-500:]}")
 
 
 def template_dir(executable: Path, cache: Path, credentials: Credentials) -> Path:
-    """An initialised data dir for this Label Studio version and these credentials, made once."""
+    """An initialised data dir for this Label Studio version and these credentials, made once (private)."""
+    private_dir(cache)
     target = cache / f"label-studio-{label_studio_version(executable)}-{credentials.fingerprint()}"
     if is_initialised(target):
+        restrict_tree(target)  # made world-readable by an older version
         return target
     building = target.with_name(f".tmp-{os.getpid()}-{target.name}")
     shutil.rmtree(building, ignore_errors=True)
     init_data_dir(executable, building, credentials)
+    restrict_tree(building)
     with contextlib.suppress(OSError):  # another process finished the same template first: keep theirs
         building.rename(target)
     shutil.rmtree(building, ignore_errors=True)
@@ -143,29 +289,35 @@ def template_dir(executable: Path, cache: Path, credentials: Credentials) -> Pat
 
 
 def prepare_data_dir(executable: Path, data_dir: Path, credentials: Credentials, cache: Path | None) -> None:
-    """Leave an initialised data dir alone; else copy the cached template into it when a cache is given."""
-    if is_initialised(data_dir) or cache is None:
-        return
-    template = template_dir(executable, cache, credentials)
-    shutil.copytree(template, data_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("xdg"))
+    """A private data dir: an initialised one is kept, else the cached template (if any) is copied in."""
+    if not is_initialised(data_dir) and cache is not None:
+        template = template_dir(executable, cache, credentials)
+        shutil.copytree(template, data_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("xdg"))
+    private_dir(data_dir)
+    restrict_tree(data_dir)
 
 
 class LabelStudioServer:
-    """A Label Studio process on 127.0.0.1, healthy inside the `with` block and stopped (by PID) after it."""
+    """A Label Studio process on loopback, healthy inside the `with` block and stopped (by PID) after it.
+
+    It serves local files from `document_root` only, which must pass `check_document_root`.
+    """
 
     def __init__(self, options: ServeOptions, credentials: Credentials, document_root: str | Path,
                  port: int | None = None):
         self.options, self.credentials = options, credentials
         self.executable = find_label_studio(options.label_studio_bin)
         self.data_dir = Path(options.data_dir).expanduser().resolve()
-        self.document_root = Path(document_root).expanduser().resolve()
+        self.document_root = check_document_root(document_root, data_dir=self.data_dir,
+                                                 cache=options.template_cache)
         self.host = options.host
         self.port = port or options.port or free_port(self.host)
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def log_path(self) -> Path:
@@ -174,14 +326,17 @@ class LabelStudioServer:
     def start(self) -> "LabelStudioServer":
         cache = Path(self.options.template_cache).expanduser() if self.options.template_cache else None
         prepare_data_dir(self.executable, self.data_dir, self.credentials, cache)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.document_root)
         cmd = [str(self.executable), "start", "--no-browser", "--internal-host", self.host,
                "--port", str(self.port), "--data-dir", str(self.data_dir)]
         env = server_env(self.data_dir, self.document_root, self.credentials)
-        with open(self.log_path, "ab") as log_file:
-            self.process = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
-                                            stderr=subprocess.STDOUT)
-        log.info("started Label Studio (pid %d) at %s, log %s", self.process.pid, self.url, self.log_path)
+        log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(log_fd, 0o600)
+        with open(log_fd, "ab") as log_file:
+            self.process = subprocess.Popen(cmd, env=env, cwd=self.data_dir, stdin=subprocess.DEVNULL,
+                                            stdout=log_file, stderr=subprocess.STDOUT, umask=SERVER_UMASK)
+        log.info("started Label Studio (pid %d) at %s serving %s, log %s", self.process.pid, self.url,
+                 self.document_root, self.log_path)
         try:
             wait_healthy(self.url, self.options.start_timeout_s, alive=lambda: self.process.poll() is None)
         except LabelStudioUnavailable as err:
@@ -210,13 +365,15 @@ class LabelStudioServer:
 def main(cfg: ServeConfig) -> int:
     """Start the server described by `cfg` and serve until Ctrl-C."""
     try:
-        credentials = Credentials.from_env(cfg.serve.username_env, cfg.serve.password_env, cfg.server.token_env)
-        server = LabelStudioServer(cfg.serve, credentials, cfg.server.document_root)
+        credentials = Credentials.from_env(cfg.serve.username_env, cfg.serve.password_env,
+                                           cfg.server.token_env)
+        server = LabelStudioServer(cfg.serve, credentials, review_media_root(cfg))
     except (ValueError, FileNotFoundError) as err:
         print(f"instvl qa serve: {err}", file=sys.stderr)
         return 1
     with server:
-        print(f"Label Studio is up at {server.url} (user {credentials.username}, data {server.data_dir})")
+        print(f"Label Studio is up at {server.url} (user {credentials.username}, data {server.data_dir}, "
+              f"serving media from {server.document_root})")
         print(f"point clients at it with: --set server.url={server.url}; stop with Ctrl-C")
         with contextlib.suppress(KeyboardInterrupt):
             while server.process is not None and server.process.poll() is None:

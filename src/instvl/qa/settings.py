@@ -19,9 +19,9 @@ class ServeOptions(BaseConfig):
     label_studio_bin: str | None = None
     """The `label-studio` executable; default .venv-labelstudio/bin/label-studio, else the one on PATH."""
     data_dir: str = "~/.local/share/instvl/label-studio"
-    """SQLite database, uploads and exports of the local server."""
+    """SQLite database (with the admin token), secret key, uploads and exports of the local server (0700)."""
     host: Literal["127.0.0.1", "localhost", "::1"] = "127.0.0.1"
-    """Bind address: loopback only (the server is a development server)."""
+    """Bind address: loopback only (the server is a development server, and reviewers' files are private)."""
     port: int | None = Field(8080, ge=0, le=65535)
     """Port to listen on; null or 0 picks a free one."""
     username_env: str = "LABEL_STUDIO_USERNAME"
@@ -29,7 +29,8 @@ class ServeOptions(BaseConfig):
     password_env: str = "LABEL_STUDIO_PASSWORD"
     """Environment variable holding the admin user's password."""
     template_cache: str | None = "~/.cache/instvl"
-    """Where an initialised data dir per version and credentials is kept for fast first starts; null: none."""
+    """Where an initialised data dir per version and credentials is kept for fast first starts (0700;
+    it holds the admin token too); null: none."""
     start_timeout_s: float = Field(300.0, gt=0)
     """How long to wait for /health after starting (migrations on a loaded machine are slow)."""
 
@@ -43,6 +44,9 @@ class PushOptions(BaseConfig):
     """Tasks per import request; the push state is saved after each batch."""
     limit: int | None = Field(None, ge=1)
     """Push at most this many new samples (null: no limit)."""
+    reroute: bool = False
+    """false: push the samples annotation routed (their stored qc.route_reasons, decided by the annotate
+    preset's `routing`); true: route every row again with this preset's `routing` thresholds instead."""
 
 
 class PullOptions(BaseConfig):

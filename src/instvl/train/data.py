@@ -15,14 +15,17 @@ exactly the batches an uninterrupted run would have seen next.
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from instvl.config import BaseConfig
 from instvl.datasets import layout
+from instvl.datasets.reader import ShardReader
+from instvl.datasets.schema import SampleRow
 from instvl.deps import require
+from instvl.media.fetch import MediaError
 from instvl.train import transforms
+from instvl.train.config import DataConfig
 
 torch = require("torch", "train")
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info  # noqa: E402
@@ -32,35 +35,10 @@ COLUMNS = ["sample_id", "media_type", "media_format", "media", "source", "num_fr
            "instances", "qc", "split"]
 
 
-class DataConfig(BaseConfig):
-    """Where the shards are and how samples become model inputs."""
+class ShardRow(SampleRow, total=False):
+    """A row as training reads it, with the shard it came from (for error messages)."""
 
-    root: str = "data/instvl"
-    """Dataset root written by `instvl datasets ...` (holds manifest.json and shards/)."""
-    split: str | None = "train"
-    """Only rows of this split (None: every row)."""
-    batch_size: int = 8
-    """Samples per batch on each rank."""
-    num_frames: int = 4
-    img_size: int = 224
-    crop_size: int = 96
-    crop_pad: float = 0.1
-    """Each instance box grows by this fraction of its size before cropping (context around the object)."""
-    resize: Literal["center_crop", "squash"] = "center_crop"
-    normalize: Literal["imagenet", "clip"] = "imagenet"
-    max_instances: int = 8
-    """Instances per sample; a random subset (fixed per epoch) when a sample has more."""
-    instance_boxes: Literal["trajectory", "single"] = "trajectory"
-    """'single' uses the trajectory's first box at every frame (the paper's Table 5 ablation)."""
-    caption_sampling: Literal["sentence", "full"] = "sentence"
-    """'sentence': one sentence of each caption per epoch, cycling through all of them."""
-    shuffle_buffer: int = 256
-    workers: int = 0
-    seed: int = 0
-    include_rejected: bool = False
-    """Train on rows whose qc.status is 'rejected' too (excluded by default)."""
-    drop_last: bool = True
-    on_decode_error: Literal["skip", "raise"] = "skip"
+    _shard: str
 
 
 class DataState:
@@ -83,7 +61,7 @@ class DataState:
         self.workers = {int(k): (int(v[0]), int(v[1])) for k, v in state["workers"].items()}
 
 
-class InstVLDataset(IterableDataset):
+class InstVLDataset(IterableDataset[dict[str, Any]]):
     """Streams collated batches of one rank's share of a dataset root."""
 
     def __init__(self, cfg: DataConfig, tokenizer: Any, max_text_len: int = 32, *, rank: int = 0,
@@ -92,18 +70,16 @@ class InstVLDataset(IterableDataset):
         self.rank, self.world_size, self.train = rank, world_size, train
         self.infinite = train if infinite is None else infinite
         self.state = DataState()
-        self._pieces_cache: list | None = None
+        self._pieces_cache: list[tuple[Path, int, int]] | None = None
         if not (Path(cfg.root) / layout.SHARDS_DIR).is_dir():
-            raise FileNotFoundError(f"{cfg.root}: not an InstVL dataset root (no shards/ folder); "
-                                    "set data.root to a folder written by `instvl datasets synth` or the build")
+            raise FileNotFoundError(f"{cfg.root}: not an InstVL dataset root (no shards/ folder); set "
+                                    "data.root to a folder written by `instvl datasets synth` or the build")
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue after the batches a `DataState` recorded (call before iterating)."""
         self.state.load_state_dict(state)
 
-    def _reader(self, columns: list[str] | None = COLUMNS):
-        from instvl.datasets.reader import ShardReader
-
+    def _reader(self, columns: list[str] | None = COLUMNS) -> ShardReader:
         return ShardReader(self.cfg.root, columns)
 
     def epoch_pieces(self, epoch: int, slot: int, slots: int) -> list[tuple[Path, int, int]]:
@@ -112,7 +88,8 @@ class InstVLDataset(IterableDataset):
             self._pieces_cache = self._reader().pieces()
         pieces = self._pieces_cache
         if not pieces:
-            raise FileNotFoundError(f"{self.cfg.root}: no finished shards to train on (is the dataset written?)")
+            raise FileNotFoundError(f"{self.cfg.root}: no finished shards to train on "
+                                    "(is the dataset written?)")
         if len(pieces) < slots:
             raise ValueError(f"{self.cfg.root}: {len(pieces)} row groups cannot feed {slots} readers "
                              f"({self.world_size} ranks x {max(1, self.cfg.workers)} workers); use fewer "
@@ -121,29 +98,30 @@ class InstVLDataset(IterableDataset):
             np.arange(len(pieces))
         return [pieces[i] for i in order[slot::slots]]
 
-    def iter_rows(self, epoch: int, worker: int = 0, num_workers: int = 1) -> Iterator[dict[str, Any]]:
+    def iter_rows(self, epoch: int, worker: int = 0, num_workers: int = 1) -> Iterator[ShardRow]:
         """The kept rows (split, QC status) of one reader in one epoch, in their shuffled order."""
         slots, slot = self.world_size * num_workers, self.rank * num_workers + worker
         reader = self._reader()
-        rows = (dict(row, _shard=str(path)) for path, group, n in self.epoch_pieces(epoch, slot, slots)
+        rows = (_with_shard(row, path) for path, group, n in self.epoch_pieces(epoch, slot, slots)
                 for row in reader.iter_rows([(path, group, n)]) if self._keep(row))
         if not self.train or self.cfg.shuffle_buffer <= 1:
             return rows
-        return _shuffled(rows, self.cfg.shuffle_buffer, np.random.default_rng([self.cfg.seed, epoch, slot, 1]))
+        rng = np.random.default_rng([self.cfg.seed, epoch, slot, 1])
+        return _shuffled(rows, self.cfg.shuffle_buffer, rng)
 
-    def _keep(self, row: dict[str, Any]) -> bool:
+    def _keep(self, row: SampleRow) -> bool:
         if self.cfg.split is not None and (row.get("split") or "train") != self.cfg.split:
             return False
         return self.cfg.include_rejected or (row.get("qc") or {}).get("status") != "rejected"
 
-    def prepare(self, row: dict[str, Any], epoch: int) -> dict[str, Any]:
+    def prepare(self, row: SampleRow, epoch: int) -> dict[str, Any]:
         """One decoded, resized and cropped sample (the per-sample part of a batch)."""
         return transforms.prepare_sample(row, self.cfg, epoch, self.train)
 
     def iter_batches(self, epoch: int, worker: int = 0, num_workers: int = 1,
                      skip: int = 0) -> Iterator[dict[str, Any]]:
         """Collated batches of one reader in one epoch, the first `skip` of them passed over undecoded."""
-        chunk: list[dict[str, Any]] = []
+        chunk: list[ShardRow] = []
         index = 0
         for row in self.iter_rows(epoch, worker, num_workers):
             chunk.append(row)
@@ -154,16 +132,16 @@ class InstVLDataset(IterableDataset):
         if chunk and not (self.train and self.cfg.drop_last) and index >= skip:
             yield self._batch(chunk, epoch, worker, index)
 
-    def _batch(self, rows: list[dict[str, Any]], epoch: int, worker: int, index: int) -> dict[str, Any]:
+    def _batch(self, rows: list[ShardRow], epoch: int, worker: int, index: int) -> dict[str, Any]:
         samples = [s for s in (self._try_prepare(row, epoch) for row in rows) if s is not None]
         batch = collate(samples, self.tokenizer, self.cfg, self.max_text_len)
         batch["data_position"] = (worker, epoch, index)
         return batch
 
-    def _try_prepare(self, row: dict[str, Any], epoch: int) -> dict[str, Any] | None:
+    def _try_prepare(self, row: ShardRow, epoch: int) -> dict[str, Any] | None:
         try:
             return self.prepare(row, epoch)
-        except (transforms.MediaDecodeError, ValueError) as err:
+        except (MediaError, ValueError) as err:
             message = f"{row['_shard']}: sample {row['sample_id']!r}: {err}"
             if self.cfg.on_decode_error == "raise":
                 raise ValueError(message) from err
@@ -193,9 +171,13 @@ class InstVLDataset(IterableDataset):
             epoch, skip = epoch + 1, 0
 
 
-def _shuffled(rows: Iterator[dict[str, Any]], size: int, rng: np.random.Generator) -> Iterator[dict[str, Any]]:
+def _with_shard(row: SampleRow, path: Path) -> ShardRow:
+    return {**row, "_shard": str(path)}
+
+
+def _shuffled(rows: Iterator[ShardRow], size: int, rng: np.random.Generator) -> Iterator[ShardRow]:
     """A streaming shuffle: keep `size` rows, emit a random one for each new row, then the rest."""
-    buffer: list[dict[str, Any]] = []
+    buffer: list[ShardRow] = []
     for row in rows:
         if len(buffer) < size:
             buffer.append(row)
@@ -207,10 +189,11 @@ def _shuffled(rows: Iterator[dict[str, Any]], size: int, rng: np.random.Generato
         yield buffer[i]
 
 
-def make_loader(dataset: InstVLDataset, seed: int = 0):
-    """A DataLoader over the dataset's pre-collated batches; its own generator keeps the global RNG untouched."""
+def make_loader(dataset: InstVLDataset, seed: int = 0) -> DataLoader[dict[str, Any]]:
+    """A DataLoader over the dataset's pre-collated batches; its own generator leaves the global RNG alone."""
     workers = dataset.cfg.workers
-    return DataLoader(dataset, batch_size=None, num_workers=workers, generator=torch.Generator().manual_seed(seed),
+    return DataLoader(dataset, batch_size=None, num_workers=workers,
+                      generator=torch.Generator().manual_seed(seed),
                       prefetch_factor=2 if workers else None, persistent_workers=False)
 
 
@@ -222,7 +205,8 @@ def tokenize(tokenizer: Any, texts: list[str], max_len: int) -> tuple[Any, Any]:
     return out["input_ids"].long(), out["attention_mask"].long()
 
 
-def collate(samples: list[dict[str, Any]], tokenizer: Any, cfg: DataConfig, max_text_len: int) -> dict[str, Any]:
+def collate(samples: list[dict[str, Any]], tokenizer: Any, cfg: DataConfig,
+            max_text_len: int) -> dict[str, Any]:
     """Prepared samples -> the batch dict the model takes (N instances over all B samples, N may be 0).
 
     video [B,3,T,S,S] float (normalised); text_ids/text_mask [B,L] long; inst_crops [N,3,T,c,c];
@@ -247,6 +231,11 @@ def collate(samples: list[dict[str, Any]], tokenizer: Any, cfg: DataConfig, max_
         "global_captions": [s["global_caption"] for s in samples],
         "instance_captions": [inst["caption"] for _, inst in insts],
     }
+
+
+def to_device(batch: dict[str, Any], device: str) -> dict[str, Any]:
+    """The batch with its tensors on `device` (lists of ids and captions stay as they are)."""
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def _stack(tensors: list[Any], empty_shape: tuple[int, ...], dtype: Any = None) -> Any:

@@ -3,7 +3,8 @@
 `torchrun --nproc_per_node N -m instvl train ...` sets RANK/WORLD_SIZE/LOCAL_RANK; without them the
 run is a single process. The backend is NCCL on CUDA and gloo on CPU. DDP works on both; FSDP
 (`torch.distributed.fsdp.fully_shard`, FSDP2) shards parameters and optimizer state, and full
-(unsharded) state dicts are gathered for checkpoints.
+(unsharded) state dicts are gathered for checkpoints. `gather_rows` is the gradient-preserving
+all-gather the contrastive losses score against.
 """
 
 import logging
@@ -19,6 +20,8 @@ from instvl.deps import require
 
 torch = require("torch", "train")
 import torch.distributed as dist  # noqa: E402
+from torch import Tensor  # noqa: E402
+from torch.autograd import Function  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +164,48 @@ def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
 def barrier(info: DistInfo) -> None:
     if info.distributed:
         dist.barrier()
+
+
+class _GatherRows(Function):
+    """All-gather of rows; the backward sums the gradient over ranks and returns this rank's slice."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, sizes: list[int]) -> Tensor:
+        rank, biggest = dist.get_rank(), max(sizes)
+        padded = x.new_zeros((biggest, *x.shape[1:]))
+        padded[: x.shape[0]] = x
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded.contiguous())
+        ctx.sizes, ctx.start = sizes, sum(sizes[:rank])
+        return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)])
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        rank_size = ctx.sizes[dist.get_rank()]
+        return grad[ctx.start : ctx.start + rank_size], None
+
+
+def is_distributed() -> bool:
+    """True inside an initialised process group of more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def process_rank() -> int:
+    """This process's rank in the initialised process group (0 outside one)."""
+    return dist.get_rank() if is_distributed() else 0
+
+
+def gather_rows(x: Tensor) -> tuple[Tensor, int]:
+    """Rows of `x` from every rank (ranks may hold different counts, zero included) and this rank's offset."""
+    if not is_distributed():
+        return x, 0
+    count = torch.tensor([x.shape[0]], device=x.device)
+    counts = [torch.zeros_like(count) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, count)
+    sizes = [int(c) for c in counts]
+    return _GatherRows.apply(x, sizes), sum(sizes[: dist.get_rank()])
 
 
 def full_optimizer_state(model: Any, optimizer: Any, info: DistInfo) -> dict[str, Any]:

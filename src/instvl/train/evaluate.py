@@ -7,7 +7,8 @@ trained on the train split and scored on the eval split. Results go to OUTPUT/ev
 OUTPUT/images/, and a table to stdout.
 
     instvl eval --config train/tiny --set data.root=out/synth --set checkpoint=runs/tiny
-    instvl eval --config train/tiny --set data.root=out/synth --set grounding.enabled=true --set rerank=dual_softmax
+    instvl eval --config train/tiny --set data.root=out/synth --set grounding.enabled=true \
+        --set rerank=dual_softmax
 """
 
 import json
@@ -19,51 +20,26 @@ from typing import Any
 import numpy as np
 
 from instvl.deps import require
+from instvl.geometry import cxcywh_to_xyxy
 from instvl.train import checkpoint as ckpt
 from instvl.train import distributed as dist_utils
 from instvl.train import visualize
-from instvl.train.data import InstVLDataset
-from instvl.train.errors import instance_error_breakdown
+from instvl.train.config import EvalConfig, TrainConfig
+from instvl.train.data import InstVLDataset, to_device
+from instvl.train.error_analysis import instance_error_breakdown
 from instvl.train.grounding import (
-    GroundingConfig,
-    cxcywh_to_xyxy,
     evaluate_grounding_head,
     predict_boxes,
     train_grounding_head,
 )
 from instvl.train.model import load_tokenizer
 from instvl.train.retrieval import RerankMode, Similarity, embedding_retrieval
-from instvl.train.run import TrainConfig
-from instvl.train.trainer import to_device
 
 torch = require("torch", "train")
 log = logging.getLogger(__name__)
 THUMB = 48
 OVERLAY_PIXELS = 160
 """Frames of attention overlays are enlarged to about this height."""
-
-
-class EvalConfig(TrainConfig):
-    """A train preset plus what to evaluate and how; `instvl eval --config train/tiny` works as is."""
-
-    checkpoint: str | None = None
-    """Checkpoint file, or a run folder (its newest checkpoint); None evaluates the untrained init."""
-    eval_root: str | None = None
-    """Dataset root to evaluate (default: eval.root, else data.root)."""
-    eval_split: str | None = "val"
-    """Split to evaluate ('val', 'test'; None: every row)."""
-    output: str | None = None
-    """Folder for eval.json and images (default: RUN_OUTPUT/eval)."""
-    rerank: RerankMode = "none"
-    """'dual_softmax' adds re-ranked retrieval beside the plain embedding-similarity scores."""
-    rerank_temperature: float = 0.01
-    max_samples: int | None = None
-    """Stop at the first batch boundary at or after this many eval samples (None: the whole split)."""
-    eval_max_instances: int = 64
-    """Instances kept per sample at eval (the train setting may subsample more aggressively)."""
-    num_examples: int = 8
-    """Queries shown in each retrieval grid and clips in the attention overlays (0: no images)."""
-    grounding: GroundingConfig = GroundingConfig()
 
 
 @dataclass
@@ -93,11 +69,11 @@ def _mean_areas(boxes: Any, present: Any) -> list[float]:
 
 def _middle_frames(clips: Any) -> list[np.ndarray]:
     middle = clips.shape[2] // 2
-    small = torch.nn.functional.interpolate(clips[:, :, middle].float().cpu(), size=(THUMB, THUMB), mode="bilinear")
+    frames = clips[:, :, middle].float().cpu()
+    small = torch.nn.functional.interpolate(frames, size=(THUMB, THUMB), mode="bilinear")
     return [visualize.clip_to_uint8(frame[:, None])[0] for frame in small]
 
 
-@torch.no_grad()
 def embed_split(model: Any, batches: Any, device: Any = "cpu", max_samples: int | None = None,
                 thumbnails: bool = False) -> Embeddings:
     """Embed every sample and instance of `batches` (collated eval batches) with the model in eval mode.
@@ -106,21 +82,24 @@ def embed_split(model: Any, batches: Any, device: Any = "cpu", max_samples: int 
     """
     was_training = model.training
     model.eval()
-    parts: dict[str, list] = {"video": [], "text": [], "inst_video": [], "inst_text": []}
+    parts: dict[str, list[Any]] = {"video": [], "text": [], "inst_video": [], "inst_text": []}
     emb = Embeddings(None, None)
     try:
-        for raw in batches:
-            if max_samples is not None and len(emb.sample_ids) >= max_samples:
-                break
-            _embed_batch(model, to_device(raw, device), emb, parts, thumbnails)
+        with torch.no_grad():
+            for raw in batches:
+                if max_samples is not None and len(emb.sample_ids) >= max_samples:
+                    break
+                _embed_batch(model, to_device(raw, device), emb, parts, thumbnails)
     finally:
         model.train(was_training)
     emb.video, emb.text, emb.inst_video, emb.inst_text = (
-        torch.cat(parts[k]) if parts[k] else torch.zeros(0, 1) for k in ("video", "text", "inst_video", "inst_text"))
+        torch.cat(parts[k]) if parts[k] else torch.zeros(0, 1)
+        for k in ("video", "text", "inst_video", "inst_text"))
     return emb
 
 
-def _embed_batch(model: Any, batch: dict, emb: Embeddings, parts: dict[str, list], thumbnails: bool) -> None:
+def _embed_batch(model: Any, batch: dict[str, Any], emb: Embeddings, parts: dict[str, list[Any]],
+                 thumbnails: bool) -> None:
     parts["video"].append(model.encode_video(batch["video"]).float().cpu())
     parts["text"].append(model.encode_text(batch["text_ids"], batch["text_mask"]).float().cpu())
     emb.sample_ids += batch["sample_ids"]
@@ -131,10 +110,13 @@ def _embed_batch(model: Any, batch: dict, emb: Embeddings, parts: dict[str, list
         _embed_instances(model, batch, emb, parts, thumbnails)
 
 
-def _embed_instances(model: Any, batch: dict, emb: Embeddings, parts: dict[str, list], thumbnails: bool) -> None:
+def _embed_instances(model: Any, batch: dict[str, Any], emb: Embeddings, parts: dict[str, list[Any]],
+                     thumbnails: bool) -> None:
     index = batch["inst_sample_index"]
-    parts["inst_video"].append(model.encode_instances(batch["inst_crops"], batch["video"], index).float().cpu())
-    parts["inst_text"].append(model.encode_text(batch["inst_text_ids"], batch["inst_text_mask"]).float().cpu())
+    inst_video = model.encode_instances(batch["inst_crops"], batch["video"], index)
+    parts["inst_video"].append(inst_video.float().cpu())
+    inst_text = model.encode_text(batch["inst_text_ids"], batch["inst_text_mask"])
+    parts["inst_text"].append(inst_text.float().cpu())
     emb.inst_sample_ids += [batch["sample_ids"][i] for i in index.tolist()]
     emb.instance_ids += [int(i) for i in batch["instance_ids"]]
     emb.instance_captions += batch["instance_captions"]
@@ -143,10 +125,11 @@ def _embed_instances(model: Any, batch: dict, emb: Embeddings, parts: dict[str, 
         emb.inst_thumbnails += _middle_frames(batch["inst_crops"])
 
 
-def retrieval_report(emb: Embeddings, rerank: RerankMode = "none", temperature: float = 0.01) -> dict[str, Any]:
+def retrieval_report(emb: Embeddings, rerank: RerankMode = "none",
+                     temperature: float = 0.01) -> dict[str, Any]:
     """Global and instance retrieval (plain, plus re-ranked when asked) and the instance error breakdown."""
     report: dict[str, Any] = {"num_samples": len(emb.sample_ids), "num_instances": len(emb.instance_ids)}
-    modes = ["none"] + ([rerank] if rerank != "none" else [])
+    modes: list[RerankMode] = ["none"] if rerank == "none" else ["none", rerank]
     for mode in modes:
         suffix = "" if mode == "none" else f"_{mode}"
         report[f"global{suffix}"] = embedding_retrieval(emb.text, emb.video, rerank=mode,
@@ -170,27 +153,29 @@ def load_model(cfg: EvalConfig, device: str) -> Any:
         return model.to(device).eval()
     path = Path(cfg.checkpoint)
     if path.is_dir():
-        path = ckpt.latest_checkpoint(path) or ckpt.latest_checkpoint(path.parent)
-        if path is None:
-            raise ckpt.CheckpointError(f"{cfg.checkpoint}: no step-*.pt checkpoint in {cfg.checkpoint}/checkpoints")
+        newest = ckpt.latest_checkpoint(path) or ckpt.latest_checkpoint(path.parent)
+        if newest is None:
+            raise ckpt.CheckpointError(f"{cfg.checkpoint}: no step-*.pt checkpoint in "
+                                       f"{cfg.checkpoint}/checkpoints")
+        path = newest
     ckpt.load_model_state(model, ckpt.load_checkpoint(path)["model"], path)
     log.info("evaluating %s", path)
     return model.to(device).eval()
 
 
-def resolved_eval_root(cfg: EvalConfig) -> str:
-    return cfg.eval_root or cfg.eval.root or cfg.data.root
+def eval_dataset(cfg: TrainConfig, tokenizer: Any, split: str | None,
+                 root: str | None = None) -> InstVLDataset:
+    """A finite, deterministic pass over one split of `root` (default: the eval root), with the eval caps.
 
-
-def eval_dataset(cfg: EvalConfig, tokenizer: Any, split: str | None, root: str | None = None) -> InstVLDataset:
-    """A finite, deterministic pass over one split (middle frames, full captions, all instances)."""
-    data = cfg.data.model_copy(update={"root": root or resolved_eval_root(cfg), "split": split,
-                                       "max_instances": cfg.eval_max_instances, "workers": 0})
+    Middle frames, full captions, up to `eval.max_instances` instances per sample, no DataLoader workers.
+    """
+    data = cfg.data.model_copy(update={"root": root or cfg.eval_root, "split": split,
+                                       "max_instances": cfg.eval.max_instances, "workers": 0})
     return InstVLDataset(data, tokenizer, cfg.model.text.max_len, train=False, infinite=False)
 
 
 def _top_k(queries: Any, gallery: Any, count: int, k: int = 5) -> tuple[list[list[int]], list[list[bool]]]:
-    """Ranked gallery indices of the first `count` queries (query i's match is item i) and their correctness."""
+    """Ranked gallery indices of the first `count` queries (query i's match is item i), and correctness."""
     scores = queries[:count] @ gallery.T
     ranked = scores.topk(min(k, gallery.shape[0]), dim=1).indices.tolist()
     return ranked, [[item == row for item in items] for row, items in enumerate(ranked)]
@@ -201,16 +186,19 @@ def save_retrieval_images(emb: Embeddings, folder: Path, count: int) -> list[str
     written = []
     for name, texts, text_emb, vis_emb, thumbs in (
             ("global_retrieval", emb.global_captions, emb.text, emb.video, emb.thumbnails),
-            ("instance_retrieval", emb.instance_captions, emb.inst_text, emb.inst_video, emb.inst_thumbnails)):
+            ("instance_retrieval", emb.instance_captions, emb.inst_text, emb.inst_video,
+             emb.inst_thumbnails)):
         n = min(count, len(texts))
         if n and thumbs:
             ranked, correct = _top_k(text_emb, vis_emb, n)
-            written.append(str(visualize.retrieval_grid(folder / f"{name}.png", texts[:n], thumbs, ranked, correct)))
+            grid = visualize.retrieval_grid(folder / f"{name}.png", texts[:n], thumbs, ranked, correct)
+            written.append(str(grid))
     return written
 
 
-def save_attention_images(model: Any, head: Any, batches: Any, folder: Path, count: int, device: str) -> list[str]:
-    """Attention of instance captions over their scene, with predicted and true boxes, for `count` instances."""
+def save_attention_images(model: Any, head: Any, batches: Any, folder: Path, count: int,
+                          device: str) -> list[str]:
+    """Attention of `count` instance captions over their scene, with predicted and true boxes."""
     written: list[str] = []
     for raw in batches:
         batch = to_device(raw, device)
@@ -221,8 +209,10 @@ def save_attention_images(model: Any, head: Any, batches: Any, folder: Path, cou
         for n in range(min(count - len(written), out.boxes.shape[0])):
             clip = visualize.clip_to_uint8(batch["video"][batch["inst_sample_index"][n]])
             path = folder / f"attention_{len(written):02d}.png"
-            visualize.attention_overlay(path, clip, out.attention[n].cpu().numpy(), batch["instance_captions"][n],
-                                        cxcywh_to_xyxy(out.boxes[n]).cpu().numpy(), batch["inst_boxes"][n].cpu().numpy(),
+            pred = cxcywh_to_xyxy(out.boxes[n].float().cpu().numpy())
+            attention = out.attention[n].cpu().numpy()
+            visualize.attention_overlay(path, clip, attention, batch["instance_captions"][n],
+                                        pred, batch["inst_boxes"][n].cpu().numpy(),
                                         scale=max(1, OVERLAY_PIXELS // clip.shape[1]))
             written.append(str(path))
         if len(written) >= count:
@@ -235,9 +225,10 @@ def run_grounding(cfg: EvalConfig, model: Any, tokenizer: Any, device: str, fold
     train_data = eval_dataset(cfg, tokenizer, cfg.grounding.train_split, root=cfg.data.root)
     move = lambda b: to_device(b, device)  # noqa: E731
     head, losses = train_grounding_head(model, train_data, cfg.grounding, move)
-    metrics = evaluate_grounding_head(model, head, eval_dataset(cfg, tokenizer, cfg.eval_split), cfg.grounding, move)
-    images = save_attention_images(model, head, eval_dataset(cfg, tokenizer, cfg.eval_split), folder,
-                                   cfg.num_examples, device) if cfg.num_examples else []
+    eval_data = eval_dataset(cfg, tokenizer, cfg.eval.split)
+    metrics = evaluate_grounding_head(model, head, eval_data, cfg.grounding, move)
+    images = save_attention_images(model, head, eval_data, folder, cfg.num_examples,
+                                   device) if cfg.num_examples else []
     return {**metrics, "freeze_backbone": cfg.grounding.freeze_backbone, "steps": cfg.grounding.steps,
             "loss_first": losses[0], "loss_last": losses[-1], "images": images}
 
@@ -249,12 +240,12 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     images = output / "images"
     model = load_model(cfg, device)
     tokenizer = load_tokenizer(cfg.model.text)
-    emb = embed_split(model, eval_dataset(cfg, tokenizer, cfg.eval_split), device, cfg.max_samples,
+    emb = embed_split(model, eval_dataset(cfg, tokenizer, cfg.eval.split), device, cfg.eval.max_samples,
                       thumbnails=cfg.num_examples > 0)
     if not emb.sample_ids:
-        raise ValueError(f"{resolved_eval_root(cfg)}: no samples in split {cfg.eval_split!r} to evaluate")
-    report = {"checkpoint": cfg.checkpoint, "eval_root": resolved_eval_root(cfg),
-              "eval_split": cfg.eval_split, "rerank": cfg.rerank,
+        raise ValueError(f"{cfg.eval_root}: no samples in split {cfg.eval.split!r} to evaluate")
+    report = {"checkpoint": cfg.checkpoint, "eval_root": cfg.eval_root,
+              "eval_split": cfg.eval.split, "rerank": cfg.rerank,
               **retrieval_report(emb, cfg.rerank, cfg.rerank_temperature)}
     report["images"] = save_retrieval_images(emb, images, cfg.num_examples) if cfg.num_examples else []
     if cfg.grounding.enabled:

@@ -17,6 +17,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -28,12 +29,19 @@ IOU_THRESHOLDS = (0.5, 0.7, 0.75, 0.9)
 log = logging.getLogger(__name__)
 
 
-def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+# Differentiable (torch) twins of instvl.geometry for the box loss. They take boxes of any leading shape
+# and pair them element-wise, where geometry.box_iou (numpy) scores every box against every other.
+# Evaluation uses the same twins, so the reported IoU is the one the loss optimises.
+
+
+def cxcywh_to_xyxy_torch(boxes: torch.Tensor) -> torch.Tensor:
+    """Torch twin of `geometry.cxcywh_to_xyxy`: centre-size boxes (..., 4) to corner boxes."""
     cx, cy, w, h = boxes.unbind(-1)
     return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
 
 
-def xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
+def xyxy_to_cxcywh_torch(boxes: torch.Tensor) -> torch.Tensor:
+    """Corner boxes (..., 4) to centre-size boxes, the inverse of `cxcywh_to_xyxy_torch`."""
     x0, y0, x1, y1 = boxes.unbind(-1)
     return torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1)
 
@@ -42,8 +50,9 @@ def _area(boxes: torch.Tensor) -> torch.Tensor:
     return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
 
 
-def box_iou(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Element-wise IoU of matching xyxy boxes (any leading shape), and their union area."""
+def paired_box_iou_torch(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Torch twin of `geometry.box_iou` for matched pairs: element-wise IoU of xyxy boxes a[..., 4] and
+    b[..., 4] (not the (N, M) matrix), and their union area."""
     top_left = torch.maximum(a[..., :2], b[..., :2])
     bottom_right = torch.minimum(a[..., 2:], b[..., 2:])
     inter = (bottom_right - top_left).clamp(min=0).prod(-1)
@@ -53,8 +62,9 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 
 def generalized_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Element-wise GIoU = IoU - (hull - union) / hull, in [-1, 1]; 1 for identical boxes."""
-    iou, union = box_iou(a, b)
-    hull = (torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2])).clamp(min=0).prod(-1)
+    iou, union = paired_box_iou_torch(a, b)
+    hull_size = torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2])
+    hull = hull_size.clamp(min=0).prod(-1)
     return iou - (hull - union) / hull.clamp(min=1e-9)
 
 
@@ -115,7 +125,8 @@ class GroundingHead(nn.Module):
         out = self.mlp(features)
         centre = (torch.logit(mean_xy.clamp(1e-4, 1 - 1e-4)) + out[..., :2]).sigmoid()
         boxes = torch.cat([centre, out[..., 2:].sigmoid()], dim=-1)
-        frame_of = torch.div(torch.arange(num_frames, device=boxes.device) * t, num_frames, rounding_mode="floor")
+        frames = torch.arange(num_frames, device=boxes.device)
+        frame_of = torch.div(frames * t, num_frames, rounding_mode="floor")
         return GroundingOutput(boxes[:, frame_of], attention.reshape(-1, t, h, w))
 
 
@@ -127,20 +138,20 @@ def _token_centres(h: int, w: int, device: torch.device) -> torch.Tensor:
 
 def grounding_loss(pred_cxcywh: torch.Tensor, target_xyxy: torch.Tensor, present: torch.Tensor,
                    w_l1: float = 5.0, w_giou: float = 2.0) -> dict[str, torch.Tensor]:
-    """DETR-style L1 (on cx, cy, w, h) + (1 - GIoU), averaged over the frames where the instance is present."""
+    """DETR-style L1 (on cx, cy, w, h) + (1 - GIoU), averaged over the frames where the instance is there."""
     mask = present.bool()
     if not mask.any():
         zero = pred_cxcywh.sum() * 0.0
         return {"loss": zero, "l1": zero, "giou": zero}
     pred, target = pred_cxcywh[mask], target_xyxy[mask].float()
-    l1 = F.l1_loss(pred, xyxy_to_cxcywh(target), reduction="none").sum(-1).mean()
-    giou = (1 - generalized_box_iou(cxcywh_to_xyxy(pred), target)).mean()
+    l1 = F.l1_loss(pred, xyxy_to_cxcywh_torch(target), reduction="none").sum(-1).mean()
+    giou = (1 - generalized_box_iou(cxcywh_to_xyxy_torch(pred), target)).mean()
     return {"loss": w_l1 * l1 + w_giou * giou, "l1": l1, "giou": giou}
 
 
 def trajectory_iou(pred_xyxy: torch.Tensor, target_xyxy: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     """Mean per-frame IoU over each instance's present frames [N]; NaN where it is never present."""
-    iou, _ = box_iou(pred_xyxy.float(), target_xyxy.float())
+    iou, _ = paired_box_iou_torch(pred_xyxy.float(), target_xyxy.float())
     mask = present.bool()
     frames = mask.sum(-1)
     total = (iou * mask).sum(-1)
@@ -192,7 +203,21 @@ class GroundingConfig(BaseConfig):
         return GroundingHead(text_dim, token_dim, self.hidden_dim)
 
 
-def instance_inputs(model: nn.Module, batch: dict, with_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+Batch = dict[str, Any]
+"""A collated batch (the contract is in `instvl.train.data.collate`)."""
+
+
+class Backbone(Protocol):
+    """What the head needs of a model: caption embeddings and scene tokens (InstAP has both)."""
+
+    def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
+
+    def scene_tokens(self, video: torch.Tensor) -> torch.Tensor: ...
+
+    def parameters(self) -> Iterator[nn.Parameter]: ...
+
+
+def instance_inputs(model: Backbone, batch: Batch, with_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Per instance of a batch: its caption embedding [N, D] and its video's scene tokens [N, L, W]."""
     with torch.set_grad_enabled(with_grad):
         text = model.encode_text(batch["inst_text_ids"], batch["inst_text_mask"])
@@ -200,14 +225,15 @@ def instance_inputs(model: nn.Module, batch: dict, with_grad: bool) -> tuple[tor
     return text, scene[batch["inst_sample_index"]]
 
 
-def predict_boxes(model: nn.Module, head: GroundingHead, batch: dict, with_grad: bool = False) -> GroundingOutput:
+def predict_boxes(model: Backbone, head: GroundingHead, batch: Batch,
+                  with_grad: bool = False) -> GroundingOutput:
     """The head's per-frame boxes and attention for every instance of a batch."""
     text, tokens = instance_inputs(model, batch, with_grad)
     with torch.set_grad_enabled(with_grad or head.training):
         return head(text, tokens, batch["inst_boxes"].shape[1])
 
 
-def _cycle(batches: Iterable[dict]) -> Iterator[dict]:
+def _cycle(batches: Iterable[Batch]) -> Iterator[Batch]:
     """Repeat a finite loader; batches without instances teach nothing and are skipped."""
     while True:
         seen = 0
@@ -223,14 +249,15 @@ Inputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 """(caption embeddings, scene tokens, true boxes xyxy, present) of a set of instances."""
 
 
-def _cached_inputs(model: nn.Module, batches: Iterable[dict], cfg: GroundingConfig,
-                   to_device: Callable[[dict], dict]) -> Iterator[Inputs]:
+def _cached_inputs(model: Backbone, batches: Iterable[Batch], cfg: GroundingConfig,
+                   to_device: Callable[[Batch], Batch]) -> Iterator[Inputs]:
     """Frozen encoders: embed up to `max_cached_instances` once, then deal shuffled minibatches of them."""
     parts, count = [], 0
     for raw in batches:  # one pass over a finite loader, or up to the limit of an endless one
         batch = to_device(raw)
         if batch["inst_sample_index"].numel():
-            parts.append((*instance_inputs(model, batch, with_grad=False), batch["inst_boxes"], batch["inst_present"]))
+            inputs = instance_inputs(model, batch, with_grad=False)
+            parts.append((*inputs, batch["inst_boxes"], batch["inst_present"]))
             count += len(parts[-1][0])
         if count >= cfg.max_cached_instances:
             break
@@ -243,15 +270,17 @@ def _cached_inputs(model: nn.Module, batches: Iterable[dict], cfg: GroundingConf
             yield tuple(column[index.to(column.device)] for column in cached)  # type: ignore[misc]
 
 
-def _streamed_inputs(model: nn.Module, batches: Iterable[dict], to_device: Callable[[dict], dict]) -> Iterator[Inputs]:
+def _streamed_inputs(model: Backbone, batches: Iterable[Batch],
+                     to_device: Callable[[Batch], Batch]) -> Iterator[Inputs]:
     """Fine-tuned encoders: fresh features, with gradients, for every batch."""
     for raw in _cycle(batches):
         batch = to_device(raw)
         yield (*instance_inputs(model, batch, with_grad=True), batch["inst_boxes"], batch["inst_present"])
 
 
-def train_grounding_head(model: nn.Module, batches: Iterable[dict], cfg: GroundingConfig,
-                         to_device: Callable[[dict], dict] = lambda b: b) -> tuple[GroundingHead, list[float]]:
+def train_grounding_head(model: Backbone, batches: Iterable[Batch], cfg: GroundingConfig,
+                         to_device: Callable[[Batch], Batch] = lambda b: b,
+                         ) -> tuple[GroundingHead, list[float]]:
     """Fit a fresh head for `cfg.steps` steps; returns it (in eval mode) and the loss of every step."""
     stream = (_cached_inputs(model, batches, cfg, to_device) if cfg.freeze_backbone
               else _streamed_inputs(model, batches, to_device))
@@ -275,18 +304,20 @@ def train_grounding_head(model: nn.Module, batches: Iterable[dict], cfg: Groundi
 
 
 @torch.no_grad()
-def evaluate_grounding_head(model: nn.Module, head: GroundingHead, batches: Iterable[dict],
-                            cfg: GroundingConfig, to_device: Callable[[dict], dict] = lambda b: b) -> dict[str, float]:
+def evaluate_grounding_head(model: Backbone, head: GroundingHead, batches: Iterable[Batch],
+                            cfg: GroundingConfig,
+                            to_device: Callable[[Batch], Batch] = lambda b: b) -> dict[str, float]:
     """IoU@theta and mIoU of the head over every instance of `batches`."""
     preds, targets, present = [], [], []
     for raw in batches:
         batch = to_device(raw)
         if not batch["inst_sample_index"].numel():
             continue
-        preds.append(cxcywh_to_xyxy(predict_boxes(model, head, batch).boxes).cpu())
+        preds.append(cxcywh_to_xyxy_torch(predict_boxes(model, head, batch).boxes).cpu())
         targets.append(batch["inst_boxes"].cpu())
         present.append(batch["inst_present"].cpu())
     if not preds:
-        return grounding_metrics(torch.zeros(0, 1, 4), torch.zeros(0, 1, 4), torch.zeros(0, 1), cfg.thresholds)
+        empty = torch.zeros(0, 1, 4)
+        return grounding_metrics(empty, empty, torch.zeros(0, 1), cfg.thresholds)
     # All batches of one eval run share the frame count T, so instances concatenate along N.
     return grounding_metrics(torch.cat(preds), torch.cat(targets), torch.cat(present), cfg.thresholds)

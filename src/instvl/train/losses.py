@@ -2,16 +2,18 @@
 instance InfoNCE with same-sample negatives masked out (L_inst, Eq. 8), plus learnable temperatures.
 
 When torch.distributed is initialised, the contrastive losses gather the embeddings of every rank with
-a gradient-preserving all-gather; each rank scores its own rows against all gathered columns (the
-"local loss" of open_clip), so averaging gradients over ranks gives the full-batch gradient.
+a gradient-preserving all-gather (`distributed.gather_rows`); each rank scores its own rows against all
+gathered columns (the "local loss" of open_clip), so averaging gradients over ranks gives the full-batch
+gradient.
 """
 
 import math
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from instvl.train.distributed import gather_rows, process_rank
 
 
 class LearnableTemperature(nn.Module):
@@ -35,7 +37,8 @@ class LearnableTemperature(nn.Module):
 def alignment_loss(student: list[Tensor], teacher: list[Tensor]) -> Tensor:
     """Eq. 1 averaged over layers: mean over tokens of ||s/|s| - t/|t|||^2 (= 2 - 2 cos), [B, L, D] each."""
     if len(student) != len(teacher) or not student:
-        raise ValueError(f"alignment needs matching non-empty layer lists, got {len(student)} and {len(teacher)}")
+        raise ValueError(f"alignment needs matching non-empty layer lists, got {len(student)} "
+                         f"and {len(teacher)}")
     per_layer = []
     for s, t in zip(student, teacher, strict=True):
         if s.shape != t.shape:
@@ -43,42 +46,6 @@ def alignment_loss(student: list[Tensor], teacher: list[Tensor]) -> Tensor:
         cosine = (F.normalize(s.float(), dim=-1) * F.normalize(t.float(), dim=-1)).sum(-1)
         per_layer.append((2 - 2 * cosine).mean())
     return torch.stack(per_layer).mean()
-
-
-class _GatherRows(torch.autograd.Function):
-    """All-gather of rows; the backward sums the gradient over ranks and returns this rank's slice."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, sizes: list[int]) -> Tensor:  # type: ignore[override]
-        rank, biggest = dist.get_rank(), max(sizes)
-        padded = x.new_zeros((biggest, *x.shape[1:]))
-        padded[: x.shape[0]] = x
-        parts = [torch.empty_like(padded) for _ in sizes]
-        dist.all_gather(parts, padded.contiguous())
-        ctx.sizes, ctx.start = sizes, sum(sizes[:rank])
-        return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)])
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        grad = grad.contiguous()
-        dist.all_reduce(grad)
-        rank_size = ctx.sizes[dist.get_rank()]
-        return grad[ctx.start : ctx.start + rank_size], None
-
-
-def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def gather_rows(x: Tensor) -> tuple[Tensor, int]:
-    """Rows of `x` from every rank (ranks may hold different counts, zero included) and this rank's offset."""
-    if not is_distributed():
-        return x, 0
-    count = torch.tensor([x.shape[0]], device=x.device)
-    counts = [torch.zeros_like(count) for _ in range(dist.get_world_size())]
-    dist.all_gather(counts, count)
-    sizes = [int(c) for c in counts]
-    return _GatherRows.apply(x, sizes), sum(sizes[: dist.get_rank()])
 
 
 def _info_nce(logits: Tensor, offset: int) -> Tensor:
@@ -90,7 +57,8 @@ def _info_nce(logits: Tensor, offset: int) -> Tensor:
 def global_contrastive(video: Tensor, text: Tensor, temperature: Tensor) -> Tensor:
     """Symmetric InfoNCE between L2-normalised [B, D] video and text embeddings, mean of both directions."""
     if video.shape != text.shape:
-        raise ValueError(f"video {tuple(video.shape)} and text {tuple(text.shape)} embeddings differ in shape")
+        raise ValueError(f"video {tuple(video.shape)} and text {tuple(text.shape)} embeddings differ "
+                         "in shape")
     # One gather for both modalities keeps the backward collectives in the same order on every rank.
     both, offset = gather_rows(torch.cat([video, text], dim=1))
     all_video, all_text = both.split(video.shape[1], dim=1)
@@ -99,7 +67,8 @@ def global_contrastive(video: Tensor, text: Tensor, temperature: Tensor) -> Tens
     return (v2t + t2v) / 2
 
 
-def instance_contrastive(instances: Tensor, texts: Tensor, sample_index: Tensor, temperature: Tensor) -> Tensor:
+def instance_contrastive(instances: Tensor, texts: Tensor, sample_index: Tensor,
+                         temperature: Tensor) -> Tensor:
     """Eq. 8: bidirectional InfoNCE over all instances, same-sample non-positives dropped from negatives.
 
     `instances` and `texts` are L2-normalised [N, D]; `sample_index` [N] names each instance's sample
@@ -108,10 +77,8 @@ def instance_contrastive(instances: Tensor, texts: Tensor, sample_index: Tensor,
     if instances.shape != texts.shape or sample_index.shape != instances.shape[:1]:
         raise ValueError(f"instance embeddings {tuple(instances.shape)}, texts {tuple(texts.shape)} and "
                          f"sample_index {tuple(sample_index.shape)} do not match")
-    group = sample_index.long()
-    if is_distributed():
-        # Batch rows of different ranks are different samples: make the keys unique per rank.
-        group = group + (dist.get_rank() << 32)
+    # Batch rows of different ranks are different samples: make the keys unique per rank.
+    group = sample_index.long() + (process_rank() << 32)
     both, offset = gather_rows(torch.cat([instances, texts], dim=1))
     all_instances, all_texts = both.split(instances.shape[1], dim=1)
     all_groups, _ = gather_rows(group)

@@ -21,6 +21,8 @@ from typing import Literal
 import torch
 
 RerankMode = Literal["none", "dual_softmax"]
+Positives = Sequence[Sequence[int]] | Sequence[int] | torch.Tensor
+"""Ground truth: each query's correct gallery index, or a list of them."""
 RECALL_KS = (1, 5, 10)
 
 
@@ -44,8 +46,9 @@ class Similarity:
     @property
     def shape(self) -> tuple[int, int]:
         if self.matrix is not None:
-            return tuple(self.matrix.shape)  # type: ignore[return-value]
-        return (self.queries.shape[0], self.gallery.shape[0])
+            return self.matrix.shape[0], self.matrix.shape[1]
+        queries, gallery = self._embeddings()
+        return queries.shape[0], gallery.shape[0]
 
     @property
     def T(self) -> "Similarity":  # noqa: N802 - mirrors tensor.T
@@ -57,10 +60,16 @@ class Similarity:
         """Scores of queries [start, stop) against the whole gallery, float32."""
         if self.matrix is not None:
             return self.matrix[start:stop].float()
-        return self.queries[start:stop] @ self.gallery.T
+        queries, gallery = self._embeddings()
+        return queries[start:stop] @ gallery.T
+
+    def _embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.queries is None or self.gallery is None:  # __init__ makes this impossible
+            raise ValueError("a matrix-held Similarity has no embeddings")
+        return self.queries, self.gallery
 
 
-def as_positive_lists(positives: Sequence[Sequence[int]] | Sequence[int] | torch.Tensor) -> list[list[int]]:
+def as_positive_lists(positives: Positives) -> list[list[int]]:
     """Normalise ground truth to one list of correct gallery indices per query."""
     if isinstance(positives, torch.Tensor):
         positives = positives.tolist()
@@ -145,7 +154,7 @@ class RetrievalReport:
         return asdict(self)
 
 
-def retrieval_metrics(sim: Similarity | torch.Tensor, text_to_video: Sequence | torch.Tensor,
+def retrieval_metrics(sim: Similarity | torch.Tensor, text_to_video: Positives,
                       rerank: RerankMode = "none", temperature: float = 0.01,
                       chunk_size: int = 1024) -> RetrievalReport:
     """T2V and V2T recall from a (text x video) similarity and each text's correct video(s)."""
@@ -161,7 +170,7 @@ def retrieval_metrics(sim: Similarity | torch.Tensor, text_to_video: Sequence | 
                            num_texts, num_videos)
 
 
-def embedding_retrieval(text: torch.Tensor, video: torch.Tensor, text_to_video: Sequence | torch.Tensor | None = None,
+def embedding_retrieval(text: torch.Tensor, video: torch.Tensor, text_to_video: Positives | None = None,
                         rerank: RerankMode = "none", temperature: float = 0.01,
                         chunk_size: int = 1024) -> RetrievalReport:
     """Retrieval between L2-normalised embeddings; by default text i matches video i (1:1)."""

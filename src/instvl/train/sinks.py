@@ -86,7 +86,8 @@ class NullSink:
         pass
 
 
-def default_sinks(output_dir: str | Path, resume_step: int | None = None, tensorboard: bool = True) -> MultiSink:
+def default_sinks(output_dir: str | Path, resume_step: int | None = None,
+                  tensorboard: bool = True) -> MultiSink:
     """JSONL at OUTPUT/metrics.jsonl, plus TensorBoard at OUTPUT/tensorboard when the package is installed."""
     output_dir = Path(output_dir)
     sinks: list[MetricsSink] = [JsonlSink(output_dir / "metrics.jsonl", resume_step)]
@@ -155,5 +156,6 @@ def _plot_pil(series: dict[str, list[tuple[int, float]]], path: Path) -> None:
                    top + panel - margin / 2 - (y - y_lo) / y_span * (panel - margin)) for x, y in points]
         draw.rectangle([margin, top + margin / 2, width - margin, top + panel - margin / 2], outline="grey")
         draw.line(coords if len(coords) > 1 else coords * 2, fill="navy", width=2)
-        draw.text((margin, top + 4), f"{key}: {ys[-1]:.4g} (min {min(ys):.4g}, max {max(ys):.4g})", fill="black")
+        label = f"{key}: {ys[-1]:.4g} (min {min(ys):.4g}, max {max(ys):.4g})"
+        draw.text((margin, top + 4), label, fill="black")
     image.save(path)

@@ -13,13 +13,13 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from instvl.config import BaseConfig
 from instvl.deps import require
 from instvl.train import checkpoint as ckpt
 from instvl.train import distributed as dist_utils
-from instvl.train.data import DataState, InstVLDataset, make_loader
+from instvl.train.config import OptimConfig, RunConfig
+from instvl.train.data import DataState, InstVLDataset, make_loader, to_device
 from instvl.train.sinks import MetricsSink, NullSink
 
 torch = require("torch", "train")
@@ -27,46 +27,11 @@ log = logging.getLogger(__name__)
 NO_DECAY_NAMES = ("temp", "logit_scale", "pos_embed", "cls_token", "mask_token")
 
 
-class OptimConfig(BaseConfig):
-    """Optimizer and schedule."""
-
-    lr: float = 1e-4
-    min_lr_ratio: float = 0.01
-    """The cosine schedule ends at lr * min_lr_ratio."""
-    weight_decay: float = 0.02
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    warmup_steps: int = 0
-    steps: int = 100
-    """Optimizer steps of the whole run."""
-    grad_accum: int = 1
-    """Batches per optimizer step."""
-    clip_grad: float | None = 1.0
-
-
-class RunConfig(BaseConfig):
-    """Where the run writes, how often, and on what hardware."""
-
-    output_dir: str = "runs/instap"
-    log_every: int = 10
-    ckpt_every: int = 0
-    """Optimizer steps between checkpoints (0: only the final one)."""
-    keep_last: int = 2
-    resume: str | None = None
-    """'auto' (newest checkpoint in output_dir, if any), a checkpoint file or a run folder."""
-    precision: Literal["bf16", "fp32"] = "fp32"
-    strategy: Literal["ddp", "fsdp", "none"] = "ddp"
-    """Used when launched by torchrun with more than one process."""
-    device: str = "auto"
-    seed: int = 0
-    progress: bool = True
-    tensorboard: bool = True
-
-
 def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
     """Trainable parameters, with no weight decay on norms, biases, temperatures and embeddings."""
     wanted = {id(p) for p in model.student_parameters()} if hasattr(model, "student_parameters") else None
-    decay, no_decay = [], []
+    decay: list[Any] = []
+    no_decay: list[Any] = []
     for name, param in model.named_parameters():
         if not param.requires_grad or (wanted is not None and id(param) not in wanted):
             continue
@@ -87,16 +52,12 @@ def cosine_schedule(optimizer: Any, warmup: int, total: int, min_ratio: float) -
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def to_device(batch: dict[str, Any], device: str) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
 class Trainer:
     """Runs `optim.steps` optimizer steps of `model` on `dataset`; see the module docstring."""
 
     def __init__(self, model: Any, dataset: InstVLDataset, optim: OptimConfig, run: RunConfig,
-                 info: dist_utils.DistInfo, *, sink: MetricsSink | None = None, config_json: str | None = None,
-                 skip_frozen: bool = False):
+                 info: dist_utils.DistInfo, *, sink: MetricsSink | None = None,
+                 config_json: str | None = None, skip_frozen: bool = False):
         self.module, self.dataset, self.optim_cfg, self.run_cfg, self.info = model, dataset, optim, run, info
         self.model = dist_utils.wrap_model(model.to(info.device), info)
         self.optimizer = torch.optim.AdamW(param_groups(model, optim.weight_decay), lr=optim.lr,
@@ -104,7 +65,8 @@ class Trainer:
         self.scheduler = cosine_schedule(self.optimizer, optim.warmup_steps, optim.steps, optim.min_lr_ratio)
         self.sink = sink if sink is not None and info.is_main else NullSink()
         self.config_json, self.skip_frozen = config_json, skip_frozen
-        self.data_state, self.step, self.history = DataState(), 0, []
+        self.data_state, self.step = DataState(), 0
+        self.history: list[dict[str, Any]] = []
         self.on_step: Callable[[int], dict[str, float] | None] | None = None
         """Called on rank 0 after each step (e.g. a held-out evaluation); its metrics are logged."""
 
@@ -117,10 +79,12 @@ class Trainer:
         state = ckpt.load_checkpoint(path)
         ranks = state["ranks"]
         if len(ranks) != self.info.world_size:
-            raise ckpt.CheckpointError(f"{path}: saved by {len(ranks)} ranks, resumed with {self.info.world_size}; "
-                                       "the data position is per rank, so use the same number of processes")
+            raise ckpt.CheckpointError(f"{path}: saved by {len(ranks)} ranks, resumed with "
+                                       f"{self.info.world_size}; the data position is per rank, so use "
+                                       "the same number of processes")
         if self.info.strategy == "fsdp":
-            dist_utils.load_full_states(self.model, self.optimizer, state["model"], state["optimizer"], self.info)
+            dist_utils.load_full_states(self.model, self.optimizer, state["model"], state["optimizer"],
+                                        self.info)
         else:
             ckpt.load_model_state(self.module, state["model"], path)
             self.optimizer.load_state_dict(state["optimizer"])
@@ -136,14 +100,16 @@ class Trainer:
         """Write a checkpoint of the current step (collective: every rank must call it)."""
         model_state = dist_utils.full_state_dict(self.model, self.info)
         optim_state = dist_utils.full_optimizer_state(self.model, self.optimizer, self.info)
-        ranks = dist_utils.gather_objects({"data": self.data_state.state_dict(), "rng": ckpt.rng_state()}, self.info)
+        own = {"data": self.data_state.state_dict(), "rng": ckpt.rng_state()}
+        ranks = dist_utils.gather_objects(own, self.info)
         path = None
         if self.info.is_main:
             if self.skip_frozen:
                 frozen = {n for n, p in self.module.named_parameters() if not p.requires_grad}
                 model_state = {k: v for k, v in model_state.items() if k not in frozen}
-            payload = {"model": model_state, "optimizer": optim_state, "scheduler": self.scheduler.state_dict(),
-                       "step": self.step, "config": self.config_json, "ranks": ranks}
+            payload = {"model": model_state, "optimizer": optim_state,
+                       "scheduler": self.scheduler.state_dict(), "step": self.step,
+                       "config": self.config_json, "ranks": ranks}
             path = ckpt.save_checkpoint(ckpt.checkpoint_path(self.output_dir, self.step), payload,
                                         self.run_cfg.keep_last)
         dist_utils.barrier(self.info)
@@ -209,7 +175,8 @@ class Trainer:
 
     def train_step(self, batches: Any) -> dict[str, Any]:
         """One optimizer step over `grad_accum` batches; returns its metrics."""
-        accum, sums = self.optim_cfg.grad_accum, defaultdict(float)
+        accum = self.optim_cfg.grad_accum
+        sums: defaultdict[str, float] = defaultdict(float)
         autocast = torch.autocast(torch.device(self.info.device).type, dtype=torch.bfloat16,
                                   enabled=self.run_cfg.precision == "bf16")
         started = time.perf_counter()

@@ -6,11 +6,19 @@ the same augmentations as an uninterrupted one.
 """
 
 import hashlib
-import io
 import re
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from instvl.datasets.schema import InstanceRow, SampleRow
+from instvl.media.decode import DecoderName, decode_frames, media_of
+from instvl.media.fetch import MediaError
+
+if TYPE_CHECKING:  # torch is imported where it is used, so this module loads without it
+    import torch
+
+    from instvl.train.config import DataConfig
 
 MEANS_STDS = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -18,10 +26,6 @@ MEANS_STDS = {
 }
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _PUNCTUATION = re.compile(r"[,.'!?\"()*#:;~]")
-
-
-class MediaDecodeError(ValueError):
-    """Media bytes (or the file a row points to) that cannot be decoded into frames."""
 
 
 def stable_hash(text: str) -> int:
@@ -46,43 +50,6 @@ def frame_indices(total: int, num: int, rng: np.random.Generator | None) -> np.n
     return np.clip(picked, 0, max(total - 1, 0))
 
 
-def decode_video(data: bytes | str | Path, indices: np.ndarray) -> np.ndarray:
-    """Frames (len(indices), H, W, 3) uint8 RGB at `indices` of an encoded video (bytes or a path).
-
-    Indices past the last decodable frame repeat the last frame, so a clip whose metadata promises more
-    frames than it holds still gives a full sample.
-    """
-    import av
-
-    wanted = sorted(set(int(i) for i in indices))
-    got: dict[int, np.ndarray] = {}
-    source = io.BytesIO(data) if isinstance(data, bytes) else str(data)
-    try:
-        with av.open(source, metadata_errors="replace") as container:
-            for i, frame in enumerate(container.decode(video=0)):
-                if i in wanted:
-                    got[i] = frame.to_ndarray(format="rgb24")
-                if i >= wanted[-1]:
-                    break
-    except (av.FFmpegError, UnicodeDecodeError, IndexError, OSError) as err:
-        raise MediaDecodeError(f"cannot decode video: {err}") from err
-    if not got:
-        raise MediaDecodeError("the video has no decodable frames")
-    last = got[max(got)]
-    return np.stack([got.get(int(i), last) for i in indices])
-
-
-def decode_image(data: bytes | str | Path) -> np.ndarray:
-    """One image as (1, H, W, 3) uint8 RGB (JPEG, PNG, anything PIL reads)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
-            return np.asarray(image.convert("RGB"))[None]
-    except (UnidentifiedImageError, OSError) as err:
-        raise MediaDecodeError(f"cannot decode image: {err}") from err
-
-
 def resize_geometry(height: int, width: int, mode: str) -> tuple[float, float, float, float]:
     """The crop window (x0, y0, x1, y1), normalised to the frame, that `resize_frames` keeps."""
     if mode == "squash":
@@ -92,7 +59,7 @@ def resize_geometry(height: int, width: int, mode: str) -> tuple[float, float, f
     return x0, y0, 1 - x0, 1 - y0
 
 
-def resize_frames(frames, size: int, mode: str):
+def resize_frames(frames: "torch.Tensor", size: int, mode: str) -> "torch.Tensor":
     """(T, 3, H, W) float frames -> (T, 3, size, size): centre square crop then resize, or squash."""
     import torch.nn.functional as F
 
@@ -104,7 +71,7 @@ def resize_frames(frames, size: int, mode: str):
     return F.interpolate(window, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
-def normalise(frames, kind: str):
+def normalise(frames: "torch.Tensor", kind: str) -> "torch.Tensor":
     """Subtract the mean and divide by the std of `kind` ('imagenet' or 'clip') along the channel axis."""
     import torch
 
@@ -136,24 +103,28 @@ def pick_sentence(text: str, seed: int, epoch: int, key: str) -> str:
     return sentences[int(order[epoch % len(sentences)])]
 
 
-def load_frames(row: dict, num: int, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
+def load_frames(row: SampleRow, num: int, rng: np.random.Generator | None,
+                decoder: DecoderName = "pyav") -> tuple[np.ndarray, np.ndarray]:
     """(num, H, W, 3) uint8 frames of a row and the clip frame indices they were taken at.
 
     An image becomes a clip of `num` identical frames (frame index 0), so images and videos share
-    one model path.
+    one model path. Indices past the last decodable frame repeat the last frame, so a clip whose
+    metadata promises more frames than it holds still gives a full sample. `decoder="auto"` or
+    "decord" decodes in a crash-isolated worker process; raises MediaError.
     """
-    media = row.get("media")
+    media = media_of(row)
+    source = row.get("source")
+    uri = str((source and source.get("uri")) or row.get("sample_id"))
     if media is None:
-        media = (row.get("source") or {}).get("uri")
-    if media is None:
-        raise MediaDecodeError("row has neither media bytes nor a source uri")
+        raise MediaError(uri, "row has no media bytes and its source is not a local file", stage="decode")
     if row.get("media_type") == "image":
-        return np.repeat(decode_image(media), num, axis=0), np.zeros(num, dtype=np.int64)
-    sampled = frame_indices(int(row.get("num_frames") or 1), num, rng)
-    return decode_video(media, sampled), sampled
+        sampled = np.zeros(num, dtype=np.int64)
+    else:
+        sampled = frame_indices(int(row.get("num_frames") or 1), num, rng)
+    return decode_frames(media, uri, sampled, decoder=decoder, on_missing="repeat").frames, sampled
 
 
-def caption_text(text: str | None, cfg, epoch: int, key: str, train: bool) -> str:
+def caption_text(text: str | None, cfg: "DataConfig", epoch: int, key: str, train: bool) -> str:
     """The caption a sample trains on this epoch: one cycled sentence (training) or all of it, cleaned."""
     text = text or ""
     if train and cfg.caption_sampling == "sentence":
@@ -161,7 +132,8 @@ def caption_text(text: str | None, cfg, epoch: int, key: str, train: bool) -> st
     return clean_text(text)
 
 
-def choose_instances(instances: list[dict], limit: int, rng: np.random.Generator | None) -> list[dict]:
+def choose_instances(instances: list[InstanceRow] | None, limit: int,
+                     rng: np.random.Generator | None) -> list[InstanceRow]:
     """Instances with a caption and a trajectory; a random (training) or leading subset of `limit`."""
     usable = [inst for inst in instances or [] if inst.get("caption") and
               ((inst.get("trajectory") or {}).get("frame_index"))]
@@ -172,18 +144,20 @@ def choose_instances(instances: list[dict], limit: int, rng: np.random.Generator
     return [usable[i] for i in sorted(rng.choice(len(usable), limit, replace=False))]
 
 
-def prepare_instance(inst: dict, pixels, sampled: np.ndarray, window, cfg, epoch: int, key: str,
-                     train: bool) -> dict:
+def prepare_instance(inst: InstanceRow, pixels: "torch.Tensor", sampled: np.ndarray,
+                     window: tuple[float, float, float, float], cfg: "DataConfig", epoch: int, key: str,
+                     train: bool) -> dict[str, Any]:
     """Crop clip (3, T, c, c), boxes (T, 4) in model-input coordinates, presence mask and caption."""
     import torch
 
+    from instvl.geometry import boxes_at
     from instvl.train import crops
 
     traj = inst["trajectory"]
     if cfg.instance_boxes == "single":
         boxes, present = crops.single_boxes(traj["box"], len(sampled))
     else:
-        boxes, present = crops.interpolate_boxes(traj["frame_index"], traj["box"], sampled)
+        boxes, present = boxes_at(traj["frame_index"], traj["box"], sampled, mode="interpolate")
     in_window, visible = crops.to_window(boxes, window)
     return {"instance_id": int(inst["instance_id"]),
             "caption": caption_text(inst.get("caption"), cfg, epoch, f"{key}/{inst['instance_id']}", train),
@@ -191,13 +165,13 @@ def prepare_instance(inst: dict, pixels, sampled: np.ndarray, window, cfg, epoch
             "boxes": torch.from_numpy(in_window), "present": torch.from_numpy(present & visible)}
 
 
-def prepare_sample(row: dict, cfg, epoch: int, train: bool) -> dict:
+def prepare_sample(row: SampleRow, cfg: "DataConfig", epoch: int, train: bool) -> dict[str, Any]:
     """One row -> {'sample_id', 'video' (3, T, S, S), 'global_caption', 'instances': [...]}."""
     import torch
 
     sample_id = row["sample_id"]
     rng = sample_rng(cfg.seed, epoch, sample_id) if train else None
-    frames, sampled = load_frames(row, cfg.num_frames, rng)
+    frames, sampled = load_frames(row, cfg.num_frames, rng, cfg.decoder)
     # Normalising first is exact (resizing is a convex combination of pixels) and serves video and crops.
     pixels = normalise(torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255), cfg.normalize)
     window = resize_geometry(pixels.shape[-2], pixels.shape[-1], cfg.resize)

@@ -9,6 +9,7 @@
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -19,7 +20,7 @@ CORRECT, WRONG = (40, 180, 70), (220, 50, 50)
 PRED_BOX, TRUE_BOX = (250, 220, 40), (40, 220, 90)
 
 
-def clip_to_uint8(video) -> np.ndarray:
+def clip_to_uint8(video: Any) -> np.ndarray:
     """A model-input clip [3, T, H, W] (any normalisation) as display frames [T, H, W, 3] uint8."""
     array = np.asarray(video.detach().cpu().float() if hasattr(video, "detach") else video, dtype=np.float32)
     if array.ndim != 4 or array.shape[0] != 3:
@@ -30,7 +31,8 @@ def clip_to_uint8(video) -> np.ndarray:
 
 
 def _thumbnail(frame: np.ndarray, size: int) -> Image.Image:
-    return Image.fromarray(np.asarray(frame, dtype=np.uint8)).convert("RGB").resize((size, size), Image.BILINEAR)
+    image = Image.fromarray(np.asarray(frame, dtype=np.uint8)).convert("RGB")
+    return image.resize((size, size), Image.Resampling.BILINEAR)
 
 
 def _save(image: Image.Image, path: str | Path) -> Path:
@@ -49,7 +51,8 @@ def retrieval_grid(path: str | Path, queries: Sequence[str], thumbnails: Sequenc
     `len(queries) * (thumb_size + GAP) + GAP` high, k being the longest ranking.
     """
     if not (len(queries) == len(ranked) == len(correct)):
-        raise ValueError(f"{len(queries)} queries but {len(ranked)} rankings and {len(correct)} correctness rows")
+        raise ValueError(f"{len(queries)} queries but {len(ranked)} rankings and {len(correct)} "
+                         "correctness rows")
     k = max((len(r) for r in ranked), default=0)
     cell = thumb_size + GAP
     canvas = Image.new("RGB", (text_width + k * cell + GAP, len(queries) * cell + GAP), "white")
@@ -78,7 +81,8 @@ def _overlay_frame(frame: np.ndarray, attention: np.ndarray, alpha: float) -> Im
     height, width = frame.shape[:2]
     peak = float(attention.max())
     normalised = attention / peak if peak > 0 else attention
-    heat = Image.fromarray((normalised * 255).astype(np.uint8)).resize((width, height), Image.BILINEAR)
+    heat = Image.fromarray((normalised * 255).astype(np.uint8))
+    heat = heat.resize((width, height), Image.Resampling.BILINEAR)
     colours = heat_colours(np.asarray(heat, dtype=np.float32) / 255)
     blended = (1 - alpha) * frame.astype(np.float32) + alpha * colours.astype(np.float32)
     return Image.fromarray(blended.round().astype(np.uint8))

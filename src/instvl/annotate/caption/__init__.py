@@ -19,8 +19,6 @@ from instvl.annotate.caption.base import (
     Captioner,
     CaptionError,
     CaptionerSettings,
-    CaptionRequest,
-    InstanceInfo,
     make_request,
     request_key,
 )
@@ -29,7 +27,8 @@ from instvl.annotate.caption.fake import FakeCaptioner
 from instvl.annotate.caption.hf import HFCaptioner
 from instvl.annotate.caption.openai import OpenAICaptioner
 from instvl.annotate.caption.prompting import PromptConfig, load_template, render_prompt
-from instvl.annotate.caption.visual_prompt import VisualPromptConfig, draw_boxes, render_request
+from instvl.annotate.caption.request import CaptionRequest, InstanceInfo, RequestKind, VisualPromptConfig
+from instvl.annotate.caption.visual_prompt import draw_boxes, render_request
 from instvl.annotate.caption.vllm import VLLMCaptioner
 
 CaptionerConfig = Annotated[
@@ -40,6 +39,6 @@ CaptionerConfig = Annotated[
 __all__ = [
     "BatchCaptioner", "CaptionError", "CaptionRequest", "Captioner", "CaptionerConfig", "CaptionerSettings",
     "CleaningConfig", "FakeCaptioner", "HFCaptioner", "InstanceInfo", "OpenAICaptioner", "PromptConfig",
-    "VLLMCaptioner", "VisualPromptConfig", "caption_problems", "clean_caption", "draw_boxes", "load_template",
-    "make_request", "parse_entities", "render_prompt", "render_request", "request_key",
+    "RequestKind", "VLLMCaptioner", "VisualPromptConfig", "caption_problems", "clean_caption", "draw_boxes",
+    "load_template", "make_request", "parse_entities", "render_prompt", "render_request", "request_key",
 ]

@@ -1,74 +1,28 @@
-"""The captioner interface: caption requests, the batch-first protocol and the shared VLM flow.
+"""The captioner interface: building requests, the batch-first protocol and the shared VLM flow.
 
-A request carries sampled RGB frames, the rendered prompt and, for instance captions, the instance's
-per-frame boxes (plus the other instances', for relations). Every VLM backend runs the same flow:
-visual prompt (boxes drawn or crops) -> generate -> clean.
+A request (`request.CaptionRequest`) carries sampled RGB frames, the rendered prompt and, for instance
+captions, the instance's per-frame boxes (plus the other instances', for relations). Every VLM backend
+runs the same flow: visual prompt (boxes drawn or crops) -> generate -> clean.
 """
 
 import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
 
 from instvl.annotate.caption.cleaning import CleaningConfig, clean_caption, strip_artefacts
-from instvl.annotate.caption.prompting import PromptConfig, RequestKind, render_prompt
-from instvl.annotate.caption.visual_prompt import VisualPromptConfig, render_request
+from instvl.annotate.caption.prompting import PromptConfig, render_prompt
+from instvl.annotate.caption.request import CaptionRequest, InstanceInfo, RequestKind
+from instvl.annotate.caption.visual_prompt import render_request
 from instvl.config import BaseConfig
-
-BoxOrNone = Sequence[float] | None
 
 
 class CaptionError(RuntimeError):
     """A captioning backend failed for a request (after its retries, where it has any)."""
-
-
-@dataclass(slots=True)
-class InstanceInfo:
-    """An instance as the captioner sees it: id, detector phrase and one box (or None) per frame."""
-
-    instance_id: int
-    phrase: str
-    boxes: list[BoxOrNone]
-
-    @classmethod
-    def from_track(cls, instance_id: int, phrase: str, frame_index: Sequence[int],
-                   boxes: Sequence[Sequence[float]], sampled: Sequence[int]) -> "InstanceInfo":
-        """Boxes of a trajectory (clip frame indices -> boxes) at the sampled frames, None where absent."""
-        by_frame = dict(zip((int(i) for i in frame_index), boxes, strict=True))
-        return cls(instance_id, phrase, [by_frame.get(int(i)) for i in sampled])
-
-    def visible_boxes(self) -> np.ndarray:
-        """The boxes of the frames where the instance is visible, as an (N, 4) float array."""
-        return np.asarray([b for b in self.boxes if b is not None], dtype=np.float64).reshape(-1, 4)
-
-
-@dataclass(slots=True)
-class CaptionRequest:
-    """One VLM call: a global caption, an instance caption, or a global caption plus salient entities."""
-
-    kind: RequestKind
-    frames: list[np.ndarray]
-    prompt: str
-    instance: InstanceInfo | None = None
-    others: list[InstanceInfo] = field(default_factory=list)
-    visual: VisualPromptConfig = field(default_factory=VisualPromptConfig)
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("global", "instance", "entities"):
-            raise ValueError(f"unknown caption request kind {self.kind!r} (global, instance, entities)")
-        if not self.frames:
-            raise ValueError(f"a {self.kind!r} caption request needs at least one frame")
-        if (self.kind == "instance") != (self.instance is not None):
-            raise ValueError("an 'instance' request needs `instance`; other kinds must not have one")
-        for info in [self.instance, *self.others]:
-            if info is not None and len(info.boxes) != len(self.frames):
-                raise ValueError(f"instance {info.instance_id} has {len(info.boxes)} boxes for "
-                                 f"{len(self.frames)} frames; boxes must be aligned to the frames")
 
 
 def make_request(kind: RequestKind, frames: Sequence[np.ndarray], prompts: PromptConfig | None = None,
@@ -105,9 +59,15 @@ def _boxes_json(info: InstanceInfo) -> list:
 
 @runtime_checkable
 class Captioner(Protocol):
-    """Anything that turns a batch of requests into one text per request, in order."""
+    """What the pipeline calls on a captioner: build requests with its prompt settings, key them for the
+    caption cache, and turn a batch of requests into one text per request, in order."""
 
     model_id: str
+
+    def request(self, kind: RequestKind, frames: Sequence[np.ndarray], instance: InstanceInfo | None = None,
+                others: Sequence[InstanceInfo] = ()) -> CaptionRequest: ...
+
+    def key(self, request: CaptionRequest) -> str: ...
 
     def caption(self, requests: Sequence[CaptionRequest]) -> list[str]: ...
 

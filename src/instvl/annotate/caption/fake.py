@@ -11,7 +11,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from instvl.annotate.caption.base import BatchCaptioner, CaptionerSettings, CaptionRequest, InstanceInfo
+from instvl.annotate.caption.base import BatchCaptioner, CaptionerSettings
+from instvl.annotate.caption.request import CaptionRequest, InstanceInfo
 
 # Reference colours for naming a region's mean colour.
 _COLOUR_NAMES: dict[str, tuple[int, int, int]] = {

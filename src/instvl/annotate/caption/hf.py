@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from instvl.annotate.caption.base import BatchCaptioner, CaptionerSettings, CaptionRequest
+from instvl.annotate.caption.base import BatchCaptioner, CaptionerSettings
+from instvl.annotate.caption.request import CaptionRequest
 from instvl.deps import require
 
 log = logging.getLogger(__name__)

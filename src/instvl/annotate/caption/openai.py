@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from instvl.annotate.caption.base import BatchCaptioner, CaptionError, CaptionerSettings, CaptionRequest
+from instvl.annotate.caption.base import BatchCaptioner, CaptionError, CaptionerSettings
+from instvl.annotate.caption.request import CaptionRequest
 from instvl.annotate.caption.visual_prompt import to_data_url
 
 log = logging.getLogger(__name__)

@@ -10,15 +10,11 @@ from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
 
-from instvl.annotate.caption.visual_prompt import VisualPromptConfig, instance_colour
+from instvl.annotate.caption.request import InstanceInfo, RequestKind, VisualPromptConfig
 from instvl.config import BaseConfig
+from instvl.geometry import instance_colour
 
-if TYPE_CHECKING:
-    from instvl.annotate.caption.base import InstanceInfo
-
-RequestKind = Literal["global", "instance", "entities"]
 TEMPLATE_FIELDS: dict[str, frozenset[str]] = {
     "global": frozenset({"media", "max_words"}),
     "instance": frozenset({"media", "max_words", "instance_id", "phrase", "colour", "marker", "others"}),
@@ -73,24 +69,26 @@ def describe_media(num_frames: int) -> str:
     return f"{num_frames} frames sampled in order from a video clip"
 
 
-def describe_marker(target: "InstanceInfo", visual: VisualPromptConfig) -> str:
-    colour, _ = instance_colour(target.instance_id)
+def describe_marker(target: InstanceInfo, visual: VisualPromptConfig) -> str:
+    colour = instance_colour(target.instance_id).name
     if visual.mode == "crops":
         return f"Each image is a close-up crop around instance ID: {target.instance_id} on one frame."
     return f'The instance to describe is marked by a {colour} box labelled "ID: {target.instance_id}".'
 
 
-def describe_others(others: Sequence["InstanceInfo"], visual: VisualPromptConfig) -> str:
+def describe_others(others: Sequence[InstanceInfo], visual: VisualPromptConfig) -> str:
     if not others:
         return "There are no other tracked instances."
     drawn = visual.mode == "boxes" and visual.draw_others
-    parts = [f'ID: {o.instance_id} ("{o.phrase}"' + (f", {instance_colour(o.instance_id)[0]} box)" if drawn else ")")
-             for o in others]
+    parts = []
+    for other in others:
+        colour = f", {instance_colour(other.instance_id).name} box" if drawn else ""
+        parts.append(f'ID: {other.instance_id} ("{other.phrase}"{colour})')
     return "Other tracked instances: " + "; ".join(parts) + "."
 
 
 def render_prompt(kind: RequestKind, prompts: PromptConfig, num_frames: int,
-                  instance: "InstanceInfo | None" = None, others: Sequence["InstanceInfo"] = ()) -> str:
+                  instance: InstanceInfo | None = None, others: Sequence[InstanceInfo] = ()) -> str:
     """The prompt text of one request, from the configured template of its kind."""
     fields: dict[str, object] = {"media": describe_media(num_frames), "max_words": prompts.max_words,
                                  "max_entities": prompts.max_entities}
@@ -98,7 +96,7 @@ def render_prompt(kind: RequestKind, prompts: PromptConfig, num_frames: int,
         if instance is None:
             raise ValueError("an 'instance' prompt needs the instance to describe")
         fields |= {"instance_id": instance.instance_id, "phrase": instance.phrase,
-                   "colour": instance_colour(instance.instance_id)[0],
+                   "colour": instance_colour(instance.instance_id).name,
                    "marker": describe_marker(instance, prompts.visual),
                    "others": describe_others(others, prompts.visual)}
     name = prompts.template_for(kind)

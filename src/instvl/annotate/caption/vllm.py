@@ -11,8 +11,9 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from instvl.annotate.caption.base import BatchCaptioner, CaptionError, CaptionerSettings, CaptionRequest
+from instvl.annotate.caption.base import BatchCaptioner, CaptionError, CaptionerSettings
 from instvl.annotate.caption.openai import chat_messages
+from instvl.annotate.caption.request import CaptionRequest
 from instvl.deps import require
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from instvl.annotate.detect.base import Detector, box_iou, nms, suppress_duplicates
+from instvl.annotate.detect.base import Detector, nms, suppress_duplicates
 from instvl.annotate.detect.fake import FakeDetector
 from instvl.annotate.detect.groundingdino import GroundingDinoDetector
 from instvl.annotate.detect.hf import HFDetector
@@ -17,4 +17,4 @@ DetectorConfig = Annotated[HFDetector.Config | GroundingDinoDetector.Config | Fa
                            Field(discriminator="kind")]
 
 __all__ = ["Detector", "DetectorConfig", "FakeDetector", "GroundingDinoDetector", "HFDetector",
-           "box_iou", "nms", "suppress_duplicates"]
+           "nms", "suppress_duplicates"]

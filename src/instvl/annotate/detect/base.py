@@ -1,12 +1,13 @@
-"""The Detector protocol and the box arithmetic every detector backend shares (IoU, NMS, formats)."""
+"""The Detector protocol and what every detector backend shares: frame checks, NMS, query decoding."""
 
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from instvl.annotate.types import Detection, as_box
+from instvl.annotate.tracks import Detection
 from instvl.config import BaseConfig
+from instvl.geometry import as_box, box_iou, clip_boxes, cxcywh_to_xyxy
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,46 +33,19 @@ class GroundingSettings(BaseConfig):
 class Detector(Protocol):
     """Open-vocabulary detector: for each frame, the boxes of the given phrases.
 
-    `frames` are RGB uint8 arrays (H, W, 3); `frame_indices` optionally gives each frame's index in its
-    clip (backends that follow ground truth use it, others ignore it).
+    `frames` are RGB uint8 arrays (H, W, 3).
     """
 
-    def detect(self, frames: Sequence[np.ndarray], phrases: Sequence[str], *,
-               frame_indices: Sequence[int] | None = None) -> list[list[Detection]]: ...
+    def detect(self, frames: Sequence[np.ndarray], phrases: Sequence[str]) -> list[list[Detection]]: ...
 
 
 def check_frames(frames: Sequence[np.ndarray]) -> None:
     """Raise a clear error unless every frame is an (H, W, 3) uint8 array."""
     for i, frame in enumerate(frames):
-        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        rgb = isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[2] == 3
+        if not rgb or frame.dtype != np.uint8:
             desc = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
             raise ValueError(f"frame {i}: expected an RGB uint8 array of shape (H, W, 3), got {desc}")
-
-
-def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
-    """(N, 4) centre-size boxes to corner boxes, same units."""
-    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    cx, cy, w, h = boxes.T
-    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
-
-
-def clip_boxes(boxes: np.ndarray) -> np.ndarray:
-    """Normalised xyxy boxes clipped to [0, 1], with x0 <= x1 and y0 <= y1."""
-    boxes = np.clip(np.asarray(boxes, dtype=np.float32).reshape(-1, 4), 0.0, 1.0)
-    return np.concatenate([np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])], 1)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU (N, M) of xyxy boxes a (N, 4) and b (M, 4); 0 where both areas are empty."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:

@@ -20,7 +20,7 @@ from instvl.annotate.detect.base import (
     suppress_duplicates,
 )
 from instvl.annotate.phrases import batch_phrases, to_prompt, unique_phrases
-from instvl.annotate.types import Detection
+from instvl.annotate.tracks import Detection
 from instvl.deps import require
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,7 @@ class GroundingDinoDetector:
     def count_pieces(self, text: str) -> int:
         return len(self.model.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def detect(self, frames: Sequence[np.ndarray], phrases: Sequence[str], *,
-               frame_indices: Sequence[int] | None = None) -> list[list[Detection]]:
+    def detect(self, frames: Sequence[np.ndarray], phrases: Sequence[str]) -> list[list[Detection]]:
         check_frames(frames)
         results: list[list[Detection]] = [[] for _ in frames]
         for group in batch_phrases(unique_phrases(phrases), MAX_TEXT_LEN, lambda t: self.count_pieces(t) + 2):

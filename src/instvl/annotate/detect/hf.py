@@ -21,7 +21,7 @@ from instvl.annotate.detect.base import (
     suppress_duplicates,
 )
 from instvl.annotate.phrases import batch_phrases, to_prompt, unique_phrases
-from instvl.annotate.types import Detection
+from instvl.annotate.tracks import Detection
 from instvl.deps import require
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,7 @@ class HFDetector:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text).input_ids)
 
-    def detect(self, frames: Sequence[np.ndarray], phrases: Sequence[str], *,
-               frame_indices: Sequence[int] | None = None) -> list[list[Detection]]:
+    def detect(self, frames: Sequence[np.ndarray], phrases: Sequence[str]) -> list[list[Detection]]:
         check_frames(frames)
         results: list[list[Detection]] = [[] for _ in frames]
         groups = batch_phrases(unique_phrases(phrases), self.max_text_len, self.count_tokens)

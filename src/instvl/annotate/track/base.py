@@ -10,19 +10,20 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from instvl.annotate.types import Box, TrackedFrame, TrackSeed
+from instvl.annotate.tracks import TrackedFrame, TrackSeed
+from instvl.geometry import Box, BoxLike, to_pixels
 
 
 @runtime_checkable
 class Tracker(Protocol):
     """Video object tracker prompted with boxes on the first frame of a window."""
 
-    def track(self, frames: np.ndarray | Sequence[np.ndarray], seeds: Sequence[TrackSeed], *,
-              frame_indices: Sequence[int] | None = None) -> list[TrackedFrame]:
+    def track(self, frames: np.ndarray | Sequence[np.ndarray],
+              seeds: Sequence[TrackSeed]) -> list[TrackedFrame]:
         """Propagate `seeds` (boxes on frames[0]) through `frames`; returns one TrackedFrame per frame.
 
-        `frame_indices` gives each frame's index in its clip (default 0..T-1); the returned
-        TrackedFrame.frame_index uses the same numbering.
+        A tracker sees only its window: the returned frames are numbered 0..T-1 within it, and the
+        caller, which knows where the window starts, places them among the frames it annotates.
         """
         ...
 
@@ -35,22 +36,12 @@ def as_video(frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     return video
 
 
-def resolve_indices(num_frames: int, frame_indices: Sequence[int] | None) -> list[int]:
-    """Clip frame indices of a window: the given ones (checked) or 0..T-1."""
-    if frame_indices is None:
-        return list(range(num_frames))
-    if len(frame_indices) != num_frames:
-        raise ValueError(f"got {len(frame_indices)} frame indices for {num_frames} frames")
-    return [int(i) for i in frame_indices]
-
-
-def start_tracking(frames: np.ndarray | Sequence[np.ndarray], seeds: Sequence[TrackSeed],
-                   frame_indices: Sequence[int] | None) -> tuple[np.ndarray, list[int], list[TrackedFrame]]:
-    """What every tracker does first: the (T, H, W, 3) video, its frame indices, and empty results."""
+def start_tracking(frames: np.ndarray | Sequence[np.ndarray],
+                   seeds: Sequence[TrackSeed]) -> tuple[np.ndarray, list[TrackedFrame]]:
+    """What every tracker does first: the (T, H, W, 3) video and its empty results, numbered 0..T-1."""
     video = as_video(frames)
-    indices = resolve_indices(len(video), frame_indices)
     check_seeds(seeds)
-    return video, indices, [TrackedFrame(i) for i in indices]
+    return video, [TrackedFrame(i) for i in range(len(video))]
 
 
 def check_seeds(seeds: Sequence[TrackSeed]) -> None:
@@ -75,19 +66,9 @@ def mask_to_box(mask: np.ndarray) -> Box | None:
     return (float(cols[0] / w), float(rows[0] / h), float((cols[-1] + 1) / w), float((rows[-1] + 1) / h))
 
 
-def box_to_pixels(box: Box, width: int, height: int) -> tuple[int, int, int, int]:
-    """Integer pixel bounds (x0, y0, x1, y1), end-exclusive, at least one pixel, inside the frame."""
-    eps = 1e-4  # normalised boxes of whole pixels must not gain or lose a pixel to rounding
-    x0 = min(max(int(np.floor(box[0] * width + eps)), 0), width - 1)
-    y0 = min(max(int(np.floor(box[1] * height + eps)), 0), height - 1)
-    x1 = min(max(int(np.ceil(box[2] * width - eps)), x0 + 1), width)
-    y1 = min(max(int(np.ceil(box[3] * height - eps)), y0 + 1), height)
-    return x0, y0, x1, y1
-
-
-def box_mask(box: Box, width: int, height: int) -> np.ndarray:
-    """A (H, W) boolean mask filling `box`."""
+def box_mask(box: BoxLike, width: int, height: int) -> np.ndarray:
+    """A (H, W) boolean mask of the pixels `geometry.to_pixels` gives for `box` (`mask_to_box` inverts it)."""
     mask = np.zeros((height, width), dtype=bool)
-    x0, y0, x1, y1 = box_to_pixels(box, width, height)
+    x0, y0, x1, y1 = to_pixels(box, width, height)
     mask[y0:y1, x0:x1] = True
     return mask

@@ -1,9 +1,9 @@
-"""Deterministic trackers without a model: appearance template matching, or a ground-truth oracle.
+"""A deterministic tracker without a model: appearance template matching.
 
-'template' mode is a real (if simple) tracker: each object's pixels on the seed frame become a template
-that is searched for near its constant-velocity prediction on every later frame; a poor match (e.g. an
-occluded object) marks the object lost on that frame while its position coasts on. 'oracle' mode follows
-ground-truth boxes of the object each seed overlaps most, for tests that isolate the trajectory builder.
+A real (if simple) tracker: each object's pixels on the seed frame become a template that is searched for
+near its constant-velocity prediction on every later frame; a poor match (e.g. an occluded object) marks
+the object lost on that frame while its position coasts on. (Ground-truth tracking for measuring the
+trajectory builder: `instvl.testing.oracle.OracleTracker`.)
 """
 
 from collections.abc import Sequence
@@ -11,25 +11,26 @@ from typing import Literal
 
 import numpy as np
 
-from instvl.annotate.detect.base import box_iou
-from instvl.annotate.track.base import box_to_pixels, start_tracking
-from instvl.annotate.types import TrackedFrame, TrackedObject, TrackSeed
+from instvl.annotate.track.base import start_tracking
+from instvl.annotate.tracks import TrackedFrame, TrackedObject, TrackSeed
 from instvl.config import BaseConfig
 from instvl.deps import require
+from instvl.geometry import to_pixels
 
 
 class FakeTracker:
-    """Template-matching or ground-truth tracking, deterministic and CPU-cheap."""
+    """Template-matching tracking, deterministic and CPU-cheap."""
 
     class Config(BaseConfig):
         kind: Literal["fake"] = "fake"
-        mode: Literal["template", "oracle"] = "template"
+        mode: Literal["template"] = "template"
+        """How objects are followed (the only way; recorded in provenance as `fake:template`)."""
         search: float = 0.5
-        """'template': search radius around the predicted position, as a fraction of the box's larger side."""
+        """Search radius around the predicted position, as a fraction of the box's larger side."""
         min_score: float = 0.9
-        """'template': match similarity (1 - RMS pixel difference / 255) below which the object is lost."""
+        """Match similarity (1 - RMS pixel difference / 255) below which the object is lost."""
         max_coast: int = 8
-        """'template': frames a lost object's position keeps moving at its last velocity."""
+        """Frames a lost object's position keeps moving at its last velocity."""
 
         def build(self) -> "FakeTracker":
             return FakeTracker(self)
@@ -38,28 +39,19 @@ class FakeTracker:
 
     def __init__(self, config: Config | None = None):
         self.config = config or FakeTracker.Config()
-        self._gt_boxes: np.ndarray | None = None
 
-    def set_ground_truth(self, boxes: np.ndarray) -> None:
-        """Ground truth for 'oracle' mode: (T, N, 4) normalised xyxy boxes, NaN where not visible."""
-        boxes = np.asarray(boxes, dtype=np.float32)
-        if boxes.ndim != 3 or boxes.shape[2] != 4:
-            raise ValueError(f"ground truth must be (T, N, 4) boxes, got {boxes.shape}")
-        self._gt_boxes = boxes
-
-    def track(self, frames: np.ndarray | Sequence[np.ndarray], seeds: Sequence[TrackSeed], *,
-              frame_indices: Sequence[int] | None = None) -> list[TrackedFrame]:
-        video, indices, out = start_tracking(frames, seeds, frame_indices)
-        follow = self._follow_oracle if self.config.mode == "oracle" else self._follow_template
+    def track(self, frames: np.ndarray | Sequence[np.ndarray],
+              seeds: Sequence[TrackSeed]) -> list[TrackedFrame]:
+        video, out = start_tracking(frames, seeds)
         for seed in seeds:
-            for tracked, obj in zip(out, follow(video, indices, seed), strict=True):
+            for tracked, obj in zip(out, self._follow(video, seed), strict=True):
                 tracked.objects[seed.obj_id] = obj
         return out
 
-    def _follow_template(self, video: np.ndarray, indices, seed: TrackSeed) -> list[TrackedObject]:
+    def _follow(self, video: np.ndarray, seed: TrackSeed) -> list[TrackedObject]:
         cv2 = require("cv2", "video")
         height, width = video.shape[1:3]
-        x0, y0, x1, y1 = box_to_pixels(seed.box_xyxy, width, height)
+        x0, y0, x1, y1 = to_pixels(seed.box_xyxy, width, height)
         template = video[0, y0:y1, x0:x1].astype(np.float32)
         h, w = template.shape[:2]
         weights = np.repeat(foreground_mask(template)[..., None], 3, axis=2).astype(np.float32)
@@ -76,21 +68,6 @@ class FakeTracker:
                 coasting += 1
                 pos = guess if coasting <= self.config.max_coast else pos
                 objects.append(TrackedObject(seed.obj_id, None, 0.0))
-        return objects
-
-    def _follow_oracle(self, video: np.ndarray, indices: list[int], seed: TrackSeed) -> list[TrackedObject]:
-        if self._gt_boxes is None:
-            raise RuntimeError("the oracle tracker has no ground truth: call set_ground_truth() first")
-        if max(indices) >= len(self._gt_boxes):
-            raise IndexError(f"frame {max(indices)} is outside the ground truth ({len(self._gt_boxes)} frames)")
-        first = np.nan_to_num(self._gt_boxes[indices[0]], nan=-1.0)
-        target = int(np.argmax(box_iou(np.array([seed.box_xyxy]), first)[0]))
-        objects = []
-        for i in indices:
-            box = self._gt_boxes[i, target]
-            visible = not np.isnan(box).any()
-            objects.append(TrackedObject(seed.obj_id, tuple(float(v) for v in box) if visible else None,
-                                         1.0 if visible else 0.0))
         return objects
 
 
@@ -132,4 +109,5 @@ def foreground_mask(crop: np.ndarray, min_distance: float = 40.0, min_fraction: 
 
 def _norm_box(pos: np.ndarray, w: int, h: int, width: int, height: int) -> tuple[float, float, float, float]:
     x0, y0 = float(pos[0]), float(pos[1])
-    return (max(0.0, x0 / width), max(0.0, y0 / height), min(1.0, (x0 + w) / width), min(1.0, (y0 + h) / height))
+    return (max(0.0, x0 / width), max(0.0, y0 / height),
+            min(1.0, (x0 + w) / width), min(1.0, (y0 + h) / height))

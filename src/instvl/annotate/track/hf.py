@@ -14,7 +14,7 @@ import numpy as np
 
 from instvl.annotate.detect.base import IMAGENET_MEAN, IMAGENET_STD
 from instvl.annotate.track.base import mask_to_box, start_tracking
-from instvl.annotate.types import TrackedFrame, TrackedObject, TrackSeed
+from instvl.annotate.tracks import TrackedFrame, TrackedObject, TrackSeed
 from instvl.config import BaseConfig
 from instvl.deps import require
 
@@ -54,9 +54,9 @@ class HFTracker:
     def model_id(self) -> str:
         return "tiny-random-sam2-video" if self.config.tiny_random else self.config.model
 
-    def track(self, frames: np.ndarray | Sequence[np.ndarray], seeds: Sequence[TrackSeed], *,
-              frame_indices: Sequence[int] | None = None) -> list[TrackedFrame]:
-        video, _, out = start_tracking(frames, seeds, frame_indices)
+    def track(self, frames: np.ndarray | Sequence[np.ndarray],
+              seeds: Sequence[TrackSeed]) -> list[TrackedFrame]:
+        video, out = start_tracking(frames, seeds)
         if not seeds:
             return out
         session = self._new_session(video)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from instvl.annotate.track.base import mask_to_box, start_tracking
-from instvl.annotate.types import TrackedFrame, TrackedObject, TrackSeed
+from instvl.annotate.tracks import TrackedFrame, TrackedObject, TrackSeed
 from instvl.config import BaseConfig
 from instvl.deps import require
 
@@ -54,9 +54,9 @@ class SAM2Tracker:
     def model_id(self) -> str:
         return Path(self.config.checkpoint).name if self.config.checkpoint else self.config.config_file
 
-    def track(self, frames: np.ndarray | Sequence[np.ndarray], seeds: Sequence[TrackSeed], *,
-              frame_indices: Sequence[int] | None = None) -> list[TrackedFrame]:
-        video, _, out = start_tracking(frames, seeds, frame_indices)
+    def track(self, frames: np.ndarray | Sequence[np.ndarray],
+              seeds: Sequence[TrackSeed]) -> list[TrackedFrame]:
+        video, out = start_tracking(frames, seeds)
         if not seeds:
             return out
         height, width = video.shape[1:3]

@@ -22,10 +22,11 @@ from tqdm import tqdm
 
 from instvl.config import ConfigError
 from instvl.datasets import layout
+from instvl.datasets.manifest import UnitStats, unit_done, write_manifest
 from instvl.datasets.records import Sample
-from instvl.datasets.shards import UnitWriter, unit_done, write_manifest
 from instvl.datasets.synth.config import SynthConfig
 from instvl.datasets.synth.generate import generate_sample
+from instvl.datasets.writer import UnitWriter
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def _write_shard_unit(cfg: SynthConfig, unit_id: str, indices: range, advance: A
     writer = UnitWriter(cfg.output, unit_id, config=cfg.dataset_config())
     if unit_done(cfg.output, unit_id):
         stats_file = layout.stats_path(Path(cfg.output), unit_id)
-        _check_same_config(stats_file, _read_json(stats_file).get("config_hash"), writer.config_hash)
+        _check_same_config(stats_file, UnitStats.read(stats_file).config_hash, writer.config_hash)
         return False
     with writer:
         for index in indices:
@@ -134,13 +135,6 @@ def ground_truth_record(sample: Sample, file: str) -> dict[str, Any]:
 def _merge_ground_truth(root: Path, unit_ids: list[str]) -> None:
     parts = [(root / RAW_UNITS_DIR / f"{unit_id}.jsonl").read_bytes() for unit_id in unit_ids]
     layout.atomic_write_bytes(root / GROUND_TRUTH, b"".join(parts))
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: unreadable ({err})") from err
 
 
 def _check_same_config(path: Path, found: str | None, expected: str) -> None:

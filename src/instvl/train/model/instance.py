@@ -71,7 +71,8 @@ class GlobalLocalAttention(nn.Module):
 def check_sample_index(sample_index: Tensor, num_instances: int, batch: int) -> None:
     """A clear error when instances point at batch rows that do not exist."""
     if sample_index.shape != (num_instances,):
-        raise ValueError(f"inst_sample_index has shape {tuple(sample_index.shape)}, expected ({num_instances},)")
+        raise ValueError(f"inst_sample_index has shape {tuple(sample_index.shape)}, "
+                         f"expected ({num_instances},)")
     if num_instances and (int(sample_index.min()) < 0 or int(sample_index.max()) >= batch):
         raise ValueError(f"inst_sample_index values must lie in [0, {batch}), got "
                          f"[{int(sample_index.min())}, {int(sample_index.max())}]")

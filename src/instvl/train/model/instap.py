@@ -1,4 +1,5 @@
-"""InstAP: the student video ViT, its frozen teacher, the text tower and the instance branch, tied together.
+"""InstAP: the student video ViT, its frozen teacher, the text tower and the instance branch, tied together,
+and `InstAPConfig`, the typed description of one (student, teacher, text tower, masking, losses).
 
 Training (`forward`): the teacher sees the full clip and ranks its tokens; the student sees only the
 visible ones. Its last layers are aligned with the teacher (L_rec); the mean of its visible tokens is
@@ -6,25 +7,97 @@ the clip embedding for the global InfoNCE (L_glob); each instance crop clip is e
 same student, its tokens cross-attend to the visible scene tokens of their sample, and the pooled
 result, projected by the shared W_v, meets the instance captions in the instance InfoNCE (L_inst).
 Evaluation (`encode_*`) uses the full, unmasked token set.
+
+The config defaults are the CPU-sized `tiny` model: 64x64 clips of 4 frames in tubelets of 2 and
+patches of 16 (2 x 16 = 32 tokens), width 96, a random ViT teacher and the real MiniLM text tower.
+Full presets set e.g. vision width/depth/heads 768/12/12 (ViT-B/16) or 1024/24/16 (ViT-L), tubelet 1
+and a `clip_hf` teacher such as openai/clip-vit-large-patch14, whose grid is resized to match the student.
 """
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Discriminator, Field, Tag, model_validator
 from torch import Tensor, nn
 
+from instvl.config import BaseConfig
 from instvl.train.losses import (
     LearnableTemperature,
     alignment_loss,
     global_contrastive,
     instance_contrastive,
 )
-from instvl.train.model.config import InstAPConfig
-from instvl.train.model.instance import GlobalLocalAttention
-from instvl.train.model.masking import select_visible
-from instvl.train.model.text import enable_checkpointing
+from instvl.train.model.instance import GlobalLocalAttention, InstanceConfig
+from instvl.train.model.masking import MaskingConfig, select_visible
+from instvl.train.model.teacher_clip import CLIPTeacher
+from instvl.train.model.teacher_vit import RandomViTTeacher
+from instvl.train.model.text import TextConfig, enable_checkpointing
+from instvl.train.model.vit import VisionConfig
+
+
+def _teacher_kind(value: Any) -> str:
+    """The teacher's `kind`, 'vit_random' when a YAML section leaves it out."""
+    if isinstance(value, dict):
+        return value.get("kind", "vit_random")
+    return getattr(value, "kind", "vit_random")
+
+
+TeacherConfig = Annotated[
+    Annotated[RandomViTTeacher.Config, Tag("vit_random")] | Annotated[CLIPTeacher.Config, Tag("clip_hf")],
+    Discriminator(_teacher_kind),
+]
+
+
+class LossConfig(BaseConfig):
+    """Weights and switches of Total = w_rec * L_rec + w_glob * L_glob + w_inst * L_inst."""
+
+    w_rec: float = Field(1.0, ge=0)
+    w_glob: float = Field(1.0, ge=0)
+    w_inst: float = Field(0.1, ge=0)
+    """Instance loss weight (the paper's lambda_inst = 0.1)."""
+    inst_loss: bool = True
+    """False drops the instance branch from training (the L_rec + L_global ablation row)."""
+    inst_temperature: Literal["separate", "shared"] = "separate"
+    """Its own learnable temperature for L_inst (paper) or the global one (ablation baseline)."""
+    align_layers: int = Field(2, ge=1)
+    """How many last student/teacher layers L_rec aligns (UMT: 6)."""
+    temp_init: float = 0.07
+    temp_min: float = 1e-3
+    temp_max: float = 0.5
+
+
+class InstAPConfig(BaseConfig):
+    """An InstAP model; `build()` constructs it (loading the text tower and a CLIP teacher if named)."""
+
+    vision: VisionConfig = VisionConfig()
+    teacher: TeacherConfig = RandomViTTeacher.Config()
+    text: TextConfig = TextConfig()
+    masking: MaskingConfig = MaskingConfig()
+    instance: InstanceConfig = InstanceConfig()
+    loss: LossConfig = LossConfig()
+    embed_dim: int = Field(256, ge=8)
+    """Size of the shared video/text/instance embedding space (W_v, W_t outputs)."""
+    grad_checkpointing: bool = False
+    """Recompute student blocks (and BERT layers) in the backward pass to save activation memory."""
+
+    @model_validator(mode="after")
+    def _check_layers(self) -> "InstAPConfig":
+        if self.loss.align_layers > self.vision.depth:
+            raise ValueError(f"loss.align_layers={self.loss.align_layers} exceeds "
+                             f"vision.depth={self.vision.depth}")
+        teacher_depth = getattr(self.teacher, "depth", None)
+        if teacher_depth is not None and self.loss.align_layers > teacher_depth:
+            raise ValueError(f"loss.align_layers={self.loss.align_layers} exceeds "
+                             f"teacher.depth={teacher_depth}")
+        heads = self.instance.heads or self.vision.heads
+        if self.vision.width % heads:
+            raise ValueError(f"instance.heads={heads} does not divide vision.width={self.vision.width}")
+        return self
+
+    def build(self) -> "InstAP":
+        return InstAP(self)
 
 
 class InstAP(nn.Module):
@@ -38,8 +111,9 @@ class InstAP(nn.Module):
         self.teacher = cfg.teacher.build().requires_grad_(False).eval()
         if layers > self.teacher.depth:
             raise ValueError(f"loss.align_layers={layers} exceeds the teacher's depth {self.teacher.depth}")
+        feature_dim = self.teacher.feature_dim
         self.align_heads = nn.ModuleList(
-            nn.Sequential(nn.LayerNorm(width), nn.Linear(width, self.teacher.feature_dim)) for _ in range(layers)
+            nn.Sequential(nn.LayerNorm(width), nn.Linear(width, feature_dim)) for _ in range(layers)
         )
         self.pool_norm = nn.LayerNorm(width)
         self.vision_proj = nn.Linear(width, cfg.embed_dim)
@@ -81,7 +155,8 @@ class InstAP(nn.Module):
         l_inst = self._instance_loss(batch, visible.tokens, temp_inst)
         w = self.cfg.loss
         total = w.w_rec * l_rec + w.w_glob * l_glob + w.w_inst * l_inst
-        logged = {"l_rec": l_rec, "l_glob": l_glob, "l_inst": l_inst, "temp_glob": temp_glob, "temp_inst": temp_inst}
+        logged = {"l_rec": l_rec, "l_glob": l_glob, "l_inst": l_inst, "temp_glob": temp_glob,
+                  "temp_inst": temp_inst}
         return {"loss": total, **{k: v.detach().float() for k, v in logged.items()}}
 
     def _instance_loss(self, batch: Mapping[str, Any], scene: Tensor, temperature: Tensor) -> Tensor:

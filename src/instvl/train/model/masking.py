@@ -47,7 +47,8 @@ def select_visible(cfg: MaskingConfig, batch: int, grid_t: int, num_patches: int
     return (chosen.sort(dim=-1).values + offsets).reshape(batch, grid_t * keep)
 
 
-def _scores(cfg: MaskingConfig, batch: int, grid_t: int, num_patches: int, attention: Tensor | None) -> Tensor:
+def _scores(cfg: MaskingConfig, batch: int, grid_t: int, num_patches: int,
+            attention: Tensor | None) -> Tensor:
     if cfg.kind == "random":
         device = attention.device if attention is not None else None
         return torch.ones(batch, grid_t, num_patches, device=device)

@@ -31,7 +31,8 @@ class Teacher(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def forward(self, video: Tensor, num_layers: int, grid: tuple[int, int], tubelet_size: int) -> TeacherOutput:
+    def forward(self, video: Tensor, num_layers: int, grid: tuple[int, int],
+                tubelet_size: int) -> TeacherOutput:
         """Targets for a [B, 3, T, H, W] clip whose student grid per tubelet is `grid` = (H', W')."""
         batch, _, frames, _, _ = video.shape
         if num_layers > self.depth:

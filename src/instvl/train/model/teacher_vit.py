@@ -4,7 +4,7 @@ It has no pretrained knowledge, so aligning to it only teaches the student to im
 feature map; its purpose is to exercise the whole teacher-student path where CLIP weights are absent.
 """
 
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from pydantic import model_validator
@@ -68,7 +68,7 @@ class RandomViTTeacher(Teacher):
         layers = []
         for i, block in enumerate(self.blocks):
             if i == len(self.blocks) - 1:
-                attention = self._last_attention(block, x)
+                attention = self._last_attention(cast(Block, block), x)
             x = block(x)
             if i >= len(self.blocks) - num_layers:
                 layers.append(self.norm(x)[:, 1:])

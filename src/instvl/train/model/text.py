@@ -82,7 +82,8 @@ class TextEncoder(nn.Module):
         return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
-def _load_bert(cfg: TextConfig) -> nn.Module:
+def _load_bert(cfg: TextConfig) -> Any:
+    """A transformers BertModel (without pooler): random from `cfg.random_config`, else pretrained."""
     transformers = require("transformers", "train")
     if cfg.random_config is not None:
         settings = {"vocab_size": len(load_tokenizer(cfg)), **cfg.random_config}

@@ -156,7 +156,7 @@ class VideoViT(nn.Module):
             return sincos_3d(self.cfg.width, grid_t, grid_h, grid_w).to(self.patch_embed.weight.device)
         space = F.interpolate(self.pos_space, size=(grid_h, grid_w), mode="bicubic", align_corners=False)
         space = space.flatten(2).transpose(1, 2)[0]
-        time = self.pos_time
+        time: Tensor = self.pos_time
         if grid_t != time.shape[0]:
             time = F.interpolate(time.T[None], size=grid_t, mode="linear", align_corners=False)[0].T
         return (time[:, None, :] + space[None, :, :]).reshape(-1, self.cfg.width)

@@ -1,0 +1,27 @@
+"""The config of `instvl build`: the annotation config plus the flow's Prefect settings (Prefect-free)."""
+
+from pydantic import Field
+
+from instvl.annotate.config import AnnotateConfig
+from instvl.config import BaseConfig
+from instvl.flows.runners import RunnerConfig
+
+
+class FlowConfig(BaseConfig):
+    """Prefect settings of `instvl build`."""
+
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    retries: int = Field(2, ge=0)
+    retry_delay_s: float = Field(2.0, ge=0)
+    progress: bool = True
+    """Show a progress bar of files and samples (on a terminal)."""
+
+
+class BuildConfig(AnnotateConfig):
+    """Detect, track and caption media into InstVL shards as a resumable Prefect flow.
+
+    The `annotate/*` presets are shared with `instvl annotate run`, which drops their `flow` section.
+    Units are built from `annotation()`, so the flow settings never change a row or its config hash.
+    """
+
+    flow: FlowConfig = Field(default_factory=FlowConfig)

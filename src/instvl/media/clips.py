@@ -1,0 +1,124 @@
+"""Clip-level media: sample annotation frames from a ClipSpec, and encode a clip for a shard row.
+
+    media = fetch_media(spec.uri)                                    # once per file, shared by its clips
+    clip = sample_frames(spec, media, num=16, max_short_side=480)    # DecodedClip: (T, H, W, 3) uint8
+    data, media_format = clip_media(spec, cfg, media)                # H.264 MP4 of the span, or the image
+"""
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from instvl.media.decode import (
+    DecoderName,
+    decode_frames,
+    exif_orientation,
+    iter_pyav_frames,
+    load_image,
+    resize_frame,
+    scaled_size,
+)
+from instvl.media.encode import encode_image, encode_mp4
+from instvl.media.fetch import Media, MediaError, read_bytes, read_head
+from instvl.media.ingest import ClipSpec, Failure, IngestConfig
+from instvl.media.probe import sniff_format
+
+log = logging.getLogger(__name__)
+
+_EMBED_AS_IS = ("jpeg", "png", "webp")
+
+
+@dataclass(slots=True)
+class DecodedClip:
+    """Frames decoded from one clip: `source_frames` are their frame numbers in the source video."""
+
+    spec: ClipSpec
+    source_frames: np.ndarray
+    frames: np.ndarray
+    decoder: str
+
+    @property
+    def clip_frames(self) -> np.ndarray:
+        """The frame numbers relative to the clip's first frame (what shard trajectories store)."""
+        return self.source_frames - self.spec.start_frame
+
+
+def sample_indices(start: int, end: int, num: int | None = None, stride: int | None = None) -> np.ndarray:
+    """Every `stride`-th frame of [start, end), thinned to `num` evenly spread frames when there are more."""
+    if end <= start:
+        raise ValueError(f"empty frame span [{start}, {end})")
+    candidates = np.arange(start, end, max(1, stride or 1), dtype=np.int64)
+    if num is None or len(candidates) <= num:
+        return candidates
+    picks = np.linspace(0, len(candidates) - 1, num).round().astype(np.int64)
+    return candidates[picks]
+
+
+def sample_frames(spec: ClipSpec, media: Media, num: int | None = 16, stride: int | None = None, *,
+                  max_short_side: int | None = None, decoder: DecoderName = "auto",
+                  timeout_s: float = 60.0) -> DecodedClip:
+    """Decode a clip's sampled frames from its fetched media (an image gives one frame); raises MediaError."""
+    if spec.media_type == "image":
+        frame = resize_frame(load_image(media, spec.uri), max_short_side)
+        return DecodedClip(spec, np.zeros(1, np.int64), frame[None], "pillow")
+    indices = sample_indices(spec.start_frame, spec.end_frame, num, stride)
+    decoded = decode_frames(media, spec.uri, indices, decoder=decoder, max_short_side=max_short_side,
+                            timeout_s=timeout_s)
+    return DecodedClip(spec, indices, decoded.frames, decoded.decoder)
+
+
+def decode_clip(spec: ClipSpec, cfg: IngestConfig, media: Media) -> DecodedClip | Failure:
+    """`sample_frames` with the config's sampling settings; a bad file becomes a Failure, not an error."""
+    stride = None
+    if cfg.sample_fps and spec.fps:
+        stride = max(1, round(spec.fps / cfg.sample_fps))
+    try:
+        return sample_frames(spec, media, cfg.num_frames, stride, max_short_side=cfg.max_short_side,
+                             decoder=cfg.decoder, timeout_s=cfg.worker_timeout_s)
+    except MediaError as err:
+        log.warning("cannot decode %s [%d, %d): %s", spec.uri, spec.start_frame, spec.end_frame, err.reason)
+        return Failure(spec.uri, "decode", err.reason)
+
+
+def clip_media(spec: ClipSpec, cfg: IngestConfig, media: Media) -> tuple[bytes, str]:
+    """Bytes to embed in the shard row and their format: the clip re-encoded as MP4, or the image.
+
+    Images keep their original bytes when already JPEG/PNG/WebP, small enough and upright; others are
+    re-encoded (upright, without orientation metadata). Raises MediaError on unreadable input.
+    """
+    if spec.media_type == "image":
+        return _image_media(media, spec, cfg.max_short_side)
+    frames = _span_frames(media, spec, cfg.max_short_side)
+    try:
+        return encode_mp4(frames, spec.fps or 30.0, crf=cfg.crf), "mp4"
+    except ValueError as err:
+        raise MediaError(spec.uri, f"no frames in [{spec.start_frame}, {spec.end_frame}): {err}",
+                         stage="decode") from err
+
+
+def _span_frames(media: Media, spec: ClipSpec, max_short_side: int | None) -> Iterable[np.ndarray]:
+    """Every frame of the clip span, failing if the stream ends early (a short clip would be wrong)."""
+    count = 0
+    for _, frame in iter_pyav_frames(media, spec.uri, spec.start_frame, spec.end_frame):
+        count += 1
+        yield resize_frame(frame.to_ndarray(format="rgb24"), max_short_side)
+    if count < spec.num_frames:
+        raise MediaError(spec.uri, f"truncated: clip [{spec.start_frame}, {spec.end_frame}) has only "
+                                   f"{count} of {spec.num_frames} frames", stage="decode")
+
+
+def _image_media(media: Media, spec: ClipSpec, max_short_side: int | None) -> tuple[bytes, str]:
+    """The image's own bytes when they can be embedded as they are, else its upright pixels re-encoded.
+
+    Bytes with an EXIF orientation other than 1 are never embedded as they are: every reader of the row
+    must see the same upright pixels that width, height and the boxes were taken from.
+    """
+    found = sniff_format(read_head(media))
+    fits = scaled_size(spec.width, spec.height, max_short_side) == (spec.width, spec.height)
+    if found in _EMBED_AS_IS and fits and exif_orientation(media, spec.uri) == 1:
+        return read_bytes(media), found
+    pixels = resize_frame(load_image(media, spec.uri), max_short_side)
+    kept = found if found in _EMBED_AS_IS and fits else "jpeg"  # a rotated PNG stays lossless
+    return encode_image(pixels, kept), kept

@@ -1,0 +1,286 @@
+"""Decode frames of media into RGB arrays: one function for videos and images, one error type.
+
+    decoded = decode_frames(media, uri, [0, 8, 15], decoder="pyav", on_missing="repeat")
+    decoded.frames                 # (3, H, W, 3) uint8 RGB; decoded.indices, decoded.decoder
+    image = load_image(media, uri)  # (H, W, 3) uint8 RGB, always EXIF-transposed (upright)
+
+Videos decode with decord in a restartable worker process (`media.worker`: decord can crash its process
+on corrupt input) or with PyAV in-process, which never crashed in fuzzing and runs with the default
+log level and slice threading (setting a log level while frame threading is on deadlocks on corrupt
+input). decord is only given file paths (bytes go through a temporary file): from a BytesIO it crashes
+far more often. Images decode with Pillow and are always turned upright by their EXIF orientation, so
+every reader of a photo (annotation, shard bytes, training, reports) sees the same pixels and size.
+Every failure is a `MediaError` with stage "decode".
+"""
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from instvl.deps import is_available, require
+from instvl.log import warn_once
+from instvl.media.fetch import Media, MediaError, as_file, read_head
+from instvl.media.probe import IMAGE_FORMATS, sniff_format
+from instvl.media.worker import DecodeWorker, default_worker
+
+log = logging.getLogger(__name__)
+
+DecoderName = Literal["auto", "decord", "pyav"]
+"""auto: decord in the worker process, PyAV when decord fails or is not installed."""
+OnMissing = Literal["raise", "repeat", "drop"]
+"""What a requested frame the media does not hold becomes: an error, the nearest earlier frame, or nothing."""
+_SEEK_AFTER_FRAMES = 48  # below this, decoding from the start is cheaper than a seek
+_ORIENTATION_TAG = 0x0112  # EXIF
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedFrames:
+    """Frames (T, H, W, 3) uint8 RGB at `indices` (the requested ones; without the missing after 'drop')."""
+
+    indices: np.ndarray
+    frames: np.ndarray
+    decoder: str
+
+
+def scaled_size(width: int, height: int, max_short_side: int | None) -> tuple[int, int]:
+    """(width, height) after shrinking so the short side is at most max_short_side (never enlarged)."""
+    if not max_short_side or min(width, height) <= max_short_side:
+        return width, height
+    scale = max_short_side / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def resize_frame(frame: np.ndarray, max_short_side: int | None) -> np.ndarray:
+    """One (H, W, 3) frame shrunk with area interpolation (the same for every decoder)."""
+    size = scaled_size(frame.shape[1], frame.shape[0], max_short_side)
+    if size == (frame.shape[1], frame.shape[0]):
+        return frame
+    cv2 = require("cv2", "video")
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+
+
+def resize_short_side(frames: np.ndarray, max_short_side: int | None) -> np.ndarray:
+    """(T, H, W, 3) frames shrunk so min(H, W) <= max_short_side."""
+    if scaled_size(frames.shape[2], frames.shape[1], max_short_side) == (frames.shape[2], frames.shape[1]):
+        return frames
+    return np.stack([resize_frame(f, max_short_side) for f in frames])
+
+
+def decord_batch(path: str, indices: list[int],
+                 max_short_side: int | None) -> tuple[list[int], np.ndarray | None]:
+    """The indices the video holds and their frames, with decord (runs inside the worker process)."""
+    import decord
+
+    reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+    held = [i for i in indices if i < len(reader)]
+    if not held:
+        return held, None
+    try:
+        frames = reader.get_batch(held).asnumpy()
+    except decord.DECORDError as err:
+        if _PADDED_ROWS_ERROR not in str(err):
+            raise
+        frames = np.stack([unpad_rows(reader[i].asnumpy()) for i in held])
+    return held, resize_short_side(frames, max_short_side)
+
+
+# decord 0.6 keeps FFmpeg's row padding (rows are 32-pixel aligned) and takes padded-row bytes / width as
+# the channel count. When that division is exact but not 3 (widths 2-8, 12, 16, 24, 48, 72), a frame comes
+# back as (H, W, 4..12) and `get_batch` fails copying it into its (N, H, W, 3) buffer with this check.
+_PADDED_ROWS_ERROR = "DECORDArrayCopyFromTo"
+
+
+def unpad_rows(frame: np.ndarray) -> np.ndarray:
+    """An (H, W, C > 3) decord frame whose C counts row padding, as the (H, W, 3) RGB picture it holds."""
+    height, width, channels = frame.shape
+    if channels == 3:
+        return frame
+    rows = frame.reshape(height, width * channels)[:, : width * 3]
+    return np.ascontiguousarray(rows).reshape(height, width, 3)
+
+
+def decord_frames(media: Media, uri: str, indices: Sequence[int], max_short_side: int | None = None,
+                  timeout_s: float = 60.0, worker: DecodeWorker | None = None) -> dict[int, np.ndarray]:
+    """{index: frame} of the `indices` the video holds, decoded by decord in the worker process.
+
+    decord is fed a path: bytes are written to a temporary file first.
+    """
+    worker = worker or default_worker()
+    wanted = [int(i) for i in indices]
+    if isinstance(media, str):
+        held, frames = worker.call(decord_batch, media, wanted, max_short_side, uri=uri, timeout_s=timeout_s)
+    else:
+        suffix = os.path.splitext(uri)[1] or ".mp4"
+        with tempfile.NamedTemporaryFile(suffix=suffix, prefix="instvl-decode-") as tmp:
+            tmp.write(media)
+            tmp.flush()
+            held, frames = worker.call(decord_batch, tmp.name, wanted, max_short_side, uri=uri,
+                                       timeout_s=timeout_s)
+    return dict(zip(held, frames, strict=True)) if held else {}
+
+
+def iter_pyav_frames(media: Media, uri: str, first: int = 0,
+                     stop: int | None = None) -> Iterator[tuple[int, Any]]:
+    """(frame index, av.VideoFrame) from `first` up to `stop` (exclusive), seeking when it pays off."""
+    import av
+
+    errors = (av.FFmpegError, UnicodeDecodeError, OSError)
+    try:
+        container = av.open(as_file(media), metadata_errors="replace")
+    except errors as err:
+        raise MediaError(uri, f"cannot open as a video: {err}", stage="decode") from err
+    index = None
+    try:
+        with container:
+            if not container.streams.video:
+                raise MediaError(uri, "not a video: no video stream", stage="decode")
+            stream = container.streams.video[0]
+            for index, frame in _indexed(container, stream, first):
+                if stop is not None and index >= stop:
+                    return
+                if index >= first:
+                    yield index, frame
+    except errors as err:
+        where = "before the first frame" if index is None else f"after frame {index}"
+        raise MediaError(uri, f"truncated: decoding stopped {where}: {err}", stage="decode") from err
+    except ValueError as err:
+        raise MediaError(uri, f"cannot seek to frame {first}: {err}", stage="decode") from err
+
+
+def _indexed(container: Any, stream: Any, first: int) -> Iterator[tuple[int, Any]]:
+    """Frames with their presentation index: counted from 0, or derived from pts after a seek."""
+    rate = stream.average_rate or stream.guessed_rate
+    if first < _SEEK_AFTER_FRAMES or not rate or stream.time_base is None:
+        yield from enumerate(container.decode(stream))
+        return
+    fps, origin = float(rate), stream.start_time or 0
+    # seek lands on the keyframe at or before the target; one frame of margin absorbs rounding
+    container.seek(origin + int((first - 1) / fps / stream.time_base), stream=stream)
+    for frame in container.decode(stream):
+        if frame.pts is None:
+            raise ValueError("frames without timestamps cannot be seeked; decode from the start")
+        yield round(float((frame.pts - origin) * stream.time_base) * fps), frame
+
+
+def pyav_frames(media: Media, uri: str, indices: Sequence[int], max_short_side: int | None = None,
+                partial: bool = False) -> dict[int, np.ndarray]:
+    """{index: frame} of the `indices` the video holds, decoded in-process.
+
+    A stream that breaks off midway raises, unless `partial` and some wanted frames came before the break.
+    """
+    wanted = {int(i) for i in indices}
+    found: dict[int, np.ndarray] = {}
+    try:
+        for index, frame in iter_pyav_frames(media, uri, min(wanted), max(wanted) + 1):
+            if index in wanted:
+                found[index] = resize_frame(frame.to_ndarray(format="rgb24"), max_short_side)
+    except MediaError:
+        if not (partial and found):
+            raise
+    return found
+
+
+def decode_frames(media: Media, uri: str, indices: Sequence[int] | np.ndarray, *,
+                  decoder: DecoderName = "auto", max_short_side: int | None = None,
+                  on_missing: OnMissing = "raise", timeout_s: float = 60.0) -> DecodedFrames:
+    """Frames at `indices` (any order, repeats allowed) of a video, or frame 0 of an image.
+
+    A requested frame the media does not hold (past the end of a short or truncated stream, or any
+    frame but 0 of an image) raises with on_missing="raise", is filled with the nearest earlier
+    decoded frame with "repeat", or left out with "drop". Raises MediaError (stage "decode") when the
+    media cannot be read or no requested frame decodes.
+    """
+    wanted = [int(i) for i in indices]
+    if not wanted or min(wanted) < 0:
+        raise ValueError(f"{uri}: frame indices must be a non-empty list of indices >= 0, got {wanted[:5]}")
+    if sniff_format(read_head(media)) in IMAGE_FORMATS:
+        found, used = {0: resize_frame(load_image(media, uri), max_short_side)}, "pillow"
+    else:
+        targets = sorted(set(wanted))
+        found, used = _video_frames(media, uri, targets, decoder, max_short_side, timeout_s, on_missing)
+    return _assemble(uri, wanted, found, used, on_missing)
+
+
+def _assemble(uri: str, wanted: list[int], found: dict[int, np.ndarray], decoder: str,
+              on_missing: OnMissing) -> DecodedFrames:
+    """The wanted frames in order, the missing ones raised, repeated or dropped."""
+    missing = [i for i in wanted if i not in found]
+    if missing and (on_missing == "raise" or not found):
+        if decoder == "pillow":
+            raise MediaError(uri, f"an image has only frame 0, frame {missing[0]} requested", stage="decode")
+        raise MediaError(uri, f"truncated: frame {missing[0]} requested, the stream ends before it",
+                         stage="decode")
+    if on_missing == "drop":
+        wanted = [i for i in wanted if i in found]
+    elif missing:
+        known = sorted(found)
+        found = {**found, **{i: found[_nearest_before(known, i)] for i in missing}}
+    return DecodedFrames(np.asarray(wanted, np.int64), np.stack([found[i] for i in wanted]), decoder)
+
+
+def _nearest_before(known: list[int], index: int) -> int:
+    """The last decoded index at or before `index` (the first decoded one when none is)."""
+    before = [k for k in known if k <= index]
+    return before[-1] if before else known[0]
+
+
+def _video_frames(media: Media, uri: str, targets: list[int], decoder: DecoderName,
+                  max_short_side: int | None, timeout_s: float,
+                  on_missing: OnMissing) -> tuple[dict[int, np.ndarray], str]:
+    """The frames at sorted, distinct `targets` that the video holds, and the decoder that gave them."""
+    partial = on_missing != "raise"
+    if decoder == "pyav" or (decoder == "auto" and not is_available("decord")):
+        if decoder == "auto":
+            warn_once(log, "decord is not installed: decoding with PyAV")
+        return pyav_frames(media, uri, targets, max_short_side, partial), "pyav"
+    if decoder == "decord":
+        require("decord", "video")
+        return decord_frames(media, uri, targets, max_short_side, timeout_s), "decord"
+    try:
+        found = decord_frames(media, uri, targets, max_short_side, timeout_s)
+        if partial or len(found) == len(targets):
+            return found, "decord"
+        reason = f"truncated: decord has no frame {next(i for i in targets if i not in found)}"
+    except MediaError as decord_err:
+        reason = decord_err.reason
+    log.warning("decord failed on %s (%s); retrying with PyAV", uri, reason)
+    try:
+        return pyav_frames(media, uri, targets, max_short_side, partial), "pyav"
+    except MediaError as err:
+        raise MediaError(uri, f"{err.reason} (decord: {reason})", stage="decode") from err
+
+
+def load_image(media: Media, uri: str) -> np.ndarray:
+    """An image as (H, W, 3) uint8 RGB, turned upright by its EXIF orientation."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(as_file(media)) as img:
+            return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+    except (UnidentifiedImageError, OSError) as err:
+        raise MediaError(uri, f"not a readable image: {err}", stage="decode") from err
+
+
+def exif_orientation(media: Media, uri: str) -> int:
+    """The image's EXIF orientation (1: stored upright, 2-8: `load_image` flips or turns it)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(as_file(media)) as img:
+            return int(img.getexif().get(_ORIENTATION_TAG, 1))
+    except (UnidentifiedImageError, OSError) as err:
+        raise MediaError(uri, f"not a readable image: {err}", stage="decode") from err
+
+
+def media_of(row: Mapping[str, Any]) -> Media | None:
+    """A shard row's embedded media bytes, else its source uri when that is a local file, else None."""
+    if row.get("media"):
+        return row["media"]
+    uri = (row.get("source") or {}).get("uri") or ""
+    path = uri.removeprefix("file://")
+    return path if path and "://" not in path and os.path.isfile(path) else None

@@ -1,0 +1,58 @@
+"""Encode RGB frames for a shard row or a render: H.264 MP4 (faststart) or a still image.
+
+    data = encode_mp4(frames, fps=8.0)          # (T, H, W, 3) uint8 frames -> MP4 bytes
+    data = encode_image(frame, "jpeg")          # (H, W, 3) uint8 -> JPEG bytes (no EXIF: upright as given)
+"""
+
+import io
+import os
+import tempfile
+from collections.abc import Iterable
+from fractions import Fraction
+
+import numpy as np
+
+
+def mp4_size(width: int, height: int) -> tuple[int, int]:
+    """The (width, height) of an MP4 of frames this size: yuv420p needs even sizes, odd ones round down."""
+    return max(2, width // 2 * 2), max(2, height // 2 * 2)
+
+
+def encode_mp4(frames: Iterable[np.ndarray], fps: float, crf: int = 23, preset: str = "veryfast") -> bytes:
+    """Encode RGB uint8 frames as an H.264 (yuv420p) MP4 with the index first (faststart)."""
+    # faststart rewrites the file by name in a second pass, so it cannot target a BytesIO
+    with tempfile.TemporaryDirectory(prefix="instvl-encode-") as tmp:
+        path = os.path.join(tmp, "clip.mp4")
+        _encode_to(path, frames, fps, {"crf": str(crf), "preset": preset})
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def _encode_to(path: str, frames: Iterable[np.ndarray], fps: float, options: dict[str, object]) -> None:
+    import av
+
+    with av.open(path, "w", format="mp4", options={"movflags": "+faststart"}) as container:
+        stream = None
+        for frame in frames:
+            if stream is None:
+                stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+                # rescaling (not cropping) to even sizes keeps normalised boxes valid
+                stream.width, stream.height = mp4_size(frame.shape[1], frame.shape[0])
+                stream.pix_fmt, stream.options = "yuv420p", options
+            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            if (frame.shape[1], frame.shape[0]) != (stream.width, stream.height):
+                video_frame = video_frame.reformat(width=stream.width, height=stream.height)
+            container.mux(stream.encode(video_frame))
+        if stream is None:
+            raise ValueError("encode_mp4 needs at least one frame")
+        container.mux(stream.encode())
+
+
+def encode_image(frame: np.ndarray, format: str = "jpeg", quality: int = 95) -> bytes:
+    """One (H, W, 3) uint8 RGB frame as image bytes (JPEG, PNG or WebP), without orientation metadata."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    options = {} if format == "png" else {"quality": quality}
+    Image.fromarray(frame).save(buffer, format=format.upper(), **options)
+    return buffer.getvalue()

@@ -1,0 +1,162 @@
+"""UnitWriter: atomic units, stats files as done markers, resumable reruns, manifest and file metadata."""
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from instvl.datasets import layout
+from instvl.datasets.manifest import (
+    StatsFileError,
+    UnitStats,
+    list_shards,
+    read_manifest,
+    read_unit_stats,
+    sha256_file,
+    unit_done,
+    write_manifest,
+)
+from instvl.datasets.reader import ShardReader, read_table
+from instvl.datasets.schema import METADATA_CONFIG_KEY, METADATA_VERSION_KEY, SCHEMA_VERSION
+from instvl.datasets.validate import validate_dataset
+from instvl.datasets.writer import UnitWriter
+
+KILLED_WRITER = textwrap.dedent("""
+    import os, signal, sys
+    from instvl.datasets import layout, writer
+    from instvl.datasets.records import Instance, Sample, Trajectory
+
+    root, stage = sys.argv[1], sys.argv[2]
+    if stage == "before-stats":
+        real = layout.atomic_write_bytes
+        def die_on_stats(path, data):
+            if path.name.endswith(".stats.json"):
+                os.kill(os.getpid(), signal.SIGKILL)
+            real(path, data)
+        layout.atomic_write_bytes = die_on_stats
+    with writer.UnitWriter(root, "shard-00000", row_group_rows=1) as unit:
+        for i in range(6):
+            traj = Trajectory([0], [[0.0, 0.0, 0.5, 0.5]])
+            unit.write(Sample(f"k-{i}", "image", 8, 8, 1, "a caption", [Instance(0, "cat", "a cat", traj)]))
+            if stage == "mid-shard" and i == 3:  # three row groups are on disk, the fourth is buffered
+                os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def run_killed_writer(root: Path, stage: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", KILLED_WRITER, str(root), stage], capture_output=True,
+                          text=True,
+                          timeout=120, check=False)
+
+
+def visible_parquet(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*.parquet") if not p.name.startswith(".")]
+
+
+def test_writer_killed_mid_shard_leaves_nothing_visible_and_rerun_completes(tmp_path, sample_factory):
+    root = tmp_path / "ds"
+    result = run_killed_writer(root, "mid-shard")
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    leftovers = list((root / "shards").iterdir())
+    assert leftovers and all(p.name.startswith(layout.TMP_PREFIX) for p in leftovers)
+    assert visible_parquet(root) == [] and not unit_done(root, "shard-00000")
+    assert list_shards(root) == [] and list(ShardReader(root).iter_rows()) == []
+    assert validate_dataset(root).rules("warning") == {"temp_file"}
+
+    with UnitWriter(root, "shard-00000", row_group_rows=1) as writer:
+        for i in range(3):
+            writer.write(sample_factory(i))
+    write_manifest(root)
+    assert sorted(p.name for p in (root / "shards").iterdir()) == ["shard-00000-000.parquet"]
+    assert sorted(p.name for p in (root / "stats").iterdir()) == ["shard-00000.stats.json"]
+    report = validate_dataset(root)
+    assert report.ok and report.violations == [] and report.rows == 3
+
+
+def test_writer_killed_before_stats_is_not_done(tmp_path):
+    root = tmp_path / "ds"
+    assert run_killed_writer(root, "before-stats").returncode == -signal.SIGKILL
+    assert not unit_done(root, "shard-00000")
+    assert len(visible_parquet(root)) == 1  # renamed into place, but no done marker: readers ignore it
+    assert list(ShardReader(root).iter_rows()) == []
+    assert validate_dataset(root).rules("warning") == {"orphan_shard"}
+
+
+def test_exception_inside_with_leaves_nothing(tmp_path, sample_factory):
+    root = tmp_path / "ds"
+    with pytest.raises(RuntimeError, match="boom"), \
+            UnitWriter(root, "shard-00000", row_group_rows=1) as writer:
+        for i in range(3):
+            writer.write(sample_factory(i))
+        raise RuntimeError("boom")
+    assert list((root / "shards").iterdir()) == []
+    assert not unit_done(root, "shard-00000") and writer.stats is None
+
+
+def test_stats_manifest_and_metadata(make_dataset):
+    root = make_dataset(units=2, per_unit=5, row_group_rows=2, quarantine=2)
+    stats = UnitStats.read(layout.stats_path(root, "shard-00001"))
+    (shard,) = stats.shards
+    assert (stats.rows, stats.instances, stats.quarantined, stats.sources) == (5, 10, 2, None)
+    assert shard.row_groups == 3 and shard.sha256 == sha256_file(root / shard.path)
+    assert read_unit_stats(root)[1] == stats
+    manifest = read_manifest(root)
+    assert (manifest["num_rows"], manifest["num_shards"], manifest["num_quarantined"]) == (10, 2, 4)
+    assert manifest["schema_version"] == SCHEMA_VERSION
+    metadata = pq.read_schema(root / shard.path).metadata
+    assert metadata[METADATA_VERSION_KEY] == SCHEMA_VERSION.encode()
+    assert json.loads(metadata[METADATA_CONFIG_KEY]) == {"test": True}
+    quarantine = pq.read_table(root / stats.quarantine_path).to_pylist()
+    assert [q["reason"] for q in quarantine] == ["zero-length file"] * 2
+
+
+def test_small_target_bytes_splits_into_parts(tmp_path, sample_factory):
+    root = tmp_path / "ds"
+    with UnitWriter(root, "u", target_shard_bytes=1, row_group_rows=2) as writer:
+        for i in range(5):
+            writer.write(sample_factory(i))
+    assert [p.name for p in list_shards(root)] == ["u-000.parquet", "u-001.parquet", "u-002.parquet"]
+    assert read_table(root, columns=["sample_id"]).column(0).to_pylist() == [f"s-{i:05d}" for i in range(5)]
+    write_manifest(root)
+    assert validate_dataset(root).ok
+
+
+def test_done_unit_is_refused_unless_overwrite(make_dataset, sample_factory):
+    root = make_dataset(per_unit=2)
+    with pytest.raises(FileExistsError, match="shard-00000.stats.json"), UnitWriter(root, "shard-00000"):
+        pass
+    with UnitWriter(root, "shard-00000", overwrite=True) as writer:
+        writer.write(sample_factory(9))
+    write_manifest(root)
+    assert read_table(root, columns=["sample_id"]).column(0).to_pylist() == ["s-00009"]
+
+
+def test_duplicate_sample_and_bad_unit_id(tmp_path, sample_factory):
+    with pytest.raises(ValueError, match="written twice"), UnitWriter(tmp_path, "u") as writer:
+        writer.write(sample_factory(1))
+        writer.write(sample_factory(1))
+    with pytest.raises(ValueError, match="invalid unit id"):
+        UnitWriter(tmp_path, "../escape")
+
+
+def test_unit_stats_round_trip_and_name_the_file_that_lacks_a_key(tmp_path, sample_factory):
+    with UnitWriter(tmp_path, "u", sources=3) as writer:
+        writer.write(sample_factory(0))
+    path = layout.stats_path(tmp_path, "u")
+    stats = UnitStats.read(path)
+    assert stats == writer.stats and stats.sources == 3 and stats.rows == 1
+    assert UnitStats.from_json({**stats.to_json(), "added_later": 1}, path) == stats  # newer keys are ignored
+    without_rows = {k: v for k, v in stats.to_json().items() if k != "rows"}
+    with pytest.raises(StatsFileError, match=r"u\.stats\.json: stats file lacks rows"):
+        UnitStats.from_json(without_rows, path)
+    broken_shard = {**stats.to_json(), "shards": [{"path": "shards/u-000.parquet"}]}
+    with pytest.raises(StatsFileError, match="u.stats.json: a shard entry lacks"):
+        UnitStats.from_json(broken_shard, path)
+    path.write_text("[1, 2]")
+    with pytest.raises(StatsFileError, match="u.stats.json"):
+        UnitStats.read(path)
