@@ -90,7 +90,7 @@ def test_boxes_at_interpolate_moves_linearly_and_fills_outside_with_the_nearest(
     np.testing.assert_allclose(boxes[2], [0.1, 0.05, 0.3, 0.3], atol=1e-6)
     np.testing.assert_allclose(boxes[0], BOXES[0])  # before the span: the first box (absent)
     np.testing.assert_allclose(boxes[4], BOXES[1])  # after it: the last box (absent)
-    assert boxes.dtype == np.float32
+    assert boxes.dtype == np.float64  # exact boxes stay exact
 
 
 def test_boxes_at_edge_cases() -> None:

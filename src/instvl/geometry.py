@@ -90,7 +90,7 @@ def to_pixels(box: BoxLike, width: int, height: int) -> tuple[int, int, int, int
 
 def boxes_at(keyframes: Sequence[int] | np.ndarray, boxes: np.ndarray | Sequence[BoxLike],
              frames: Sequence[int] | np.ndarray, *, mode: BoxMode = "exact") -> tuple[np.ndarray, np.ndarray]:
-    """A trajectory read at `frames`: boxes (T, 4) float32 and a (T,) bool mask of frames where it is present.
+    """A trajectory read at `frames`: boxes (T, 4) float64 and a (T,) bool mask of frames where it is present.
 
     `keyframes` are the trajectory's frame indices (strictly increasing) and `boxes` one xyxy box each.
     - "exact": present on keyframes only, with their boxes (what an annotator produced).
@@ -108,7 +108,7 @@ def boxes_at(keyframes: Sequence[int] | np.ndarray, boxes: np.ndarray | Sequence
     if np.any(np.diff(keys) <= 0):
         raise ValueError(f"trajectory frame indices must increase strictly: {keys.tolist()}")
     if len(keys) == 0:
-        return np.zeros((len(at), 4), np.float32), np.zeros(len(at), dtype=bool)
+        return np.zeros((len(at), 4)), np.zeros(len(at), dtype=bool)
     previous = np.clip(np.searchsorted(keys, at, side="right") - 1, 0, len(keys) - 1)
     if mode == "interpolate":
         # np.interp holds the end values outside [keys[0], keys[-1]]: the nearest-box fill.
@@ -118,7 +118,7 @@ def boxes_at(keyframes: Sequence[int] | np.ndarray, boxes: np.ndarray | Sequence
     else:
         raise ValueError(f"unknown box mode {mode!r} (exact, hold, interpolate)")
     present = keys[previous] == at if mode == "exact" else (at >= keys[0]) & (at <= keys[-1])
-    return out.astype(np.float32), present
+    return out, present
 
 
 def box_at(keyframes: Sequence[int] | np.ndarray, boxes: np.ndarray | Sequence[BoxLike], frame: int, *,

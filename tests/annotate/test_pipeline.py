@@ -186,8 +186,8 @@ def test_trajectories_from_synth_ground_truth_keep_its_ids(index):
 def test_strided_sampling_stores_the_clip_frames_the_boxes_were_seen_on():
     """Every third frame of a clip starting at source frame 10 is sampled: the builder counts sampled
     indices 0..7, the row must hold clip frames 0, 3, ..., 21, each with the box seen on that frame."""
-    synth = SynthConfig(output="unused", width=96, height=80, num_frames=24, image_fraction=0.0, min_objects=2,
-                        max_objects=3, seed=7)
+    synth = SynthConfig(output="unused", width=96, height=80, num_frames=24, image_fraction=0.0,
+                        min_objects=2, max_objects=3, seed=7)
     sample = generate_sample(synth, 0)
     truth, phrases = ground_truth_from_instances(sample.instances, sample.num_frames)  # by clip frame
     clip_frames = np.arange(0, sample.num_frames, 3)
@@ -199,8 +199,9 @@ def test_strided_sampling_stores_the_clip_frames_the_boxes_were_seen_on():
     assert decoded.clip_frames.tolist() == clip_frames.tolist()
     sampled_truth = truth[clip_frames]  # the engines see the sampled frames only
     detector, tracker = OracleDetector(pixels, sampled_truth, phrases), OracleTracker(pixels, sampled_truth)
-    cfg = load_config(AnnotateConfig, "annotate/fake", ["phrases.source=vocabulary", "filter.max_instances=8",
-                                                        "trajectories.min_frames=1", "trajectories.min_area=0"])
+    overrides = ["phrases.source=vocabulary", "filter.max_instances=8", "trajectories.min_frames=1",
+                 "trajectories.min_area=0"]
+    cfg = load_config(AnnotateConfig, "annotate/fake", overrides)
     cfg = cfg.model_copy(update={"phrases": cfg.phrases.model_copy(update={"vocabulary": phrases})})
     builder = cfg.trajectories.build(detector, tracker)
     sample_out = annotate_sample(decoded, Engines(detector, tracker, cfg.captioner.build(), builder), cfg)

@@ -1,11 +1,14 @@
 """Running one work unit: every file of the unit through ingest and annotation into one shard.
 
-Per-sample failures (unreadable media, a decoder crash, a model error on one clip) are quarantined
-with their reason and the unit goes on; only faults of the unit itself (models that do not load, a
-disk that is full) fail it, so that the flow retries or reports it. Models are built once per process
+Every input has a fault boundary: any exception raised while fetching, probing, decoding or annotating
+one file (unreadable media, a decompression bomb, a decoder crash, a model error on one clip) quarantines
+that file with the exception type and message, the stage and the uri, and the unit goes on. Only faults
+of the unit itself (models that do not load, a full disk, a lost output folder: `unit_fault`) fail it,
+so that the flow retries or reports it. Models are built once per process
 and per config (`engines_for`), so a worker that runs many units loads them once.
 """
 
+import errno
 import logging
 import threading
 import time
@@ -19,7 +22,7 @@ from instvl.annotate.progress import clear_progress, write_progress
 from instvl.config import config_hash
 from instvl.datasets import layout
 from instvl.datasets.manifest import UnitStats, unit_done
-from instvl.datasets.writer import UnitWriter
+from instvl.datasets.writer import UnitWriter, safe_text
 from instvl.media.clips import clip_media, decode_clip
 from instvl.media.fetch import MediaError, fetch_media
 from instvl.media.ingest import Failure, plan_clips, probe_source
@@ -73,6 +76,24 @@ def run_unit(cfg: AnnotateConfig, unit_id: str) -> UnitStats:
     return writer.stats
 
 
+# Errors that say the unit's machine or output is broken, not the input: quarantining every file of the
+# unit for them would turn a full disk into a dataset of quarantined inputs.
+_UNIT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def unit_fault(err: BaseException) -> bool:
+    """True when `err` is a fault of the unit (fail and retry it), not of the one input being read."""
+    return not isinstance(err, Exception) or isinstance(err, MemoryError) or (
+        isinstance(err, OSError) and err.errno in _UNIT_ERRNOS)
+
+
+def describe(err: BaseException) -> str:
+    """A quarantine reason: the exception type and message, whatever raised it."""
+    if isinstance(err, MediaError):
+        return err.reason
+    return f"{type(err).__name__}: {err}"
+
+
 def _annotate_source(uri: str, unit: Unit, engines: Engines, cfg: AnnotateConfig, writer: UnitWriter) -> None:
     if uri in unit.duplicates:
         writer.quarantine(uri, f"duplicate: same bytes as {unit.duplicates[uri]}", "dedupe")
@@ -80,26 +101,30 @@ def _annotate_source(uri: str, unit: Unit, engines: Engines, cfg: AnnotateConfig
     try:
         media = fetch_media(uri)
         specs = plan_clips(probe_source(uri, cfg.ingest, media), cfg.ingest, media)
-    except MediaError as err:
-        writer.quarantine(err.uri, err.reason, err.stage)
-        return
-    except OSError as err:
-        writer.quarantine(uri, f"unreadable: {err}", "probe")
+    except Exception as err:  # the fault boundary of one input: see the module docstring
+        if unit_fault(err):
+            raise
+        stage = err.stage if isinstance(err, MediaError) else "probe"
+        writer.quarantine(uri, describe(err), stage)
         return
     for spec in specs:
-        decoded = decode_clip(spec, cfg.ingest, media)
-        if isinstance(decoded, Failure):
-            writer.quarantine(decoded.uri, decoded.reason, decoded.stage, spec.sample_id)
-            continue
+        stage = "decode"
         try:
+            decoded = decode_clip(spec, cfg.ingest, media)
+            if isinstance(decoded, Failure):
+                writer.quarantine(uri, decoded.reason, decoded.stage, spec.sample_id)
+                continue
+            stage = "annotate"
             embedded = clip_media(spec, cfg.ingest, media) if cfg.out.embed_media else None
             sample = annotate_sample(decoded, engines, cfg, embedded)
-        except MediaError as err:
-            writer.quarantine(uri, err.reason, err.stage, spec.sample_id)
-            continue
-        except Exception as err:  # a model failing on one clip must not lose the rest of the unit
-            log.exception("annotation failed on %s [%d, %d)", uri, spec.start_frame, spec.end_frame)
-            writer.quarantine(uri, f"{type(err).__name__}: {err}", "annotate", spec.sample_id)
+        except Exception as err:  # a decoder or a model failing on one clip must not lose the unit
+            if unit_fault(err):
+                raise
+            if not isinstance(err, MediaError):
+                log.exception("%s failed on %s [%d, %d)", stage, safe_text(uri), spec.start_frame,
+                              spec.end_frame)
+            writer.quarantine(uri, describe(err), err.stage if isinstance(err, MediaError) else stage,
+                              spec.sample_id)
             continue
         if len(sample.instances) < cfg.filter.min_instances:
             writer.quarantine(uri, f"too few instances ({len(sample.instances)} < "

@@ -6,6 +6,8 @@
     ROOT/quarantine/<unit>.parquet        inputs that did not become samples, with the reason
     ROOT/plan.json                        input files partitioned into units (annotate.plan)
     ROOT/.progress/<unit>.json            files done by a running unit (annotate.progress)
+    ROOT/.lock                            held by the build writing the root (writer.lock_root)
+    ROOT/.leases/<unit>.lock              held by the writer of a unit (writer.UnitWriter)
     ROOT/.cache/captions.sqlite           the default caption cache (annotate.units)
     ROOT/report.html, ROOT/renders/       `instvl datasets inspect` and `datasets render`
     ROOT/media/<sample_id>.mp4|.jpg       media served to Label Studio (qa.push)
@@ -28,6 +30,8 @@ STATS_GLOB = "*.stats.json"
 QUARANTINE_FILE = "{unit_id}.parquet"
 PLAN_FILE = "plan.json"
 PROGRESS_DIR = ".progress"
+LOCK_FILE = ".lock"
+LEASES_DIR = ".leases"
 CACHE_DIR = ".cache"
 CACHE_FILE = "captions.sqlite"
 REPORT_FILE = "report.html"
@@ -61,6 +65,10 @@ def progress_path(root: Path, unit_id: str) -> Path:
     return root / PROGRESS_DIR / f"{unit_id}.json"
 
 
+def lease_path(root: Path, unit_id: str) -> Path:
+    return root / LEASES_DIR / f"{unit_id}.lock"
+
+
 def tmp_path(final: Path) -> Path:
     """A hidden sibling of `final` to write before renaming into place."""
     return final.with_name(f"{TMP_PREFIX}{os.getpid()}-{final.name}")
@@ -82,3 +90,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make renames into the folder `path` durable: a crash right after cannot undo them."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import logging
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 from instvl import __version__
 from instvl.datasets import layout
 from instvl.datasets.schema import SCHEMA_VERSION
+
+log = logging.getLogger(__name__)
 
 
 class NotADatasetError(FileNotFoundError):
@@ -108,13 +111,37 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def unit_done(root: str | Path, unit_id: str) -> bool:
-    """True when the unit's stats file exists: its shards are complete and visible."""
-    return layout.stats_path(Path(root), unit_id).is_file()
+    """True when the unit's stats file exists, parses, and every shard it lists exists with its size.
+
+    A damaged stats file (truncated, edited) or one whose shard vanished means the unit is not done:
+    the next run redoes it (its writer removes the old files) instead of failing every later build.
+    """
+    return _intact_stats(Path(root), layout.stats_path(Path(root), unit_id)) is not None
+
+
+def _intact_stats(root: Path, path: Path) -> UnitStats | None:
+    if not path.is_file():
+        return None
+    try:
+        stats = UnitStats.read(path)
+    except StatsFileError as err:
+        log.warning("%s; its unit will be redone", err)
+        return None
+    for shard in stats.shards:
+        try:
+            size = (root / shard.path).stat().st_size
+        except OSError:
+            size = None
+        if size != shard.bytes:
+            log.warning("%s: shard %s is missing or has another size; its unit will be redone", path, shard.path)
+            return None
+    return stats
 
 
 def read_unit_stats(root: str | Path) -> list[UnitStats]:
-    """Stats of every finished unit, sorted by unit id."""
-    return [UnitStats.read(path) for path in layout.stats_files(Path(root))]
+    """Stats of every finished unit, sorted by unit id (damaged stats files are left out: not done)."""
+    root = Path(root)
+    return [stats for path in layout.stats_files(root) if (stats := _intact_stats(root, path)) is not None]
 
 
 def done_units(root: str | Path) -> set[str]:

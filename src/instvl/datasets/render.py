@@ -121,7 +121,8 @@ def held_boxes(instances: Sequence[InstanceRow], clip_frame: int) -> list[Instan
         frames, boxes = inst["trajectory"]["frame_index"] or [], inst["trajectory"]["box"] or []
         box = box_at(frames, boxes, clip_frame, mode="hold")
         if box is not None and box_at(frames, boxes, clip_frame) is None:
-            last: TrajectoryRow = {"frame_index": [clip_frame], "box": [list(box)], "mask_rle": [], "score": []}
+            last: TrajectoryRow = {"frame_index": [clip_frame], "box": [list(box)], "mask_rle": [],
+                                   "score": []}
             held.append({**inst, "trajectory": last})
     return held
 

@@ -60,7 +60,7 @@ QC = pa.struct([
 PROVENANCE = pa.struct([
     ("instvl_version", pa.string()),
     ("config_hash", pa.string()),
-    ("models", KEY_VALUE),   # role -> backend and model id, e.g. detector -> hf:IDEA-Research/grounding-dino-tiny
+    ("models", KEY_VALUE),   # role -> backend:model, e.g. detector -> hf:IDEA-Research/grounding-dino-tiny
     ("created_at", UTC_TIMESTAMP),
 ])
 

@@ -5,7 +5,9 @@ into this dataset's folder under the server's review-media root (`qa.server.revi
 folder the server serves; a local-files storage row on that folder lets reviewers load them. Each task
 carries `data.sample_id`; a sample that already has a task (in the push state or on the server) is
 never imported again. The push state, ROOT/qa/push_state.json, is rewritten atomically after every
-batch, so a push cut short by the server going away resumes where it stopped.
+batch, so a push cut short by the server going away resumes where it stopped. Every push first checks
+the token with the server (also one with nothing new to send), and refuses a dataset root inside the
+review-media root (`qa.server.check_dataset_root`).
 """
 
 import json
@@ -23,11 +25,11 @@ from instvl.datasets import layout
 from instvl.datasets.layout import atomic_write_bytes
 from instvl.datasets.reader import ShardReader
 from instvl.datasets.schema import ProvenanceRow, QCRow, SampleRow
-from instvl.qa.client import LabelStudioClient, LabelStudioUnavailable, chunks
+from instvl.qa.client import LabelStudioClient, LabelStudioError, LabelStudioUnavailable, chunks
 from instvl.qa.convert import IMAGE_KEY, VIDEO_KEY, row_to_result
 from instvl.qa.projects import ensure_project, project_title
 from instvl.qa.routing import route_row
-from instvl.qa.server import review_folder, review_media_root, stage_file
+from instvl.qa.server import check_dataset_root, review_folder, review_media_root, stage_file
 from instvl.qa.settings import QASettings
 
 log = logging.getLogger(__name__)
@@ -198,6 +200,17 @@ def push_group(client: LabelStudioClient, state: PushState, rows: list[PushRow],
     return pushed, found
 
 
+def authenticate(client: LabelStudioClient, token_env: str) -> str:
+    """The e-mail of the token's user; LabelStudioError naming the variable when the server refuses it."""
+    try:
+        me = client.request("GET", "/api/current-user/whoami")
+    except LabelStudioError as err:  # LabelStudioUnavailable (no status) passes through unchanged
+        if err.status_code in (401, 403):
+            raise LabelStudioError(f"the token in ${token_env} was refused: {err}", err.status_code) from None
+        raise
+    return str((me or {}).get("email") or (me or {}).get("username") or "")
+
+
 def push_dataset(cfg: PushConfig, client: LabelStudioClient | None = None,
                  on_batch: Callable[[PushState], None] = lambda state: None) -> PushSummary:
     """Push the routed samples of `cfg.root`; see the module docstring."""
@@ -205,9 +218,11 @@ def push_dataset(cfg: PushConfig, client: LabelStudioClient | None = None,
     if not (root / layout.SHARDS_DIR).is_dir():
         raise FileNotFoundError(f"{root}: not a dataset root (no shards/ folder)")
     document_root = review_media_root(cfg)
+    check_dataset_root(root, document_root)
+    client = client or cfg.server.build()
+    authenticate(client, cfg.server.token_env)  # every push, also one with nothing new to send
     ctx = {"root": root, "document_root": document_root, "media_dir": review_folder(document_root, root),
            "batch_size": cfg.push.batch_size, "on_batch": on_batch}
-    client = client or cfg.server.build()
     state = load_push_state(root, client.url)
     selected = select_rows(root, cfg)
     fresh = [r for r in selected if r["sample_id"] not in state.tasks]
@@ -232,7 +247,7 @@ def push_dataset(cfg: PushConfig, client: LabelStudioClient | None = None,
 def main(cfg: PushConfig) -> int:
     try:
         summary = push_dataset(cfg)
-    except (PushInterrupted, FileNotFoundError, ValueError) as err:
+    except (LabelStudioError, PushInterrupted, FileNotFoundError, ValueError) as err:
         print(f"instvl qa push: {err}", file=sys.stderr)
         return 1
     print(f"selected {summary.selected}  pushed {summary.pushed}  already there {summary.already_there}  "

@@ -38,18 +38,35 @@ Also closed here:
   `DEBUG=1` or `LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=/` cannot widen it again.
 Not closed (Label Studio Community has no switch): every organisation member sees every project, and
 can register an ML backend URL that the server then calls.
+
+Lifecycle. The server is a child that dies with its parent: it runs in its own session (a Ctrl-C at the
+terminal reaches only `instvl`), `qa serve` stops it on SIGINT, SIGTERM and SIGHUP, and on Linux the
+child asks for SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG), so even `kill -9` of `instvl`
+leaves no orphan. PR_SET_PDEATHSIG follows the *thread* that started the child: call `start` from a
+thread that lives as long as the server (the main thread). Ownership is recorded in
+`<data_dir>/instvl-serve.json` (the server's PID, the `instvl` PID and a random nonce that only the
+server's environment carries); `start` refuses, naming the port and the PID, when that data dir has a
+live server or something already listens on the port, and the health check after starting verifies
+that the process answering on the port carries the nonce (Label Studio itself would silently move to
+the next free port), so a server it did not start is never reported as its own.
 """
 
 import contextlib
+import ctypes
 import hashlib
+import json
 import logging
 import os
 import re
+import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +95,16 @@ HARDENED_ENV = {
 SCRUBBED_ENV = ("USERNAME", "PASSWORD", "USER_TOKEN")
 SERVER_UMASK = 0o077
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+OWNER_FILE = "instvl-serve.json"
+"""In the data dir: who runs the server on it (see `ServerOwner`)."""
+NONCE_ENV = "INSTVL_SERVE_NONCE"
+"""Carried only by the environment of a server `LabelStudioServer.start` made: proof of ownership."""
+PR_SET_PDEATHSIG = 1
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class ServerConflict(RuntimeError):
+    """The port or the data dir is held by a server this process did not start."""
 
 
 def pinned(settings: dict[str, str]) -> dict[str, str]:
@@ -146,6 +173,18 @@ def review_media_root(cfg: QASettings) -> Path:
     """The folder the server serves: `server.document_root`, else `<serve.data_dir>-media`; checked."""
     configured = cfg.server.document_root or cfg.serve.data_dir.rstrip("/") + MEDIA_ROOT_SUFFIX
     return check_document_root(configured, data_dir=cfg.serve.data_dir, cache=cfg.serve.template_cache)
+
+
+def check_dataset_root(dataset_root: str | Path, document_root: Path) -> Path:
+    """The resolved dataset root; ValueError naming both paths when it lies inside the review-media
+    root (`document_root`, resolved), where every reviewer could read its shards, not only its media."""
+    root = Path(dataset_root).expanduser().resolve()
+    if root.is_relative_to(document_root):
+        shown = f"{dataset_root}" + (f" (resolves to {root})" if str(root) != str(dataset_root) else "")
+        raise ValueError(f"the dataset root {shown} lies inside the review-media root {document_root} "
+                         "(server.document_root), where every reviewer could read its shards; keep "
+                         "datasets outside it (push links only their media into it)")
+    return root
 
 
 def review_folder(document_root: Path, dataset_root: str | Path) -> Path:
@@ -238,6 +277,127 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something accepts connections on host:port (what Label Studio checks before binding)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.settimeout(2.0)
+        return sock.connect_ex((host, port)) == 0
+
+
+def listening_pids(port: int) -> set[int] | None:
+    """PIDs of the processes holding a listening TCP socket on `port`, from /proc (Linux).
+
+    None where /proc is missing; empty when the listener is not readable (another user's process).
+    """
+    tables = [Path(t) for t in ("/proc/net/tcp", "/proc/net/tcp6") if Path(t).is_file()]
+    if not tables:
+        return None
+    sockets = set()
+    for table in tables:
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                sockets.add(f"socket:[{fields[9]}]")
+    pids: set[int] = set()
+    if not sockets:
+        return pids
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):  # gone, or not ours to read
+            if any(os.readlink(fd.path) in sockets for fd in os.scandir(f"/proc/{entry.name}/fd")):
+                pids.add(int(entry.name))
+    return pids
+
+
+def process_nonce(pid: int) -> str | None:
+    """The ownership nonce in the environment of process `pid`; None when absent or unreadable."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    prefix = f"{NONCE_ENV}=".encode()
+    values = (item[len(prefix):].decode() for item in environ.split(b"\0") if item.startswith(prefix))
+    return next(values, None)
+
+
+def describe_process(pid: int) -> str:
+    """'pid N (command line)' as far as /proc tells."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        command = ""
+    return f"pid {pid} ({command.strip()[:200]})" if command.strip() else f"pid {pid}"
+
+
+def describe_listener(port: int) -> str:
+    pids = listening_pids(port)
+    if pids is None:
+        return "a process (no /proc to name it)"
+    if not pids:
+        return "a process this user cannot identify"
+    return ", ".join(describe_process(pid) for pid in sorted(pids))
+
+
+class ServerOwner:
+    """`<data_dir>/instvl-serve.json`: the server's PID and URL, the PID that started it and the nonce."""
+
+    def __init__(self, data_dir: Path):
+        self.path = data_dir / OWNER_FILE
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            record = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) and {"pid", "nonce"} <= record.keys() else None
+
+    def live(self) -> dict[str, Any] | None:
+        """The record when its server still runs (its PID carries the nonce), else None (stale or none)."""
+        record = self.read()
+        if record is None:
+            return None
+        if Path("/proc/self/environ").is_file():
+            return record if process_nonce(int(record["pid"])) == record["nonce"] else None
+        try:  # no /proc: a live PID is the best evidence left
+            os.kill(int(record["pid"]), 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return record
+
+    def write(self, record: dict[str, Any]) -> None:
+        tmp = self.path.with_name(f".tmp-{os.getpid()}-{OWNER_FILE}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w") as out:
+            json.dump(record, out)
+        os.replace(tmp, self.path)
+
+    def remove(self, nonce: str) -> None:
+        """Delete the record if it is still `nonce`'s (a later server may have taken the data dir over)."""
+        record = self.read()
+        if record is not None and record.get("nonce") == nonce:
+            self.path.unlink(missing_ok=True)
+
+
+def die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A `preexec_fn` asking Linux to SIGTERM the child when `parent` (the starting thread) dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before fork: the child only calls it
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
 def server_env(data_dir: Path, document_root: Path | None, credentials: Credentials) -> dict[str, str]:
     """The environment of a server process: hardened and offline (see the module docstring).
 
@@ -300,7 +460,9 @@ def prepare_data_dir(executable: Path, data_dir: Path, credentials: Credentials,
 class LabelStudioServer:
     """A Label Studio process on loopback, healthy inside the `with` block and stopped (by PID) after it.
 
-    It serves local files from `document_root` only, which must pass `check_document_root`.
+    It serves local files from `document_root` only, which must pass `check_document_root`. It is a
+    child that dies with its parent, and `start` refuses a port or data dir held by another server
+    (see "Lifecycle" in the module docstring).
     """
 
     def __init__(self, options: ServeOptions, credentials: Credentials, document_root: str | Path,
@@ -313,6 +475,8 @@ class LabelStudioServer:
         self.host = options.host
         self.port = port or options.port or free_port(self.host)
         self.process: subprocess.Popen | None = None
+        self.owner = ServerOwner(self.data_dir)
+        self.nonce = ""
 
     @property
     def url(self) -> str:
@@ -323,37 +487,78 @@ class LabelStudioServer:
     def log_path(self) -> Path:
         return self.data_dir.with_name(self.data_dir.name + ".log")
 
+    def check_free(self) -> None:
+        """ServerConflict when a live server owns the data dir or anything listens on the port."""
+        running = self.owner.live()
+        if running is not None:
+            raise ServerConflict(
+                f"Label Studio pid {running['pid']} (started by instvl pid {running.get('serve_pid')}) "
+                f"already runs on the data dir {self.data_dir} at {running.get('url')}; use it "
+                f"(--set server.url={running.get('url')}), stop it (kill {running.get('serve_pid')}), "
+                "or set serve.data_dir to another folder")
+        if port_in_use(self.host, self.port):
+            raise ServerConflict(
+                f"port {self.port} on {self.host} is already in use by {describe_listener(self.port)}, "
+                "which this command did not start; stop it, or set serve.port to another port "
+                "(0: any free one)")
+
+    def owns_port(self) -> bool:
+        """Whether the process listening on our port is the server we started (it carries our nonce).
+
+        True without /proc to tell (`check_free` before starting is then the only guard).
+        """
+        pids = listening_pids(self.port)
+        if pids is None:
+            return self.process is not None and self.process.poll() is None
+        return bool(self.nonce) and any(process_nonce(pid) == self.nonce for pid in pids)
+
     def start(self) -> "LabelStudioServer":
+        self.check_free()
         cache = Path(self.options.template_cache).expanduser() if self.options.template_cache else None
         prepare_data_dir(self.executable, self.data_dir, self.credentials, cache)
         private_dir(self.document_root)
         cmd = [str(self.executable), "start", "--no-browser", "--internal-host", self.host,
                "--port", str(self.port), "--data-dir", str(self.data_dir)]
-        env = server_env(self.data_dir, self.document_root, self.credentials)
+        self.nonce = secrets.token_hex(16)
+        env = {**server_env(self.data_dir, self.document_root, self.credentials), NONCE_ENV: self.nonce}
         log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.fchmod(log_fd, 0o600)
         with open(log_fd, "ab") as log_file:
+            # Its own session: a terminal's Ctrl-C reaches only us, and we stop it (no double signal).
             self.process = subprocess.Popen(cmd, env=env, cwd=self.data_dir, stdin=subprocess.DEVNULL,
-                                            stdout=log_file, stderr=subprocess.STDOUT, umask=SERVER_UMASK)
-        log.info("started Label Studio (pid %d) at %s serving %s, log %s", self.process.pid, self.url,
-                 self.document_root, self.log_path)
+                                            stdout=log_file, stderr=subprocess.STDOUT, umask=SERVER_UMASK,
+                                            start_new_session=True, preexec_fn=die_with_parent(os.getpid()))
         try:
-            wait_healthy(self.url, self.options.start_timeout_s, alive=lambda: self.process.poll() is None)
-        except LabelStudioUnavailable as err:
+            self.owner.write({"pid": self.process.pid, "serve_pid": os.getpid(), "nonce": self.nonce,
+                              "url": self.url, "started_at": datetime.now(UTC).isoformat()})
+            log.info("started Label Studio (pid %d) at %s serving %s, log %s", self.process.pid, self.url,
+                     self.document_root, self.log_path)
+            try:
+                wait_healthy(self.url, self.options.start_timeout_s,
+                             alive=lambda: self.process.poll() is None)
+            except LabelStudioUnavailable as err:
+                raise LabelStudioUnavailable(f"{err}; see the server log {self.log_path}") from None
+            if not self.owns_port():
+                raise ServerConflict(
+                    f"port {self.port} on {self.host} is answered by {describe_listener(self.port)}, not by "
+                    f"the Label Studio this command started (pid {self.process.pid}); stop that process, "
+                    "or set serve.port to another port (0: any free one)")
+        except BaseException:  # also a signal or Ctrl-C during the (long) start: never leave it running
             self.stop()
-            raise LabelStudioUnavailable(f"{err}; see the server log {self.log_path}") from None
+            raise
         return self
 
     def stop(self, timeout_s: float = 20) -> None:
         """Terminate our own process by PID; kill it if it does not exit in time."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=timeout_s)
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=timeout_s)
+        if self.nonce:
+            self.owner.remove(self.nonce)
 
     def __enter__(self) -> "LabelStudioServer":
         return self.start()
@@ -362,8 +567,34 @@ class LabelStudioServer:
         self.stop()
 
 
+class Stopped(KeyboardInterrupt):
+    """A stop signal arrived (SIGINT, SIGTERM or SIGHUP); a KeyboardInterrupt so every layer unwinds."""
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[list[str]]:
+    """Raise `Stopped` on the first stop signal (later ones are ignored while we clean up); yields the
+    names of the signals received. Handlers are installed only in the main thread and restored after."""
+    received: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signal.Signals(signum).name)
+        if len(received) == 1:
+            raise Stopped(received[0])
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def main(cfg: ServeConfig) -> int:
-    """Start the server described by `cfg` and serve until Ctrl-C."""
+    """Start the server described by `cfg` and serve until a stop signal (Ctrl-C, SIGTERM, SIGHUP)."""
     try:
         credentials = Credentials.from_env(cfg.serve.username_env, cfg.serve.password_env,
                                            cfg.server.token_env)
@@ -371,11 +602,29 @@ def main(cfg: ServeConfig) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"instvl qa serve: {err}", file=sys.stderr)
         return 1
-    with server:
-        print(f"Label Studio is up at {server.url} (user {credentials.username}, data {server.data_dir}, "
-              f"serving media from {server.document_root})")
-        print(f"point clients at it with: --set server.url={server.url}; stop with Ctrl-C")
-        with contextlib.suppress(KeyboardInterrupt):
-            while server.process is not None and server.process.poll() is None:
-                time.sleep(1.0)
-    return 0
+    with stop_on_signals() as received:
+        try:
+            server.start()
+        except RuntimeError as err:  # ServerConflict, LabelStudioUnavailable, a failed init
+            print(f"instvl qa serve: {err}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(f"instvl qa serve: stopped while starting ({received[0] if received else 'SIGINT'})",
+                  file=sys.stderr)
+            return 1
+        try:
+            print(f"Label Studio is up at {server.url} (pid {server.process.pid}, "
+                  f"user {credentials.username}, data {server.data_dir}, "
+                  f"serving media from {server.document_root})", flush=True)
+            print(f"point clients at it with: --set server.url={server.url}; stop with Ctrl-C or "
+                  f"kill {os.getpid()}", flush=True)
+            code = server.process.wait()
+        except KeyboardInterrupt:
+            server.stop()  # before printing: whoever sent the signal may be waiting for the port
+            print(f"stopped Label Studio ({received[0] if received else 'SIGINT'})", flush=True)
+            return 0
+        finally:
+            server.stop()
+    print(f"instvl qa serve: Label Studio exited by itself (code {code}); "
+          f"see the server log {server.log_path}", file=sys.stderr)
+    return 1

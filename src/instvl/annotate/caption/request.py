@@ -12,6 +12,7 @@ import numpy as np
 
 from instvl.config import BaseConfig
 from instvl.datasets.records import FrameSpace, Instance
+from instvl.geometry import as_box, boxes_at
 
 RequestKind = Literal["global", "instance", "entities"]
 BoxOrNone = Sequence[float] | None
@@ -50,9 +51,9 @@ class InstanceInfo:
         sampled frames (None where it is absent)."""
         trajectory = instance.trajectory
         trajectory.require_space(FrameSpace.SAMPLED, "a caption request")
-        by_index: dict[int, BoxOrNone] = dict(zip((int(i) for i in trajectory.frame_index), trajectory.box,
-                                                  strict=True))
-        return cls(instance.instance_id, instance.phrase, [by_index.get(k) for k in range(num_frames)])
+        boxes, present = boxes_at(trajectory.frame_index, trajectory.box, range(num_frames))
+        return cls(instance.instance_id, instance.phrase,
+                   [as_box(box) if shown else None for box, shown in zip(boxes, present, strict=True)])
 
     def visible_boxes(self) -> np.ndarray:
         """The boxes of the frames where the instance is visible, as an (N, 4) float array."""
