@@ -96,7 +96,7 @@ def test_instance_info_aligns_a_sampled_trajectory_to_the_sampled_frames() -> No
     car = Instance(5, "car", "", Trajectory([1, 2, 4], boxes, space=FrameSpace.SAMPLED))
     info = InstanceInfo.from_instance(car, num_frames=5)
     assert info.instance_id == 5 and info.phrase == "car"
-    assert info.boxes == [None, boxes[0], boxes[1], None, boxes[2]]
+    assert info.boxes == [None, tuple(boxes[0]), tuple(boxes[1]), None, tuple(boxes[2])]
     assert info.visible_boxes().shape == (3, 4)
 
 

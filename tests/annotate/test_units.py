@@ -1,6 +1,7 @@
 """One work unit: stats with its input count, skipping done units, progress files, per-process models."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -85,3 +86,93 @@ def test_models_are_built_once_per_config_and_cache(unit_config, tmp_path):
     other_cache = cfg.model_copy(update={"out": other_out})
     assert engines_for(other_cache) is not engines_for(cfg)
     assert caption_cache_file(other_cache) == Path(tmp_path / "c" / "captions.sqlite")
+
+
+def huge_png(width: int = 20000, height: int = 10000) -> bytes:
+    """A valid 1-bit PNG of width x height (200 Mpx by default) in a few kB: PIL refuses it as a bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" + bytes(-(-width // 8))
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def quarantine_rows(root: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return [row for path in sorted((root / "quarantine").glob("*.parquet"))
+            for row in pq.read_table(path).to_pylist()]
+
+
+def test_decompression_bomb_is_quarantined_and_the_unit_goes_on(unit_config, tmp_path):
+    (tmp_path / "media" / "huge.png").write_bytes(huge_png())
+    cfg = unit_config("out.sources_per_unit=8")
+    stats = run_unit(cfg, "unit-00000")
+    assert stats.rows == 2  # the two good clips (the copy is a duplicate)
+    (bomb,) = [row for row in quarantine_rows(tmp_path / "out") if row["uri"].endswith("huge.png")]
+    assert bomb["reason"].startswith("DecompressionBombError: ") and bomb["stage"] == "probe"
+
+
+def test_non_utf8_file_name_is_annotated_with_its_bytes_escaped(unit_config, tmp_path):
+    from instvl.datasets.reader import read_table
+
+    odd = os.fsencode(tmp_path / "media") + b"/latin1-\xe9t\xe9.mp4"
+    shutil.copy(tmp_path / "media" / "clip1.mp4", odd)
+    (tmp_path / "media" / "clip1.mp4").unlink()  # not a duplicate of the odd one
+    cfg = unit_config("out.sources_per_unit=8")
+    stats = run_unit(cfg, "unit-00000")
+    assert stats.rows == 2
+    uris = [row["source"]["uri"] for row in read_table(tmp_path / "out", columns=["source"]).to_pylist()]
+    (escaped,) = [uri for uri in uris if "latin1" in uri]
+    assert escaped.endswith("latin1-\\xe9t\\xe9.mp4")
+    # lossless: the escapes give back the raw bytes of the name
+    assert escaped.encode().decode("unicode_escape").encode("latin-1").endswith(b"latin1-\xe9t\xe9.mp4")
+
+
+def test_any_exception_while_probing_quarantines_only_that_file(unit_config, tmp_path, monkeypatch):
+    from instvl.annotate import units
+
+    real = units.probe_source
+
+    def probe(uri, cfg, media=None):
+        if uri.endswith("clip1.mp4"):  # what PyAV raised on an MP4 whose stream had no codec context
+            raise AttributeError("'NoneType' object has no attribute 'codec_context'")
+        return real(uri, cfg, media)
+
+    monkeypatch.setattr(units, "probe_source", probe)
+    stats = run_unit(unit_config("out.sources_per_unit=8"), "unit-00000")
+    assert stats.rows == 1
+    reasons = {Path(row["uri"]).name: (row["stage"], row["reason"]) for row in quarantine_rows(tmp_path / "out")}
+    assert reasons["clip1.mp4"] == ("probe", "AttributeError: 'NoneType' object has no attribute 'codec_context'")
+
+
+def test_decoder_exception_quarantines_the_clip(unit_config, tmp_path, monkeypatch):
+    from instvl.annotate import units
+
+    def decode(spec, cfg, media):
+        raise ValueError("decoder blew up")
+
+    monkeypatch.setattr(units, "decode_clip", decode)
+    stats = run_unit(unit_config("out.sources_per_unit=8"), "unit-00000")
+    assert stats.rows == 0 and stats.quarantined == 3
+    assert {row["stage"] for row in quarantine_rows(tmp_path / "out")} == {"decode", "dedupe"}
+
+
+def test_a_full_disk_fails_the_unit_instead_of_quarantining(unit_config, tmp_path, monkeypatch):
+    import errno
+
+    from instvl.annotate import units
+
+    def fetch(uri):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(units, "fetch_media", fetch)
+    with pytest.raises(OSError, match="No space left"):
+        run_unit(unit_config("out.sources_per_unit=8"), "unit-00000")
+    assert not stats_path(tmp_path / "out", "unit-00000").exists()

@@ -160,3 +160,94 @@ def test_unit_stats_round_trip_and_name_the_file_that_lacks_a_key(tmp_path, samp
     path.write_text("[1, 2]")
     with pytest.raises(StatsFileError, match="u.stats.json"):
         UnitStats.read(path)
+
+
+def test_a_row_arrow_cannot_encode_is_quarantined_and_the_rest_kept(tmp_path, sample_factory):
+    root = tmp_path / "ds"
+    with UnitWriter(root, "u", row_group_rows=8) as writer:
+        for i in range(4):
+            row = sample_factory(i).to_row()
+            if i == 2:
+                row["global_caption"] = "bad \udce9 caption"  # a lone surrogate: not encodable as UTF-8
+            writer.write(row)
+    stats = writer.stats
+    assert stats is not None and (stats.rows, stats.quarantined) == (3, 1)
+    assert read_table(root, columns=["sample_id"]).column(0).to_pylist() == ["s-00000", "s-00001", "s-00003"]
+    (row,) = pq.read_table(root / stats.quarantine_path).to_pylist()
+    assert (row["sample_id"], row["stage"]) == ("s-00002", "write")
+    assert row["reason"].startswith("row not writable: ")
+    write_manifest(root)
+    assert validate_dataset(root).ok
+
+
+def test_page_checksums_turn_flipped_bits_into_errors(tmp_path, sample_factory):
+    root = tmp_path / "ds"
+    with UnitWriter(root, "u", row_group_rows=4) as writer:
+        for i in range(8):
+            writer.write(sample_factory(i))
+    shard = root / writer.stats.shards[0].path
+    expected = read_table(root).to_pylist()
+    original = shard.read_bytes()
+    start, end = 8, len(original) - pq.read_metadata(shard).serialized_size - 8  # the data pages
+    silent = 0
+    for position in range(start, end, max(1, (end - start) // 60)):
+        data = bytearray(original)
+        data[position] ^= 0x10
+        shard.write_bytes(bytes(data))
+        try:
+            silent += read_table(root).to_pylist() != expected
+        except (OSError, ValueError):
+            pass  # detected: ArrowInvalid / OSError naming a checksum or a corrupt page
+    assert silent == 0
+
+
+def test_damaged_stats_file_means_the_unit_is_redone(make_dataset, sample_factory):
+    root = make_dataset(units=2, per_unit=2)
+    path = layout.stats_path(root, "shard-00001")
+    path.write_text(path.read_text()[:40])  # truncated
+    assert not unit_done(root, "shard-00001") and unit_done(root, "shard-00000")
+    assert [s.unit_id for s in read_unit_stats(root)] == ["shard-00000"]
+    write_manifest(root)  # a damaged stats file no longer breaks every later manifest
+    with UnitWriter(root, "shard-00001") as writer:
+        writer.write(sample_factory(7))
+    assert unit_done(root, "shard-00001")
+    write_manifest(root)
+    assert validate_dataset(root).ok
+
+
+def test_stats_whose_shard_vanished_is_not_done(make_dataset):
+    root = make_dataset(units=1, per_unit=2)
+    (root / UnitStats.read(layout.stats_path(root, "shard-00000")).shards[0].path).unlink()
+    assert not unit_done(root, "shard-00000")
+
+
+HOLD_LOCK = textwrap.dedent("""
+    import sys, time
+    from instvl.datasets.writer import UnitWriter, lock_root
+    root, what = sys.argv[1], sys.argv[2]
+    with (lock_root(root) if what == "root" else UnitWriter(root, "u")):
+        print("held", flush=True)
+        time.sleep(60)
+""")
+
+
+@pytest.mark.parametrize("what", ["root", "unit"])
+def test_a_second_writer_is_refused_while_another_process_holds_the_lock(tmp_path, what, sample_factory):
+    from instvl.datasets.writer import RootBusyError, lock_root
+
+    root = tmp_path / "ds"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(root), what], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        second = lock_root(root) if what == "root" else UnitWriter(root, "u")
+        with pytest.raises(RootBusyError, match=rf"pid {holder.pid} on .* since "), second:
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    # the lock dies with its process: no stale lock to clean up
+    with UnitWriter(root, "u") as writer:
+        writer.write(sample_factory(0))
+    with lock_root(root):
+        pass

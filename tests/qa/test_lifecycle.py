@@ -54,8 +54,9 @@ def wait_for(condition: Callable[[], bool], timeout_s: float) -> bool:
 
 
 def serve_args(ls_server: LabelStudioServer, data_dir: Path, port: int) -> list[str]:
-    settings = {"serve.port": port, "serve.data_dir": data_dir, "serve.label_studio_bin": ls_server.executable,
-                "serve.template_cache": ls_server.options.template_cache, "serve.start_timeout_s": 300}
+    settings = {"serve.port": port, "serve.data_dir": data_dir, "serve.start_timeout_s": 300,
+                "serve.label_studio_bin": ls_server.executable,
+                "serve.template_cache": ls_server.options.template_cache}
     return ["qa", "serve", *(arg for key, value in settings.items() for arg in ("--set", f"{key}={value}"))]
 
 
@@ -66,13 +67,14 @@ def admin_env() -> dict[str, str]:
 
 
 @contextmanager
-def serving(ls_server: LabelStudioServer, data_dir: Path) -> Iterator[tuple[subprocess.Popen, int, list[str]]]:
+def serving(ls_server: LabelStudioServer, data_dir: Path
+            ) -> Iterator[tuple[subprocess.Popen, int, list[str]]]:
     """`instvl qa serve` as a separate process, once it reports "up": (process, server pid, output lines).
 
     Whatever survives the test is killed by PID afterwards (the serve process, then its server)."""
     port = free_port()
-    serve = subprocess.Popen([*CLI, *serve_args(ls_server, data_dir, port)], env=admin_env(),
-                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    serve = subprocess.Popen([*CLI, *serve_args(ls_server, data_dir, port)], env=admin_env(), text=True,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     lines: list[str] = []
     up = threading.Event()
 
@@ -146,10 +148,12 @@ def test_a_foreign_listener_is_named_and_never_taken_for_ours(tmp_path):
         foreign.bind(("127.0.0.1", 0))
         foreign.listen()
         port = foreign.getsockname()[1]
-        options = ServeOptions(label_studio_bin=str(fake), data_dir=str(tmp_path / "data"), template_cache=None)
+        options = ServeOptions(label_studio_bin=str(fake), data_dir=str(tmp_path / "data"),
+                               template_cache=None)
         server = LabelStudioServer(options, Credentials("a@b.c", "pw-123456", "token-123456"),
                                    tmp_path / "media", port=port)
-        with pytest.raises(ServerConflict, match=f"port {port} on 127.0.0.1 is already in use by pid {os.getpid()}"):
+        held = f"port {port} on 127.0.0.1 is already in use by pid {os.getpid()} "
+        with pytest.raises(ServerConflict, match=held):
             server.start()
         server.nonce = "not-the-listeners"
         assert not server.owns_port()
@@ -160,7 +164,8 @@ def test_every_push_checks_the_token(make_synth, qa_settings, monkeypatch, capsy
     from instvl.cli import main as cli
 
     root = make_synth(num_samples=2, seed=8)
-    sets = [arg for key, value in qa_settings()["server"].items() for arg in ("--set", f"server.{key}={value}")]
+    server = qa_settings()["server"]
+    sets = [arg for key, value in server.items() for arg in ("--set", f"server.{key}={value}")]
     assert cli(["qa", "push", str(root), *sets, "--set", "push.select=all"]) == 0
     assert "pushed 2" in capsys.readouterr().out
     assert cli(["qa", "push", str(root), *sets]) == 0  # the right token, nothing new: fine
@@ -179,8 +184,8 @@ def test_push_refuses_a_dataset_inside_the_review_media_root(tmp_path, capsys):
     media = tmp_path / "review-media"
     inside = media / "corpus"
     (inside / "shards").mkdir(parents=True)
-    cfg = PushConfig(root=str(inside), server={"document_root": str(media), "token_env": "INSTVL_NO_SUCH_TOKEN"},
-                     serve={"data_dir": str(tmp_path / "ls"), "template_cache": None})
+    cfg = PushConfig(root=str(inside), serve={"data_dir": str(tmp_path / "ls"), "template_cache": None},
+                     server={"document_root": str(media), "token_env": "INSTVL_NO_SUCH_TOKEN"})
     assert main(cfg) == 1  # before any server or token is needed
     err = capsys.readouterr().err
     assert f"the dataset root {inside} lies inside the review-media root {media}" in err

@@ -133,7 +133,8 @@ def _intact_stats(root: Path, path: Path) -> UnitStats | None:
         except OSError:
             size = None
         if size != shard.bytes:
-            log.warning("%s: shard %s is missing or has another size; its unit will be redone", path, shard.path)
+            log.warning("%s: shard %s is missing or has another size; its unit will be redone", path,
+                        shard.path)
             return None
     return stats
 

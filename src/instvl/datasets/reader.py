@@ -56,7 +56,7 @@ class ShardReader:
     def iter_batches(self, pieces: Sequence[tuple[Path, int, int]] | None = None) -> Iterator[pa.RecordBatch]:
         """Record batches of every row group (or of `pieces`), one row group in memory at a time."""
         for path, group, _rows in pieces if pieces is not None else self.pieces():
-            parquet = pq.ParquetFile(path)
+            parquet = pq.ParquetFile(path, page_checksum_verification=True)  # a flipped bit raises
             check_version(path, parquet.schema_arrow)
             yield from parquet.iter_batches(batch_size=self.batch_rows, row_groups=[group],
                                             columns=self.columns)

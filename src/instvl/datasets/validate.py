@@ -203,7 +203,7 @@ def _check_shard(root: Path, path: Path, report: ValidationReport, seen_ids: dic
                  check_media: bool, batch_rows: int) -> None:
     rel = _rel(root, path)
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(path, page_checksum_verification=True)
     except (OSError, pa.ArrowInvalid) as err:
         report.add(Violation(rel, None, None, "unreadable", f"cannot open as Parquet ({err})"))
         return

@@ -31,7 +31,8 @@ def make_sample(index: int = 0, *, media_type: str = "video", num_instances: int
     """A valid sample `{prefix}-{index:05d}`: instance k moves right along row k over every frame.
 
     Images have one frame. The trajectory keeps every `keyframe_every`-th frame (the rest are for a
-    reader to interpolate). With `with_media`, the shapes are painted and embedded as MP4 or PNG.
+    reader to interpolate). With `with_media`, the shapes are painted in COLOURS on a grey that depends
+    on `index`, and embedded as MP4 or PNG.
     """
     frames_total = num_frames if media_type == "video" else 1
     tracks = []
@@ -48,7 +49,8 @@ def make_sample(index: int = 0, *, media_type: str = "video", num_instances: int
     media = media_format = None
     if with_media:
         boxes = np.stack(tracks, axis=1) if tracks else np.zeros((frames_total, 0, 4))
-        pixels = paint_boxes(boxes, width, height, [COLOURS[k % 3] for k in range(num_instances)])
+        background = 60 + 15 * (index % 8)  # samples differ in colour, not only in their captions
+        pixels = paint_boxes(boxes, width, height, [COLOURS[k % 3] for k in range(num_instances)], background)
         if media_type == "video":
             media, media_format = mp4_bytes(pixels), "mp4"
         else:
