@@ -527,7 +527,7 @@ class LabelStudioServer:
             # Its own session: a terminal's Ctrl-C reaches only us, and we stop it (no double signal).
             self.process = subprocess.Popen(cmd, env=env, cwd=self.data_dir, stdin=subprocess.DEVNULL,
                                             stdout=log_file, stderr=subprocess.STDOUT, umask=SERVER_UMASK,
-                                            start_new_session=True, preexec_fn=None)
+                                            start_new_session=True, preexec_fn=die_with_parent(os.getpid()))
         try:
             self.owner.write({"pid": self.process.pid, "serve_pid": os.getpid(), "nonce": self.nonce,
                               "url": self.url, "started_at": datetime.now(UTC).isoformat()})
