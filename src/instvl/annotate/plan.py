@@ -4,6 +4,11 @@ The plan (`OUTPUT/plan.json`) is what makes a build resumable: unit `unit-00003`
 same files, so a rerun skips units whose stats file exists and redoes only the rest. New files found
 on a rerun go into new units; byte-identical files are assigned to a unit as duplicates so they are
 quarantined with the name of the file they repeat (instead of producing the same sample id twice).
+
+The plan records the hash of the annotation config it was made with (`plan_config_hash`: the paths
+left out), so a rerun with another config is refused instead of silently mixing two configs in one
+dataset; `new_version=True` accepts it and redoes every unit (a new dataset version in place). It is
+saved twice (plan.json and a backup), so a damaged plan.json is restored rather than ending the build.
 """
 
 import hashlib
@@ -17,6 +22,7 @@ from pathlib import Path
 import fsspec
 
 from instvl.annotate.config import AnnotateConfig
+from instvl.config import config_hash
 from instvl.datasets import layout
 from instvl.media.ingest import list_sources
 
@@ -39,6 +45,8 @@ class Unit:
 class Plan:
     input: str
     units: list[Unit]
+    config_hash: str | None = None
+    """`plan_config_hash` of the config the units were planned (and are built) with."""
 
     def unit(self, unit_id: str) -> Unit:
         for unit in self.units:
@@ -51,18 +59,33 @@ class Plan:
         return sum(len(u.sources) for u in self.units)
 
 
+def plan_config_hash(cfg: AnnotateConfig) -> str:
+    """The hash of what the rows are made of: the annotation config without its input and output paths."""
+    return config_hash(cfg.annotation().model_copy(update={"input": None, "output": None}))
+
+
 def load_plan(root: str | Path) -> Plan | None:
-    """OUTPUT/plan.json, or None when there is none yet."""
+    """OUTPUT/plan.json (or its backup when plan.json is damaged), or None when there is none yet."""
     path = Path(root) / layout.PLAN_FILE
-    if not path.is_file():
+    backup = Path(root) / layout.PLAN_BACKUP
+    if not path.is_file() and not backup.is_file():
         return None
     try:
-        data = json.loads(path.read_text())
-        return Plan(data["input"], [Unit(**u) for u in data["units"]])
-    except (ValueError, KeyError, TypeError) as err:
-        # Unit ids only mean something with their plan: do not replan over existing stats files.
-        raise PlanError(f"{path}: not a valid build plan ({type(err).__name__}: {err}); restore it, or "
-                        "start over in an empty output folder") from err
+        return _parse_plan(path)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        try:
+            plan = _parse_plan(backup)
+        except (OSError, ValueError, KeyError, TypeError):
+            # Unit ids only mean something with their plan: do not replan over existing stats files.
+            raise PlanError(f"{path}: not a valid build plan ({type(err).__name__}: {err}) and no valid "
+                            f"backup; restore it, or start over in an empty output folder") from err
+        log.warning("%s is damaged (%s: %s); using its backup %s", path, type(err).__name__, err, backup.name)
+        return plan
+
+
+def _parse_plan(path: Path) -> Plan:
+    data = json.loads(path.read_text())
+    return Plan(data["input"], [Unit(**u) for u in data["units"]], data.get("config_hash"))
 
 
 def require_plan(root: str | Path) -> Plan:
@@ -74,11 +97,17 @@ def require_plan(root: str | Path) -> Plan:
 
 
 def save_plan(root: str | Path, plan: Plan) -> None:
-    layout.atomic_write_bytes(Path(root) / layout.PLAN_FILE, json.dumps(asdict(plan), indent=1).encode())
+    data = json.dumps(asdict(plan), indent=1).encode()
+    layout.atomic_write_bytes(Path(root) / layout.PLAN_BACKUP, data)
+    layout.atomic_write_bytes(Path(root) / layout.PLAN_FILE, data)
 
 
-def make_plan(cfg: AnnotateConfig) -> Plan:
-    """Load OUTPUT/plan.json and add units for files not planned yet (creating it on the first run)."""
+def make_plan(cfg: AnnotateConfig, *, new_version: bool = False) -> Plan:
+    """Load OUTPUT/plan.json and add units for files not planned yet (creating it on the first run).
+
+    A plan made with another annotation config is refused, unless `new_version`: then every finished
+    unit is marked to be redone with this config.
+    """
     if not cfg.input or not cfg.output:
         raise PlanError("set both `input` and `output`")
     uris, failures = list_sources(cfg.input, cfg.ingest)
@@ -86,8 +115,20 @@ def make_plan(cfg: AnnotateConfig) -> Plan:
         reasons = "; ".join(str(f) for f in failures) or "no media files"
         raise PlanError(f"nothing to annotate in {cfg.input}: {reasons}")
     plan = load_plan(cfg.output) or _new_plan(cfg)
+    wanted = plan_config_hash(cfg)
+    changed = plan.config_hash != wanted
+    if changed and plan.config_hash is not None and plan.units:
+        if not new_version:
+            raise PlanError(f"{Path(cfg.output) / layout.PLAN_FILE}: planned with annotation config "
+                            f"{plan.config_hash}, this run's is {wanted}; build into a new output folder, "
+                            "or rebuild every unit with this config (flow.new_version=true)")
+        _start_new_version(Path(cfg.output))
+    plan.config_hash = wanted
     planned = {uri for unit in plan.units for uri in unit.sources}
     new = [uri for uri in uris if uri not in planned]
+    if changed and not new:
+        Path(cfg.output).mkdir(parents=True, exist_ok=True)
+        save_plan(cfg.output, plan)
     if new:
         duplicates = find_duplicates([*planned, *new]) if cfg.ingest.dedupe else {}
         size = cfg.out.sources_per_unit
@@ -110,6 +151,15 @@ def plan_or_report(cfg: AnnotateConfig, command: str) -> Plan | None:
         return None
 
 
+def _start_new_version(root: Path) -> None:
+    """Every unit is redone with the new config: remove the done markers (writers replace the shards)."""
+    stats = layout.stats_files(root)
+    log.warning("annotation config changed: rebuilding all %d finished units of %s", len(stats), root)
+    for path in stats:
+        path.unlink()
+    (root / layout.MANIFEST).unlink(missing_ok=True)
+
+
 def _new_plan(cfg: AnnotateConfig) -> Plan:
     """An empty plan, refused where finished units exist: their ids would point at other files."""
     stats = layout.stats_files(Path(cfg.output))
@@ -117,7 +167,7 @@ def _new_plan(cfg: AnnotateConfig) -> Plan:
         raise PlanError(f"{Path(cfg.output) / layout.PLAN_FILE}: missing, but {len(stats)} units are "
                         "finished "
                         f"(e.g. {stats[0].name}); restore the plan, or start over in an empty output folder")
-    return Plan(cfg.input, [])
+    return Plan(cfg.input, [], plan_config_hash(cfg))
 
 
 def find_duplicates(uris: list[str]) -> dict[str, str]:

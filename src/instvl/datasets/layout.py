@@ -5,6 +5,7 @@
     ROOT/stats/<unit>.stats.json          written last: the unit is done (manifest.UnitStats)
     ROOT/quarantine/<unit>.parquet        inputs that did not become samples, with the reason
     ROOT/plan.json                        input files partitioned into units (annotate.plan)
+    ROOT/.plan.backup.json                its copy, used when plan.json is damaged
     ROOT/.progress/<unit>.json            files done by a running unit (annotate.progress)
     ROOT/.lock                            held by the build writing the root (writer.lock_root)
     ROOT/.leases/<unit>.lock              held by the writer of a unit (writer.UnitWriter)
@@ -29,6 +30,7 @@ STATS_FILE = "{unit_id}.stats.json"
 STATS_GLOB = "*.stats.json"
 QUARANTINE_FILE = "{unit_id}.parquet"
 PLAN_FILE = "plan.json"
+PLAN_BACKUP = ".plan.backup.json"
 PROGRESS_DIR = ".progress"
 LOCK_FILE = ".lock"
 LEASES_DIR = ".leases"

@@ -5,7 +5,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
-from prefect.states import State
+from prefect.states import Failed, State
 
 from instvl.annotate.config import AnnotateConfig
 from instvl.annotate.plan import require_plan
@@ -13,7 +13,7 @@ from instvl.annotate.units import run_unit
 from instvl.datasets.manifest import UnitStats, unit_done, write_manifest
 from instvl.flows.config import BuildConfig
 from instvl.flows.prefect_env import attach_library_logs
-from instvl.flows.runners import RunnerConfig, build_task_runner, task_resources
+from instvl.flows.runners import RunnerConfig, build_task_runner, check_resources, task_resources
 
 
 # Our stats files decide what is skipped, not Prefect's cache: NO_CACHE also avoids hashing inputs.
@@ -28,9 +28,10 @@ def annotate_unit(config: dict[str, Any], unit_id: str) -> UnitStats:
 
 
 @flow(name="build-corpus", log_prints=True)
-def build_corpus_flow(config: dict[str, Any]) -> dict[str, Any]:
+def build_corpus_flow(config: dict[str, Any]) -> dict[str, Any] | State:
     """Read the plan (made by the caller: the input is listed once), map the pending units, collect
-    failures, rebuild the manifest."""
+    failures, rebuild the manifest. The run ends FAILED (its state carries the same summary) when any
+    unit failed, so the UI and automations see what the exit code says."""
     cfg = BuildConfig.model_validate(config)
     logger = get_run_logger()
     plan = require_plan(cfg.output)
@@ -38,8 +39,11 @@ def build_corpus_flow(config: dict[str, Any]) -> dict[str, Any]:
     pending = [u.unit_id for u in plan.units if not unit_done(cfg.output, u.unit_id)]
     logger.info("%d units planned, %d to do", len(plan.units), len(pending))
     unit_task = annotate_unit.with_options(
-        retries=cfg.flow.retries, retry_delay_seconds=_backoff(cfg.flow.retry_delay_s, cfg.flow.retries))
+        retries=cfg.flow.retries, retry_delay_seconds=_backoff(cfg.flow.retry_delay_s, cfg.flow.retries),
+        timeout_seconds=cfg.flow.unit_timeout_s)
     failed: dict[str, str] = {}
+    if pending:
+        check_resources(cfg.flow.runner)
     with task_resources(cfg.flow.runner):
         futures = [unit_task.submit(unit_config, unit_id) for unit_id in pending]
     for unit_id, future in zip(pending, futures, strict=True):
@@ -47,14 +51,24 @@ def build_corpus_flow(config: dict[str, Any]) -> dict[str, Any]:
         if future.state.is_failed() or future.state.is_crashed():
             failed[unit_id] = _error_of(future.state)
             logger.error("unit %s failed after %d retries: %s", unit_id, cfg.flow.retries, failed[unit_id])
-    return {"planned": len(plan.units), "ran": len(pending), "failed": failed,
-            "manifest": write_manifest(cfg.output), "flow_run_id": str(runtime.flow_run.id)}
+    summary = {"planned": len(plan.units), "ran": len(pending), "failed": failed,
+               "manifest": write_manifest(cfg.output), "flow_run_id": str(runtime.flow_run.id)}
+    if failed:
+        return Failed(message=f"{len(failed)} of {len(pending)} units failed: {', '.join(failed)}",
+                      data=summary)
+    return summary
 
 
 def run_build_flow(config: dict[str, Any]) -> dict[str, Any]:
-    """The flow with the task runner its config asks for (local threads or Ray)."""
+    """The flow with the task runner its config asks for (local threads or Ray); its summary, also when
+    the run ended FAILED because units failed (the flow's own errors are raised)."""
     runner = build_task_runner(RunnerConfig.model_validate(config["flow"]["runner"]))
-    return build_corpus_flow.with_options(task_runner=runner)(config)
+    state = build_corpus_flow.with_options(task_runner=runner)(config, return_state=True)
+    summary = state.result(raise_on_failure=False)
+    if isinstance(summary, dict):
+        return summary
+    state.result()  # the flow itself failed or crashed: raise its exception
+    raise RuntimeError(f"build flow ended {state.name}: {state.message}")
 
 
 def _backoff(base: float, retries: int) -> list[float]:

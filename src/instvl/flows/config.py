@@ -13,6 +13,12 @@ class FlowConfig(BaseConfig):
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     retries: int = Field(2, ge=0)
     retry_delay_s: float = Field(2.0, ge=0)
+    """Delay before the first retry of a failed unit; it doubles for each further retry."""
+    unit_timeout_s: float | None = Field(6 * 3600.0, gt=0)
+    """A unit attempt running longer fails (and is retried): a hung decoder or model never stalls a build."""
+    new_version: bool = False
+    """Rebuild every unit of an output whose plan was made with another annotation config (a new
+    dataset version in place); without it such a rerun is refused instead of mixing two configs."""
     progress: bool = True
     """Show a progress bar of files and samples (on a terminal)."""
 

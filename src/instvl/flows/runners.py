@@ -24,6 +24,8 @@ class RunnerConfig(BaseConfig):
     gpus_per_task: float = 0.0
     """1 on GPU clusters: one GPU per annotation unit; the model stays loaded in the worker."""
     temp_dir: str | None = None
+    autoscaling: bool = False
+    """The cluster adds nodes on demand: do not refuse per-task resources the current nodes lack."""
 
 
 def build_task_runner(cfg: RunnerConfig) -> Any:
@@ -52,3 +54,23 @@ def task_resources(cfg: RunnerConfig) -> AbstractContextManager[Any]:
     from prefect_ray.context import remote_options
 
     return remote_options(num_cpus=cfg.cpus_per_task, num_gpus=cfg.gpus_per_task, max_calls=0)
+
+
+def check_resources(cfg: RunnerConfig) -> None:
+    """Fail fast, with a message, when no node of the Ray cluster can run one unit task.
+
+    Ray would queue such a task forever (its autoscaler only logs an error every ~35 s).
+    """
+    if cfg.kind != "ray" or cfg.autoscaling:
+        return
+    import ray
+
+    wanted = {"CPU": cfg.cpus_per_task, "GPU": cfg.gpus_per_task}
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    if any(all(node.get(name, 0.0) >= amount for name, amount in wanted.items() if amount) for node in nodes):
+        return
+    have = ", ".join(f"{{CPU: {n.get('CPU', 0):g}, GPU: {n.get('GPU', 0):g}}}" for n in nodes) or "no nodes"
+    raise RuntimeError(f"no node of the Ray cluster has CPU {cfg.cpus_per_task:g} and GPU "
+                       f"{cfg.gpus_per_task:g} for one unit (nodes: {have}); lower "
+                       "flow.runner.cpus_per_task / gpus_per_task, add nodes, or set "
+                       "flow.runner.autoscaling=true if the cluster scales up on demand")

@@ -15,6 +15,7 @@ import numpy as np
 from instvl.datasets.manifest import write_manifest
 from instvl.datasets.reader import read_table
 from instvl.datasets.records import Instance, QCRecord, Sample, Trajectory
+from instvl.datasets.schema import SampleRow
 from instvl.datasets.writer import UnitWriter
 from instvl.testing.media import mp4_bytes, paint_boxes, png_bytes
 
@@ -22,7 +23,7 @@ PHRASES = ("red square", "blue circle", "green triangle")
 COLOURS = ((220, 40, 40), (40, 80, 220), (40, 180, 60))
 """The fill of instance k is COLOURS[k % 3] in media written by `make_sample`."""
 
-Mutate = Callable[[int, dict[str, Any]], None]
+Mutate = Callable[[int, SampleRow], None]
 
 
 def make_sample(index: int = 0, *, media_type: str = "video", num_instances: int = 2, num_frames: int = 8,

@@ -55,7 +55,7 @@ def prefect_harness() -> Iterator[str]:
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=180):
-        yield get_current_settings().api.url
+        yield str(get_current_settings().api.url)
 
 
 @pytest.fixture

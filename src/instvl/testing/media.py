@@ -76,7 +76,7 @@ def crossing_scene(num_frames: int = 24, width: int = 96, height: int = 64,
             positions.append((20, 46))
         owner = np.full((height, width), -1)
         for n, (x, y) in enumerate(positions):  # later objects are drawn on top of earlier ones
-            if n == 3 and not flash[0] <= t <= flash[1]:
+            if n == 3 and flash is not None and not flash[0] <= t <= flash[1]:
                 continue
             x0, y0 = int(round(x)), int(round(y))
             frames[t, y0:y0 + side, x0:x0 + side] = CROSSING_COLOURS[phrases[n]]

@@ -21,7 +21,7 @@ from instvl.annotate.phrases import unique_phrases
 from instvl.annotate.track.base import start_tracking
 from instvl.annotate.tracks import Detection, TrackedFrame, TrackedObject, TrackSeed
 from instvl.datasets.records import Instance
-from instvl.geometry import box_iou, clip_boxes
+from instvl.geometry import as_box, box_iou, clip_boxes
 
 
 def ground_truth_from_instances(instances: Sequence[Instance],
@@ -120,5 +120,5 @@ class OracleTracker:
                 box = self.truth.boxes[i, target] if target is not None else np.full(4, np.nan)
                 visible = not np.isnan(box).any()
                 tracked.objects[seed.obj_id] = TrackedObject(
-                    seed.obj_id, tuple(float(v) for v in box) if visible else None, 1.0 if visible else 0.0)
+                    seed.obj_id, as_box(box) if visible else None, 1.0 if visible else 0.0)
         return out
