@@ -47,21 +47,8 @@ def test_unknown_preset_exits_2(capsys, tmp_path):
     assert "datasets/nope" in capsys.readouterr().err
 
 
-def _tiny_dataset(root):
-    from instvl.datasets.manifest import write_manifest
-    from instvl.datasets.records import Instance, Sample, Trajectory
-    from instvl.datasets.writer import UnitWriter
-
-    with UnitWriter(root, "shard-00000") as writer:
-        for i in range(2):
-            inst = Instance(0, "cat", "a sleeping cat", Trajectory([0], [[0.1, 0.1, 0.5, 0.5]]))
-            writer.write(Sample(f"img-{i}", "image", 32, 24, 1, "a cat on a sofa", [inst]))
-    write_manifest(root)
-    return root
-
-
-def test_validate_and_inspect_exit_codes(tmp_path, capsys):
-    root = _tiny_dataset(tmp_path / "ds")
+def test_validate_and_inspect_exit_codes(make_dataset, capsys):
+    root = make_dataset(per_unit=2, media_type="image", num_instances=1)
     assert main(["datasets", "validate", str(root)]) == 0
     assert main(["datasets", "inspect", str(root), "--set", "num_samples=1"]) == 0
     assert (root / "report.html").is_file()

@@ -12,10 +12,11 @@ from instvl.annotate.plan import (
     find_duplicates,
     load_plan,
     make_plan,
+    plan_config_hash,
     plan_or_report,
     require_plan,
 )
-from instvl.datasets.layout import PLAN_FILE
+from instvl.datasets.layout import PLAN_BACKUP, PLAN_FILE
 
 
 @pytest.fixture
@@ -87,9 +88,18 @@ def test_require_plan_names_the_missing_file(tmp_path):
         require_plan(tmp_path)
 
 
-def test_corrupt_plan_names_the_file(media_dir, plan_config, tmp_path):
+def test_damaged_plan_is_restored_from_its_backup(media_dir, plan_config, tmp_path):
+    first = make_plan(plan_config(media_dir))
+    path = tmp_path / "out" / PLAN_FILE
+    path.write_text("{not json")
+    assert load_plan(tmp_path / "out") == first
+    assert make_plan(plan_config(media_dir)) == first
+
+
+def test_corrupt_plan_without_backup_names_the_file(media_dir, plan_config, tmp_path):
     make_plan(plan_config(media_dir))
     path = tmp_path / "out" / PLAN_FILE
+    (tmp_path / "out" / PLAN_BACKUP).write_text("")
     path.write_text("{not json")
     with pytest.raises(PlanError, match=f"{path}: not a valid build plan"):
         make_plan(plan_config(media_dir))
@@ -98,9 +108,26 @@ def test_corrupt_plan_names_the_file(media_dir, plan_config, tmp_path):
         load_plan(tmp_path / "out")
 
 
+def test_rerun_with_another_config_is_refused_unless_a_new_version(media_dir, plan_config, tmp_path):
+    cfg = plan_config(media_dir)
+    plan = make_plan(cfg)
+    assert plan.config_hash == plan_config_hash(cfg)
+    (tmp_path / "out" / "stats").mkdir()
+    (tmp_path / "out" / "stats" / "unit-00000.stats.json").write_text("{}")
+    # where the files are and how they are grouped change no row
+    assert make_plan(plan_config(media_dir, per_unit=4)) == plan
+    changed = cfg.model_copy(update={"filter": cfg.filter.model_copy(update={"min_instances": 2})})
+    with pytest.raises(PlanError, match=r"planned with annotation config .* \(flow\.new_version=true\)"):
+        make_plan(changed)
+    assert make_plan(changed, new_version=True).config_hash == plan_config_hash(changed) != plan.config_hash
+    assert not (tmp_path / "out" / "stats" / "unit-00000.stats.json").exists()  # every unit is redone
+    assert load_plan(tmp_path / "out").units == plan.units
+
+
 def test_lost_plan_with_finished_units_is_refused(media_dir, plan_config, tmp_path):
     make_plan(plan_config(media_dir))
     (tmp_path / "out" / PLAN_FILE).unlink()
+    (tmp_path / "out" / PLAN_BACKUP).unlink()
     (tmp_path / "out" / "stats").mkdir()
     (tmp_path / "out" / "stats" / "unit-00000.stats.json").write_text("{}")
     with pytest.raises(PlanError, match="missing, but 1 units are finished"):

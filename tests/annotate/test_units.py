@@ -148,8 +148,10 @@ def test_any_exception_while_probing_quarantines_only_that_file(unit_config, tmp
     monkeypatch.setattr(units, "probe_source", probe)
     stats = run_unit(unit_config("out.sources_per_unit=8"), "unit-00000")
     assert stats.rows == 1
-    reasons = {Path(row["uri"]).name: (row["stage"], row["reason"]) for row in quarantine_rows(tmp_path / "out")}
-    assert reasons["clip1.mp4"] == ("probe", "AttributeError: 'NoneType' object has no attribute 'codec_context'")
+    rows = quarantine_rows(tmp_path / "out")
+    reasons = {Path(row["uri"]).name: (row["stage"], row["reason"]) for row in rows}
+    assert reasons["clip1.mp4"] == ("probe",
+                                    "AttributeError: 'NoneType' object has no attribute 'codec_context'")
 
 
 def test_decoder_exception_quarantines_the_clip(unit_config, tmp_path, monkeypatch):

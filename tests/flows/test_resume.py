@@ -95,6 +95,13 @@ def task_runs_of(flow_run_id: str, expected_runs: int, timeout_s: float = 20.0) 
             time.sleep(0.5)
 
 
+def flow_run_state(flow_run_id: str) -> str:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(UUID(flow_run_id)).state.type.value
+
+
 def test_failing_unit_is_retried_reported_and_redone(prefect_harness, synth_media, make_config, tmp_path,
                                                      capsys, monkeypatch):
     media = synth_media(num_samples=6, image_fraction=0.4)
@@ -116,8 +123,10 @@ def test_failing_unit_is_retried_reported_and_redone(prefect_harness, synth_medi
     runs = task_runs_of(summaries[0]["flow_run_id"], expected_runs=3)
     assert runs["unit unit-00001"].run_count == 3  # the first attempt and flow.retries=2 retries
     assert runs["unit unit-00000"].run_count == 1
+    assert flow_run_state(summaries[0]["flow_run_id"]) == "FAILED"  # the UI tells what the exit code says
 
     blocker.rmdir()
     assert build_module.main(cfg) == 0
     assert summaries[1]["ran"] == 1 and summaries[1]["failed"] == {}
+    assert flow_run_state(summaries[1]["flow_run_id"]) == "COMPLETED"
     assert validate_dataset(out).ok and len(sample_ids(out)) == 6

@@ -24,9 +24,11 @@ from instvl.qa.server import (
     Credentials,
     LabelStudioServer,
     ServerConflict,
+    Stopped,
     check_dataset_root,
     free_port,
     port_in_use,
+    stop_on_signals,
 )
 from instvl.qa.settings import ServeOptions
 from instvl.testing.labelstudio import TEST_PASSWORD, TEST_TOKEN, TEST_USER, TOKEN_ENV
@@ -158,6 +160,23 @@ def test_a_foreign_listener_is_named_and_never_taken_for_ours(tmp_path):
         server.nonce = "not-the-listeners"
         assert not server.owns_port()
     assert not (tmp_path / "data").exists()
+
+
+def test_stop_signals_raise_once_and_respect_an_ignored_hangup():
+    term = signal.getsignal(signal.SIGTERM)
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    try:
+        with pytest.raises(Stopped), stop_on_signals() as received:
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(0.05)
+            assert received == []
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        assert received == ["SIGTERM"]
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) == term
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 def test_every_push_checks_the_token(make_synth, qa_settings, monkeypatch, capsys):

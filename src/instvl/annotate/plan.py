@@ -59,9 +59,16 @@ class Plan:
         return sum(len(u.sources) for u in self.units)
 
 
+# Output settings that change how rows are grouped into files or cached, never a row.
+_LAYOUT_ONLY = {"sources_per_unit", "target_shard_bytes", "row_group_rows", "caption_cache", "cache_dir"}
+
+
 def plan_config_hash(cfg: AnnotateConfig) -> str:
-    """The hash of what the rows are made of: the annotation config without its input and output paths."""
-    return config_hash(cfg.annotation().model_copy(update={"input": None, "output": None}))
+    """The hash of what the rows are made of: the annotation config without its paths and file layout."""
+    annotation = cfg.annotation()
+    defaults = type(annotation.out).model_fields
+    out = annotation.out.model_copy(update={k: defaults[k].default for k in _LAYOUT_ONLY})
+    return config_hash(annotation.model_copy(update={"input": None, "output": None, "out": out}))
 
 
 def load_plan(root: str | Path) -> Plan | None:

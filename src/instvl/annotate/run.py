@@ -17,6 +17,7 @@ from instvl.annotate.config import AnnotateConfig
 from instvl.annotate.plan import plan_or_report
 from instvl.annotate.units import run_unit
 from instvl.datasets.manifest import summarize, unit_done, write_manifest
+from instvl.datasets.writer import RootBusyError, lock_root
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,17 @@ class AnnotateRunConfig(AnnotateConfig):
 
 
 def main(cfg: AnnotateConfig) -> int:
+    if not cfg.output:
+        return _main(cfg)
+    try:
+        with lock_root(cfg.output):  # one build per output root
+            return _main(cfg)
+    except RootBusyError as err:
+        print(f"instvl annotate: {err}", file=sys.stderr)
+        return 2
+
+
+def _main(cfg: AnnotateConfig) -> int:
     plan = plan_or_report(cfg, "instvl annotate")
     if plan is None:
         return 2

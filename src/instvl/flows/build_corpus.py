@@ -11,8 +11,12 @@ files are simply redone on the next run.
 With no PREFECT_API_URL the flow runs on Prefect's embedded server, offline; library logs
 (`instvl.*`) appear in the run's logs. Captions are cached in `out.cache_dir` (default OUTPUT/.cache):
 point several builds at one folder to re-use captions after changes that do not touch the captioner.
-A killed build leaves its embedded server running: run builds in their own process group and kill the
-group (`setsid instvl build ...`, then `kill -9 -- -PGID`); the rerun resumes from the stats files.
+One build writes a root at a time (a second one is refused while the first holds OUT/.lock). The run
+ends FAILED in Prefect when a unit failed. SIGINT or SIGTERM stops the build and its embedded server
+and leaves resumable state; a server that dies mid-build ends the build within seconds with a message
+(the manifest of the finished units written first). `kill -9` of the driver alone cannot stop the
+server: run builds in their own process group (`setsid instvl build ...`, `kill -9 -- -PGID`).
+docs/RELIABILITY.md says what a build guarantees.
 
 On a GPU cluster (Ray):
 
@@ -35,22 +39,33 @@ presets) and its worker keeps the models loaded between units. `ray start` enabl
 
 import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from instvl.annotate.plan import make_plan, plan_or_report
-from instvl.datasets.manifest import summarize
+from instvl.annotate.plan import PlanError, make_plan
+from instvl.datasets.manifest import summarize, write_manifest
+from instvl.datasets.writer import RootBusyError, lock_root
 from instvl.flows.config import BuildConfig
-from instvl.flows.prefect_env import attach_library_logs, configure_environment, ensure_api_server
+from instvl.flows.prefect_env import (
+    attach_library_logs,
+    configure_environment,
+    ensure_api_server,
+    server_alive,
+)
 
 log = logging.getLogger(__name__)
 
 
 def build_corpus(cfg: BuildConfig) -> dict[str, Any]:
     """Plan the input (extending OUT/plan.json) and run the flow over the plan; see `run_flow`."""
-    make_plan(cfg)
-    return run_flow(cfg)
+    with lock_root(cfg.output or "."):
+        make_plan(cfg, new_version=cfg.flow.new_version)
+        return run_flow(cfg)
 
 
 def run_flow(cfg: BuildConfig) -> dict[str, Any]:
@@ -65,14 +80,67 @@ def run_flow(cfg: BuildConfig) -> dict[str, Any]:
 
 
 def main(cfg: BuildConfig) -> int:
-    plan = plan_or_report(cfg, "instvl build")
-    if plan is None:
-        return 2
-    from instvl.flows.progress import BuildProgress
+    try:
+        with lock_root(cfg.output) if cfg.output else nullcontext(), _stop_on_signals():
+            plan = make_plan(cfg, new_version=cfg.flow.new_version)
+            from instvl.flows.progress import BuildProgress
 
-    with BuildProgress(cfg.output, plan.num_sources, enabled=cfg.flow.progress):
-        summary = run_flow(cfg)
+            with BuildProgress(cfg.output, plan.num_sources, enabled=cfg.flow.progress), \
+                    _server_watchdog(Path(cfg.output)):
+                summary = run_flow(cfg)
+    except (PlanError, RootBusyError) as err:
+        print(f"instvl build: {err}", file=sys.stderr)
+        return 2
     print(summarize(summary["manifest"], Path(cfg.output)))
     for unit_id, error in summary["failed"].items():
         print(f"FAILED {unit_id}: {error}  (rerun the same command to retry it)", file=sys.stderr)
     return 1 if summary["failed"] else 0
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGTERM ends the build like Ctrl-C: Python unwinds, so the embedded server is stopped (atexit) and
+    unit writers remove their temporary files; the stats files make the rerun resume."""
+    def stop(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"instvl build: stopped by {signal.Signals(signum).name}; rerun to resume")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _server_watchdog(root: Path, interval_s: float = 1.0, misses: int = 3) -> Iterator[None]:
+    """End the build within seconds, with a message, when the Prefect API server dies under it.
+
+    Without this the Prefect client retries and drains queued events for minutes and then raises a
+    connection traceback. The finished units are kept (their stats files are written) and summarized
+    in the manifest; the rerun resumes.
+    """
+    done = threading.Event()
+
+    def watch() -> None:
+        failed = 0
+        while not done.wait(interval_s):
+            failed = 0 if server_alive() else failed + 1
+            if failed >= misses:
+                try:
+                    manifest = write_manifest(root)
+                    kept = f"{manifest['num_units']} finished units are kept"
+                except Exception as err:  # the message below matters more than the manifest
+                    kept = f"the manifest could not be written ({err})"
+                print(f"instvl build: the Prefect API server ({os.environ.get('PREFECT_API_URL')}) stopped "
+                      f"answering; {kept}; rerun the same command to resume", file=sys.stderr, flush=True)
+                os._exit(3)
+
+    thread = threading.Thread(target=watch, name="prefect-server-watchdog", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()

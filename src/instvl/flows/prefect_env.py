@@ -70,6 +70,25 @@ def ensure_api_server() -> str:
     return server.api_url
 
 
+def server_alive(timeout_s: float = 3.0) -> bool:
+    """True while the API server lives: the embedded server's process runs, another server answers."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    process = next((s.server_process for s in SubprocessASGIServer._instances.values()
+                    if s.server_process is not None), None)
+    if process is not None:  # a busy server may answer slowly; only its exit is certain
+        return process.poll() is None
+    url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        return True
+    import httpx
+
+    try:
+        return httpx.get(f"{url.rstrip('/')}/health", timeout=timeout_s).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
 def _configured_api_url() -> str | None:
     """The API URL of the active Prefect profile or settings context (e.g. a test harness), if any."""
     from prefect.settings import get_current_settings

@@ -525,23 +525,24 @@ class LabelStudioServer:
         os.fchmod(log_fd, 0o600)
         with open(log_fd, "ab") as log_file:
             # Its own session: a terminal's Ctrl-C reaches only us, and we stop it (no double signal).
-            self.process = subprocess.Popen(cmd, env=env, cwd=self.data_dir, stdin=subprocess.DEVNULL,
-                                            stdout=log_file, stderr=subprocess.STDOUT, umask=SERVER_UMASK,
-                                            start_new_session=True, preexec_fn=die_with_parent(os.getpid()))
+            process = subprocess.Popen(cmd, env=env, cwd=self.data_dir, stdin=subprocess.DEVNULL,
+                                       stdout=log_file, stderr=subprocess.STDOUT, umask=SERVER_UMASK,
+                                       start_new_session=True, preexec_fn=die_with_parent(os.getpid()))
+            self.process = process
         try:
-            self.owner.write({"pid": self.process.pid, "serve_pid": os.getpid(), "nonce": self.nonce,
+            self.owner.write({"pid": process.pid, "serve_pid": os.getpid(), "nonce": self.nonce,
                               "url": self.url, "started_at": datetime.now(UTC).isoformat()})
-            log.info("started Label Studio (pid %d) at %s serving %s, log %s", self.process.pid, self.url,
+            log.info("started Label Studio (pid %d) at %s serving %s, log %s", process.pid, self.url,
                      self.document_root, self.log_path)
             try:
                 wait_healthy(self.url, self.options.start_timeout_s,
-                             alive=lambda: self.process.poll() is None)
+                             alive=lambda: process.poll() is None)
             except LabelStudioUnavailable as err:
                 raise LabelStudioUnavailable(f"{err}; see the server log {self.log_path}") from None
             if not self.owns_port():
                 raise ServerConflict(
                     f"port {self.port} on {self.host} is answered by {describe_listener(self.port)}, not by "
-                    f"the Label Studio this command started (pid {self.process.pid}); stop that process, "
+                    f"the Label Studio this command started (pid {process.pid}); stop that process, "
                     "or set serve.port to another port (0: any free one)")
         except BaseException:  # also a signal or Ctrl-C during the (long) start: never leave it running
             self.stop()
@@ -574,7 +575,8 @@ class Stopped(KeyboardInterrupt):
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[list[str]]:
     """Raise `Stopped` on the first stop signal (later ones are ignored while we clean up); yields the
-    names of the signals received. Handlers are installed only in the main thread and restored after."""
+    names of the signals received. Handlers are installed only in the main thread and restored after;
+    SIGINT and SIGHUP stay ignored where the caller ignores them (`nohup`, a script's `cmd &`)."""
     received: list[str] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
@@ -585,7 +587,8 @@ def stop_on_signals() -> Iterator[list[str]]:
         if len(received) == 1:
             raise Stopped(received[0])
 
-    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    wanted = [sig for sig in STOP_SIGNALS if sig == signal.SIGTERM or signal.getsignal(sig) != signal.SIG_IGN]
+    previous = {sig: signal.signal(sig, handler) for sig in wanted}
     try:
         yield received
     finally:
@@ -612,13 +615,15 @@ def main(cfg: ServeConfig) -> int:
             print(f"instvl qa serve: stopped while starting ({received[0] if received else 'SIGINT'})",
                   file=sys.stderr)
             return 1
+        process = server.process
+        assert process is not None  # started
         try:
-            print(f"Label Studio is up at {server.url} (pid {server.process.pid}, "
+            print(f"Label Studio is up at {server.url} (pid {process.pid}, "
                   f"user {credentials.username}, data {server.data_dir}, "
                   f"serving media from {server.document_root})", flush=True)
             print(f"point clients at it with: --set server.url={server.url}; stop with Ctrl-C or "
                   f"kill {os.getpid()}", flush=True)
-            code = server.process.wait()
+            code = process.wait()
         except KeyboardInterrupt:
             server.stop()  # before printing: whoever sent the signal may be waiting for the port
             print(f"stopped Label Studio ({received[0] if received else 'SIGINT'})", flush=True)

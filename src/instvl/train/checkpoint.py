@@ -86,14 +86,25 @@ def model_state(model: Any, skip_frozen: bool) -> dict[str, Any]:
     return {k: v for k, v in state.items() if k not in frozen}
 
 
-def load_model_state(model: Any, state: dict[str, Any], source: str | Path) -> None:
-    """Load a (possibly frozen-part-free) state dict; anything else missing or unexpected is an error."""
+def check_fit(model: Any, missing: list[str], unexpected: list[str], source: str | Path,
+              allowed_missing: tuple[str, ...] = ()) -> None:
+    """Raise unless the only missing keys are frozen parameters (a teacher rebuilt from its own source)
+    or start with one of `allowed_missing`, and nothing is unexpected."""
     frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k not in frozen]
+    missing = [k for k in missing if k not in frozen and not k.startswith(allowed_missing)]
     if missing or unexpected:
-        raise CheckpointError(f"{source}: does not fit the model (missing {missing[:5]}, "
-                              f"unexpected {list(unexpected)[:5]})")
+        raise CheckpointError(f"{source}: does not fit the model ({len(missing)} missing: {missing[:5]}, "
+                              f"{len(unexpected)} unexpected: {list(unexpected)[:5]})")
+
+
+def load_model_state(model: Any, state: dict[str, Any], source: str | Path,
+                     allowed_missing: tuple[str, ...] = ()) -> None:
+    """Load a (possibly frozen-part-free) state dict; anything else missing or unexpected is an error."""
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches raise even when strict=False
+        raise CheckpointError(f"{source}: does not fit the model: {err}") from err
+    check_fit(model, missing, unexpected, source, allowed_missing)
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any], keep_last: int | None = None) -> Path:

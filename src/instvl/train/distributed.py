@@ -10,6 +10,8 @@ all-gather the contrastive losses score against.
 import logging
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -197,6 +199,11 @@ def process_rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
+def process_count() -> int:
+    """The number of ranks in the initialised process group (1 outside one)."""
+    return dist.get_world_size() if is_distributed() else 1
+
+
 def gather_rows(x: Tensor) -> tuple[Tensor, int]:
     """Rows of `x` from every rank (ranks may hold different counts, zero included) and this rank's offset."""
     if not is_distributed():
@@ -219,8 +226,12 @@ def full_optimizer_state(model: Any, optimizer: Any, info: DistInfo) -> dict[str
 
 
 def load_full_states(model: Any, optimizer: Any, model_state: dict[str, Any], optim_state: dict[str, Any],
-                     info: DistInfo) -> None:
-    """Load unsharded model and optimizer states into a sharded (FSDP) model and its optimizer."""
+                     info: DistInfo) -> tuple[list[str], list[str]]:
+    """Load unsharded model and optimizer states into a sharded (FSDP) model and its optimizer.
+
+    Returns the (missing, unexpected) model keys, for the caller to judge (`checkpoint.check_fit`):
+    the load itself is lenient only so that a state without the frozen teacher can be loaded.
+    """
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
         set_model_state_dict,
@@ -228,5 +239,26 @@ def load_full_states(model: Any, optimizer: Any, model_state: dict[str, Any], op
     )
 
     options = StateDictOptions(full_state_dict=True, strict=False)
-    set_model_state_dict(model, model_state, options=options)
+    missing, unexpected = set_model_state_dict(model, model_state, options=options)
     set_optimizer_state_dict(model, optimizer, optim_state, options=options)
+    return list(missing), list(unexpected)
+
+
+@contextmanager
+def full_weights(model: Any, info: DistInfo) -> Iterator[Any]:
+    """The user's module with weights usable outside `forward` (e.g. `encode_video` in an evaluation).
+
+    DDP and single processes need nothing. Under FSDP2 the root unit's parameters (embeddings, heads,
+    projections) are gathered only around the root's `forward`, so they are gathered here for the
+    duration; the block units still gather their own weights in their forward hooks. A collective:
+    every rank must enter it and run the same forwards inside.
+    """
+    module = unwrap(model)
+    if info.strategy != "fsdp":
+        yield module
+        return
+    module.unshard()
+    try:
+        yield module
+    finally:
+        module.reshard()

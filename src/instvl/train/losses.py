@@ -3,8 +3,10 @@ instance InfoNCE with same-sample negatives masked out (L_inst, Eq. 8), plus lea
 
 When torch.distributed is initialised, the contrastive losses gather the embeddings of every rank with
 a gradient-preserving all-gather (`distributed.gather_rows`); each rank scores its own rows against all
-gathered columns (the "local loss" of open_clip), so averaging gradients over ranks gives the full-batch
-gradient.
+gathered columns (the "local loss" of open_clip). Ranks may hold different numbers of rows (instances
+per sample vary; failed decodes shrink a batch), so each rank's mean is weighted by its share of the
+rows, world * n_rank / n_all: averaging the gradients over ranks (DDP, FSDP) then gives exactly the
+full-batch gradient, and the mean of the logged per-rank values is the full-batch loss.
 """
 
 import math
@@ -13,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from instvl.train.distributed import gather_rows, process_rank
+from instvl.train.distributed import gather_rows, process_count, process_rank
 
 
 class LearnableTemperature(nn.Module):
@@ -48,6 +50,11 @@ def alignment_loss(student: list[Tensor], teacher: list[Tensor]) -> Tensor:
     return torch.stack(per_layer).mean()
 
 
+def _rank_share(local: int, total: int) -> float:
+    """world * local / total: the weight that turns this rank's mean into its part of the full-batch mean."""
+    return process_count() * local / total if total else 0.0
+
+
 def _info_nce(logits: Tensor, offset: int) -> Tensor:
     """Cross-entropy of rows whose positive sits in column offset + row."""
     targets = torch.arange(logits.shape[0], device=logits.device) + offset
@@ -64,7 +71,7 @@ def global_contrastive(video: Tensor, text: Tensor, temperature: Tensor) -> Tens
     all_video, all_text = both.split(video.shape[1], dim=1)
     v2t = _info_nce(video.float() @ all_text.float().T / temperature, offset)
     t2v = _info_nce(text.float() @ all_video.float().T / temperature, offset)
-    return (v2t + t2v) / 2
+    return (v2t + t2v) / 2 * _rank_share(video.shape[0], both.shape[0])
 
 
 def instance_contrastive(instances: Tensor, texts: Tensor, sample_index: Tensor,
@@ -72,7 +79,8 @@ def instance_contrastive(instances: Tensor, texts: Tensor, sample_index: Tensor,
     """Eq. 8: bidirectional InfoNCE over all instances, same-sample non-positives dropped from negatives.
 
     `instances` and `texts` are L2-normalised [N, D]; `sample_index` [N] names each instance's sample
-    (batch row). Ranks may hold different N (also 0); a rank without instances contributes 0.
+    (batch row). Ranks may hold different N (also 0); a rank without instances contributes 0, and each
+    rank's mean is weighted by its share of all instances (module docstring).
     """
     if instances.shape != texts.shape or sample_index.shape != instances.shape[:1]:
         raise ValueError(f"instance embeddings {tuple(instances.shape)}, texts {tuple(texts.shape)} and "
@@ -91,4 +99,5 @@ def instance_contrastive(instances: Tensor, texts: Tensor, sample_index: Tensor,
     excluded = same_sample & not_self
     i2t = (instances.float() @ all_texts.float().T / temperature).masked_fill(excluded, float("-inf"))
     t2i = (texts.float() @ all_instances.float().T / temperature).masked_fill(excluded, float("-inf"))
-    return (_info_nce(i2t, offset) + _info_nce(t2i, offset)) / 2
+    share = _rank_share(instances.shape[0], all_groups.shape[0])
+    return (_info_nce(i2t, offset) + _info_nce(t2i, offset)) / 2 * share

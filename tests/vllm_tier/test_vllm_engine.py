@@ -1,0 +1,130 @@
+"""The `vllm` captioner on vLLM's real offline engine (CPU), with a tiny random Qwen2-VL: one `LLM.chat`
+call per batch, every request answered in order, the images inside the prompts, sampling applied."""
+
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+from instvl.annotate.caption import CaptionRequest, InstanceInfo, VLLMCaptioner, render_request
+from instvl.testing.media import noise_frames
+
+pytestmark = pytest.mark.vllm
+
+SAMPLING = {"max_tokens": 12, "temperature": 1.0, "top_p": 0.9, "seed": 7, "repetition_penalty": 1.05}
+
+
+@pytest.fixture(scope="module")
+def captioner(vllm: ModuleType, tiny_vlm: Path) -> Iterator[VLLMCaptioner]:
+    """One engine for the module (start-up is the slow part); float32 and eager, as vLLM's CPU path wants."""
+    cfg = VLLMCaptioner.Config(model=str(tiny_vlm), dtype="float32", max_model_len=1024, enforce_eager=True,
+                               batch_size=64, prompts={"visual": {"max_images": 4, "max_side": 160}},
+                               **SAMPLING)
+    captioner = cfg.build()
+    yield captioner
+    del captioner.llm
+
+
+@pytest.fixture
+def chat_calls(captioner: VLLMCaptioner, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every `llm.chat` call of the test: its conversations, sampling parameters and RequestOutputs."""
+    calls: list[dict[str, Any]] = []
+    chat = captioner.llm.chat
+
+    def recording_chat(messages, sampling_params=None, **kwargs):
+        outputs = chat(messages, sampling_params=sampling_params, **kwargs)
+        calls.append({"messages": messages, "params": sampling_params, "outputs": outputs})
+        return outputs
+
+    monkeypatch.setattr(captioner.llm, "chat", recording_chat)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def image_processor(tiny_vlm: Path) -> Any:
+    import transformers
+
+    return transformers.AutoImageProcessor.from_pretrained(tiny_vlm)
+
+
+def clip_requests(captioner: VLLMCaptioner, clip: int, width: int, height: int) -> list[CaptionRequest]:
+    """A clip's global, entities and instance requests (instances visible on some frames only)."""
+    frames = noise_frames(5, width, height, seed=clip)
+    cup = InstanceInfo(1, "cup", [(0.1, 0.1, 0.5, 0.6), None, (0.2, 0.1, 0.6, 0.6), (0.25, 0.1, 0.65, 0.6), None])
+    dog = InstanceInfo(2, "dog", [None, (0.5, 0.4, 0.9, 0.9), (0.5, 0.4, 0.9, 0.9), None, None])
+    return [captioner.request("global", frames), captioner.request("entities", frames[:3]),
+            captioner.request("instance", frames, cup, [cup, dog]),
+            captioner.request("instance", frames, dog, [cup, dog])]
+
+
+def image_tokens(request: CaptionRequest, processor: Any) -> int:
+    """How many image tokens Qwen2-VL spends on the request's rendered images (merge 2x2)."""
+    grid = processor(images=render_request(request), return_tensors="np")["image_grid_thw"]
+    return int(np.prod(grid, axis=-1).sum() // processor.merge_size ** 2)
+
+
+def check_outputs(requests: list[CaptionRequest], outputs: list[Any], processor: Any, tokenizer: Any) -> None:
+    """Output i belongs to request i: its prompt holds that request's images and text; it was answered."""
+    image_pad, vision_start = tokenizer.convert_tokens_to_ids(["<|image_pad|>", "<|vision_start|>"])
+    assert len(outputs) == len(requests)
+    for request, output in zip(requests, outputs, strict=True):
+        ids = list(output.prompt_token_ids)
+        assert ids.count(vision_start) == len(render_request(request))
+        assert ids.count(image_pad) == image_tokens(request, processor) > 0
+        prompt_ids = tokenizer(request.prompt, add_special_tokens=False)["input_ids"]
+        assert any(ids[i:i + len(prompt_ids)] == prompt_ids for i in range(len(ids))), "prompt text missing"
+        assert output.finished and len(output.outputs) == 1
+        answer = output.outputs[0]
+        assert 0 < len(answer.token_ids) <= SAMPLING["max_tokens"]
+        assert answer.finish_reason in ("length", "stop")
+
+
+def test_a_mixed_batch_is_one_engine_call_with_the_images_in_the_prompts(captioner, chat_calls, image_processor):
+    requests = clip_requests(captioner, 0, 96, 64)
+    assert [len(render_request(r)) for r in requests] == [4, 3, 3, 2]  # 5 frames subsampled to max_images
+    texts = captioner.caption(requests)
+    assert len(chat_calls) == 1 and len(texts) == len(requests)
+    assert all(isinstance(t, str) for t in texts) and any(texts)
+    (call,) = chat_calls
+    check_outputs(requests, call["outputs"], image_processor, captioner.llm.get_tokenizer())
+    assert [len(conversation) for conversation in call["messages"]] == [1] * len(requests)  # no system prompt
+
+
+def test_sampling_parameters_reach_the_engine_and_seeded_answers_repeat(captioner, chat_calls, vllm, monkeypatch):
+    requests = clip_requests(captioner, 1, 64, 64)[:2]
+    first, again = captioner.caption(requests), captioner.caption(requests)
+    assert first == again
+    params = chat_calls[0]["params"]
+    assert isinstance(params, vllm.SamplingParams)
+    assert {k: getattr(params, k) for k in SAMPLING} == SAMPLING
+    raw = [output.outputs[0].token_ids for output in chat_calls[0]["outputs"]]
+    monkeypatch.setattr(captioner, "sampling_params", vllm.SamplingParams(**SAMPLING | {"seed": 8}))
+    captioner.caption(requests)
+    assert [output.outputs[0].token_ids for output in chat_calls[-1]["outputs"]] != raw  # the seed is used
+    greedy = SAMPLING | {"temperature": 0.0, "max_tokens": 3}
+    monkeypatch.setattr(captioner, "sampling_params", vllm.SamplingParams(**greedy))
+    captioner.caption(requests)
+    assert all(len(output.outputs[0].token_ids) <= 3 for output in chat_calls[-1]["outputs"])
+
+
+def test_a_pooled_batch_from_several_clips_is_answered_in_order(captioner, chat_calls, image_processor):
+    sizes = [(96, 64), (48, 80), (128, 72), (64, 64), (80, 48), (112, 96)]
+    pooled = [r for clip, (w, h) in enumerate(sizes) for r in clip_requests(captioner, 10 + clip, w, h)]
+    texts = captioner.caption(pooled)
+    assert len(chat_calls) == 1 and len(texts) == len(pooled) == 24
+    check_outputs(pooled, chat_calls[0]["outputs"], image_processor, captioner.llm.get_tokenizer())
+    # Answered alone, each request gets the answer it got in the pool: the pool keeps request order.
+    alone = [captioner.caption([r])[0] for r in pooled[::5]]
+    assert alone == texts[::5]
+
+
+def test_batch_size_splits_a_pool_into_engine_calls(captioner, chat_calls, image_processor, monkeypatch):
+    pooled = [r for clip in range(5) for r in clip_requests(captioner, 20 + clip, 64 + 16 * clip, 64)]
+    monkeypatch.setattr(captioner, "cfg", captioner.cfg.model_copy(update={"batch_size": 8}))
+    texts = captioner.caption(pooled)
+    assert [len(call["messages"]) for call in chat_calls] == [8, 8, 4] and len(texts) == 20
+    outputs = [output for call in chat_calls for output in call["outputs"]]
+    check_outputs(pooled, outputs, image_processor, captioner.llm.get_tokenizer())
