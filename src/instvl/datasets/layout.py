@@ -63,6 +63,11 @@ def stats_files(root: Path) -> list[Path]:
     return sorted(p for p in (root / STATS_DIR).glob(STATS_GLOB) if not p.name.startswith(TMP_PREFIX))
 
 
+def unit_of_stats(path: Path) -> str:
+    """The unit id of a stats file."""
+    return path.name.removesuffix(STATS_FILE.format(unit_id=""))
+
+
 def progress_path(root: Path, unit_id: str) -> Path:
     return root / PROGRESS_DIR / f"{unit_id}.json"
 

@@ -47,7 +47,9 @@ FILE_RULES = {
     "schema": "every shard's Arrow schema equals SCHEMA (metadata ignored)",
     "schema_version": "every shard carries a readable schema version this instvl reads",
     "checksum": "sha256 of every shard matches its stats file and the manifest",
-    "row_count": "rows in every shard match its stats file and the manifest",
+    "row_count": "rows in every shard match its stats file and the manifest; the manifest's totals "
+                 "and per-unit rows match the stats files",
+    "failed_unit": "every unit of plan.json has a stats file (a unit without one failed or never ran)",
     "quarantine": "every quarantine file a stats file lists exists with QUARANTINE_SCHEMA",
     "sample_id_unique": "sample ids are unique across the dataset",
     "media": "with check_media: the first frame decodes and its size equals width x height",
@@ -84,6 +86,8 @@ def validate_dataset(root: str | Path, *, check_media: bool = False, max_errors:
     manifest_shards = _check_manifest(root, report)
     existing, listed = _check_units(root, report, manifest_shards)
     _check_orphans(root, report, listed, manifest_shards)
+    _check_manifest_totals(root, report)
+    _check_plan(root, report)
     seen_ids: dict[str, str] = {}
     for path in _with_progress(existing, "shards"):
         _check_shard(root, path, report, seen_ids, check_media, batch_rows)
@@ -197,6 +201,49 @@ def _check_orphans(root: Path, report: ValidationReport, listed_rel: set[str],
     for rel in sorted(set(manifest_shards or {}) - listed_rel):
         report.add(Violation(rel, None, None, "manifest", "listed in manifest.json but in no stats file "
                              "(run write_manifest on the root)"))
+
+
+def _check_manifest_totals(root: Path, report: ValidationReport) -> None:
+    """The manifest's counts are the sums of the stats files (an edited or stale manifest is caught)."""
+    try:
+        manifest = json.loads((root / layout.MANIFEST).read_text())
+        units = {u["unit_id"]: u for u in manifest["units"]}
+        num_rows = manifest["num_rows"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # reported by _check_manifest
+    stats = []
+    for path in layout.stats_files(root):
+        try:
+            stats.append(UnitStats.read(path))
+        except StatsFileError:
+            continue  # reported by _check_units
+    total = sum(s.rows for s in stats)
+    if num_rows != total:
+        report.add(Violation(layout.MANIFEST, None, None, "row_count",
+                             f"num_rows is {num_rows}, the stats files hold {total}"))
+    for unit in stats:
+        listed = units.get(unit.unit_id)
+        if listed is None:
+            report.add(Violation(layout.MANIFEST, None, None, "manifest",
+                                 f"unit {unit.unit_id} is finished but missing from the manifest"))
+        elif listed.get("rows") != unit.rows:
+            report.add(Violation(layout.MANIFEST, None, None, "row_count", f"unit {unit.unit_id}: "
+                                 f"{listed.get('rows')} rows, its stats file says {unit.rows}"))
+
+
+def _check_plan(root: Path, report: ValidationReport) -> None:
+    """Units planned but without stats: their inputs are not in the dataset (failed, or not run yet)."""
+    try:
+        units = [u["unit_id"] for u in json.loads((root / layout.PLAN_FILE).read_text())["units"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # not a build output (or its plan is damaged: the next build restores or refuses it)
+    finished = {layout.unit_of_stats(path) for path in layout.stats_files(root)}
+    missing = [unit_id for unit_id in units if unit_id not in finished]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        report.add(Violation(layout.PLAN_FILE, None, None, "failed_unit",
+                             f"{len(missing)} of {len(units)} planned units have no stats file ({shown}): "
+                             "they failed or never ran; rerun the build"))
 
 
 def _check_shard(root: Path, path: Path, report: ValidationReport, seen_ids: dict[str, str],

@@ -7,12 +7,29 @@ The model's own config, `InstAPConfig`, lives beside the model (`instvl.train.mo
 
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from instvl.config import BaseConfig
 from instvl.train.grounding import GroundingConfig
 from instvl.train.model import InstAPConfig
 from instvl.train.retrieval import RerankMode
+
+
+class SourceConfig(BaseConfig):
+    """One more dataset mixed into training with `data.root` (UMT's MetaLoader idea: whole batches per source)."""
+
+    root: str
+    """A dataset root written by instvl (`format: shards`), or an annotation list file (`format: annotations`)."""
+    format: Literal["shards", "annotations"] = "shards"
+    """'annotations': a JSON/JSONL/CSV list of media path or URL plus caption(s) (`instvl.train.annotations`)."""
+    media_root: str | None = None
+    """Folder that relative media paths of an annotation list are resolved against (default: the list's folder)."""
+    split: str | None = "train"
+    """Only rows of this split (shards; None: every row). Annotation lists have no split."""
+    ratio: float = Field(1.0, gt=0)
+    """Share of the training batches drawn from this source, relative to the other sources' ratios."""
+    video_share: float | None = Field(None, ge=0, le=1)
+    """Share of this source's batches that are video batches (None: in proportion to its video rows)."""
 
 
 class DataConfig(BaseConfig):
@@ -22,11 +39,28 @@ class DataConfig(BaseConfig):
     """Dataset root written by `instvl datasets ...` (holds manifest.json and shards/)."""
     split: str | None = "train"
     """Only rows of this split (None: every row)."""
+    ratio: float = Field(1.0, gt=0)
+    """Share of the training batches drawn from `root` when `sources` adds more datasets."""
+    video_share: float | None = Field(None, ge=0, le=1)
+    """Share of `root`'s batches that are video batches (None: in proportion to its video rows)."""
+    sources: list[SourceConfig] = []
+    """More datasets (shard roots or annotation lists) mixed in by ratio; each batch comes from one source
+    and holds only images or only videos."""
     batch_size: int = 8
-    """Samples per batch on each rank."""
+    """Video samples per batch on each rank."""
+    image_batch_size: int | None = None
+    """Image samples per batch on each rank (None: batch_size). Images run as 1-frame clips, so a GPU
+    takes many more of them per step."""
     num_frames: int = 4
+    """Frames sampled from a video (an image is one frame)."""
     img_size: int = 224
+    decode_short_side: int | None = None
+    """Frames are shrunk while decoding so that their short side is at most this (None: img_size); the
+    scene and the instance crops are both cut from this reduced frame."""
     crop_size: int = 96
+    crop_frames: int | None = None
+    """Frames of a video instance's crop clip, evenly spread over the sampled frames (None: all of them);
+    an image instance has one. Fewer crop frames make the instance branch cheaper."""
     crop_pad: float = 0.1
     """Each instance box grows by this fraction of its size before cropping (context around the object)."""
     resize: Literal["center_crop", "squash"] = "center_crop"
@@ -38,6 +72,10 @@ class DataConfig(BaseConfig):
     caption_sampling: Literal["sentence", "full"] = "sentence"
     """'sentence': one sentence of each caption per epoch, cycling through all of them."""
     shuffle_buffer: int = 256
+    """Rows each reader shuffles through (also bounded in bytes by shuffle_buffer_mb)."""
+    shuffle_buffer_mb: float = Field(256.0, gt=0)
+    """Most encoded media (MB) each reader's shuffle buffer holds; a video-heavy source fills it with
+    fewer rows than shuffle_buffer."""
     workers: int = 0
     seed: int = 0
     include_rejected: bool = False
@@ -47,6 +85,20 @@ class DataConfig(BaseConfig):
     decoder: Literal["pyav", "decord", "auto"] = "pyav"
     """pyav: in the loader process; decord/auto: decord in a crash-isolated worker process (auto falls back
     to PyAV), for shards whose media might crash a decoder."""
+
+    @property
+    def short_side(self) -> int:
+        """The short side frames are decoded at."""
+        return self.decode_short_side or self.img_size
+
+    def batch_size_for(self, media_type: str) -> int:
+        """Samples per batch of this media type ('image' or 'video')."""
+        return (self.image_batch_size or self.batch_size) if media_type == "image" else self.batch_size
+
+    def all_sources(self) -> list[SourceConfig]:
+        """`root` (as the first source) and the extra `sources`."""
+        first = SourceConfig(root=self.root, split=self.split, ratio=self.ratio, video_share=self.video_share)
+        return [first, *self.sources]
 
 
 class OptimConfig(BaseConfig):
@@ -75,7 +127,17 @@ class RunConfig(BaseConfig):
     """Optimizer steps between checkpoints (0: only the final one)."""
     keep_last: int = 2
     resume: str | None = None
-    """'auto' (newest checkpoint in output_dir, if any), a checkpoint file or a run folder."""
+    """'auto' (newest checkpoint in output_dir, if any), a checkpoint file or a run folder. With another
+    number of ranks or data.workers than the checkpoint's, model, optimizer and schedule carry over and the
+    data stream restarts at the next epoch boundary (a warning says so)."""
+    init_from: str | None = None
+    """Start from these weights only (an instvl checkpoint or run folder, or a UMT checkpoint); optimizer,
+    schedule and data start fresh. Ignored when `resume` finds a checkpoint. See `instvl.train.pretrained`."""
+    init_format: Literal["auto", "instvl", "umt"] = "auto"
+    """How to read `init_from`: 'umt' maps UMT's student ViT names onto the student (auto: by its keys)."""
+    init_skip: list[str] = []
+    """Model key prefixes that keep their fresh initialisation (e.g. 'text.', 'instance_attn.'); every other
+    trainable weight must come from `init_from`."""
     precision: Literal["bf16", "fp32"] = "fp32"
     strategy: Literal["ddp", "fsdp", "none"] = "ddp"
     """Used when launched by torchrun with more than one process."""
@@ -97,7 +159,8 @@ class EvalSplitConfig(BaseConfig):
     max_instances: int = 64
     """Instances kept per sample (the train setting may subsample more aggressively)."""
     every: int = 0
-    """Optimizer steps between evaluations during training, on rank 0 (0: none)."""
+    """Optimizer steps between evaluations during training (0: none): on rank 0 under DDP, on every rank
+    (each embedding the whole split, so the sharded forwards line up) under FSDP."""
 
 
 class TrainConfig(BaseConfig):
@@ -124,6 +187,11 @@ class TrainConfig(BaseConfig):
             if getattr(self.data, name) % vision.patch_size:
                 raise ValueError(f"data.{name}={getattr(self.data, name)} is not a multiple of "
                                  f"model.vision.patch_size={vision.patch_size}")
+        crop_frames = self.data.crop_frames
+        if crop_frames is not None and not (0 < crop_frames <= vision.num_frames
+                                            and crop_frames % vision.tubelet_size == 0):
+            raise ValueError(f"data.crop_frames={crop_frames} must lie in [1, {vision.num_frames}] and be a "
+                             f"multiple of model.vision.tubelet_size={vision.tubelet_size}")
         return self
 
 

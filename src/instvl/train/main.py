@@ -9,7 +9,6 @@ OUTPUT/curves.png, and prints a summary. `run.resume=auto` continues from the ne
 """
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,9 @@ from instvl.train.config import TrainConfig
 from instvl.train.data import InstVLDataset
 from instvl.train.evaluate import embed_split, eval_dataset, retrieval_report
 from instvl.train.model import InstAPConfig, load_tokenizer
+from instvl.train.pretrained import init_weights
 from instvl.train.sinks import default_sinks, plot_curves, read_jsonl
-from instvl.train.trainer import Trainer
+from instvl.train.trainer import StepHook, Trainer
 
 log = logging.getLogger(__name__)
 SUMMARY_KEYS = ("loss", "l_rec", "l_glob", "l_inst", "temp_glob", "temp_inst", "lr", "samples_per_s")
@@ -32,10 +32,16 @@ def teacher_is_rebuildable(cfg: InstAPConfig) -> bool:
     return cfg.teacher.kind == "clip_hf" and getattr(cfg.teacher, "vision_config", None) is None
 
 
-def build_trainer(cfg: TrainConfig, info: dist_utils.DistInfo) -> Trainer:
-    """Model, tokenizer, this rank's dataset and the trainer, seeded so every rank builds the same model."""
+def build_trainer(cfg: TrainConfig, info: dist_utils.DistInfo, init: bool = True) -> Trainer:
+    """Model, tokenizer, this rank's dataset and the trainer, seeded so every rank builds the same model.
+
+    With `init` and `run.init_from`, the weights are loaded before the model is wrapped (DDP) or
+    sharded (FSDP), so every rank starts from the same full weights.
+    """
     dist_utils.seed_everything(cfg.run.seed, rank=0)
     model = cfg.model.build()
+    if init and cfg.run.init_from:
+        init_weights(model, cfg.run.init_from, cfg.run.init_format, tuple(cfg.run.init_skip))
     dist_utils.seed_everything(cfg.run.seed, rank=info.rank)
     tokenizer = load_tokenizer(cfg.model.text)
     dataset = InstVLDataset(cfg.data, tokenizer, cfg.model.text.max_len, rank=info.rank,
@@ -44,25 +50,24 @@ def build_trainer(cfg: TrainConfig, info: dist_utils.DistInfo) -> Trainer:
                    skip_frozen=teacher_is_rebuildable(cfg.model))
 
 
-def eval_hook(cfg: TrainConfig, trainer: Trainer) -> Callable[[int], dict[str, float] | None] | None:
-    """A step callback that logs global/instance retrieval every `eval.every` steps (None when off)."""
+def eval_hook(cfg: TrainConfig, trainer: Trainer) -> StepHook | None:
+    """Global/instance retrieval on the eval split every `eval.every` steps (None when off).
+
+    Under FSDP the weights are sharded, so every rank embeds the whole split with gathered weights
+    (identical forwards on every rank); under DDP rank 0 alone embeds it with its full replica.
+    """
     if not cfg.eval.every:
         return None
-    if trainer.info.strategy == "fsdp":
-        log.warning("eval.every is ignored under FSDP (sharded weights); run `instvl eval` on a checkpoint")
-        return None
 
-    def hook(step: int) -> dict[str, float] | None:
-        if step % cfg.eval.every:
-            return None
+    def run(step: int) -> dict[str, float]:
         dataset = eval_dataset(cfg, trainer.dataset.tokenizer, cfg.eval.split)
-        model = dist_utils.unwrap(trainer.model)
-        emb = embed_split(model, dataset, trainer.info.device, cfg.eval.max_samples)
+        with dist_utils.full_weights(trainer.model, trainer.info) as model:
+            emb = embed_split(model, dataset, trainer.info.device, cfg.eval.max_samples)
         report = retrieval_report(emb)
         return {f"eval.{kind}.mean_recall": report[kind]["mean_recall"] for kind in ("global", "instance")
                 if kind in report}
 
-    return hook
+    return StepHook(cfg.eval.every, run, every_rank=trainer.info.strategy == "fsdp")
 
 
 def summary_table(records: list[dict[str, Any]], paths: dict[str, Path | None]) -> str:
@@ -80,7 +85,9 @@ def main(cfg: TrainConfig) -> int:
     try:
         output = Path(cfg.run.output_dir)
         resume = ckpt.resolve_resume(cfg.run.resume, output)
-        trainer = build_trainer(cfg, info)
+        if resume is not None and cfg.run.init_from:
+            log.info("run.init_from is ignored: resuming from %s", resume)
+        trainer = build_trainer(cfg, info, init=resume is None)
         if resume is not None:
             trainer.resume(resume)
         if info.is_main:

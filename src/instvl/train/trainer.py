@@ -6,12 +6,14 @@ and saves everything needed to continue a run bit for bit (`checkpoint.py`).
 """
 
 import contextlib
+import json
 import logging
 import math
 import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +26,14 @@ from instvl.train.sinks import MetricsSink, NullSink
 
 torch = require("torch", "train")
 log = logging.getLogger(__name__)
-NO_DECAY_NAMES = ("temp", "logit_scale", "pos_embed", "cls_token", "mask_token")
+NO_DECAY_NAMES = ("temp", "logit_scale", "pos_embed", "pos_space", "pos_time", "position_embeddings",
+                  "cls_token", "mask_token")
+"""Name parts of parameters kept out of weight decay besides norms and biases (1-d): temperatures and
+position tables (the student's learned `pos_space`/`pos_time`, BERT's `position_embeddings`)."""
 
 
 def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
-    """Trainable parameters, with no weight decay on norms, biases, temperatures and embeddings."""
+    """Trainable parameters, with no weight decay on norms, biases, temperatures and position tables."""
     wanted = {id(p) for p in model.student_parameters()} if hasattr(model, "student_parameters") else None
     decay: list[Any] = []
     no_decay: list[Any] = []
@@ -52,6 +57,23 @@ def cosine_schedule(optimizer: Any, warmup: int, total: int, min_ratio: float) -
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+@dataclass(frozen=True)
+class StepHook:
+    """Work every `every` optimizer steps (an evaluation) whose metrics are logged with that step.
+
+    Every rank knows when it is due, so every rank logs that step (the metric reduction is a collective).
+    `every_rank=False`: `run` runs on rank 0 while the others wait; `every_rank=True`: on every rank (it
+    runs collectives itself, e.g. forwards of an FSDP-sharded model), and rank 0's metrics are logged.
+    """
+
+    every: int
+    run: Callable[[int], dict[str, float]]
+    every_rank: bool = False
+
+    def due(self, step: int) -> bool:
+        return self.every > 0 and step % self.every == 0
+
+
 class Trainer:
     """Runs `optim.steps` optimizer steps of `model` on `dataset`; see the module docstring."""
 
@@ -67,40 +89,56 @@ class Trainer:
         self.config_json, self.skip_frozen = config_json, skip_frozen
         self.data_state, self.step = DataState(), 0
         self.history: list[dict[str, Any]] = []
-        self.on_step: Callable[[int], dict[str, float] | None] | None = None
-        """Called on rank 0 after each step (e.g. a held-out evaluation); its metrics are logged."""
+        self.on_step: StepHook | None = None
+        """Periodic work after a step (a held-out evaluation); its metrics are logged."""
 
     @property
     def output_dir(self) -> Path:
         return Path(self.run_cfg.output_dir)
 
     def resume(self, path: str | Path) -> None:
-        """Continue from a checkpoint: weights, optimizer, schedule, step, data position, RNG states."""
+        """Continue from a checkpoint: weights, optimizer, schedule, step, data position, RNG states.
+
+        With the ranks and data workers of the checkpoint the run continues bit for bit. With another
+        number of either the per-reader data positions mean nothing, so the data stream restarts at the
+        epoch after the newest one any reader had reached (elastic resume, with a warning).
+        """
         state = ckpt.load_checkpoint(path)
-        ranks = state["ranks"]
-        if len(ranks) != self.info.world_size:
-            raise ckpt.CheckpointError(f"{path}: saved by {len(ranks)} ranks, resumed with "
-                                       f"{self.info.world_size}; the data position is per rank, so use "
-                                       "the same number of processes")
         if self.info.strategy == "fsdp":
-            dist_utils.load_full_states(self.model, self.optimizer, state["model"], state["optimizer"],
-                                        self.info)
+            missing, unexpected = dist_utils.load_full_states(self.model, self.optimizer, state["model"],
+                                                              state["optimizer"], self.info)
+            ckpt.check_fit(self.module, missing, unexpected, path)
         else:
             ckpt.load_model_state(self.module, state["model"], path)
             self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
-        own = ranks[self.info.rank]
-        self.data_state.load_state_dict(own["data"])
-        self.dataset.load_state_dict(own["data"])
-        ckpt.set_rng_state(own["rng"])
-        log.info("resumed from %s at step %d", path, self.step)
+        ranks = state["ranks"]
+        workers = _saved_workers(state)
+        if len(ranks) == self.info.world_size and workers in (None, self.dataset.cfg.workers):
+            own = ranks[self.info.rank]
+            self.data_state.load_state_dict(own["data"])
+            self.dataset.load_state_dict(own["data"])
+            ckpt.set_rng_state(own["rng"])
+            log.info("resumed from %s at step %d", path, self.step)
+            return
+        epoch = 1 + max((int(e) for r in ranks for e, _ in r["data"]["workers"].values()), default=-1)
+        readers = range(max(1, self.dataset.cfg.workers))
+        restart = {"batches": 0, "workers": {str(w): [epoch, 0] for w in readers}}
+        self.data_state.load_state_dict(restart)
+        self.dataset.load_state_dict(restart)
+        dist_utils.seed_everything(self.run_cfg.seed + self.step, self.info.rank)
+        log.warning("%s was saved by %d ranks x %s data workers and is resumed by %d x %d: model, optimizer "
+                    "and schedule carry over at step %d, the data stream restarts at epoch %d", path,
+                    len(ranks), workers if workers is not None else "?", self.info.world_size,
+                    self.dataset.cfg.workers, self.step, epoch)
 
     def save(self) -> Path | None:
         """Write a checkpoint of the current step (collective: every rank must call it)."""
         model_state = dist_utils.full_state_dict(self.model, self.info)
         optim_state = dist_utils.full_optimizer_state(self.model, self.optimizer, self.info)
-        own = {"data": self.data_state.state_dict(), "rng": ckpt.rng_state()}
+        own = {"data": self.data_state.state_dict(), "rng": ckpt.rng_state(),
+               "workers": self.dataset.cfg.workers}
         ranks = dist_utils.gather_objects(own, self.info)
         path = None
         if self.info.is_main:
@@ -126,7 +164,8 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
-            self._log(record, self._run_hook())
+            due = self.on_step is not None and self.on_step.due(self.step)
+            self._log(record, due, self._run_hook() if due else {})
             if self.run_cfg.ckpt_every and self.step % self.run_cfg.ckpt_every == 0:
                 self.save()
         if bar is not None:
@@ -143,15 +182,18 @@ class Trainer:
         return tqdm(total=self.optim_cfg.steps, initial=self.step, desc="train", dynamic_ncols=True)
 
     def _run_hook(self) -> dict[str, float]:
-        if self.on_step is None:
+        """The due hook's metrics on rank 0 ({} elsewhere); every rank leaves it together."""
+        hook = self.on_step
+        if hook is None:
             return {}
-        extra = (self.on_step(self.step) or {}) if self.info.is_main else {}
+        extra = hook.run(self.step) if hook.every_rank or self.info.is_main else {}
         dist_utils.barrier(self.info)
-        return extra
+        return extra if self.info.is_main else {}
 
-    def _log(self, record: dict[str, Any], extra: dict[str, float]) -> None:
+    def _log(self, record: dict[str, Any], due: bool, extra: dict[str, float]) -> None:
+        # Decided from the step alone, identically on every rank: the reduction below is a collective.
         every = self.run_cfg.log_every
-        if not (extra or self.step % every == 0 or self.step == self.optim_cfg.steps or self.step == 1):
+        if not (due or self.step % every == 0 or self.step == self.optim_cfg.steps or self.step == 1):
             return
         timing = {k: record.pop(k) for k in ("samples", "data_s", "forward_s", "backward_s", "step_s")}
         record = dist_utils.all_reduce_mean(record, self.info)
@@ -223,3 +265,14 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return float(norm), lr
+
+
+def _saved_workers(state: dict[str, Any]) -> int | None:
+    """The data.workers a checkpoint was written with (None when it does not say)."""
+    ranks = state["ranks"]
+    if ranks and "workers" in ranks[0]:
+        return int(ranks[0]["workers"])
+    try:  # checkpoints from before the per-rank record: the run config
+        return int(json.loads(state.get("config") or "{}")["data"]["workers"])
+    except (KeyError, TypeError, ValueError):
+        return None

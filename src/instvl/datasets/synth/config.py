@@ -44,6 +44,13 @@ class SynthConfig(BaseConfig):
     """Chance that an object copies another object of its scene except for one attribute."""
     occlusion: bool = False
     """Let objects pass behind one another and leave the frame (hidden frames drop out of the track)."""
+    same_colour_confusers: bool = False
+    """Confusers keep their source's colour and change its shape, texture or size instead (harder to track:
+    a colour template matches both)."""
+    entering_fraction: float = Field(0.0, ge=0, le=1)
+    """Chance that a moving object enters the frame from outside or leaves it (needs `occlusion`)."""
+    speed_scale: float = Field(1.0, gt=0, le=4)
+    """Multiplies every object's displacement over the clip (faster objects cross more often)."""
     masks: bool = False
     """Store a COCO RLE mask per visible frame of each instance (needs pycocotools)."""
     backgrounds: Literal["skimage", "plain"] = "skimage"
@@ -70,6 +77,8 @@ class SynthConfig(BaseConfig):
                 raise ValueError(f"{name}: need {minimum} <= low <= high, got {getattr(self, name)}")
         if self.min_objects > self.max_objects:
             raise ValueError(f"min_objects ({self.min_objects}) > max_objects ({self.max_objects})")
+        if self.entering_fraction and not self.occlusion:
+            raise ValueError("entering_fraction needs occlusion: true (objects outside the frame are hidden)")
         if self.val_fraction + self.test_fraction > 1:
             raise ValueError("val_fraction + test_fraction must not exceed 1")
         return self

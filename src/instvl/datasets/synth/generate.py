@@ -15,7 +15,7 @@ from instvl.datasets.synth.captions import global_caption, instance_caption
 from instvl.datasets.synth.config import SynthConfig, span
 from instvl.datasets.synth.media import encode_jpeg, encode_mp4
 from instvl.datasets.synth.render import PHOTOS, PLAIN, Rendered, Track, background_image, render, tracks
-from instvl.datasets.synth.scene import Scene, sample_scene
+from instvl.datasets.synth.scene import Difficulty, Scene, sample_scene
 
 GENERATOR = "instvl-synth"
 CREATED_AT = datetime(2026, 1, 1, tzinfo=UTC)
@@ -53,8 +53,9 @@ def draw_scene(cfg: SynthConfig, index: int) -> DrawnScene:
     photo_names = tuple(PHOTOS)
     background = photo_names[rng.integers(len(photo_names))] if cfg.backgrounds == "skimage" else PLAIN
     pixels = background_image(rng, background, width, height)
-    scene = sample_scene(rng, width, height, num_frames, num_objects, background, cfg.occlusion,
-                         cfg.confuser_fraction)
+    hard = Difficulty(cfg.occlusion, cfg.confuser_fraction, cfg.same_colour_confusers, cfg.entering_fraction,
+                      cfg.speed_scale)
+    scene = sample_scene(rng, width, height, num_frames, num_objects, background, hard)
     rendered = render(scene, pixels)
     return DrawnScene(index, split, scene, rendered, tracks(rendered.labels, len(scene.objects), cfg.masks))
 

@@ -74,14 +74,30 @@ class Scene:
     """Instance ids from back to front."""
 
 
-def sample_looks(rng: np.random.Generator, taken: list[SceneObject], confuser_fraction: float) -> dict:
+@dataclass(frozen=True, slots=True)
+class Difficulty:
+    """Settings that make scenes harder to track (the defaults draw exactly the classic scenes)."""
+
+    occlusion: bool = False
+    """Objects may overlap (pass behind one another) and leave the frame."""
+    confuser_fraction: float = 0.5
+    same_colour_confusers: bool = False
+    """Confusers keep the colour of the object they copy."""
+    entering_fraction: float = 0.0
+    """Chance that a moving object's path starts (enters) or ends (leaves) outside the frame."""
+    speed_scale: float = 1.0
+
+
+def sample_looks(rng: np.random.Generator, taken: list[SceneObject], confuser_fraction: float,
+                 same_colour: bool = False) -> dict:
     """Shape, colour, texture and size for a new object, distinct from those in `taken`."""
+    attributes = tuple(a for a in ATTRIBUTES if a != "colour") if same_colour else ATTRIBUTES
     for _ in range(100):
         if taken and rng.random() < confuser_fraction:
             # Copy an existing object and change one attribute: the two differ in a single word.
             source = taken[rng.integers(len(taken))]
             looks = dict(zip(ATTRIBUTES, source.looks, strict=True))
-            changed = ATTRIBUTES[rng.integers(len(ATTRIBUTES))]
+            changed = attributes[rng.integers(len(attributes))]
             looks[changed] = _pick(rng, _choices(changed))
         else:
             looks = {name: _pick(rng, _choices(name)) for name in ATTRIBUTES}
@@ -98,7 +114,7 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
     return options[rng.integers(len(options))]
 
 
-def sample_motion(rng: np.random.Generator, short_side: int, is_video: bool) -> dict:
+def sample_motion(rng: np.random.Generator, short_side: int, is_video: bool, speed_scale: float = 1.0) -> dict:
     """Motion kind, direction, speed and displacement (pixels over the whole clip)."""
     if not is_video:
         return {}
@@ -106,7 +122,7 @@ def sample_motion(rng: np.random.Generator, short_side: int, is_video: bool) -> 
     if motion == "still":
         return {"motion": motion}
     direction, speed = _pick(rng, tuple(DIRECTIONS)), _pick(rng, tuple(SPEEDS))
-    distance = SPEEDS[speed] * short_side * rng.uniform(0.9, 1.1)
+    distance = SPEEDS[speed] * short_side * rng.uniform(0.9, 1.1) * speed_scale
     dx, dy = DIRECTIONS[direction]
     return {"motion": motion, "direction": direction, "speed": speed,
             "displacement": (dx * distance, dy * distance)}
@@ -116,10 +132,22 @@ class _NoRoom(Exception):
     """The object's path does not fit the frame."""
 
 
-def place(rng: np.random.Generator, obj: SceneObject, width: int, height: int, occlusion: bool) -> SceneObject:
-    """Pick a start centre; without occlusion the whole path stays inside the frame."""
+def place(rng: np.random.Generator, obj: SceneObject, width: int, height: int, occlusion: bool,
+          crossing_edge: bool = False) -> SceneObject:
+    """Pick a start centre; without occlusion the whole path stays inside the frame. With `crossing_edge`
+    (a linear mover) the object enters the frame from outside, or leaves it, half the time each."""
     half = obj.side / 2
     dx, dy = obj.displacement
+    if crossing_edge and obj.motion == "linear":
+        # One end of the path fully inside, the other fully outside the frame.
+        inside = np.array([rng.uniform(half, width - half), rng.uniform(half, height - half)])
+        entering = bool(rng.random() < 0.5)
+        start = inside - np.array([dx, dy]) if entering else inside
+        end = start + np.array([dx, dy])
+        outside = end if not entering else start
+        if not (outside[0] < -half or outside[0] > width + half or outside[1] < -half or outside[1] > height + half):
+            raise _NoRoom
+        return replace(obj, start=(float(start[0]), float(start[1])))
     if occlusion:
         # Start fully inside; the path may then leave the frame (and come back for back-and-forth).
         lo_x, hi_x, lo_y, hi_y = half, width - half, half, height - half
@@ -147,29 +175,33 @@ def overlaps(a: SceneObject, b: SceneObject, num_frames: int, gap: float = 2.0) 
 
 
 def sample_object(rng: np.random.Generator, taken: list[SceneObject], width: int, height: int,
-                  num_frames: int, occlusion: bool, confuser_fraction: float) -> SceneObject | None:
+                  num_frames: int, hard: Difficulty) -> SceneObject | None:
     """A new object that fits the scene, or None when none fits after a bounded number of tries."""
     short_side = min(width, height)
-    looks = sample_looks(rng, taken, confuser_fraction)
+    looks = sample_looks(rng, taken, hard.confuser_fraction, hard.same_colour_confusers)
     side = max(6, round(SIZES[looks["size"]] * short_side * rng.uniform(0.92, 1.08)))
+    # Drawn only when asked for, so that scenes without it stay byte-identical.
+    crossing_edge = bool(hard.entering_fraction and rng.random() < hard.entering_fraction)
     for attempt in range(60):
         # After half the tries, fall back to a still object, which fits far more easily.
-        motion = sample_motion(rng, short_side, num_frames > 1 and attempt < 30)
+        motion = sample_motion(rng, short_side, num_frames > 1 and attempt < 30, hard.speed_scale)
         try:
-            obj = place(rng, SceneObject(side=side, **looks, **motion), width, height, occlusion)
+            obj = place(rng, SceneObject(side=side, **looks, **motion), width, height, hard.occlusion,
+                        crossing_edge and attempt < 30)
         except _NoRoom:
             continue
-        if occlusion or not any(overlaps(obj, other, num_frames) for other in taken):
+        if hard.occlusion or not any(overlaps(obj, other, num_frames) for other in taken):
             return obj
     return None
 
 
 def sample_scene(rng: np.random.Generator, width: int, height: int, num_frames: int, num_objects: int,
-                 background: str, occlusion: bool = False, confuser_fraction: float = 0.5) -> Scene:
+                 background: str, hard: Difficulty | None = None) -> Scene:
     """Sample up to `num_objects` objects (fewer only when the frame has no room left)."""
+    hard = hard or Difficulty()
     objects: list[SceneObject] = []
     for _ in range(num_objects):
-        obj = sample_object(rng, objects, width, height, num_frames, occlusion, confuser_fraction)
+        obj = sample_object(rng, objects, width, height, num_frames, hard)
         if obj is not None:
             objects.append(obj)
     draw_order = tuple(int(i) for i in rng.permutation(len(objects)))

@@ -165,12 +165,18 @@ class InstAP(nn.Module):
         if not self.cfg.loss.inst_loss:
             return untouched
         crops, index = batch["inst_crops"], batch["inst_sample_index"].to(scene.device)
+        ids, mask = batch["inst_text_ids"], batch["inst_text_mask"]
+        if "inst_present" in batch:
+            # An instance present on no sampled frame (its track lies elsewhere in the clip, or outside the
+            # model's view) would be trained on a background crop: it takes no part in L_inst.
+            seen = batch["inst_present"].to(crops.device).any(dim=-1)
+            crops, index, ids, mask = crops[seen], index[seen.to(index.device)], ids[seen], mask[seen]
         if crops.shape[0] == 0:
             # Empty but attached to the graph: the contrastive loss may still gather from other ranks.
             empty_inst, empty_text = self.vision_proj.bias[None][:0], self.text_proj.bias[None][:0]
             return instance_contrastive(empty_inst, empty_text, index, temperature) + untouched
         instances = self.encode_instances(crops, scene=scene, sample_index=index)
-        texts = self.encode_text(batch["inst_text_ids"], batch["inst_text_mask"])
+        texts = self.encode_text(ids, mask)
         return instance_contrastive(instances, texts, index, temperature) + untouched
 
     def _project_video(self, tokens: Tensor) -> Tensor:
