@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from instvl.config import ConfigError, load_config, to_yaml
+from instvl.config import ConfigError, load_config, preset_names, preset_summary, to_yaml
 from instvl.log import setup_logging
 
 
@@ -31,6 +31,8 @@ class Command:
     help: str
     positionals: tuple[str, ...] = ()
     options: dict[str, str] = field(default_factory=dict)
+    preset_group: str | None = None
+    """When set, --config is required and the error lists this group's presets (no silent default)."""
 
 
 COMMANDS = (
@@ -45,8 +47,9 @@ COMMANDS = (
     Command("datasets", "render", "instvl.datasets.render", "RenderConfig", None,
             "render one sample's trajectories, ids and captions to a GIF/MP4", ("root", "sample_id"),
             {"--output": "output"}),
-    Command("annotate", "run", "instvl.annotate.run", "AnnotateRunConfig", "annotate/tiny",
-            "detect, track and caption a folder/glob/URL of media into InstVL shards", ("input", "output")),
+    Command("annotate", "run", "instvl.annotate.run", "AnnotateRunConfig", None,
+            "detect, track and caption a folder/glob/URL of media into InstVL shards", ("input", "output"),
+            preset_group="annotate"),
     Command("qa", "serve", "instvl.qa.server", "ServeConfig", "qa/local",
             "start a local Label Studio server"),
     Command("qa", "push", "instvl.qa.push", "PushConfig", "qa/local",
@@ -58,8 +61,10 @@ COMMANDS = (
             {"--stage": "stage"}),
     Command("qa", "report", "instvl.qa.report", "ReportConfig", None,
             "acceptance/correction statistics of a reviewed dataset", ("root",)),
-    Command(None, "build", "instvl.flows.build_corpus", "BuildConfig", "annotate/tiny",
-            "run the resumable corpus-build flow (Prefect)", ("input", "output")),
+    Command(None, "build", "instvl.flows.build_corpus", "BuildConfig", None,
+            "run the resumable corpus-build flow (Prefect)", ("input", "output"),
+            {"--retry-quarantined": "flow.retry_quarantined", "--new-version": "flow.new_version"},
+            preset_group="annotate"),
     Command(None, "demo", "instvl.flows.demo", "DemoConfig", "flows/demo",
             "offline CPU demo: synth media, build, validate, inspect, train, eval", ("output?",)),
     Command(None, "train", "instvl.train.main", "TrainConfig", "train/tiny", "InstAP pre-training"),
@@ -77,7 +82,9 @@ def _add_command(sub: argparse._SubParsersAction, cmd: Command) -> None:
                             help=f"sets config field {field_name!r}")
     for flag, target in cmd.options.items():
         parser.add_argument(flag, dest=f"opt_{target}", metavar=target.upper(), help=f"sets {target!r}")
-    parser.add_argument("--config", default=cmd.default_preset, help="preset name or YAML path")
+    preset_help = (f"preset name or YAML path (required: one of {', '.join(preset_names(cmd.preset_group))})"
+                   if cmd.preset_group else "preset name or YAML path")
+    parser.add_argument("--config", default=cmd.default_preset, help=preset_help)
     parser.add_argument("--set", action="append", default=[], metavar="A.B=C", help="override a field")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.set_defaults(command=cmd)
@@ -109,12 +116,19 @@ def _overrides(cmd: Command, args: argparse.Namespace) -> list[str]:
 
 def run_command(cmd: Command, preset: str | None, overrides: Sequence[str], print_config: bool) -> int:
     """Resolve the command's config and call its `main`."""
+    if preset is None and cmd.preset_group:
+        raise ConfigError("--config is required, there is no default preset:" + preset_guide(cmd.preset_group))
     module = importlib.import_module(cmd.module)
     cfg = load_config(getattr(module, cmd.config_class), preset, list(overrides))
     if print_config:
         print(to_yaml(cfg), end="")
         return 0
     return int(module.main(cfg) or 0)
+
+
+def preset_guide(group: str) -> str:
+    """The group's presets, one a line with the first line of its leading comment."""
+    return "".join(f"\n  {name}: {preset_summary(name)}" for name in preset_names(group))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,6 +33,13 @@ def preset_names(group: str | None = None) -> list[str]:
     return sorted(names)
 
 
+def preset_summary(name: str) -> str:
+    """The first line of a shipped preset's leading comment ('' when it has none)."""
+    text = (resources.files("instvl") / "configs" / f"{name}.yaml").read_text()
+    first = text.splitlines()[0] if text else ""
+    return first.lstrip("# ").strip() if first.startswith("#") else ""
+
+
 def read_preset(name_or_path: str | Path) -> dict[str, Any]:
     """Read a preset by name ('annotate/tiny') or by path to a YAML file."""
     path = Path(name_or_path)

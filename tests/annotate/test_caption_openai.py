@@ -26,6 +26,7 @@ class ChatServer:
     fail_first: int = 0
     fail_status: int = 503
     delay_s: float = 0.0
+    fail_body: dict = field(default_factory=lambda: {"error": "busy"})
     bodies: list[dict] = field(default_factory=list)
     headers: list[dict] = field(default_factory=list)
     calls: int = 0
@@ -39,7 +40,7 @@ class ChatServer:
         if handler.path != "/v1/chat/completions":
             return 404, {"error": f"no route {handler.path}"}
         if failing:
-            return self.fail_status, {"error": "busy"}
+            return self.fail_status, self.fail_body
         body = json.loads(handler.rfile.read(int(handler.headers["Content-Length"])))
         with self.lock:
             self.bodies.append(body)
@@ -84,8 +85,9 @@ def chat_server() -> Iterator[Callable[..., tuple[ChatServer, str]]]:
 
 
 def make_captioner(base_url: str, **options) -> OpenAICaptioner:
-    settings = {"base_url": base_url, "model": "Qwen/Qwen2.5-VL-7B-Instruct", "api_key_env": "INSTVL_TEST_KEY",
-                "backoff_s": 0.01, "max_backoff_s": 0.05, "timeout_s": 5.0} | options
+    settings = {"base_url": base_url, "model": "Qwen/Qwen2.5-VL-7B-Instruct",
+                "api_key_env": "INSTVL_TEST_KEY", "backoff_s": 0.01, "max_backoff_s": 0.05,
+                "timeout_s": 5.0} | options
     return OpenAICaptioner.Config(**settings).build()
 
 
@@ -136,7 +138,8 @@ def test_giving_up_names_the_endpoint_and_never_the_key(chat_server, caplog, mon
     monkeypatch.setenv("INSTVL_TEST_KEY", API_KEY)
     state, url = chat_server(fail_first=10, fail_status=500)
     captioner = make_captioner(url, max_retries=2)
-    with caplog.at_level(logging.DEBUG), pytest.raises(CaptionError, match="giving up after 3 attempts: HTTP 500") as err:
+    giving_up = "giving up after 3 attempts: HTTP 500"
+    with caplog.at_level(logging.DEBUG), pytest.raises(CaptionError, match=giving_up) as err:
         captioner.caption([captioner.request("global", frames(1))])
     assert url in str(err.value)
     assert state.calls == 3
@@ -148,6 +151,19 @@ def test_client_errors_are_not_retried(chat_server) -> None:
     captioner = make_captioner(url, max_retries=3)
     with pytest.raises(CaptionError, match="HTTP 400.*busy"):
         captioner.caption([captioner.request("global", frames(1))])
+    assert state.calls == 1
+
+
+def test_an_image_limit_error_names_the_limit_and_the_setting(chat_server) -> None:
+    message = "At most 2 image(s) may be provided in one prompt. (parameter=image)"  # vLLM 0.32's words
+    body = {"error": {"message": message, "type": "BadRequestError", "code": 400}}
+    state, url = chat_server(fail_first=1, fail_status=400, fail_body=body)
+    captioner = make_captioner(url, max_retries=3)
+    with pytest.raises(CaptionError) as err:
+        captioner.caption([captioner.request("global", frames(3))])
+    assert str(err.value) == (f"{url}/chat/completions: HTTP 400: {message} (this request has 3 images: set "
+                              "prompts.visual.max_images to at most the server's per-prompt image limit, "
+                              "vLLM's --limit-mm-per-prompt)")
     assert state.calls == 1
 
 

@@ -32,7 +32,8 @@ def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> Recorder:
             recorder.engine_kwargs = kwargs
 
         def chat(self, messages, sampling_params=None, use_tqdm=True):
-            recorder.chat_calls.append({"messages": messages, "params": sampling_params, "use_tqdm": use_tqdm})
+            call = {"messages": messages, "params": sampling_params, "use_tqdm": use_tqdm}
+            recorder.chat_calls.append(call)
             return [_output(conversation) for conversation in messages]
 
     module = types.ModuleType("vllm")

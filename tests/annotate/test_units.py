@@ -178,3 +178,47 @@ def test_a_full_disk_fails_the_unit_instead_of_quarantining(unit_config, tmp_pat
     with pytest.raises(OSError, match="No space left"):
         run_unit(unit_config("out.sources_per_unit=8"), "unit-00000")
     assert not stats_path(tmp_path / "out", "unit-00000").exists()
+
+
+def test_transient_errors_are_retried_then_quarantined_as_retryable(unit_config, tmp_path, monkeypatch):
+    from instvl.annotate import units
+
+    monkeypatch.setattr(units.time, "sleep", lambda s: None)
+    calls: dict[str, int] = {}
+    real = units.fetch_media
+
+    def flaky(uri):
+        calls[uri] = calls.get(uri, 0) + 1
+        if uri.endswith("clip0.mp4") and calls[uri] < 3:
+            raise ConnectionResetError(104, "Connection reset by peer")  # cured by the third attempt
+        if uri.endswith("clip1.mp4"):
+            raise TimeoutError("read timed out")  # never cured
+        return real(uri)
+
+    monkeypatch.setattr(units, "fetch_media", flaky)
+    cfg = unit_config("out.sources_per_unit=8")
+    stats = run_unit(cfg, "unit-00000")
+    assert stats.rows == 1 and calls[str(tmp_path / "media" / "clip1.mp4")] == 3
+    reasons = {Path(row["uri"]).name: row["reason"] for row in quarantine_rows(tmp_path / "out")}
+    assert reasons["clip1.mp4"] == "retryable: TimeoutError: read timed out"
+    assert not reasons["copy.mp4"].startswith("retryable")
+
+    monkeypatch.setattr(units, "fetch_media", real)  # the network is back
+    assert units.reopen_retryable_units(tmp_path / "out") == ["unit-00000"]
+    assert run_unit(cfg, "unit-00000").rows == 2
+    assert units.reopen_retryable_units(tmp_path / "out") == []
+
+
+def test_transient_classification():
+    import errno
+
+    from instvl.annotate.units import transient
+
+    class HTTPError(Exception):
+        def __init__(self, status):
+            self.status = status
+
+    assert transient(TimeoutError()) and transient(ConnectionResetError())
+    assert transient(OSError(errno.ETIMEDOUT, "timed out")) and transient(HTTPError(503))
+    assert not transient(HTTPError(404)) and not transient(FileNotFoundError())
+    assert not transient(ValueError())

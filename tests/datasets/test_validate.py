@@ -102,6 +102,7 @@ def _refresh_checksums(root: Path) -> None:
     stats_file = layout.stats_path(root, "shard-00000")
     stats = json.loads(stats_file.read_text())
     stats["shards"][0]["sha256"] = sha256_file(_shard(root))
+    stats["shards"][0]["bytes"] = _shard(root).stat().st_size
     stats_file.write_text(json.dumps(stats))
     write_manifest(root)
 
@@ -132,8 +133,20 @@ def _edit_config_byte(root: Path) -> None:
     _shard(root).write_bytes(data.replace(b'"test": true', b'"tesT": true'))
 
 
+def _plan_with_a_failed_unit(root: Path) -> None:
+    units = [{"unit_id": unit_id, "sources": []} for unit_id in ("shard-00000", "shard-00001")]
+    (root / layout.PLAN_FILE).write_text(json.dumps({"input": "media", "units": units}))
+
+
+def _edit_manifest(root: Path, **changes) -> None:
+    manifest = json.loads((root / layout.MANIFEST).read_text())
+    manifest.update(changes)
+    (root / layout.MANIFEST).write_text(json.dumps(manifest))
+
+
 FILE_CASES = {
     "checksum": _edit_config_byte,
+    "failed_unit": _plan_with_a_failed_unit,
     "row_count": lambda root: _edit_stats(root, rows=99),
     "schema": lambda root: _rewrite_shard(root, lambda t: t.drop_columns(["split"])),
     "schema_version": lambda root: _rewrite_shard(
@@ -151,6 +164,18 @@ def test_file_rule_reported_alone(make_dataset, rule):
     FILE_CASES[rule](root)
     report = validate_dataset(root)
     assert report.rules() == {rule}, [str(v) for v in report.violations]
+
+
+def test_edited_manifest_totals_are_row_count_errors(make_dataset):
+    root = make_dataset(units=2, per_unit=3)
+    _edit_manifest(root, num_rows=7)
+    assert {str(v) for v in validate_dataset(root).errors} == {
+        "manifest.json: num_rows is 7, the stats files hold 6 [row_count]"}
+    manifest = json.loads((root / layout.MANIFEST).read_text())
+    manifest["units"][1]["rows"] = 4
+    _edit_manifest(root, num_rows=6, units=manifest["units"])
+    assert {str(v) for v in validate_dataset(root).errors} == {
+        "manifest.json: unit shard-00001: 4 rows, its stats file says 3 [row_count]"}
 
 
 def test_flipped_byte_is_a_checksum_error(make_dataset):

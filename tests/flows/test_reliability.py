@@ -33,8 +33,9 @@ def test_second_build_on_the_same_root_is_refused_while_the_first_runs(synth_med
     try:
         assert holder.stdout.readline().strip() == "held"
         for command in ("build", "annotate run"):
-            result = subprocess.run([sys.executable, "-m", "instvl", *command.split(), str(media), str(out),
-                                     "--config", "annotate/fake"], capture_output=True, text=True, timeout=120)
+            argv = [sys.executable, "-m", "instvl", *command.split(), str(media), str(out), "--config",
+                    "annotate/fake"]
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
             assert result.returncode == 2, result.stderr
             assert f"{out} is being built by another process" in result.stderr
             assert f"pid {holder.pid} on " in result.stderr

@@ -40,11 +40,13 @@ def test_legacy_token_is_sent_and_tasks_are_paged(mock_client):
     def handler(request):
         seen.append(request.headers["Authorization"])
         page = int(request.url.params["page"])
-        tasks = [{"id": page * 100 + k, "data": {"sample_id": f"s{page}-{k}"}} for k in range(100 if page == 1 else 3)]
+        tasks = [{"id": page * 100 + k, "data": {"sample_id": f"s{page}-{k}", "dataset_id": "d",
+                                                  "fingerprint": "f" if k else ""}}
+                 for k in range(100 if page == 1 else 3)]
         return httpx.Response(200, json={"tasks": tasks, "total": 103})
 
-    index = mock_client(handler).task_ids_by_sample(1)
-    assert len(index) == 103 and index["s2-0"] == [200]
+    index = mock_client(handler).task_ids_by_key(1)
+    assert len(index) == 101 and index[("d", "s2-1", "f")] == [201]  # tasks without a full key are left out
     assert set(seen) == {f"Token {SECRET}"} and len(seen) == 2
 
 
@@ -82,7 +84,8 @@ def test_label_config_lists_every_phrase_escaped():
     config = label_config("video", {"red ball", 'a "quoted" <thing> & more'}, fps=12.5)
     assert 'framerate="12.5"' in config and "$video" in config
     assert config_labels(config) == {"red ball", 'a "quoted" <thing> & more'}
-    assert config_labels(label_config("image", ["cat"])) == {"cat"} and "RectangleLabels" in label_config("image", [])
+    assert config_labels(label_config("image", ["cat"])) == {"cat"}
+    assert "RectangleLabels" in label_config("image", [])
 
 
 def test_server_env_is_offline_and_drops_stray_credentials(monkeypatch, tmp_path):

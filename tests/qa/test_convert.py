@@ -81,7 +81,7 @@ def test_synth_rows_round_trip_through_results(synth_rows):
                          {"rectanglelabels", "textarea"})
 
 
-def review(row, result, verdict=None):
+def review(row, result, verdict="accept"):
     extra = [{"id": "v", "from_name": "verdict", "to_name": "video", "type": "choices",
               "value": {"choices": [verdict]}}] if verdict else []
     return Review(row["sample_id"], 7, result + extra, "ann@example.com", None)
@@ -102,7 +102,9 @@ def test_merge_accepts_unchanged_corrects_edits_and_keeps_rejected(synth_rows):
     assert merged["qc"]["status"] == "corrected"
     first = merged["instances"][0]["trajectory"]
     assert first["box"][0][1] == pytest.approx(row["instances"][0]["trajectory"]["box"][0][1] + 0.1, abs=1e-6)
-    assert first["mask_rle"] == [] and first["score"] == [1.0] * len(first["frame_index"])
+    # Only the moved frame is new: the others keep the detector's box and score.
+    original = row["instances"][0]["trajectory"]
+    assert first["score"] == [1.0] + original["score"][1:] and first["box"][1:] == original["box"][1:]
     new = merged["instances"][-1]
     assert new["instance_id"] == max(i["instance_id"] for i in row["instances"]) + 1
     assert new["phrase"] == "thing"

@@ -15,6 +15,21 @@ from instvl.testing.datasets import rows_by_id
 from instvl.testing.labelstudio import TEST_TOKEN, TEST_USER, reviewed_result
 
 
+def task_index(client, projects: dict[str, int]) -> dict[str, list[int]]:
+    """sample_id -> task ids over the projects of a push (any dataset, any prediction)."""
+    index: dict[str, list[int]] = {}
+    for project_id in projects.values():
+        for (_dataset, sample_id, _fingerprint), ids in client.task_ids_by_key(project_id).items():
+            index.setdefault(sample_id, []).extend(ids)
+    return index
+
+
+def pushed_tasks(root, url: str) -> dict[str, dict]:
+    """sample_id -> the push state's record of its task."""
+    tasks = json.loads((root / PUSH_STATE_FILE).read_text())["servers"][url]["tasks"]
+    return {task["sample_id"]: task for task in tasks.values()}
+
+
 def move_first_track(result: list[dict]) -> None:
     track = next(item for item in result if item["from_name"] == BOX_NAME)
     for key in track["value"]["sequence"]:
@@ -43,7 +58,7 @@ def test_push_twice_creates_each_task_once(make_synth, qa_settings, caplog):
     third = push_dataset(cfg)
     assert (third.pushed, third.already_there) == (0, 4)
     client = cfg.server.build()
-    index = {sid: ids for pid in first.projects.values() for sid, ids in client.task_ids_by_sample(pid).items()}
+    index = task_index(client, first.projects)
     assert sorted(index) == sorted(rows_by_id(root)) and all(len(ids) == 1 for ids in index.values())
     task = client.task(next(iter(index.values()))[0])
     media_url = task["data"].get("video") or task["data"].get("image")
@@ -65,7 +80,7 @@ def test_review_pull_merge_and_report(make_synth, qa_settings, tmp_path):
     assert len(videos) >= 2 and len(images) >= 1, "seed must give both media types"
     sections = qa_settings(push={"select": "all"})
     pushed = push_dataset(PushConfig(root=str(root), **sections))
-    state = json.loads((root / PUSH_STATE_FILE).read_text())["servers"][sections["server"]["url"]]["tasks"]
+    state = pushed_tasks(root, sections["server"]["url"])
     client = PushConfig(root=str(root), **sections).server.build()
     plan = {videos[0]: ("accept", None), videos[1]: ("accept", move_first_track), images[0]: ("reject", None)}
     for sid, (choice, edit) in plan.items():
@@ -108,9 +123,8 @@ def test_no_edit_round_trip_through_the_server(make_synth, qa_settings):
     summary = push_dataset(PushConfig(root=str(root), **sections))
     client = PushConfig(root=str(root), **sections).server.build()
     rows = rows_by_id(root)
-    for task_ids in (client.task_ids_by_sample(pid) for pid in summary.projects.values()):
-        for (task_id,) in task_ids.values():
-            client.create_annotation(task_id, reviewed_result(client, task_id, "accept"))
+    for (task_id,) in task_index(client, summary.projects).values():
+        client.create_annotation(task_id, reviewed_result(client, task_id, "accept"))
     exported = [t for pid in summary.projects.values() for t in client.export(pid, interpolate=True)]
     assert len(exported) == len(rows)
     for task in exported:
@@ -151,7 +165,7 @@ def test_push_resumes_after_the_server_dies(ls_server, make_synth, qa_settings):
     summary = push_dataset(cfg)
     assert (summary.pushed, summary.already_there) == (3, 2)
     client = cfg.server.build()
-    index = {sid: ids for pid in summary.projects.values() for sid, ids in client.task_ids_by_sample(pid).items()}
+    index = task_index(client, summary.projects)
     assert len(index) == 5 and all(len(ids) == 1 for ids in index.values())
 
 

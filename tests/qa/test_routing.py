@@ -55,7 +55,8 @@ def test_clean_sample_is_not_routed(make_row):
     (lambda inst: [inst(0, "red ball", "ball")], "short_caption"),
     (lambda inst: [inst(0, "red ball", "red ball ball ball ball ball")], "repeated_words"),
     (lambda inst: [inst(0, "red ball", "a shiny thing rolling away")], "phrase_not_mentioned"),
-    (lambda inst: [inst(0, "red ball", "a red ball rolling left"), inst(1, "red ball", "A red ball, rolling left")],
+    (lambda inst: [inst(0, "red ball", "a red ball rolling left"),
+                   inst(1, "red ball", "A red ball, rolling left")],
      "duplicate_caption"),
     ([], "no_instances"),
 ])
@@ -65,8 +66,10 @@ def test_each_problem_is_routed_with_its_reason(make_row, instances, expected):
 
 def test_global_caption_and_thresholds_are_configurable(make_row):
     assert codes(make_row(global_caption="street")) == {"short_caption"}
-    assert codes(make_row(global_caption="street"), RoutingConfig(audit_fraction=0, min_caption_words=1)) == set()
-    one_gap = make_row(instances=lambda inst: [inst(0, "red ball", "a red ball rolling left", frames=[0, 1, 5])])
+    lenient = RoutingConfig(audit_fraction=0, min_caption_words=1)
+    assert codes(make_row(global_caption="street"), lenient) == set()
+    one_gap = make_row(instances=lambda inst: [inst(0, "red ball", "a red ball rolling left",
+                                                    frames=[0, 1, 5])])
     assert codes(one_gap) == set()
     assert codes(one_gap, RoutingConfig(audit_fraction=0, max_track_gaps=0)) == {"fragmented_track"}
 
@@ -75,7 +78,8 @@ def test_sampled_frames_are_not_gaps(make_row):
     strided = make_row(instances=lambda inst: [inst(0, "red ball", "a red ball rolling left",
                                                     frames=[0, 2, 4, 6, 8, 10])])
     assert codes(strided, RoutingConfig(audit_fraction=0, max_track_gaps=0)) == set()
-    lost = make_row(instances=lambda inst: [inst(0, "red ball", "a red ball rolling left", frames=[0, 2, 4, 10, 12])])
+    lost = make_row(instances=lambda inst: [inst(0, "red ball", "a red ball rolling left",
+                                                 frames=[0, 2, 4, 10, 12])])
     assert codes(lost, RoutingConfig(audit_fraction=0, max_track_gaps=0)) == {"fragmented_track"}
 
 

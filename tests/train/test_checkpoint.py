@@ -88,3 +88,23 @@ def test_rng_states_round_trip_through_a_weights_only_file(tmp_path: Path) -> No
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
     ckpt.set_rng_state(ckpt.load_checkpoint(tmp_path / "checkpoints" / "step-0000001.pt")["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_resume_with_other_data_workers_restarts_the_data_at_the_next_epoch(root: Path, tmp_path: Path, tok,
+                                                                            caplog) -> None:
+    first = make_trainer(root, tmp_path, tok, steps=7, data={"workers": 0})
+    first.fit()
+    epoch = first.data_state.next_epoch().start_epoch
+    assert epoch >= 1
+    saved = ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path, 7))
+    assert saved["ranks"][0]["workers"] == 0
+    second = make_trainer(root, tmp_path, tok, steps=9, data={"workers": 2})
+    with caplog.at_level("WARNING"):
+        second.resume(ckpt.checkpoint_path(tmp_path, 7))
+    assert "1 ranks x 0 data workers" in caplog.text and f"restarts at epoch {epoch}" in caplog.text
+    assert second.step == 7 and second.dataset.state.start_epoch == epoch and not second.dataset.state.workers
+    assert torch.equal(second.module.video.weight, first.module.video.weight)
+    assert second.optimizer.state_dict()["state"]  # the AdamW moments carried over
+    assert [r["step"] for r in second.fit()] == [8, 9]
+    assert second.data_state.batches == 2
+    assert {e for w in second.data_state.workers.values() for e, _ in w["streams"].values()} == {epoch}

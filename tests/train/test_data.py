@@ -58,6 +58,20 @@ def test_rejected_rows_are_kept_only_when_asked(dataset_root: Path) -> None:
     assert "s-00005" in {row["sample_id"] for row in kept.iter_rows(epoch=0)}
 
 
+def test_rows_awaiting_review_are_held_out_unless_asked(tmp_path: Path) -> None:
+    def route(position: int, row: dict) -> None:
+        reasons = {0: ["audit: random 5% quality sample"], 1: ["short_track: instance 0 has 1 box(es) < 2"]}
+        row["qc"]["route_reasons"] = reasons.get(position, [])
+        row["qc"]["status"] = "accepted" if position == 1 else "auto"
+
+    samples = [make_sample(i, with_media=True) for i in range(3)]
+    root = write_dataset(tmp_path / "routed", samples, mutate=route)
+    held = {row["sample_id"] for row in InstVLDataset(data_config(root), None).iter_rows(epoch=0)}
+    assert held == {"s-00001", "s-00002"}  # routed and unreviewed: out; reviewed or never routed: in
+    opted = InstVLDataset(data_config(root, include_unreviewed=True), None).iter_rows(epoch=0)
+    assert {row["sample_id"] for row in opted} == {"s-00000", "s-00001", "s-00002"}
+
+
 def test_shuffle_depends_on_seed_and_epoch_only(dataset_root: Path) -> None:
     def order(seed: int, epoch: int) -> list[str]:
         dataset = InstVLDataset(data_config(dataset_root, seed=seed), None)

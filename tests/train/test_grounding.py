@@ -8,6 +8,7 @@ from instvl.geometry import box_iou, cxcywh_to_xyxy
 from instvl.train.grounding import (
     GroundingConfig,
     GroundingHead,
+    cache_features,
     cxcywh_to_xyxy_torch,
     evaluate_grounding_head,
     generalized_box_iou,
@@ -154,3 +155,25 @@ def test_train_split_without_instances_is_an_error():
     batch = square_batches(1, seed=0)[0] | {"inst_sample_index": torch.zeros(0, dtype=torch.long)}
     with pytest.raises(ValueError, match="no instances"):
         train_grounding_head(PatchModel(), [batch], GroundingConfig(steps=2))
+
+
+def test_feature_cache_keeps_one_bf16_scene_per_sample_within_its_budget():
+    model = PatchModel()
+    batches = square_batches(6, seed=0)  # 12 samples of one instance, 2 x 16 = 32 tokens x 24 channels
+    per_sample = 2 * 16 * 24
+    budget_mb = 5 * per_sample * 2 / 2**20  # five samples' scene tokens in bf16
+    cache = cache_features(model, batches, GroundingConfig(cache_mb=budget_mb), lambda b: b)
+    assert cache.scenes.dtype == torch.bfloat16 and cache.scenes.device.type == "cpu"
+    assert cache.scenes.numel() == 5 * per_sample and cache.scene_bytes <= budget_mb * 2**20
+    assert len(cache) == 5 and cache.scene_of.tolist() == [0, 1, 2, 3, 4]
+    # Two instances of one sample share its scene row; minibatches expand it per instance, in float32.
+    shared = [square_batches(1, seed=2)[0] | {"inst_sample_index": torch.tensor([0, 0])}]
+    cache = cache_features(model, shared, GroundingConfig(), lambda b: b)
+    assert cache.scenes.shape[0] == 1 and len(cache) == 2
+    text, tokens, boxes, present = cache.minibatch(torch.tensor([1, 0]), torch.device("cpu"))
+    assert tokens.shape == (2, 32, 24) and tokens.dtype == torch.float32 and torch.equal(tokens[0], tokens[1])
+    with torch.no_grad():
+        expected = model.scene_tokens(shared[0]["video"])[0].bfloat16().float()
+    assert torch.equal(tokens[0], expected)
+    with pytest.raises(ValueError, match="cache_mb"):
+        cache_features(model, batches, GroundingConfig(cache_mb=1e-6), lambda b: b)

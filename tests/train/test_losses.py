@@ -145,16 +145,21 @@ def _two_rank_worker(rank: int, init_file: str, out_dir: str) -> None:
         data = torch.load(Path(out_dir) / "inputs.pt")
         video = data["video"][rank * 3:(rank + 1) * 3].clone().requires_grad_(True)
         text = data["text"][rank * 3:(rank + 1) * 3].clone()
-        # Rank 0 holds all 4 instances (two of sample 0, two of sample 1); rank 1 holds none.
-        inst = (data["inst"] if rank == 0 else data["inst"][:0]).clone().requires_grad_(True)
-        inst_text = data["inst_text"] if rank == 0 else data["inst_text"][:0]
-        index = torch.tensor([0, 0, 1, 1]) if rank == 0 else torch.zeros(0, dtype=torch.long)
         tau = torch.tensor(0.1)
+        out = {}
+        # Case "all": rank 0 holds all 4 instances (two of sample 0, two of sample 1); rank 1 holds none.
+        # Case "uneven": rank 0 holds instance 0 alone; rank 1 holds instances 1-3 (of its samples 0, 0, 1).
+        for case, rows, index in (("all", [range(4), range(0)], [[0, 0, 1, 1], []]),
+                                  ("uneven", [range(1), range(1, 4)], [[0], [0, 0, 1]])):
+            inst = data["inst"][list(rows[rank])].clone().requires_grad_(True)
+            loss = instance_contrastive(inst, data["inst_text"][list(rows[rank])],
+                                        torch.tensor(index[rank], dtype=torch.long), tau)
+            loss.backward()
+            out[case] = {"l_inst": loss.detach(), "inst_grad": inst.grad}
         l_glob = global_contrastive(video, text, tau)
-        l_inst = instance_contrastive(inst, inst_text, index, tau)
-        (l_glob + l_inst).backward()
-        torch.save({"l_glob": l_glob.detach(), "l_inst": l_inst.detach(), "video_grad": video.grad,
-                    "inst_grad": inst.grad}, Path(out_dir) / f"rank{rank}.pt")
+        l_glob.backward()
+        out |= {"l_glob": l_glob.detach(), "video_grad": video.grad}
+        torch.save(out, Path(out_dir) / f"rank{rank}.pt")
     finally:
         torch.distributed.destroy_process_group()
 
@@ -174,6 +179,15 @@ def test_losses_gather_across_two_ranks(unit_rows, tmp_path: Path) -> None:
     # Gradients summed over ranks by the gather's backward, averaged as DDP does, give the full gradient.
     local_grads = torch.cat([ranks[0]["video_grad"], ranks[1]["video_grad"]]) / 2
     assert torch.allclose(local_grads, video.grad, atol=1e-6)
-    full_inst = instance_contrastive(data["inst"], data["inst_text"], torch.tensor([0, 0, 1, 1]), tau)
-    assert ranks[0]["l_inst"].item() == pytest.approx(full_inst.item(), rel=1e-5)
-    assert ranks[1]["l_inst"].item() == 0.0 and ranks[0]["inst_grad"].abs().sum() > 0
+    for case, full_index in (("all", [0, 0, 1, 1]), ("uneven", [0, 1, 1, 2])):
+        inst = data["inst"].clone().requires_grad_(True)
+        full_inst = instance_contrastive(inst, data["inst_text"], torch.tensor(full_index), tau)
+        full_inst.backward()
+        per_rank = [r[case] for r in ranks]
+        # Each rank's mean is weighted by its share of the instances: the rank mean is the full-batch loss,
+        # and the DDP-averaged gradient of every instance is its full-batch gradient (not 2.86x of it).
+        mean = (per_rank[0]["l_inst"] + per_rank[1]["l_inst"]).item() / 2
+        assert mean == pytest.approx(full_inst.item(), rel=1e-5), case
+        grads = torch.cat([per_rank[0]["inst_grad"], per_rank[1]["inst_grad"]]) / 2
+        assert torch.allclose(grads, inst.grad, atol=1e-6), case
+    assert ranks[1]["all"]["l_inst"].item() == 0.0

@@ -245,3 +245,20 @@ def test_config_accepts_paper_sizes_and_batches_missing_fields_are_named(make_mo
     with pytest.raises(KeyError, match="lacks inst_crops"):
         make_model()({"video": torch.zeros(1, 3, 4, 64, 64), "text_ids": torch.zeros(1, 4, dtype=torch.long),
                       "text_mask": torch.ones(1, 4, dtype=torch.long)})
+
+
+def test_instances_on_no_sampled_frame_take_no_part_in_the_instance_loss(make_model, make_batch) -> None:
+    model = make_model().eval()
+    batch = make_batch(instances=(2, 2, 1))
+    absent = batch["inst_present"].clone()
+    absent[1] = False  # its track lies outside the sampled frames: its crop would be background
+    torch.manual_seed(0)
+    with_absent = model(batch | {"inst_present": absent})["l_inst"]
+    keep = torch.tensor([True, False, True, True, True])
+    without = {k: v[keep] if k.startswith("inst_") else v for k, v in batch.items()}
+    torch.manual_seed(0)
+    assert torch.allclose(with_absent, model(without)["l_inst"], atol=1e-6)
+    torch.manual_seed(0)
+    assert not torch.allclose(with_absent, model(batch)["l_inst"], atol=1e-6)
+    none_present = batch | {"inst_present": torch.zeros_like(absent)}
+    assert model(none_present)["l_inst"] == 0.0

@@ -18,7 +18,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-
 from tiny_vlm import fingerprint, save_tiny_qwen2vl
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,7 +18,8 @@ def instvl(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     """The installed `instvl` command (a fresh process, as a user runs it; vLLM spawns its engine there)."""
     command = [str(Path(sys.executable).parent / "instvl"), *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    assert result.returncode == 0, (f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n"
+                                    f"{result.stderr[-6000:]}")
     return result
 
 

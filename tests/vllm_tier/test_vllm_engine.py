@@ -53,7 +53,8 @@ def image_processor(tiny_vlm: Path) -> Any:
 def clip_requests(captioner: VLLMCaptioner, clip: int, width: int, height: int) -> list[CaptionRequest]:
     """A clip's global, entities and instance requests (instances visible on some frames only)."""
     frames = noise_frames(5, width, height, seed=clip)
-    cup = InstanceInfo(1, "cup", [(0.1, 0.1, 0.5, 0.6), None, (0.2, 0.1, 0.6, 0.6), (0.25, 0.1, 0.65, 0.6), None])
+    boxes = [(0.1, 0.1, 0.5, 0.6), None, (0.2, 0.1, 0.6, 0.6), (0.2, 0.2, 0.6, 0.7), None]
+    cup = InstanceInfo(1, "cup", boxes)
     dog = InstanceInfo(2, "dog", [None, (0.5, 0.4, 0.9, 0.9), (0.5, 0.4, 0.9, 0.9), None, None])
     return [captioner.request("global", frames), captioner.request("entities", frames[:3]),
             captioner.request("instance", frames, cup, [cup, dog]),
@@ -82,7 +83,7 @@ def check_outputs(requests: list[CaptionRequest], outputs: list[Any], processor:
         assert answer.finish_reason in ("length", "stop")
 
 
-def test_a_mixed_batch_is_one_engine_call_with_the_images_in_the_prompts(captioner, chat_calls, image_processor):
+def test_a_mixed_batch_is_one_engine_call_with_images_in_the_prompts(captioner, chat_calls, image_processor):
     requests = clip_requests(captioner, 0, 96, 64)
     assert [len(render_request(r)) for r in requests] == [4, 3, 3, 2]  # 5 frames subsampled to max_images
     texts = captioner.caption(requests)
@@ -93,7 +94,8 @@ def test_a_mixed_batch_is_one_engine_call_with_the_images_in_the_prompts(caption
     assert [len(conversation) for conversation in call["messages"]] == [1] * len(requests)  # no system prompt
 
 
-def test_sampling_parameters_reach_the_engine_and_seeded_answers_repeat(captioner, chat_calls, vllm, monkeypatch):
+def test_sampling_parameters_reach_the_engine_and_seeded_answers_repeat(captioner, chat_calls, vllm,
+                                                                       monkeypatch):
     requests = clip_requests(captioner, 1, 64, 64)[:2]
     first, again = captioner.caption(requests), captioner.caption(requests)
     assert first == again

@@ -6,13 +6,14 @@ adds that as a `flow` section on top of this class.
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from instvl.annotate.caption import CaptionerConfig, FakeCaptioner
-from instvl.annotate.detect import DetectorConfig, FakeDetector
+from instvl.annotate.caption import CaptionerConfig, PixelCaptioner
+from instvl.annotate.detect import DetectorConfig, PixelDetector
 from instvl.annotate.phrases import PhraseConfig
 from instvl.annotate.track import FakeTracker, TrackerConfig
 from instvl.annotate.trajectories import TrajectoryConfig
+from instvl.annotate.weights import Weights, check_weights, random_parts, weights_of
 from instvl.config import BaseConfig
 from instvl.media.ingest import IngestConfig
 from instvl.qa.routing import RoutingConfig
@@ -55,10 +56,16 @@ class AnnotateConfig(BaseConfig):
     """The dataset root to write."""
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     phrases: PhraseConfig = Field(default_factory=PhraseConfig)
-    detector: DetectorConfig = Field(default_factory=FakeDetector.Config)
+    # The defaults need no weights and are not random (colour segmentation, template matching, captions
+    # from pixels: the `annotate/demo` backends); a real corpus names its models in a preset.
+    detector: DetectorConfig = Field(default_factory=PixelDetector.Config)
     tracker: TrackerConfig = Field(default_factory=FakeTracker.Config)
     trajectories: TrajectoryConfig = Field(default_factory=TrajectoryConfig)
-    captioner: CaptionerConfig = Field(default_factory=FakeCaptioner.Config)
+    captioner: CaptionerConfig = Field(default_factory=PixelCaptioner.Config)
+    random_init: bool = False
+    """Allow models with random weights (tiny configs, a SAM2 or GroundingDINO backend without its
+    checkpoint, the random `fake` detector): for plumbing tests only. Rows then say random_init=true in
+    their provenance and `instvl datasets inspect` marks the corpus RANDOM WEIGHTS."""
     filter: FilterConfig = Field(default_factory=FilterConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     """Which samples are flagged for Label Studio review: the source of truth of routing. The reasons are
@@ -73,10 +80,35 @@ class AnnotateConfig(BaseConfig):
             return self
         return AnnotateConfig.model_validate(self.model_dump(include=set(AnnotateConfig.model_fields)))
 
+    @model_validator(mode="after")
+    def _no_silent_random_weights(self) -> "AnnotateConfig":
+        random = random_parts(self.weights())
+        if random and not self.random_init:
+            raise ValueError("these models would run on random weights: " + "; ".join(random) + ". Give "
+                             "their checkpoints, or set random_init: true (plumbing tests only: the "
+                             "corpus is marked RANDOM WEIGHTS)")
+        return self
+
+    def weights(self) -> list[Weights]:
+        """Where the detector's, tracker's and captioner's weights come from."""
+        return [weights_of("detector", self.detector), weights_of("tracker", self.tracker),
+                weights_of("captioner", self.captioner)]
+
+    def check_weights(self) -> None:
+        """Fail before any work when a model's checkpoint is missing (a local path that does not exist,
+        or a hub id that is not cached while HF_HUB_OFFLINE=1): `weights.WeightsError` says how to fix it."""
+        check_weights(self.weights())
+
     def model_ids(self) -> dict[str, str]:
-        """Role -> backend:model id, recorded in every row's provenance."""
-        return {"detector": _model_id(self.detector), "tracker": _model_id(self.tracker),
-                "captioner": _model_id(self.captioner)}
+        """Recorded in every row's provenance: role -> backend:model id, and per role its weights (hub id
+        and revision, or checkpoint path) and random-init flag, plus `random_init` for the whole row."""
+        weights = self.weights()
+        ids = {"detector": _model_id(self.detector), "tracker": _model_id(self.tracker),
+               "captioner": _model_id(self.captioner),
+               "random_init": str(any(w.random for w in weights)).lower()}
+        for w in weights:
+            ids.update(w.provenance())
+        return ids
 
 
 def _model_id(cfg: BaseConfig) -> str:

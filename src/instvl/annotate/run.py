@@ -51,6 +51,7 @@ def main(cfg: AnnotateConfig) -> int:
 
 
 def _main(cfg: AnnotateConfig) -> int:
+    cfg.check_weights()  # a missing checkpoint fails now, naming the model, not in the first unit
     plan = plan_or_report(cfg, "instvl annotate")
     if plan is None:
         return 2

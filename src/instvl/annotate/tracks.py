@@ -28,12 +28,14 @@ class Detection:
 
 @dataclass(slots=True)
 class TrackSeed:
-    """A prompt for the tracker: object `obj_id` is at `box_xyxy` on the first frame of a window."""
+    """A prompt for the tracker: object `obj_id` is at `box_xyxy` on the first frame of a window; `mask`
+    (frame resolution), when given, is the sharper prompt for trackers that accept masks."""
 
     obj_id: int
     box_xyxy: Box
     phrase: str = ""
     score: float = 1.0
+    mask: np.ndarray | None = None
 
 
 @dataclass(slots=True)

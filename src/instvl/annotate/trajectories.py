@@ -1,27 +1,50 @@
 """Trajectory builder: keyframe detections + windowed tracking -> identity-stable instance trajectories.
 
 The video is consumed as a stream in windows of `redetect_every + 1` frames; consecutive windows share
-one frame, the next keyframe. On each keyframe the detector runs and its boxes are matched (Hungarian,
-box IoU, class-aware) to where the live tracks are predicted to be: the tracker's output for that frame
-from the previous window, or a constant-velocity guess for a track that is currently lost. The tracker
-is then re-seeded with matched detections, with its own boxes for tracks the detector missed, and with
-unmatched detections as new tracks, and run over the window with fresh state. Tracks lost for more than
-`max_missed` frames end; tracks that are too short or too small are dropped; ids are renumbered
-0..K-1 in order of first appearance. At most one window of frames is held in memory.
+one frame, the next keyframe. On each keyframe the detector runs and its boxes are matched (Hungarian)
+to every live track, phrase-agnostic by default (a detection may name a tracked object by a synonym):
+the match score is the better box IoU against the tracker's box for that frame and against a
+constant-velocity guess from the track's last confirmed boxes, less `label_penalty` across label groups.
 
-A finished track is an uncaptioned `records.Instance` whose trajectory counts sampled indices
-(`FrameSpace.SAMPLED`, positions in `frames`); `Trajectory.to_clip_frames` maps it for the shard.
+Confirmation. A track's frames stay tentative until a detection confirms the track again: matched
+through the tracker's own box, the frames since the last confirmation are committed; matched only
+through the motion guess (the tracker drifted or lost it), they are dropped. A track the detector has
+not confirmed for more than `max_unconfirmed` keyframes is cut back to its last confirmed frame and
+becomes lost, and so does an unconfirmed track that converged onto a confirmed one (a duplicate: mask
+IoU when the tracker gives masks, else box IoU, above `merge_iou`). A lost track is no longer
+propagated; a detection near its motion guess revives it with its id, and it ends after `max_missed`
+frames. A new track needs a second confirmation before its frames count, so one-off false positives
+leave no track. A detection starts a track unless it duplicates a prompt of the same label group
+(`duplicate_iou`; other labels only above `cross_label_duplicate_iou`, so a rider on a horse is born).
+With `backfill`, a track born at a keyframe is also tracked backwards through the previous window.
+A track's phrase is the label its detections voted for (score-weighted).
+
+Scores. `Trajectory.score[i]` is the detector's confidence on a keyframe that confirmed the track, and
+elsewhere the last confirming confidence times the tracker's score on that frame (each tracker
+documents a score in [0, 1] that is low when it is unsure). `Instance.score` is the mean detector
+confidence over the keyframes of the track's span, counting 0 where the detector did not confirm it.
+
+Trackers re-prompt continuing tracks with their last mask where they have one (`TrackSeed.mask`). With
+`keep_masks`, the tracker's masks are stored as COCO RLE; a tracker without masks stores none (never a
+box drawn as a mask). Tracks too short or too small are dropped; ids are renumbered 0..K-1 in order of
+first appearance. At most one window of frames is held in memory (two with `backfill`).
+
+Frames: `build(frames, phrases, store=...)` tracks on every given frame (dense, e.g. `track_fps`) and
+stores only the positions in `store`. A finished track is an uncaptioned `records.Instance` whose
+trajectory counts sampled indices (`FrameSpace.SAMPLED`, positions among the stored frames);
+`Trajectory.to_clip_frames` maps it for the shard.
 """
 
 import logging
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from instvl.annotate.detect.base import Detector
-from instvl.annotate.track.base import Tracker, box_mask
+from instvl.annotate.track.base import Tracker
 from instvl.annotate.tracks import Detection, TrackedFrame, TrackedObject, TrackSeed
 from instvl.config import BaseConfig
 from instvl.datasets.records import FrameSpace, Instance, Trajectory
@@ -36,14 +59,31 @@ class TrajectoryConfig(BaseConfig):
 
     redetect_every: int = 8
     """Frames between keyframe detections; a tracker window holds redetect_every + 1 frames."""
+    track_fps: float | None = None
+    """Frame rate to track at when the caller decodes denser frames than it stores (`build(store=...)`);
+    None: track on the stored frames."""
     match_iou: float = 0.3
-    """Minimum box IoU between a detection and a track's predicted box to continue that track."""
+    """Minimum match score (box IoU, see `label_penalty`) between a detection and a track."""
     duplicate_iou: float = 0.6
-    """An unmatched detection overlapping a tracked object this much starts no new track."""
+    """An unmatched detection overlapping a prompt of its label group this much starts no new track."""
+    cross_label_duplicate_iou: float = 0.9
+    """... and overlapping a prompt of another label group this much (a rider on a horse is born)."""
+    merge_iou: float = 0.6
+    """An unconfirmed track overlapping a confirmed (or older) one this much is a duplicate and is lost."""
     lost_growth: float = 0.05
     """A lost track's predicted box grows by this fraction of its size per frame since last seen."""
-    class_aware: bool = True
-    """Only match detections to tracks of the same phrase."""
+    class_aware: bool = False
+    """Only match detections to tracks of the same label group (False: any label, with a penalty)."""
+    label_penalty: float = 0.1
+    """Subtracted from the match score of a detection whose label is not in the track's label group."""
+    synonyms: list[list[str]] = []
+    """Groups of phrases that name the same kind of object (e.g. [person, man, woman])."""
+    max_unconfirmed: int = 2
+    """Keyframes a track may go without a matching detection before it is cut back and lost."""
+    birth_score: float = 0.0
+    """Detections scored below this confirm tracks but start none."""
+    backfill: bool = False
+    """Track objects born at a keyframe backwards through the previous window."""
     max_missed: int = 8
     """Consecutive frames a track may be lost (occluded, undetected) before it ends."""
     min_score: float = 0.0
@@ -55,42 +95,64 @@ class TrajectoryConfig(BaseConfig):
     max_tracks: int = 64
     """At most this many objects are tracked at once (the best-scoring detections win)."""
     keep_masks: bool = False
-    """Store a COCO RLE mask per frame (the tracker's mask, or the box when it has none)."""
+    """Store the tracker's mask per frame as COCO RLE (none when the tracker gives no masks)."""
 
     def build(self, detector: Detector, tracker: Tracker) -> "TrajectoryBuilder":
         return TrajectoryBuilder(self, detector, tracker)
 
 
 @dataclass
+class _Frame:
+    """One tracked frame of a track, committed or tentative."""
+
+    index: int
+    box: Box
+    tracker_score: float
+    mask: np.ndarray | None
+
+
+@dataclass
 class _LiveTrack:
-    """A track being built, with the motion state used to predict it across misses."""
+    """A track being built: committed frames in `instance.trajectory`, tentative ones since the last
+    confirmation, and the motion state used to predict it across misses."""
 
     instance: Instance
-    last_box: Box
+    last_box: Box  # the birth box, for motion before any frame is recorded
     last_seen: int
-    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))
     missed: int = 0
     pending: Box | None = None  # the tracker's box on the next keyframe (None: lost there)
+    pending_mask: np.ndarray | None = None
+    active: bool = True  # propagated by the tracker (False: lost, predicted by motion only)
+    tentative: list[_Frame] = field(default_factory=list)
+    unconfirmed: int = 0
+    confirmations: int = 0
+    det_score: float = 0.0
+    det_scores: list[tuple[int, float]] = field(default_factory=list)  # (keyframe, confirming score or 0)
+    votes: Counter = field(default_factory=Counter)
+    frame_scores: dict[int, float] = field(default_factory=dict)  # keyframe -> detector confidence
 
     @property
     def trajectory(self) -> Trajectory:
         return self.instance.trajectory
 
     def predicted_box(self, sampled_index: int, growth: float) -> Box:
-        """The tracker's box on this keyframe, or for a lost track its constant-velocity guess, grown by
-        `growth` of its size per frame since it was last seen (the guess gets less certain)."""
-        if self.pending is not None:
-            return self.pending
-        gap = sampled_index - self.last_seen
-        box = np.asarray(self.last_box) + self.velocity * gap
+        """Constant-velocity guess from the track's last boxes (committed or tentative), grown by `growth`
+        of its size per frame since it was last seen (the guess gets less certain)."""
+        frames, boxes = self.recent()
+        gap = sampled_index - frames[-1]
+        velocity = (boxes[-1] - boxes[0]) / (frames[-1] - frames[0]) if len(frames) > 1 else np.zeros(4)
+        box = boxes[-1] + velocity * gap
         centre, half = (box[:2] + box[2:]) / 2, (box[2:] - box[:2]) / 2 * (1 + growth * gap)
         return as_box(clip_boxes(np.concatenate([centre - half, centre + half]))[0])
 
-    def update_velocity(self, history: int = 4) -> None:
-        """Mean per-frame box motion over the last `history` recorded frames."""
-        frames, boxes = self.trajectory.frame_index[-history - 1:], self.trajectory.box[-history - 1:]
-        if len(frames) > 1:
-            self.velocity = (np.asarray(boxes[-1]) - np.asarray(boxes[0])) / (frames[-1] - frames[0])
+    def recent(self, history: int = 4) -> tuple[np.ndarray, np.ndarray]:
+        """Frame indices and boxes of the last `history` + 1 frames seen (the birth box before any)."""
+        frames = list(self.trajectory.frame_index[-history - 1:]) + [f.index for f in self.tentative]
+        boxes = list(self.trajectory.box[-history - 1:]) + [list(f.box) for f in self.tentative]
+        if not frames:
+            return np.array([self.last_seen]), np.array([self.last_box], float)
+        order = np.argsort(frames)[-history - 1:]
+        return np.asarray(frames)[order], np.asarray(boxes, float)[order]
 
 
 class TrajectoryBuilder:
@@ -101,14 +163,21 @@ class TrajectoryBuilder:
             raise ValueError(f"redetect_every must be >= 1, got {config.redetect_every}")
         self.config, self.detector, self.tracker = config, detector, tracker
         self.stats: dict[str, int] = {}
+        self._group = {p.lower(): i for i, group in enumerate(config.synonyms) for p in group}
 
-    def build(self, frames: Iterable[np.ndarray], phrases: Sequence[str]) -> list[Instance]:
-        """Uncaptioned instances of every phrase in `frames` (RGB uint8 (H, W, 3), consumed lazily), their
-        trajectories in sampled indices (positions in `frames`) and scored by their mean frame score."""
+    def build(self, frames: Iterable[np.ndarray], phrases: Sequence[str],
+              store: Sequence[int] | None = None) -> list[Instance]:
+        """Uncaptioned instances of every phrase in `frames` (RGB uint8 (H, W, 3), consumed lazily).
+
+        Tracking runs on every frame; only the frames at positions `store` (increasing; None: all) are
+        stored, and trajectories count positions among them (sampled indices).
+        """
         self._live: list[_LiveTrack] = []
-        self._done: list[Instance] = []
+        self._done: list[_LiveTrack] = []
         self._next_id = 0
-        self.stats = {"frames": 0, "windows": 0, "detections": 0, "tracks_started": 0, "tracks_dropped": 0}
+        self._previous: list[np.ndarray] = []
+        self.stats = {"frames": 0, "windows": 0, "detections": 0, "tracks_started": 0, "tracks_dropped": 0,
+                      "frames_dropped": 0, "duplicates_lost": 0, "backfilled": 0}
         window: list[np.ndarray] = []
         start = 0
         for index, frame in enumerate(frames):
@@ -118,109 +187,259 @@ class TrajectoryBuilder:
                 window, start = [frame], index
         if window:
             self._run_window(window, start, phrases, last=True)
-        self.stats["frames"] = start + len(window)
-        return self._finish(self.stats["frames"])
+        self.stats["frames"] = start + len(window) if window else 0
+        return self._finish(self.stats["frames"], store)
 
     def _run_window(self, window: list[np.ndarray], start: int, phrases: Sequence[str], last: bool) -> None:
         self.stats["windows"] += 1
+        self._last_keyframe = start
         detections = self.detector.detect(window[:1], phrases)[0]
         self.stats["detections"] += len(detections)
-        seeds = self._seeds(detections, start)
+        seeds, born = self._seeds(detections, start)
+        if born and self.config.backfill and self._previous:
+            self._backfill(born, seeds, start)
         tracked = self.tracker.track(np.stack(window), seeds) if seeds else \
             [TrackedFrame(k) for k in range(len(window))]
         recorded = tracked if last else tracked[:-1]
         for offset, frame in enumerate(recorded):  # the tracker's k-th frame is sampled frame start + k
-            self._record(start + offset, frame, window[0].shape[:2])
+            self._record(start + offset, frame)
         if not last:
             self._set_pending(tracked[-1])
         self._end_lost_tracks()
+        self._previous = window if self.config.backfill else []
 
-    def _seeds(self, detections: list[Detection], keyframe: int) -> list[TrackSeed]:
-        """Match detections to live tracks and turn the result into tracker prompts for this keyframe."""
+    def _label(self, phrase: str) -> int | str:
+        return self._group.get(phrase.lower(), phrase.lower())
+
+    def _track_label(self, live: _LiveTrack) -> int | str:
+        return self._label(live.votes.most_common(1)[0][0] if live.votes else live.instance.phrase)
+
+    def _seeds(self, detections: list[Detection], keyframe: int) -> tuple[list[TrackSeed], list[_LiveTrack]]:
+        """Match detections to live tracks, confirm, suspend or re-prompt each track, and start new ones;
+        the tracker prompts for this keyframe and the tracks born on it."""
+        cfg = self.config
         detections = sorted(detections, key=lambda d: -d.score)
-        matches = self._associate(detections, keyframe)
-        seeds = [TrackSeed(live.instance.instance_id, detections[d].box_xyxy, live.instance.phrase,
-                           detections[d].score) for d, live in matches.items()]
-        matched_tracks = {id(live) for live in matches.values()}
-        seeds += [TrackSeed(live.instance.instance_id, live.pending, live.instance.phrase)
-                  for live in self._live if id(live) not in matched_tracks and live.pending is not None]
+        matches, via_tracker = self._associate(detections, keyframe)
+        seeds: list[TrackSeed] = []
+        confirmed: list[tuple[_LiveTrack, TrackSeed]] = []
+        for d, live in matches.items():
+            det = detections[d]
+            self._confirm(live, det, keyframe, via_tracker[d])
+            seed = TrackSeed(live.instance.instance_id, det.box_xyxy, det.phrase, det.score)
+            seeds.append(seed)
+            confirmed.append((live, seed))
+        matched = {id(live) for live in matches.values()}
+        # Continuing tracks the detector missed: oldest and most confirmed first, so of two converging
+        # tracks the newer one is the duplicate.
+        others = sorted((live for live in self._live if id(live) not in matched and live.active),
+                        key=lambda t: (-t.confirmations, t.instance.instance_id))
+        for live in others:
+            if live.pending is None:
+                self._suspend(live, drop=False)
+                continue
+            live.unconfirmed += 1
+            live.det_scores.append((keyframe, 0.0))
+            if live.unconfirmed > cfg.max_unconfirmed:
+                self._suspend(live, drop=True)
+                continue
+            if any(self._overlap(live.pending, live.pending_mask, t.pending if t.pending is not None else
+                                 s.box_xyxy, t.pending_mask) >= cfg.merge_iou for t, s in confirmed):
+                self.stats["duplicates_lost"] += 1
+                self._suspend(live, drop=True)
+                continue
+            seed = TrackSeed(live.instance.instance_id, live.pending, live.instance.phrase, live.det_score,
+                             live.pending_mask)
+            seeds.append(seed)
+            confirmed.append((live, seed))
+        for live in self._live:
+            if not live.active and id(live) not in matched:
+                live.det_scores.append((keyframe, 0.0))
+        born = []
         for d, det in enumerate(detections):
-            if d not in matches and not self._duplicate(det, seeds) and len(seeds) < self.config.max_tracks:
-                seeds.append(self._start_track(det, keyframe))
-        return seeds[: self.config.max_tracks]
+            if d in matches or det.score < cfg.birth_score or len(seeds) >= cfg.max_tracks:
+                continue
+            if not self._duplicate(det, seeds):
+                seed, live = self._start_track(det, keyframe)
+                seeds.append(seed)
+                born.append(live)
+        return seeds[: cfg.max_tracks], born
 
-    def _associate(self, detections: list[Detection], keyframe: int) -> dict[int, _LiveTrack]:
-        """Hungarian matching on box IoU (zeroed across phrases when class-aware); {detection: track}."""
+    def _associate(self, detections: list[Detection], keyframe: int) -> tuple[dict[int, _LiveTrack], dict[int, bool]]:
+        """Hungarian matching on the better of tracker-box and motion-guess IoU, less the label penalty
+        (or zeroed across label groups when class-aware); {detection: track} and whether the match held
+        through the tracker's own box."""
         if not detections or not self._live:
-            return {}
+            return {}, {}
         optimize = require("scipy.optimize", "annotate")
-        predicted = np.array([live.predicted_box(keyframe, self.config.lost_growth) for live in self._live])
-        iou = box_iou(np.array([d.box_xyxy for d in detections]), predicted)
-        if self.config.class_aware:
-            same = np.array([[d.phrase == live.instance.phrase for live in self._live] for d in detections])
-            iou = np.where(same, iou, 0.0)
-        rows, cols = optimize.linear_sum_assignment(-iou)
-        return {int(r): self._live[c] for r, c in zip(rows, cols, strict=True)
-                if iou[r, c] >= self.config.match_iou}
+        cfg = self.config
+        boxes = np.array([d.box_xyxy for d in detections])
+        motion = box_iou(boxes, [live.predicted_box(keyframe, cfg.lost_growth) for live in self._live])
+        pending = np.array([live.pending if live.active and live.pending is not None else (0, 0, 0, 0)
+                            for live in self._live])
+        tracker = box_iou(boxes, pending)
+        score = np.maximum(motion, tracker)
+        same = np.array([[self._label(d.phrase) == self._track_label(live) for live in self._live]
+                         for d in detections])
+        score = np.where(same, score, 0.0 if cfg.class_aware else score - cfg.label_penalty)
+        rows, cols = optimize.linear_sum_assignment(-score)
+        matches, via = {}, {}
+        for r, c in zip(rows, cols, strict=True):
+            if score[r, c] >= cfg.match_iou:
+                matches[int(r)] = self._live[c]
+                via[int(r)] = bool(tracker[r, c] >= cfg.match_iou)
+        return matches, via
+
+    def _confirm(self, live: _LiveTrack, det: Detection, keyframe: int, via_tracker: bool) -> None:
+        """A detection matched the track: its tentative frames count unless the tracker, still reporting
+        the object, had moved away from it (drift); a tracker that said it lost the object kept them honest."""
+        if via_tracker or not live.active:
+            self._commit(live)
+        else:
+            self._drop(live)
+        live.active, live.unconfirmed, live.det_score = True, 0, det.score
+        live.confirmations += 1
+        live.det_scores.append((keyframe, det.score))
+        live.frame_scores[keyframe] = det.score
+        live.votes[det.phrase] += det.score
+
+    def _suspend(self, live: _LiveTrack, drop: bool) -> None:
+        """Stop propagating a track: lost from now on, its unconfirmed frames dropped when `drop`."""
+        if drop:
+            self._drop(live)
+        live.active, live.pending, live.pending_mask = False, None, None
+
+    def _commit(self, live: _LiveTrack) -> None:
+        for frame in sorted(live.tentative, key=lambda f: f.index):
+            self._append(live, frame)
+        live.tentative = []
+
+    def _drop(self, live: _LiveTrack) -> None:
+        self.stats["frames_dropped"] += len(live.tentative)
+        live.missed += len(live.tentative)
+        live.tentative = []
+
+    def _overlap(self, box: Box, mask: np.ndarray | None, other_box: Box, other_mask: np.ndarray | None) -> float:
+        """Mask IoU when both masks are known, else box IoU."""
+        if mask is not None and other_mask is not None and mask.shape == other_mask.shape:
+            union = np.logical_or(mask, other_mask).sum()
+            return float(np.logical_and(mask, other_mask).sum() / union) if union else 0.0
+        return float(box_iou(box, other_box)[0, 0])
 
     def _duplicate(self, detection: Detection, seeds: list[TrackSeed]) -> bool:
+        """The detection repeats a prompt: of its label group above duplicate_iou, of another above
+        cross_label_duplicate_iou (a different kind of object may overlap, e.g. a rider and a horse)."""
         if not seeds:
             return False
         overlap = box_iou(np.array([detection.box_xyxy]), np.array([s.box_xyxy for s in seeds]))[0]
-        return bool(overlap.max() >= self.config.duplicate_iou)
+        label = self._label(detection.phrase)
+        limits = [self.config.duplicate_iou if self._label(s.phrase) == label
+                  else self.config.cross_label_duplicate_iou for s in seeds]
+        return bool(np.any(overlap >= np.array(limits)))
 
-    def _start_track(self, detection: Detection, keyframe: int) -> TrackSeed:
+    def _start_track(self, detection: Detection, keyframe: int) -> tuple[TrackSeed, _LiveTrack]:
         trajectory = Trajectory(frame_index=[], box=[], space=FrameSpace.SAMPLED)
         instance = Instance(self._next_id, detection.phrase, caption="", trajectory=trajectory)
         self._next_id += 1
         self.stats["tracks_started"] += 1
-        self._live.append(_LiveTrack(instance, detection.box_xyxy, keyframe))
-        return TrackSeed(instance.instance_id, detection.box_xyxy, detection.phrase, detection.score)
+        live = _LiveTrack(instance, detection.box_xyxy, keyframe, det_score=detection.score,
+                          confirmations=1, det_scores=[(keyframe, detection.score)],
+                          frame_scores={keyframe: detection.score})
+        live.votes[detection.phrase] += detection.score
+        self._live.append(live)
+        return TrackSeed(instance.instance_id, detection.box_xyxy, detection.phrase, detection.score), live
 
-    def _record(self, sampled_index: int, frame: TrackedFrame, size: tuple[int, int]) -> None:
+    def _backfill(self, born: list[_LiveTrack], seeds: list[TrackSeed], keyframe: int) -> None:
+        """Track objects born on this keyframe backwards through the previous window (tentative frames)."""
+        ids = {live.instance.instance_id for live in born}
+        backwards = np.stack(self._previous[::-1])  # keyframe first
+        tracked = self.tracker.track(backwards, [s for s in seeds if s.obj_id in ids])
+        for offset, frame in enumerate(tracked[1:], start=1):
+            for live in born:
+                obj = frame.objects.get(live.instance.instance_id)
+                if obj is not None and obj.box_xyxy is not None and obj.score >= self.config.min_score:
+                    live.tentative.append(self._frame(keyframe - offset, obj))
+                    self.stats["backfilled"] += 1
+
+    def _frame(self, index: int, obj: TrackedObject) -> _Frame:
+        assert obj.box_xyxy is not None
+        mask = obj.mask if self.config.keep_masks or obj.mask is not None else None
+        return _Frame(index, as_box(clip_boxes([obj.box_xyxy])[0]), float(obj.score), mask)
+
+    def _record(self, sampled_index: int, frame: TrackedFrame) -> None:
         for live in self._live:
-            obj = frame.objects.get(live.instance.instance_id)
+            obj = frame.objects.get(live.instance.instance_id) if live.active else None
             if obj is None or obj.box_xyxy is None or obj.score < self.config.min_score:
                 live.missed += 1
                 continue
-            self._append(live, sampled_index, obj, obj.box_xyxy, size)
+            live.tentative.append(self._frame(sampled_index, obj))
+            live.missed = 0
+        for live in self._live:  # a track confirmed on this window's keyframe commits as it goes
+            if live.active and live.unconfirmed == 0 and live.confirmations >= 2:
+                self._commit(live)
 
-    def _append(self, live: _LiveTrack, sampled_index: int, obj: TrackedObject, tracked_box: Box,
-                size: tuple[int, int]) -> None:
-        box = as_box(clip_boxes([tracked_box])[0])
+    def _append(self, live: _LiveTrack, frame: _Frame) -> None:
         trajectory = live.trajectory
-        trajectory.frame_index.append(sampled_index)
-        trajectory.box.append(list(box))
-        trajectory.score.append(float(obj.score))
-        if self.config.keep_masks:
-            mask = obj.mask if obj.mask is not None else box_mask(box, size[1], size[0])
-            trajectory.mask_rle.append(encode_rle(mask))
-        live.last_box, live.last_seen, live.missed = box, sampled_index, 0
-        live.update_velocity()
+        if trajectory.frame_index and frame.index <= trajectory.frame_index[-1]:
+            return  # already committed (a backfilled frame overlapping a tracked one)
+        trajectory.frame_index.append(frame.index)
+        trajectory.box.append(list(frame.box))
+        keyframe_score = live.frame_scores.get(frame.index)
+        trajectory.score.append(keyframe_score if keyframe_score is not None
+                                else live.det_score * min(max(frame.tracker_score, 0.0), 1.0))
+        if self.config.keep_masks and frame.mask is not None:
+            trajectory.mask_rle.append(encode_rle(frame.mask))
 
     def _set_pending(self, frame: TrackedFrame) -> None:
         for live in self._live:
-            obj = frame.objects.get(live.instance.instance_id)
-            box = obj.box_xyxy if obj is not None and obj.score >= self.config.min_score else None
-            live.pending = as_box(clip_boxes([box])[0]) if box is not None else None
+            obj = frame.objects.get(live.instance.instance_id) if live.active else None
+            ok = obj is not None and obj.box_xyxy is not None and obj.score >= self.config.min_score
+            live.pending = as_box(clip_boxes([obj.box_xyxy])[0]) if ok and obj and obj.box_xyxy else None
+            live.pending_mask = obj.mask if ok and obj is not None else None
 
     def _end_lost_tracks(self) -> None:
-        ended = [live for live in self._live if live.missed > self.config.max_missed]
-        self._done += [live.instance for live in ended]
-        self._live = [live for live in self._live if live.missed <= self.config.max_missed]
+        ended = [live for live in self._live if not live.active and live.missed > self.config.max_missed]
+        self._done += ended
+        self._live = [live for live in self._live if live not in ended]
 
-    def _finish(self, num_frames: int) -> list[Instance]:
-        """Drop short and tiny tracks; score and renumber the rest 0..K-1 by first frame."""
-        tracks = self._done + [live.instance for live in self._live]
-        min_frames = min(self.config.min_frames, num_frames)  # an image's tracks have one frame
-        kept = [t for t in tracks if len(t.trajectory.frame_index) >= min_frames
+    def _finish(self, num_frames: int, store: Sequence[int] | None) -> list[Instance]:
+        """Settle tentative frames; drop short and tiny tracks; score, store and renumber the rest."""
+        for live in self._live:  # the clip ended before the next confirmation could come
+            born_last = live.det_scores[0][0] == self._last_keyframe  # (an image's tracks, too)
+            if live.active and (live.confirmations >= 2 or born_last) \
+                    and live.unconfirmed < self.config.max_unconfirmed:
+                self._commit(live)
+        tracks = []
+        for live in self._done + self._live:
+            instance = live.instance
+            if live.votes:
+                instance.phrase = live.votes.most_common(1)[0][0]
+            if instance.trajectory.frame_index:
+                last = instance.trajectory.frame_index[-1]
+                scores = [s for k, s in live.det_scores if k <= last]
+                instance.score = float(np.mean(scores)) if scores else 0.0
+            if store is not None:
+                instance.trajectory = _stored(instance.trajectory, store)
+            tracks.append(instance)
+        min_frames = min(self.config.min_frames, num_frames if store is None else len(store))
+        kept = [t for t in tracks if len(t.trajectory.frame_index) >= max(min_frames, 1)
                 and t.trajectory.mean_area() >= self.config.min_area]
         self.stats["tracks_dropped"] = len(tracks) - len(kept)
         kept.sort(key=lambda t: (t.trajectory.frame_index[0], t.instance_id))
         for new_id, track in enumerate(kept):
-            track.instance_id, track.score = new_id, track.trajectory.mean_score()
+            track.instance_id = new_id
         log.debug("trajectories: %s", self.stats)
         return kept
+
+
+def _stored(trajectory: Trajectory, store: Sequence[int]) -> Trajectory:
+    """The trajectory at the stored frames only, counted as positions among them."""
+    position = {int(frame): k for k, frame in enumerate(store)}
+    keep = [i for i, frame in enumerate(trajectory.frame_index) if frame in position]
+    return Trajectory(frame_index=[position[trajectory.frame_index[i]] for i in keep],
+                      box=[trajectory.box[i] for i in keep],
+                      score=[trajectory.score[i] for i in keep],
+                      mask_rle=[trajectory.mask_rle[i] for i in keep] if trajectory.mask_rle else [],
+                      space=FrameSpace.SAMPLED)
 
 
 def encode_rle(mask: np.ndarray) -> str:

@@ -4,7 +4,12 @@ Every input has a fault boundary: any exception raised while fetching, probing, 
 one file (unreadable media, a decompression bomb, a decoder crash, a model error on one clip) quarantines
 that file with the exception type and message, the stage and the uri, and the unit goes on. Only faults
 of the unit itself (models that do not load, a full disk, a lost output folder: `unit_fault`) fail it,
-so that the flow retries or reports it. Models are built once per process
+so that the flow retries or reports it.
+
+Transient errors (timeouts, connection resets, HTTP 5xx from fsspec reads) are retried with backoff
+before the file is quarantined; their quarantine reason then starts with `RETRYABLE`, and
+`reopen_retryable_units` (`instvl build IN OUT --retry-quarantined true`) makes a rerun redo
+exactly the units that hold such files. Models are built once per process
 and per config (`engines_for`), so a worker that runs many units loads them once.
 """
 
@@ -12,7 +17,9 @@ import errno
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from instvl.annotate.caption_cache import CachedCaptioner, CaptionCache
 from instvl.annotate.config import AnnotateConfig
@@ -24,10 +31,16 @@ from instvl.datasets import layout
 from instvl.datasets.manifest import UnitStats, unit_done
 from instvl.datasets.writer import UnitWriter, safe_text
 from instvl.media.clips import clip_media, decode_clip
-from instvl.media.fetch import MediaError, fetch_media
-from instvl.media.ingest import Failure, plan_clips, probe_source
+from instvl.media.fetch import Media, MediaError, fetch_media
+from instvl.media.ingest import ClipSpec, Failure, plan_clips, probe_source
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+RETRYABLE = "retryable: "
+"""Prefix of quarantine reasons a later retry may cure (the error was transient); others are permanent."""
+_TRANSIENT_ERRNOS = {errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED,
+                     errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.EAGAIN, errno.ESTALE}
 
 _ENGINES: dict[str, Engines] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -87,11 +100,62 @@ def unit_fault(err: BaseException) -> bool:
         isinstance(err, OSError) and err.errno in _UNIT_ERRNOS)
 
 
+def transient(err: BaseException) -> bool:
+    """True for errors a retry may cure: timeouts, resets and refusals, HTTP 429 and 5xx (fsspec, aiohttp)."""
+    if isinstance(err, TimeoutError | ConnectionError):
+        return True
+    if isinstance(err, OSError) and err.errno in _TRANSIENT_ERRNOS:
+        return True
+    status = getattr(err, "status", None) or getattr(err, "status_code", None)
+    if isinstance(status, int) and (status == 429 or status >= 500):
+        return True
+    module = type(err).__module__.split(".", 1)[0]
+    return module in ("aiohttp", "requests", "urllib3", "httpx") and "Timeout" in type(err).__name__
+
+
+def with_retries(call: Callable[[], T], attempts: int = 3, delay_s: float = 0.5) -> T:
+    """`call()`, repeated with exponential backoff while it raises a transient error."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Exception as err:
+            if attempt == attempts or not transient(err):
+                raise
+            log.warning("transient error (attempt %d/%d), retrying in %.1f s: %s: %s", attempt, attempts,
+                        delay_s * 2 ** (attempt - 1), type(err).__name__, err)
+            time.sleep(delay_s * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
+
+
 def describe(err: BaseException) -> str:
-    """A quarantine reason: the exception type and message, whatever raised it."""
-    if isinstance(err, MediaError):
-        return err.reason
-    return f"{type(err).__name__}: {err}"
+    """A quarantine reason: the exception type and message, marked `RETRYABLE` when a retry may help."""
+    reason = err.reason if isinstance(err, MediaError) else f"{type(err).__name__}: {err}"
+    return RETRYABLE + reason if transient(err) else reason
+
+
+def reopen_retryable_units(root: Path) -> list[str]:
+    """Mark every finished unit that quarantined a file with a `RETRYABLE` reason as not done (its stats
+    file is removed; the writer replaces its shards), so the next run retries those files."""
+    import pyarrow.parquet as pq
+
+    from instvl.datasets.manifest import read_unit_stats
+
+    reopened = []
+    for stats in read_unit_stats(root):
+        if not stats.quarantine_path:
+            continue
+        reasons = pq.read_table(root / stats.quarantine_path, columns=["reason"]).column(0).to_pylist()
+        if any(reason.startswith(RETRYABLE) for reason in reasons):
+            layout.stats_path(root, stats.unit_id).unlink()
+            reopened.append(stats.unit_id)
+    if reopened:
+        log.info("retrying the quarantined files of %d units: %s", len(reopened), ", ".join(reopened))
+    return reopened
+
+
+def _probe(uri: str, cfg: AnnotateConfig) -> tuple[Media, list[ClipSpec]]:
+    media = fetch_media(uri)
+    return media, plan_clips(probe_source(uri, cfg.ingest, media), cfg.ingest, media)
 
 
 def _annotate_source(uri: str, unit: Unit, engines: Engines, cfg: AnnotateConfig, writer: UnitWriter) -> None:
@@ -99,8 +163,7 @@ def _annotate_source(uri: str, unit: Unit, engines: Engines, cfg: AnnotateConfig
         writer.quarantine(uri, f"duplicate: same bytes as {unit.duplicates[uri]}", "dedupe")
         return
     try:
-        media = fetch_media(uri)
-        specs = plan_clips(probe_source(uri, cfg.ingest, media), cfg.ingest, media)
+        media, specs = with_retries(lambda: _probe(uri, cfg))
     except Exception as err:  # the fault boundary of one input: see the module docstring
         if unit_fault(err):
             raise

@@ -21,7 +21,7 @@ from instvl.datasets.schema import SampleRow
 
 log = logging.getLogger(__name__)
 
-STATS_COLUMNS = ["media_type", "global_caption", "instances", "qc", "split"]
+STATS_COLUMNS = ["media_type", "global_caption", "instances", "qc", "split", "provenance"]
 
 
 class InspectConfig(BaseConfig):
@@ -90,6 +90,10 @@ class DatasetStats:
     splits: Counter = field(default_factory=Counter)
     phrases: Counter = field(default_factory=Counter)
     shards: list[ShardEntry] = field(default_factory=list)
+    models: Counter = field(default_factory=Counter)
+    """(provenance key, value) -> rows: which models and weights made the rows."""
+    random_rows: int = 0
+    """Rows made with random weights (provenance random_init=true, or a tiny-random/fake:random model)."""
 
     def add_row(self, row: SampleRow) -> None:
         self.samples += 1
@@ -102,6 +106,9 @@ class DatasetStats:
         self.global_caption_words.add(len((row.get("global_caption") or "").split()))
         self.qc_status[(row.get("qc") or {}).get("status") or "none"] += 1
         self.splits[row.get("split") or "none"] += 1
+        models = {kv["key"]: kv["value"] for kv in (row.get("provenance") or {}).get("models") or []}
+        self.models.update(models.items())
+        self.random_rows += is_random(models)
         for inst in instances:
             self.instance_caption_words.add(len((inst.get("caption") or "").split()))
             self.trajectory_frames.add(len((inst.get("trajectory") or {}).get("frame_index") or []))
@@ -122,6 +129,27 @@ def compute_stats(root: str | Path, batch_rows: int = 256) -> DatasetStats:
         for row in batch.to_pylist():
             stats.add_row(row)
     return stats
+
+
+def is_random(models: dict[str, str]) -> bool:
+    """True for a row whose provenance says random weights (older rows: a tiny-random or fake:random id)."""
+    if models.get("random_init") == "true":
+        return True
+    return any(value.endswith("tiny-random") or value == "fake:random" for value in models.values())
+
+
+def random_banner(stats: DatasetStats) -> str:
+    """The warning that heads the text and HTML reports of a corpus made with random weights ('' if none)."""
+    if not stats.random_rows:
+        return ""
+    return (f"RANDOM WEIGHTS — not a real corpus: {stats.random_rows} of {stats.samples} rows were annotated "
+            "by models with random weights (provenance random_init=true); their boxes and captions are noise")
+
+
+def model_lines(stats: DatasetStats) -> list[str]:
+    """'detector: hf:IDEA-Research/grounding-dino-base (12 rows)', one per model id, weights, revision."""
+    return [f"{key}: {value}" + (f" ({rows} of {stats.samples} rows)" if rows != stats.samples else "")
+            for (key, value), rows in sorted(stats.models.items())]
 
 
 def reason_kind(reason: str | None) -> str:
@@ -165,7 +193,13 @@ def format_table(title: str, headers: list[str], rows: list[list[object]]) -> st
 
 
 def format_stats(stats: DatasetStats, top_phrases: int = 20) -> str:
-    return "\n\n".join(format_table(*table) for table in stats_tables(stats, top_phrases))
+    """The text report: the random-weights banner (if any), the models, then the tables."""
+    head = []
+    if banner := random_banner(stats):
+        head.append(f"!!! {banner} !!!")
+    if stats.models:
+        head.append("Models\n------\n" + "\n".join(model_lines(stats)))
+    return "\n\n".join([*head, *(format_table(*table) for table in stats_tables(stats, top_phrases))])
 
 
 def _counted(counter: Counter, top: int | None = None) -> list[list[object]]:
@@ -199,6 +233,6 @@ def main(cfg: InspectConfig) -> int:
         path = write_report(report, cfg.root, stats_tables(stats, cfg.top_phrases), samples=stats.samples,
                             instances=stats.instances, num_samples=cfg.num_samples,
                             frames_per_sample=cfg.frames_per_sample, thumb_width=cfg.thumb_width,
-                            title=cfg.title)
+                            title=cfg.title, banner=random_banner(stats), models=model_lines(stats))
         print(f"\nreport: {path}")
     return 0

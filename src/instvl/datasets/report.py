@@ -9,6 +9,7 @@ import base64
 import html
 import io
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -161,25 +162,32 @@ def _ink(instance_id: int) -> str:
     return "#{:02x}{:02x}{:02x}".format(*label_text_colour(instance_colour(instance_id).rgb))
 
 
-def render_html(title: str, subtitle: str, tables: list[Table], cards: list[SampleCard]) -> str:
-    """The full report page from the packaged template."""
+def render_html(title: str, subtitle: str, tables: list[Table], cards: list[SampleCard], banner: str = "",
+                models: Sequence[str] = ()) -> str:
+    """The full report page from the packaged template; `banner` is a warning shown across the header
+    (random weights), `models` the provenance lines shown under the title."""
     template = Template((resources.files("instvl.datasets") / "templates" / "report.html").read_text())
+    banner_html = f'<div class="banner" role="alert">{html.escape(banner)}</div>' if banner else ""
+    models_html = ('<ul class="models">' + "".join(f"<li>{html.escape(m)}</li>" for m in models) + "</ul>"
+                   if models else "")
     return template.substitute(
-        title=html.escape(title), subtitle=html.escape(subtitle), version=__version__,
+        title=html.escape(title), subtitle=html.escape(subtitle), version=__version__, banner=banner_html,
+        models=models_html,
         tables="\n".join(table_html(*t) for t in tables),
         gallery="\n".join(card_html(c) for c in cards) or '<p class="note">no samples</p>')
 
 
 def write_report(path: Path, root: str | Path, tables: list[Table], *, samples: int, instances: int,
                  num_samples: int = 8, frames_per_sample: int = 4, thumb_width: int = 240,
-                 title: str | None = None) -> Path:
+                 title: str | None = None, banner: str = "", models: Sequence[str] = ()) -> Path:
     """Write the report of the dataset at `root` to `path`: its statistics `tables` (with the `samples`
-    and `instances` totals in the subtitle) and cards of its first `num_samples` samples."""
+    and `instances` totals in the subtitle) and cards of its first `num_samples` samples; `banner` and
+    `models` head the page (see `render_html`)."""
     cards = build_cards(root, num_samples, frames_per_sample, thumb_width, path.parent / layout.RENDERS_DIR)
     title = title or f"InstVL dataset: {Path(root).resolve().name}"
     subtitle = (f"{Path(root).resolve()} | {samples} samples, {instances} instances | "
                 f"generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by instvl {__version__}")
-    page = render_html(title, subtitle, tables, cards)
+    page = render_html(title, subtitle, tables, cards, banner, models)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     log.info("wrote %s (%d sample cards)", path, len(cards))

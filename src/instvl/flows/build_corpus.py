@@ -47,7 +47,8 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from instvl.annotate.plan import PlanError, make_plan
+from instvl.annotate.plan import Plan, PlanError, make_plan
+from instvl.annotate.units import reopen_retryable_units
 from instvl.datasets.manifest import summarize, write_manifest
 from instvl.datasets.writer import RootBusyError, lock_root
 from instvl.flows.config import BuildConfig
@@ -64,8 +65,15 @@ log = logging.getLogger(__name__)
 def build_corpus(cfg: BuildConfig) -> dict[str, Any]:
     """Plan the input (extending OUT/plan.json) and run the flow over the plan; see `run_flow`."""
     with lock_root(cfg.output or "."):
-        make_plan(cfg, new_version=cfg.flow.new_version)
+        _plan(cfg)
         return run_flow(cfg)
+
+
+def _plan(cfg: BuildConfig) -> Plan:
+    plan = make_plan(cfg, new_version=cfg.flow.new_version)
+    if cfg.flow.retry_quarantined:
+        reopen_retryable_units(Path(cfg.output))
+    return plan
 
 
 def run_flow(cfg: BuildConfig) -> dict[str, Any]:
@@ -80,9 +88,10 @@ def run_flow(cfg: BuildConfig) -> dict[str, Any]:
 
 
 def main(cfg: BuildConfig) -> int:
+    cfg.check_weights()  # a missing checkpoint fails now, naming the model, not in every unit
     try:
         with lock_root(cfg.output) if cfg.output else nullcontext(), _stop_on_signals():
-            plan = make_plan(cfg, new_version=cfg.flow.new_version)
+            plan = _plan(cfg)
             from instvl.flows.progress import BuildProgress
 
             with BuildProgress(cfg.output, plan.num_sources, enabled=cfg.flow.progress), \

@@ -16,6 +16,8 @@ class FlowConfig(BaseConfig):
     """Delay before the first retry of a failed unit; it doubles for each further retry."""
     unit_timeout_s: float | None = Field(6 * 3600.0, gt=0)
     """A unit attempt running longer fails (and is retried): a hung decoder or model never stalls a build."""
+    retry_quarantined: bool = False
+    """Redo the units that quarantined a file for a transient reason (a timeout, a reset, HTTP 5xx)."""
     new_version: bool = False
     """Rebuild every unit of an output whose plan was made with another annotation config (a new
     dataset version in place); without it such a rerun is refused instead of mixing two configs."""

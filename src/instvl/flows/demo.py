@@ -1,8 +1,9 @@
 """`instvl demo [OUT]`: the whole toolkit once, offline on a CPU, in a few minutes.
 
 1. InstVL-Synth writes a folder of MP4 videos and JPEG images (plus their ground truth).
-2. The corpus-build flow annotates them on Prefect's embedded server with the `annotate/tiny` preset
-   (GroundingDINO, SAM2 and Qwen2-VL classes built from tiny random configs).
+2. The corpus-build flow annotates them on Prefect's embedded server with the `annotate/demo` preset:
+   colour segmentation finds and names the coloured objects, template matching tracks them and captions
+   are computed from their pixels and boxes (no weights, no ground truth).
 3. The shards are validated and inspected (OUT/corpus/report.html, with rendered trajectories).
 4. InstAP trains a few steps on the shards and global/instance retrieval is evaluated.
 
@@ -27,7 +28,7 @@ class DemoConfig(BaseConfig):
     """Generated inputs (videos and images)."""
     image_fraction: float = Field(0.25, ge=0, le=1)
     seed: int = 0
-    annotate_preset: str = "annotate/tiny"
+    annotate_preset: str = "annotate/demo"
     train_preset: str = "train/tiny"
     train: bool = True
     train_steps: int = Field(10, ge=1)

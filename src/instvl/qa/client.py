@@ -187,14 +187,16 @@ class LabelStudioClient:
                  "value": sample_id}]}})
         return self._paged("/api/tasks", params, "tasks")
 
-    def task_ids_by_sample(self, project_id: int) -> dict[str, list[int]]:
-        """sample_id -> ids of the tasks carrying it, for the whole project."""
-        index: dict[str, list[int]] = {}
+    def task_ids_by_key(self, project_id: int) -> dict[tuple[str, str, str], list[int]]:
+        """(dataset id, sample id, prediction fingerprint) -> ids of the tasks carrying that key, for the
+        whole project (tasks without the three keys in their data are left out)."""
+        index: dict[tuple[str, str, str], list[int]] = {}
         for task in self.tasks(project_id, fields="task_only"):
-            sample_id = (task.get("data") or {}).get("sample_id")
-            if sample_id is not None:
-                index.setdefault(str(sample_id), []).append(int(task["id"]))
-        return {sid: sorted(ids) for sid, ids in index.items()}
+            data = task.get("data") or {}
+            key = tuple(str(data.get(k) or "") for k in ("dataset_id", "sample_id", "fingerprint"))
+            if all(key):
+                index.setdefault((key[0], key[1], key[2]), []).append(int(task["id"]))
+        return {key: sorted(ids) for key, ids in index.items()}
 
     def task(self, task_id: int) -> dict[str, Any]:
         return self.request("GET", f"/api/tasks/{task_id}")

@@ -2,25 +2,46 @@
 
 Label Studio counts frames from 1 (Label Studio frame = clip frame + 1) and gives boxes as x, y, width,
 height in percent of the frame. A video track is a sequence of keyframes (one per annotated frame of
-ours); the keyframe before a gap and the last one are `enabled: false`, so interpolation never bridges a
-gap or runs past the track. Every keyframe carries `rotation: 0` (the interpolated export fails without
-it). Region ids are `i<instance_id>`; a per-region TextArea with the same id holds the instance caption.
+ours) that Label Studio interpolates between, so a strided track shows on every frame of its span; the
+keyframe before a gap (a step clearly longer than the track's usual step, `routing.gap_steps`) and the
+last one are `enabled: false`, so interpolation never bridges a gap or runs past the track. Every
+keyframe carries `rotation: 0` (the interpolated export fails without it). Region ids are
+`i<instance_id>`; a per-region TextArea with the same id holds the instance caption.
 
 Our side is the record: an `Instance` with its clip-frame `Trajectory` becomes regions, and a reviewed
-region becomes a `Trajectory` again (reviewed boxes, score 1, no masks: a mask no longer matches a box
-the reviewer moved).
+region becomes a `Trajectory` again on its keyframes only (frames Label Studio interpolated are not
+reviewed boxes): reviewed boxes, score 1, no masks; `merge` restores score and mask where a box stayed.
+A task is identified by (dataset id, sample id, prediction fingerprint): `prediction_fingerprint` hashes
+the result a row is pushed as, so pull merges a review only into the very row it was made on.
 """
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from instvl.datasets.records import FrameSpace, Instance, Trajectory
 from instvl.datasets.schema import SampleRow
+from instvl.qa.routing import gap_steps
 
 VIDEO_KEY, IMAGE_KEY = "video", "image"
 BOX_NAME, INSTANCE_CAPTION, GLOBAL_CAPTION, VERDICT = "box", "inst_caption", "global_caption", "verdict"
 GLOBAL_ID, VERDICT_ID = "global", "verdict"
 TRACK_KEYS = ("x", "y", "width", "height", "rotation")
+DEFAULT_FPS = 25.0
+"""The frame rate assumed for a clip whose row has none (also the label config's default)."""
+
+
+def review_fps(row: SampleRow) -> float:
+    """The frame rate a video row is reviewed at: its own, or DEFAULT_FPS when the row has none."""
+    fps = row.get("fps")
+    return float(fps) if fps else DEFAULT_FPS
+
+
+def prediction_fingerprint(row: SampleRow) -> str:
+    """A digest of the result `row` is pushed as: equal exactly when a task's prediction is this row."""
+    canonical = json.dumps(row_to_result(row), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
 
 def region_id(instance_id: int) -> str:
@@ -45,13 +66,13 @@ def percent_to_box(item: dict[str, Any]) -> list[float]:
 
 
 def trajectory_to_sequence(trajectory: Trajectory, fps: float) -> list[dict[str, Any]]:
-    """Keyframes of one clip-frame track: 1-based frames, percent boxes, gaps and the end marked
-    `enabled: false`."""
+    """Keyframes of one clip-frame track: 1-based frames, percent boxes; interpolation on between
+    keyframes of the track's usual step, off (`enabled: false`) before a gap and at the end."""
     trajectory.require_space(FrameSpace.CLIP, "a Label Studio track")
     frames, boxes = [int(i) for i in trajectory.frame_index], trajectory.box
+    ends = gap_steps(frames) + [True]
     sequence = []
-    for k, (index, box) in enumerate(zip(frames, boxes, strict=True)):
-        last_of_span = k == len(frames) - 1 or frames[k + 1] != index + 1
+    for index, box, last_of_span in zip(frames, boxes, ends, strict=True):
         sequence.append({"frame": index + 1, **box_to_percent(box), "rotation": 0,
                          "enabled": not last_of_span, "time": (index + 1) / fps})
     return sequence
@@ -83,10 +104,15 @@ def _lerp(a: dict[str, Any], b: dict[str, Any], t: float) -> dict[str, float]:
 
 
 def sequence_to_trajectory(sequence: list[dict[str, Any]], num_frames: int) -> Trajectory:
-    """The clip-frame trajectory of a (keyframe or interpolated) sequence, inside the clip."""
-    covered = interpolate_sequence(sequence, num_frames)
-    frames = [f for f in covered if 1 <= f <= num_frames and covered[f]["width"] and covered[f]["height"]]
-    return reviewed_trajectory([f - 1 for f in frames], [percent_to_box(covered[f]) for f in frames])
+    """The clip-frame trajectory of a (keyframe or interpolated) sequence: its keyframes inside the clip.
+
+    Frames Label Studio filled in (`auto: true` in an interpolated export) are left out: they are not
+    boxes anyone placed, and keeping them would turn every accepted strided track into a new one.
+    """
+    keys = {int(item["frame"]): item for item in sequence if not item.get("auto")}
+    frames = [f for f in sorted(keys)
+              if 1 <= f <= num_frames and keys[f].get("width") and keys[f].get("height")]
+    return reviewed_trajectory([f - 1 for f in frames], [percent_to_box(keys[f]) for f in frames])
 
 
 def reviewed_trajectory(frames: list[int], boxes: list[list[float]]) -> Trajectory:
@@ -126,7 +152,7 @@ def row_to_result(row: SampleRow) -> list[dict[str, Any]]:
     result: list[dict[str, Any]] = []
     for inst in map(Instance.from_row, row.get("instances") or []):
         if video:
-            result += video_regions(inst, int(row["num_frames"]), float(row["fps"] or 0))
+            result += video_regions(inst, int(row["num_frames"]), review_fps(row))
         else:
             result += image_regions(inst, int(row["width"]), int(row["height"]))
     to_name = VIDEO_KEY if video else IMAGE_KEY

@@ -1,8 +1,10 @@
 """One reviewed task merged into its row: verdict, corrected tracks and captions, qc fields.
 
 Tracks the reviewer left alone (every box within the tolerance, same frames) keep their original
-values, scores and masks bit for bit; changed tracks get the reviewed boxes, score 1 and no masks
-(a mask no longer matches a moved box). Regions the reviewer drew become new instances.
+values, scores and masks bit for bit. In a changed track, frames whose box stayed within the tolerance
+keep their box, score and mask; moved or added frames get the reviewed box, score 1 and no mask (a mask
+no longer matches a moved box). Regions the reviewer drew become new instances. Each instance's own
+status (accepted, corrected, added, removed) goes into the review log next to the sample's.
 """
 
 from dataclasses import dataclass
@@ -23,6 +25,15 @@ class Review:
     result: list[dict[str, Any]]
     reviewer: str | None
     reviewed_at: datetime | None
+    dataset_id: str | None = None
+    """The dataset (lineage) the task was pushed from (`data.dataset_id`)."""
+    fingerprint: str | None = None
+    """`convert.prediction_fingerprint` of the row the task was pushed as (`data.fingerprint`)."""
+
+    @property
+    def verdict(self) -> str | None:
+        """'accept', 'reject', or None when the reviewer submitted without choosing."""
+        return parse_result(self.result, 1).verdict
 
 
 def _timestamp(text: str | None) -> datetime | None:
@@ -45,9 +56,11 @@ def review_from_task(task: dict[str, Any], reviewers: dict[int, str]) -> Review 
     if not submitted or sample_id is None:
         return None
     latest = max(submitted, key=lambda a: (a.get("updated_at") or a.get("created_at") or "", a.get("id", 0)))
+    data = task.get("data") or {}
     return Review(sample_id=str(sample_id), task_id=int(task["id"]), result=latest.get("result") or [],
                   reviewer=_reviewer(latest.get("completed_by"), reviewers),
-                  reviewed_at=_timestamp(latest.get("updated_at") or latest.get("created_at")))
+                  reviewed_at=_timestamp(latest.get("updated_at") or latest.get("created_at")),
+                  dataset_id=data.get("dataset_id"), fingerprint=data.get("fingerprint"))
 
 
 def same_track(old: TrajectoryRow, reviewed: Trajectory, tolerance: float) -> bool:
@@ -56,6 +69,27 @@ def same_track(old: TrajectoryRow, reviewed: Trajectory, tolerance: float) -> bo
         return False
     pairs = zip(old.get("box") or [], reviewed.box, strict=True)
     return all(abs(a - b) <= tolerance for before, after in pairs for a, b in zip(before, after, strict=True))
+
+
+def corrected_track(old: TrajectoryRow, reviewed: Trajectory, tolerance: float) -> TrajectoryRow:
+    """The reviewed track, with the original box, score and mask on every frame the reviewer left alone."""
+    before = {int(f): k for k, f in enumerate(old.get("frame_index") or [])}
+    boxes, scores, masks = old.get("box") or [], old.get("score") or [], old.get("mask_rle") or []
+    track = reviewed.to_row()
+    kept_any_mask = False
+    track["mask_rle"] = [""] * len(reviewed.frame_index)
+    for k, frame in enumerate(reviewed.frame_index):
+        j = before.get(frame)
+        if j is None or any(abs(a - b) > tolerance for a, b in zip(boxes[j], reviewed.box[k], strict=True)):
+            continue
+        track["box"][k] = list(boxes[j])
+        if j < len(scores):
+            track["score"][k] = scores[j]
+        if j < len(masks) and masks[j]:
+            track["mask_rle"][k], kept_any_mask = masks[j], True
+    if not kept_any_mask:
+        track["mask_rle"] = []
+    return track
 
 
 def merged_instance(old: InstanceRow | None, region: Region, reviewed: Trajectory, new_id: int,
@@ -68,7 +102,8 @@ def merged_instance(old: InstanceRow | None, region: Region, reviewed: Trajector
     unchanged = same_track(old["trajectory"], reviewed, tolerance)
     new: InstanceRow = {**old, "phrase": region.phrase or old["phrase"],
                         "caption": region.caption if region.caption is not None else old["caption"],
-                        "trajectory": old["trajectory"] if unchanged else reviewed.to_row()}
+                        "trajectory": (old["trajectory"] if unchanged
+                                       else corrected_track(old["trajectory"], reviewed, tolerance))}
     changed = not unchanged or new["phrase"] != old["phrase"] or new["caption"] != old["caption"]
     return new, changed
 
@@ -95,6 +130,19 @@ def reviewed_instances(row: SampleRow, regions: dict[str, Region],
     return sorted(instances, key=lambda i: i["instance_id"]), changed
 
 
+def instance_status(old: InstanceRow | None, new: InstanceRow | None, sample_status: str) -> str:
+    """One instance's verdict: the sample's when it was rejected, else how this instance came out."""
+    if sample_status == "rejected":
+        return "rejected"
+    if old is None:
+        return "added"
+    if new is None:
+        return "removed"
+    same = (new["trajectory"] == old["trajectory"] and new["phrase"] == old["phrase"]
+            and new["caption"] == old["caption"])
+    return "accepted" if same else "corrected"
+
+
 def log_entry(row: SampleRow, merged: SampleRow, status: str) -> dict[str, Any]:
     """Prediction and reviewed version of one sample, for the QC report."""
     before = {i["instance_id"]: i for i in row.get("instances") or []}
@@ -104,14 +152,17 @@ def log_entry(row: SampleRow, merged: SampleRow, status: str) -> dict[str, Any]:
         old, new = before.get(instance_id), after.get(instance_id)
         instances.append({
             "instance_id": instance_id, "phrase": (new or old or {}).get("phrase"),
+            "status": instance_status(old, new, status),
             "caption_before": old and old["caption"], "caption_after": new and new["caption"],
             "frames_before": old and old["trajectory"]["frame_index"],
             "boxes_before": old and old["trajectory"]["box"],
             "frames_after": new and new["trajectory"]["frame_index"],
             "boxes_after": new and new["trajectory"]["box"]})
     prov: ProvenanceRow = row.get("provenance") or {}
+    qc: QCRow = merged["qc"]
     return {"sample_id": row["sample_id"], "media_type": row["media_type"], "status": status,
-            "task_id": merged["qc"]["task_id"], "reviewer": merged["qc"]["reviewer"],
+            "task_id": qc.get("task_id"), "reviewer": qc.get("reviewer"),
+            "reviewed_at": qc.get("reviewed_at"), "route_reasons": list(qc.get("route_reasons") or []),
             "models": {kv["key"]: kv["value"] for kv in prov.get("models") or []},
             "global_caption_before": row.get("global_caption"),
             "global_caption_after": merged["global_caption"],
@@ -120,8 +171,10 @@ def log_entry(row: SampleRow, merged: SampleRow, status: str) -> dict[str, Any]:
 
 def merge_review(row: SampleRow, review: Review, tolerance: float,
                  route_reasons: list[str] | None = None) -> tuple[SampleRow, dict[str, Any]]:
-    """The row after review (new dict) and its review log entry."""
+    """The row after review (new dict) and its review log entry; ValueError for a review without verdict."""
     parsed = parse_result(review.result, int(row.get("num_frames") or 1))
+    if parsed.verdict not in ("accept", "reject"):
+        raise ValueError(f"task {review.task_id} of sample {review.sample_id} has no accept/reject verdict")
     if route_reasons is None:
         stored: QCRow = row.get("qc") or {}
         route_reasons = stored.get("route_reasons") or []

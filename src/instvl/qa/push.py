@@ -2,14 +2,19 @@
 
 Media are written to ROOT/media/<sample_id>.mp4|.jpg (atomically, once), then hard-linked (or copied)
 into this dataset's folder under the server's review-media root (`qa.server.review_folder`), the only
-folder the server serves; a local-files storage row on that folder lets reviewers load them. Each task
-carries `data.sample_id`; a sample that already has a task (in the push state or on the server) is
-never imported again. The push state, ROOT/qa/push_state.json, is rewritten atomically after every
-batch, so a push cut short by the server going away resumes where it stopped. Every push first checks
+folder the server serves; a local-files storage row on that folder lets reviewers load them. A task is
+identified by (dataset id, sample id, prediction fingerprint), all three in its `data`: the dataset id
+names the dataset's lineage (made from the root's path at its first push, kept in the push state, which
+`qa pull` carries to the new version), and the fingerprint the exact row pushed. A key that already has
+a task (in the push state or on the server) is never imported again; the same clips annotated into
+another dataset, or annotated again, get tasks of their own. The push state, ROOT/qa/push_state.json,
+is rewritten atomically after every batch, so a push cut short by the server going away resumes where
+it stopped. Every push first checks
 the token with the server (also one with nothing new to send), and refuses a dataset root inside the
 review-media root (`qa.server.check_dataset_root`).
 """
 
+import hashlib
 import json
 import logging
 import re
@@ -26,7 +31,7 @@ from instvl.datasets.layout import atomic_write_bytes
 from instvl.datasets.reader import ShardReader
 from instvl.datasets.schema import ProvenanceRow, QCRow, SampleRow
 from instvl.qa.client import LabelStudioClient, LabelStudioError, LabelStudioUnavailable, chunks
-from instvl.qa.convert import IMAGE_KEY, VIDEO_KEY, row_to_result
+from instvl.qa.convert import IMAGE_KEY, VIDEO_KEY, prediction_fingerprint, review_fps, row_to_result
 from instvl.qa.projects import ensure_project, project_title
 from instvl.qa.routing import route_row
 from instvl.qa.server import check_dataset_root, review_folder, review_media_root, stage_file
@@ -60,27 +65,42 @@ class PushSummary:
     projects: dict[str, int] = field(default_factory=dict)
 
 
+def path_dataset_id(root: Path) -> str:
+    """The dataset id a root gets at its first push: a digest of its resolved path."""
+    return hashlib.sha256(str(root.expanduser().resolve()).encode()).hexdigest()[:16]
+
+
+def task_key(sample_id: str, fingerprint: str) -> str:
+    """The push state's key of a task within one dataset lineage."""
+    return f"{sample_id}@{fingerprint}"
+
+
 class PushState:
-    """sample_id -> task of one server, persisted in ROOT/qa/push_state.json."""
+    """The dataset id, and task key -> task of one server, persisted in ROOT/qa/push_state.json."""
 
     def __init__(self, root: Path, server_url: str):
         self.path, self.server_url = root / layout.PUSH_STATE_FILE, server_url
-        self.data: dict[str, Any] = {"version": 1, "servers": {}}
+        self.data: dict[str, Any] = {"version": 2, "servers": {}}
         if self.path.is_file():
             try:
                 self.data = json.loads(self.path.read_text())
             except ValueError as err:
                 raise ValueError(f"{self.path}: push state is not valid JSON ({err})") from None
+        self.dataset_id: str = self.data.setdefault("dataset_id", path_dataset_id(root))
         self.server = self.data["servers"].setdefault(server_url, {"projects": {}, "tasks": {}})
 
     @property
     def tasks(self) -> dict[str, dict[str, Any]]:
         return self.server["tasks"]
 
-    def record(self, sample_id: str, task_id: int, project: dict[str, Any], reasons: list[str]) -> None:
-        self.tasks[sample_id] = {"task_id": int(task_id), "project_id": int(project["id"]),
-                                 "project": project["title"], "route_reasons": reasons,
-                                 "pushed_at": datetime.now(UTC).isoformat()}
+    def task_of(self, row: SampleRow, fingerprint: str) -> dict[str, Any] | None:
+        return self.tasks.get(task_key(row["sample_id"], fingerprint))
+
+    def record(self, row: "PushRow", task_id: int, project: dict[str, Any]) -> None:
+        self.tasks[task_key(row["sample_id"], row["fingerprint"])] = {
+            "sample_id": row["sample_id"], "fingerprint": row["fingerprint"], "task_id": int(task_id),
+            "project_id": int(project["id"]), "project": project["title"],
+            "route_reasons": row["route_reasons"], "pushed_at": datetime.now(UTC).isoformat()}
 
     def save(self) -> None:
         atomic_write_bytes(self.path, json.dumps(self.data, indent=1, sort_keys=True).encode())
@@ -91,9 +111,10 @@ def load_push_state(root: str | Path, server_url: str) -> PushState:
 
 
 class PushRow(SampleRow, total=False):
-    """A selected row and the reasons it goes to review."""
+    """A selected row, the reasons it goes to review and the fingerprint of its prediction."""
 
     route_reasons: list[str]
+    fingerprint: str
 
 
 def model_version(row: SampleRow) -> str:
@@ -125,7 +146,7 @@ def select_rows(root: Path, cfg: PushConfig) -> list[PushRow]:
             continue
         reasons = route_row(row, cfg.routing) if cfg.push.reroute else list(qc.get("route_reasons") or [])
         if reasons or cfg.push.select == "all":
-            selected.append({**row, "route_reasons": reasons})
+            selected.append({**row, "route_reasons": reasons, "fingerprint": prediction_fingerprint(row)})
     return selected
 
 
@@ -145,12 +166,14 @@ def write_media(root: Path, wanted: set[str], review_dir: Path) -> set[str]:
     return have
 
 
-def task_for(row: PushRow, root: Path, review_dir: Path, document_root: Path) -> dict[str, Any]:
-    """A task: the media URL served from local files, the sample id and our prediction."""
-    relative = (review_dir / media_path(root, row).name).relative_to(document_root)
+def task_for(row: PushRow, root: Path, review_dir: Path, ctx: dict[str, Any]) -> dict[str, Any]:
+    """A task: the media URL served from local files, its key (dataset id, sample id, fingerprint),
+    the routing reasons and our prediction."""
+    relative = (review_dir / media_path(root, row).name).relative_to(ctx["document_root"])
     key = VIDEO_KEY if row["media_type"] == "video" else IMAGE_KEY
     scores = [float(i.get("score") or 0) for i in row.get("instances") or []]
     data = {key: f"/data/local-files/?d={quote(str(relative), safe='/')}", "sample_id": row["sample_id"],
+            "dataset_id": ctx["dataset_id"], "fingerprint": row["fingerprint"],
             "route_reasons": "; ".join(row["route_reasons"])}
     prediction = {"model_version": model_version(row), "score": sum(scores) / len(scores) if scores else 0.0,
                   "result": row_to_result(row)}
@@ -164,7 +187,7 @@ ProjectKey = tuple[str, str, float | None]
 def group_by_project(rows: list[PushRow], cfg: PushConfig) -> dict[ProjectKey, list[PushRow]]:
     groups: dict[ProjectKey, list[PushRow]] = {}
     for row in rows:
-        fps = float(row["fps"]) if row["media_type"] == "video" else None
+        fps = review_fps(row) if row["media_type"] == "video" else None
         key = (project_title(cfg.server, row["media_type"], fps), row["media_type"], fps)
         groups.setdefault(key, []).append(row)
     return groups
@@ -179,21 +202,22 @@ def push_group(client: LabelStudioClient, state: PushState, rows: list[PushRow],
     client.ensure_local_storage(project["id"], str(ctx["media_dir"]),
                                 title=f"instvl media {ctx['root'].name}")
     state.server["projects"][title] = project["id"]
-    on_server = client.task_ids_by_sample(project["id"])
+    on_server = client.task_ids_by_key(project["id"])
     pushed = found = 0
     for batch in chunks(rows, ctx["batch_size"]):
         todo = []
         for row in batch:
-            if on_server.get(row["sample_id"]):  # created by an earlier, interrupted push
-                state.record(row["sample_id"], on_server[row["sample_id"]][0], project, row["route_reasons"])
+            ids = on_server.get((ctx["dataset_id"], row["sample_id"], row["fingerprint"]))
+            if ids:  # created by an earlier, interrupted push
+                state.record(row, ids[0], project)
                 found += 1
             else:
                 todo.append(row)
         if todo:
-            tasks = [task_for(r, ctx["root"], ctx["media_dir"], ctx["document_root"]) for r in todo]
+            tasks = [task_for(r, ctx["root"], ctx["media_dir"], ctx) for r in todo]
             ids = client.import_tasks(project["id"], tasks)
             for row, task_id in zip(todo, ids, strict=True):
-                state.record(row["sample_id"], task_id, project, row["route_reasons"])
+                state.record(row, task_id, project)
             pushed += len(todo)
         state.save()
         ctx["on_batch"](state)
@@ -221,11 +245,11 @@ def push_dataset(cfg: PushConfig, client: LabelStudioClient | None = None,
     check_dataset_root(root, document_root)
     client = client or cfg.server.build()
     authenticate(client, cfg.server.token_env)  # every push, also one with nothing new to send
-    ctx = {"root": root, "document_root": document_root, "media_dir": review_folder(document_root, root),
-           "batch_size": cfg.push.batch_size, "on_batch": on_batch}
     state = load_push_state(root, client.url)
+    ctx = {"root": root, "document_root": document_root, "media_dir": review_folder(document_root, root),
+           "batch_size": cfg.push.batch_size, "on_batch": on_batch, "dataset_id": state.dataset_id}
     selected = select_rows(root, cfg)
-    fresh = [r for r in selected if r["sample_id"] not in state.tasks]
+    fresh = [r for r in selected if state.task_of(r, r["fingerprint"]) is None]
     rows = fresh[:cfg.push.limit] if cfg.push.limit else fresh
     have = write_media(root, {r["sample_id"] for r in rows}, ctx["media_dir"])
     summary = PushSummary(selected=len(selected), already_there=len(selected) - len(fresh),

@@ -76,11 +76,16 @@ def count_gaps(frames: list[int]) -> int:
     Annotation samples frames (every k-th, or evenly spread), so consecutive boxes are normally k
     frames apart; only a step clearly longer than the median step means the object was lost.
     """
+    return sum(gap_steps(frames))
+
+
+def gap_steps(frames: list[int]) -> list[bool]:
+    """For each step between consecutive annotated frames, whether it is a gap (see `count_gaps`)."""
     steps = [b - a for a, b in zip(frames, frames[1:], strict=False)]
     if not steps:
-        return 0
+        return []
     usual = sorted(steps)[(len(steps) - 1) // 2]  # the lower median: one long step in two is a gap
-    return sum(1 for step in steps if step > max(1, 1.5 * usual))
+    return [step > max(1, 1.5 * usual) for step in steps]
 
 
 def track_problems(inst: InstanceRow, media_type: str, cfg: RoutingConfig) -> list[str]:
@@ -131,6 +136,14 @@ def route_row(row: SampleRow, cfg: RoutingConfig) -> list[str]:
     if audit_draw(str(row["sample_id"]), cfg.seed) < cfg.audit_fraction:
         reasons.append(f"audit: random {cfg.audit_fraction:.0%} quality sample")
     return reasons
+
+
+def awaiting_review(qc: QCRow | None) -> bool:
+    """Whether a row was routed to review (a reason with a routing code, audit included) and no reviewer
+    has judged it yet: such rows are held out of training unless `data.include_unreviewed`."""
+    qc = qc or {}
+    routed = any(reason_code(r) in REASON_CODES for r in qc.get("route_reasons") or [])
+    return routed and (qc.get("status") or "auto") == "auto"
 
 
 def route_rows(rows: list[SampleRow], cfg: RoutingConfig) -> dict[str, list[str]]:

@@ -12,7 +12,7 @@ and recognise each frame they are given by its pixels, so the protocols need no 
 """
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -65,23 +65,41 @@ def _digest(frame: np.ndarray) -> str:
 
 
 class OracleDetector:
-    """Detector: the visible ground-truth boxes of each frame's phrases, optionally noisy and with misses.
+    """Detector: the visible ground-truth boxes of each frame's phrases, optionally degraded.
 
-    Noise and misses are seeded per clip frame, so a frame always gets the same detections.
+    Degradations, each seeded per clip frame so a frame always gets the same detections: box `jitter`,
+    misses (`miss_rate`), false positives (`false_positive_rate`) and synonym labels (`synonyms`). Scores
+    carry meaning as a real detector's do: true boxes score around `score`, false positives lower.
     """
 
     model_id = "oracle"
 
     def __init__(self, frames: Sequence[np.ndarray] | np.ndarray, boxes: np.ndarray,
                  phrases: Sequence[str], *, score: float = 0.9, jitter: float = 0.0, miss_rate: float = 0.0,
+                 false_positive_rate: float = 0.0, false_positive_score: float = 0.45,
+                 score_spread: float = 0.0, synonyms: Mapping[str, Sequence[str]] | None = None,
                  seed: int = 0):
         """`jitter`: standard deviation of box noise as a fraction of the box size; `miss_rate`: fraction
-        of visible boxes not returned."""
+        of visible boxes not returned; `false_positive_rate`: false boxes per frame as a fraction of the
+        objects in the clip (0.1: one false box per ten objects), placed at random with an object-like
+        size, a random wanted label and a score drawn within `score_spread` of `false_positive_score`;
+        true scores are drawn within `score_spread` of `score`; `synonyms`: phrase -> other names, each
+        detection labelled with one of the object's names at random."""
         self.truth = _GroundTruth(frames, boxes)
         if self.truth.boxes.shape[1] != len(phrases):
             raise ValueError(f"got {len(phrases)} phrases for {self.truth.boxes.shape[1]} objects")
         self.phrases = [p.lower() for p in phrases]
         self.score, self.jitter, self.miss_rate, self.seed = score, jitter, miss_rate, seed
+        self.false_positive_rate, self.false_positive_score = false_positive_rate, false_positive_score
+        self.score_spread = score_spread
+        self.synonyms = {k.lower(): [v.lower() for v in vs] for k, vs in (synonyms or {}).items()}
+        sides = self.truth.boxes[..., 2:] - self.truth.boxes[..., :2]
+        self._typical_side = np.nan_to_num(np.nanmedian(sides.reshape(-1, 2), axis=0), nan=0.2) \
+            if np.isfinite(sides).any() else np.array([0.2, 0.2])
+
+    def names(self, phrase: str) -> list[str]:
+        """Every label the detector may give an object of `phrase`: the phrase and its synonyms."""
+        return [phrase, *self.synonyms.get(phrase, [])]
 
     def detect(self, frames: Sequence[np.ndarray], phrases: Sequence[str]) -> list[list[Detection]]:
         check_frames(frames)
@@ -93,11 +111,28 @@ class OracleDetector:
         boxes = self.truth.boxes[index]
         visible = ~np.isnan(boxes).any(axis=1)
         hit = rng.uniform(size=len(boxes)) >= self.miss_rate
-        keep = [n for n in range(len(boxes)) if visible[n] and hit[n] and self.phrases[n] in wanted]
         size = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, axis=1)
         noisy = boxes + rng.normal(0, self.jitter, boxes.shape) * size
-        return make_detections(clip_boxes(noisy[keep]), np.full(len(keep), self.score),
-                               [self.phrases[n] for n in keep])
+        labels = [[name for name in self.names(p) if name in wanted] for p in self.phrases]
+        # Drawn for every object whether kept or not, so one setting never shifts another's draws.
+        picks = rng.integers(0, 1 << 30, size=len(boxes))
+        scores = self.score - rng.uniform(0, self.score_spread, size=len(boxes))
+        keep = [n for n in range(len(boxes)) if visible[n] and hit[n] and labels[n]]
+        found = make_detections(clip_boxes(noisy[keep]), scores[keep],
+                                [labels[n][picks[n] % len(labels[n])] for n in keep])
+        return found + self._false_positives(np.random.default_rng([self.seed, index, 1]), len(boxes), wanted)
+
+    def _false_positives(self, rng: np.random.Generator, num_objects: int, wanted: list[str]) -> list[Detection]:
+        """Boxes on no object: object-sized, anywhere in the frame, with a wanted label and a lower score."""
+        count = rng.poisson(self.false_positive_rate * num_objects) if self.false_positive_rate else 0
+        if not count or not wanted:
+            return []
+        side = self._typical_side * rng.uniform(0.7, 1.3, size=(count, 2))
+        corner = rng.uniform(0, 1, size=(count, 2)) * np.clip(1 - side, 0, None)
+        boxes = np.concatenate([corner, corner + side], axis=1)
+        scores = self.false_positive_score + rng.uniform(-self.score_spread, self.score_spread, size=count)
+        labels = [wanted[i] for i in rng.integers(0, len(wanted), size=count)]
+        return make_detections(boxes, np.clip(scores, 0.01, 1.0), labels)
 
 
 class OracleTracker:

@@ -16,14 +16,14 @@ from instvl.train.retrieval import RerankMode
 
 
 class SourceConfig(BaseConfig):
-    """One more dataset mixed into training with `data.root` (UMT's MetaLoader idea: whole batches per source)."""
+    """One more dataset mixed into training with `data.root` (UMT's MetaLoader: whole batches per source)."""
 
     root: str
-    """A dataset root written by instvl (`format: shards`), or an annotation list file (`format: annotations`)."""
+    """A dataset root written by instvl (format 'shards') or an annotation list file ('annotations')."""
     format: Literal["shards", "annotations"] = "shards"
-    """'annotations': a JSON/JSONL/CSV list of media path or URL plus caption(s) (`instvl.train.annotations`)."""
+    """'annotations': a JSON/JSONL/CSV list of media (path or URL) and caption(s); see train.annotations."""
     media_root: str | None = None
-    """Folder that relative media paths of an annotation list are resolved against (default: the list's folder)."""
+    """Folder that relative media paths of an annotation list are resolved against (default: its folder)."""
     split: str | None = "train"
     """Only rows of this split (shards; None: every row). Annotation lists have no split."""
     ratio: float = Field(1.0, gt=0)
@@ -80,6 +80,9 @@ class DataConfig(BaseConfig):
     seed: int = 0
     include_rejected: bool = False
     """Train on rows whose qc.status is 'rejected' too (excluded by default)."""
+    include_unreviewed: bool = False
+    """Train on rows routed to review that no reviewer has judged yet too (held out by default;
+    `qa.routing.awaiting_review`)."""
     drop_last: bool = True
     on_decode_error: Literal["skip", "raise"] = "skip"
     decoder: Literal["pyav", "decord", "auto"] = "pyav"
@@ -154,6 +157,11 @@ class EvalSplitConfig(BaseConfig):
     """Dataset root to evaluate (None: data.root)."""
     split: str | None = "val"
     """Split to evaluate ('val', 'test'; None: every row)."""
+    annotations: str | None = None
+    """An annotation list (JSON/JSONL/CSV of media and captions, `instvl.train.annotations`): `instvl eval`
+    then measures zero-shot global retrieval on it (several captions per video) instead of the root."""
+    media_root: str | None = None
+    """Folder that the annotation list's relative media paths are resolved against (default: its folder)."""
     max_samples: int | None = None
     """Stop at the first batch boundary at or after this many samples (None: the whole split)."""
     max_instances: int = 64

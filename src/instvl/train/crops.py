@@ -5,15 +5,10 @@ Boxes are xyxy normalised to [0, 1]. The boxes at the sampled frames come from
 outside the track's span (where the frame is marked absent).
 """
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 from numpy.typing import ArrayLike
 
 from instvl.geometry import grow_box, to_pixels
-
-if TYPE_CHECKING:  # torch is imported where it is used, so this module loads without it
-    import torch
 
 
 def single_boxes(boxes: ArrayLike, num: int) -> tuple[np.ndarray, np.ndarray]:
@@ -35,17 +30,14 @@ def to_window(boxes: np.ndarray, window: tuple[float, float, float, float]) -> t
     return moved.astype(np.float32), visible
 
 
-def crop_clip(frames: "torch.Tensor", boxes: np.ndarray, size: int, pad: float) -> "torch.Tensor":
-    """One instance's crop clip (3, T, size, size) from frames (T, 3, H, W), one box per frame grown by
-    `pad` of its size on each side (pixels by `geometry.to_pixels`)."""
-    import torch
-    import torch.nn.functional as F
+def crop_clip(frames: np.ndarray, boxes: np.ndarray, size: int, pad: float) -> np.ndarray:
+    """One instance's crop clip (T, size, size, 3) uint8 from frames (T, H, W, 3), one box per frame grown
+    by `pad` of its size on each side (pixels by `geometry.to_pixels`), resized with OpenCV."""
+    from instvl.train.transforms import resize_uint8
 
-    height, width = frames.shape[-2:]
-    crops = []
+    height, width = frames.shape[1:3]
+    out = np.empty((len(boxes), size, size, 3), dtype=np.uint8)
     for t, box in enumerate(boxes):
         x0, y0, x1, y1 = to_pixels(grow_box(box, pad), width, height)
-        patch = frames[t:t + 1, :, y0:y1, x0:x1]
-        crops.append(F.interpolate(patch, size=(size, size), mode="bilinear", antialias=True,
-                                   align_corners=False))
-    return torch.cat(crops).transpose(0, 1)
+        out[t] = resize_uint8(np.ascontiguousarray(frames[t, y0:y1, x0:x1]), size, size)
+    return out

@@ -225,12 +225,22 @@ def full_optimizer_state(model: Any, optimizer: Any, info: DistInfo) -> dict[str
                                     options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
+def key_mismatch(model: Any, state: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(missing, unexpected) keys of a full state dict against the model (FSDP2 keeps the plain names).
+
+    Checked before `load_full_states`, which cannot tell: it fills keys a full state lacks with the
+    model's current values.
+    """
+    expected = set(unwrap(model).state_dict())
+    return sorted(expected - set(state)), sorted(set(state) - expected)
+
+
 def load_full_states(model: Any, optimizer: Any, model_state: dict[str, Any], optim_state: dict[str, Any],
-                     info: DistInfo) -> tuple[list[str], list[str]]:
+                     info: DistInfo) -> None:
     """Load unsharded model and optimizer states into a sharded (FSDP) model and its optimizer.
 
-    Returns the (missing, unexpected) model keys, for the caller to judge (`checkpoint.check_fit`):
-    the load itself is lenient only so that a state without the frozen teacher can be loaded.
+    Lenient about keys (a state without the frozen teacher keeps the model's own teacher), so check
+    them first with `key_mismatch`.
     """
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
@@ -239,9 +249,8 @@ def load_full_states(model: Any, optimizer: Any, model_state: dict[str, Any], op
     )
 
     options = StateDictOptions(full_state_dict=True, strict=False)
-    missing, unexpected = set_model_state_dict(model, model_state, options=options)
+    set_model_state_dict(model, model_state, options=options)
     set_optimizer_state_dict(model, optimizer, optim_state, options=options)
-    return list(missing), list(unexpected)
 
 
 @contextmanager

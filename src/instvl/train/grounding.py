@@ -17,7 +17,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import nn
@@ -197,6 +197,14 @@ class GroundingConfig(BaseConfig):
     """Instances per step when the encoders are frozen (their features are cached)."""
     max_cached_instances: int = 4096
     """With frozen encoders, train on at most this many instances' features, computed once."""
+    cache_mb: float = 4096.0
+    """With frozen encoders, the memory the cached scene tokens may take; caching stops before it would be
+    exceeded. They are kept once per sample, shared by its instances: ViT-B/16, 16 frames at 224 px, bf16
+    is 16 x 196 x 768 x 2 B = 4.8 MB a sample (the former per-instance fp32 cache: 9.6 MB an instance)."""
+    cache_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    """Storage type of the cached scene tokens (the head computes in float32)."""
+    cache_device: Literal["cpu", "model"] = "cpu"
+    """Where the cache lives: host memory (minibatches are moved over) or the model's device."""
     seed: int = 0
 
     def build(self, text_dim: int, token_dim: int) -> GroundingHead:
@@ -249,25 +257,84 @@ Inputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 """(caption embeddings, scene tokens, true boxes xyxy, present) of a set of instances."""
 
 
+@dataclass
+class FeatureCache:
+    """Frozen-encoder inputs of the head, computed once: per instance its caption embedding, boxes,
+    presence and scene row; per sample (shared by its instances) its scene tokens, in `cfg.cache_dtype`
+    on `cfg.cache_device`, within `cfg.cache_mb`."""
+
+    text: torch.Tensor
+    boxes: torch.Tensor
+    present: torch.Tensor
+    scene_of: torch.Tensor
+    scenes: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.text.shape[0])
+
+    @property
+    def scene_bytes(self) -> int:
+        return self.scenes.numel() * self.scenes.element_size()
+
+    def minibatch(self, index: torch.Tensor, device: torch.device) -> Inputs:
+        """Instances `index` with their scene tokens expanded per instance, as float32 on `device`."""
+        index = index.to(self.text.device)
+        rows, inverse = torch.unique(self.scene_of[index], return_inverse=True)
+        scenes = self.scenes[rows.to(self.scenes.device)].to(device, torch.float32)
+        return (self.text[index].to(device), scenes[inverse.to(device)], self.boxes[index].to(device),
+                self.present[index].to(device))
+
+
+def cache_features(model: Backbone, batches: Iterable[Batch], cfg: GroundingConfig,
+                   to_device: Callable[[Batch], Batch]) -> FeatureCache:
+    """Embed instances of `batches` once, up to `max_cached_instances` and `cache_mb` of scene tokens."""
+    dtype = getattr(torch, cfg.cache_dtype)
+    budget = int(cfg.cache_mb * 2**20)
+    names = ("text", "boxes", "present", "scene_of", "scenes")
+    columns: dict[str, list[torch.Tensor]] = {k: [] for k in names}
+    instances = used = samples = 0
+    full = False
+    for raw in batches:  # one pass over a finite loader, or up to the limits of an endless one
+        batch = to_device(raw)
+        index = batch["inst_sample_index"]
+        if not index.numel():
+            continue
+        with torch.no_grad():
+            text = model.encode_text(batch["inst_text_ids"], batch["inst_text_mask"])
+            scene = model.scene_tokens(batch["video"])
+        store = torch.device("cpu") if cfg.cache_device == "cpu" else scene.device
+        for row in index.unique().tolist():
+            size = scene[row].numel() * dtype.itemsize
+            mine = (index == row).nonzero().flatten()
+            if used + size > budget or instances >= cfg.max_cached_instances:
+                full = True
+                break
+            columns["scenes"].append(scene[row][None].to(store, dtype))
+            columns["text"].append(text[mine].float().to(store))
+            columns["boxes"].append(batch["inst_boxes"][mine].to(store))
+            columns["present"].append(batch["inst_present"][mine].to(store))
+            columns["scene_of"].append(torch.full((len(mine),), samples, dtype=torch.long, device=store))
+            used, instances, samples = used + size, instances + len(mine), samples + 1
+        if full:
+            break
+    if not samples:
+        raise ValueError("the grounding train split has no instances" if not full else
+                         f"grounding.cache_mb={cfg.cache_mb} cannot hold the scene tokens of one sample")
+    if full:
+        log.info("grounding cache full: %d instances of %d samples, %.0f MB of scene tokens", instances,
+                 samples, used / 2**20)
+    return FeatureCache(*(torch.cat(columns[k]) for k in names))
+
+
 def _cached_inputs(model: Backbone, batches: Iterable[Batch], cfg: GroundingConfig,
                    to_device: Callable[[Batch], Batch]) -> Iterator[Inputs]:
-    """Frozen encoders: embed up to `max_cached_instances` once, then deal shuffled minibatches of them."""
-    parts, count = [], 0
-    for raw in batches:  # one pass over a finite loader, or up to the limit of an endless one
-        batch = to_device(raw)
-        if batch["inst_sample_index"].numel():
-            inputs = instance_inputs(model, batch, with_grad=False)
-            parts.append((*inputs, batch["inst_boxes"], batch["inst_present"]))
-            count += len(parts[-1][0])
-        if count >= cfg.max_cached_instances:
-            break
-    if not parts:
-        raise ValueError("the grounding train split has no instances")
-    cached = [torch.cat(column) for column in zip(*parts, strict=True)]
+    """Frozen encoders: embed once (`cache_features`), then deal shuffled minibatches of the cache."""
+    cache = cache_features(model, batches, cfg, to_device)
+    device = next(iter(model.parameters())).device
     generator = torch.Generator().manual_seed(cfg.seed)
     while True:
-        for index in torch.randperm(len(cached[0]), generator=generator).split(cfg.batch_size):
-            yield tuple(column[index.to(column.device)] for column in cached)  # type: ignore[misc]
+        for index in torch.randperm(len(cache), generator=generator).split(cfg.batch_size):
+            yield cache.minibatch(index, device)
 
 
 def _streamed_inputs(model: Backbone, batches: Iterable[Batch],

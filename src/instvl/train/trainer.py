@@ -105,9 +105,9 @@ class Trainer:
         """
         state = ckpt.load_checkpoint(path)
         if self.info.strategy == "fsdp":
-            missing, unexpected = dist_utils.load_full_states(self.model, self.optimizer, state["model"],
-                                                              state["optimizer"], self.info)
-            ckpt.check_fit(self.module, missing, unexpected, path)
+            ckpt.check_fit(self.module, *dist_utils.key_mismatch(self.model, state["model"]), path)
+            dist_utils.load_full_states(self.model, self.optimizer, state["model"], state["optimizer"],
+                                        self.info)
         else:
             ckpt.load_model_state(self.module, state["model"], path)
             self.optimizer.load_state_dict(state["optimizer"])
@@ -122,16 +122,14 @@ class Trainer:
             ckpt.set_rng_state(own["rng"])
             log.info("resumed from %s at step %d", path, self.step)
             return
-        epoch = 1 + max((int(e) for r in ranks for e, _ in r["data"]["workers"].values()), default=-1)
-        readers = range(max(1, self.dataset.cfg.workers))
-        restart = {"batches": 0, "workers": {str(w): [epoch, 0] for w in readers}}
-        self.data_state.load_state_dict(restart)
-        self.dataset.load_state_dict(restart)
+        restart = max((_data_state(r["data"]).next_epoch() for r in ranks), key=lambda d: d.start_epoch)
+        self.data_state.load_state_dict(restart.state_dict())
+        self.dataset.load_state_dict(restart.state_dict())
         dist_utils.seed_everything(self.run_cfg.seed + self.step, self.info.rank)
         log.warning("%s was saved by %d ranks x %s data workers and is resumed by %d x %d: model, optimizer "
                     "and schedule carry over at step %d, the data stream restarts at epoch %d", path,
                     len(ranks), workers if workers is not None else "?", self.info.world_size,
-                    self.dataset.cfg.workers, self.step, epoch)
+                    self.dataset.cfg.workers, self.step, restart.start_epoch)
 
     def save(self) -> Path | None:
         """Write a checkpoint of the current step (collective: every rank must call it)."""
@@ -265,6 +263,12 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return float(norm), lr
+
+
+def _data_state(saved: dict[str, Any]) -> DataState:
+    state = DataState()
+    state.load_state_dict(saved)
+    return state
 
 
 def _saved_workers(state: dict[str, Any]) -> int | None:

@@ -1,5 +1,10 @@
 """Per-sample transforms of the training data: decode media, pick frames, resize, normalise, pick sentences.
 
+The hot path works on uint8 frames until the very end: frames are shrunk while decoding (short side
+`data.decode_short_side`, by default the model size), the scene is cut and resized from that reduced
+frame with OpenCV, and so are the instance crops; only the final model-size pixels are normalised to
+float. An image is a 1-frame clip (T = 1) with 1-frame crops, not a repeated clip.
+
 Everything random here takes an explicit `numpy.random.Generator`, derived from (seed, epoch, sample id)
 by `sample_rng`, so a sample looks the same whichever rank or worker reads it and a resumed run sees
 the same augmentations as an uninterrupted one.
@@ -7,13 +12,15 @@ the same augmentations as an uninterrupted one.
 
 import hashlib
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from instvl.datasets.schema import InstanceRow, SampleRow
+from instvl.deps import require
 from instvl.media.decode import DecoderName, decode_frames, media_of
-from instvl.media.fetch import MediaError
+from instvl.media.fetch import Media, MediaError, fetch_media
 
 if TYPE_CHECKING:  # torch is imported where it is used, so this module loads without it
     import torch
@@ -50,7 +57,7 @@ def frame_indices(total: int, num: int, rng: np.random.Generator | None) -> np.n
     return np.clip(picked, 0, max(total - 1, 0))
 
 
-def resize_geometry(height: int, width: int, mode: str) -> tuple[float, float, float, float]:
+def resize_geometry(height: int, width: int, mode: str) -> "Window":
     """The crop window (x0, y0, x1, y1), normalised to the frame, that `resize_frames` keeps."""
     if mode == "squash":
         return 0.0, 0.0, 1.0, 1.0
@@ -59,24 +66,41 @@ def resize_geometry(height: int, width: int, mode: str) -> tuple[float, float, f
     return x0, y0, 1 - x0, 1 - y0
 
 
-def resize_frames(frames: "torch.Tensor", size: int, mode: str) -> "torch.Tensor":
-    """(T, 3, H, W) float frames -> (T, 3, size, size): centre square crop then resize, or squash."""
-    import torch.nn.functional as F
+Window = tuple[float, float, float, float]
+"""A crop window (x0, y0, x1, y1) normalised to the frame."""
 
-    height, width = frames.shape[-2:]
-    x0, y0, x1, y1 = resize_geometry(height, width, mode)
+
+def window_pixels(height: int, width: int, window: Window) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) pixel bounds of a normalised crop window of an H x W frame."""
+    x0, y0, x1, y1 = window
     top, left = round(y0 * height), round(x0 * width)
-    bottom, right = top + round((y1 - y0) * height), left + round((x1 - x0) * width)
-    window = frames[..., top:bottom, left:right]
-    return F.interpolate(window, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return top, left, top + round((y1 - y0) * height), left + round((x1 - x0) * width)
 
 
-def normalise(frames: "torch.Tensor", kind: str) -> "torch.Tensor":
-    """Subtract the mean and divide by the std of `kind` ('imagenet' or 'clip') along the channel axis."""
+def resize_uint8(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """One (h, w, 3) uint8 picture resized with OpenCV: area averaging to shrink, bilinear to enlarge."""
+    if image.shape[1] == width and image.shape[0] == height:
+        return image
+    cv2 = require("cv2", "video")
+    shrink = width < image.shape[1] and height < image.shape[0]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def resize_frames(frames: np.ndarray, size: int, mode: str) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames -> (T, size, size, 3) uint8: centre square crop then resize, or squash."""
+    height, width = frames.shape[1], frames.shape[2]
+    top, left, bottom, right = window_pixels(height, width, resize_geometry(height, width, mode))
+    return np.stack([resize_uint8(np.ascontiguousarray(f[top:bottom, left:right]), size, size)
+                     for f in frames])
+
+
+def normalise(frames: np.ndarray, kind: str) -> "torch.Tensor":
+    """(T, h, w, 3) uint8 frames -> (3, T, h, w) float32, minus the mean and over the std of `kind`."""
     import torch
 
-    mean, std = (torch.tensor(v, dtype=frames.dtype).view(3, 1, 1) for v in MEANS_STDS[kind])
-    return (frames - mean) / std
+    mean, std = (np.asarray(v, dtype=np.float32) for v in MEANS_STDS[kind])
+    scaled = frames.astype(np.float32) * (1.0 / (255.0 * std)) - mean / std  # one pass, channels last
+    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(3, 0, 1, 2)))
 
 
 def clean_text(text: str) -> str:
@@ -103,33 +127,70 @@ def pick_sentence(text: str, seed: int, epoch: int, key: str) -> str:
     return sentences[int(order[epoch % len(sentences)])]
 
 
-def load_frames(row: SampleRow, num: int, rng: np.random.Generator | None,
-                decoder: DecoderName = "pyav") -> tuple[np.ndarray, np.ndarray]:
-    """(num, H, W, 3) uint8 frames of a row and the clip frame indices they were taken at.
-
-    An image becomes a clip of `num` identical frames (frame index 0), so images and videos share
-    one model path. Indices past the last decodable frame repeat the last frame, so a clip whose
-    metadata promises more frames than it holds still gives a full sample. `decoder="auto"` or
-    "decord" decodes in a crash-isolated worker process; raises MediaError.
-    """
-    media = media_of(row)
+def row_media(row: SampleRow) -> tuple[Media, str]:
+    """A row's media (embedded bytes, a local file, or the bytes behind a URL) and the uri to name it by."""
     source = row.get("source")
     uri = str((source and source.get("uri")) or row.get("sample_id"))
+    media = media_of(row)
+    if media is None and "://" in uri and not uri.startswith("file://"):
+        media = fetch_media(uri)
     if media is None:
         raise MediaError(uri, "row has no media bytes and its source is not a local file", stage="decode")
+    return media, uri
+
+
+def video_length(row: SampleRow, media: Media, uri: str) -> int:
+    """Frames of a video row: its num_frames, or probed when the row does not say (annotation lists)."""
+    if row.get("num_frames"):
+        return int(row["num_frames"])
+    from instvl.media.probe import probe_video
+
+    return probe_video(media, uri).num_frames
+
+
+def load_frames(row: SampleRow, num: int, rng: np.random.Generator | None, decoder: DecoderName = "pyav",
+                short_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(T, H, W, 3) uint8 frames of a row and the clip frame indices they were taken at.
+
+    A video gives T = `num` frames; an image gives T = 1 (frame index 0). Frames are shrunk while
+    decoding so that their short side is at most `short_side`. Indices past the last decodable frame
+    repeat the last frame, so a clip whose metadata promises more frames than it holds still gives a
+    full sample. `decoder="auto"` or "decord" decodes in a crash-isolated worker process; raises MediaError.
+    """
+    media, uri = row_media(row)
     if row.get("media_type") == "image":
-        sampled = np.zeros(num, dtype=np.int64)
+        sampled = np.zeros(1, dtype=np.int64)
     else:
-        sampled = frame_indices(int(row.get("num_frames") or 1), num, rng)
-    return decode_frames(media, uri, sampled, decoder=decoder, on_missing="repeat").frames, sampled
+        sampled = frame_indices(video_length(row, media, uri), num, rng)
+    decoded = decode_frames(media, uri, sampled, decoder=decoder, max_short_side=short_side,
+                            on_missing="repeat")
+    return decoded.frames, sampled
 
 
-def caption_text(text: str | None, cfg: "DataConfig", epoch: int, key: str, train: bool) -> str:
-    """The caption a sample trains on this epoch: one cycled sentence (training) or all of it, cleaned."""
-    text = text or ""
+def crop_positions(num_frames: int, crop_frames: int | None) -> np.ndarray:
+    """Which of a sample's `num_frames` frames its crop clips use: `crop_frames` of them, evenly spread."""
+    if crop_frames is None or crop_frames >= num_frames:
+        return np.arange(num_frames)
+    return np.round(np.linspace(0, num_frames - 1, crop_frames)).astype(np.int64)
+
+
+def pick_caption(captions: Sequence[str], seed: int, epoch: int, key: str) -> str:
+    """One of several captions of a sample for this epoch, cycling through all of them (as sentences do)."""
+    if len(captions) == 1:
+        return captions[0]
+    order = np.random.default_rng([seed, stable_hash(key), 1]).permutation(len(captions))
+    return captions[int(order[epoch % len(captions)])]
+
+
+def caption_text(text: str | Sequence[str] | None, cfg: "DataConfig", epoch: int, key: str,
+                 train: bool) -> str:
+    """The caption a sample trains on this epoch, cleaned: of several captions one per epoch (training) or
+    the first; of that, one cycled sentence (training, `caption_sampling: sentence`) or all of it."""
+    captions = [text or ""] if text is None or isinstance(text, str) else list(text) or [""]
+    chosen = pick_caption(captions, cfg.seed, epoch, key) if train else captions[0]
     if train and cfg.caption_sampling == "sentence":
-        text = pick_sentence(text, cfg.seed, epoch, key)
-    return clean_text(text)
+        chosen = pick_sentence(chosen, cfg.seed, epoch, key)
+    return clean_text(chosen)
 
 
 def choose_instances(instances: list[InstanceRow] | None, limit: int,
@@ -144,10 +205,11 @@ def choose_instances(instances: list[InstanceRow] | None, limit: int,
     return [usable[i] for i in sorted(rng.choice(len(usable), limit, replace=False))]
 
 
-def prepare_instance(inst: InstanceRow, pixels: "torch.Tensor", sampled: np.ndarray,
-                     window: tuple[float, float, float, float], cfg: "DataConfig", epoch: int, key: str,
+def prepare_instance(inst: InstanceRow, frames: np.ndarray, sampled: np.ndarray, crop_at: np.ndarray,
+                     window: Window, cfg: "DataConfig", epoch: int, key: str,
                      train: bool) -> dict[str, Any]:
-    """Crop clip (3, T, c, c), boxes (T, 4) in model-input coordinates, presence mask and caption."""
+    """Crop clip (3, Tc, c, c) at the `crop_at` frames, boxes (T, 4) in model-input coordinates and the
+    presence mask at every sampled frame, and the caption."""
     import torch
 
     from instvl.geometry import boxes_at
@@ -159,24 +221,29 @@ def prepare_instance(inst: InstanceRow, pixels: "torch.Tensor", sampled: np.ndar
     else:
         boxes, present = boxes_at(traj["frame_index"], traj["box"], sampled, mode="interpolate")
     in_window, visible = crops.to_window(boxes, window)
+    clip = crops.crop_clip(frames[crop_at], boxes[crop_at], cfg.crop_size, cfg.crop_pad)
     return {"instance_id": int(inst["instance_id"]),
             "caption": caption_text(inst.get("caption"), cfg, epoch, f"{key}/{inst['instance_id']}", train),
-            "crop": crops.crop_clip(pixels, boxes, cfg.crop_size, cfg.crop_pad),
+            "crop": normalise(clip, cfg.normalize),
             "boxes": torch.from_numpy(in_window), "present": torch.from_numpy(present & visible)}
 
 
 def prepare_sample(row: SampleRow, cfg: "DataConfig", epoch: int, train: bool) -> dict[str, Any]:
-    """One row -> {'sample_id', 'video' (3, T, S, S), 'global_caption', 'instances': [...]}."""
-    import torch
+    """One row -> {'sample_id', 'media_type', 'video' (3, T, S, S), 'global_caption', 'instances': [...]}.
 
+    T is `cfg.num_frames` for a video and 1 for an image; crops have `cfg.crop_frames` frames (1 for an
+    image). Rows of annotation lists may carry several captions (`captions`) instead of one.
+    """
     sample_id = row["sample_id"]
     rng = sample_rng(cfg.seed, epoch, sample_id) if train else None
-    frames, sampled = load_frames(row, cfg.num_frames, rng, cfg.decoder)
-    # Normalising first is exact (resizing is a convex combination of pixels) and serves video and crops.
-    pixels = normalise(torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255), cfg.normalize)
-    window = resize_geometry(pixels.shape[-2], pixels.shape[-1], cfg.resize)
-    instances = [prepare_instance(inst, pixels, sampled, window, cfg, epoch, sample_id, train)
+    frames, sampled = load_frames(row, cfg.num_frames, rng, cfg.decoder, cfg.short_side)
+    window = resize_geometry(frames.shape[1], frames.shape[2], cfg.resize)
+    crop_at = crop_positions(len(sampled), cfg.crop_frames)
+    instances = [prepare_instance(inst, frames, sampled, crop_at, window, cfg, epoch, sample_id, train)
                  for inst in choose_instances(row.get("instances"), cfg.max_instances, rng)]
-    return {"sample_id": sample_id, "video": resize_frames(pixels, cfg.img_size, cfg.resize).transpose(0, 1),
-            "global_caption": caption_text(row.get("global_caption"), cfg, epoch, sample_id, train),
+    captions: Any = row.get("captions") or row.get("global_caption")
+    return {"sample_id": sample_id, "media_type": "image" if len(sampled) == 1 and
+            row.get("media_type") == "image" else "video",
+            "video": normalise(resize_frames(frames, cfg.img_size, cfg.resize), cfg.normalize),
+            "global_caption": caption_text(captions, cfg, epoch, sample_id, train),
             "instances": instances}

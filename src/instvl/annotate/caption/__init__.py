@@ -1,6 +1,6 @@
 """VLM captioning: global captions, instance captions from box prompts, and salient entities.
 
-`CaptionerConfig` picks a backend by `kind` (vllm | openai | hf | fake); `cfg.build()` returns a
+`CaptionerConfig` picks a backend by `kind` (vllm | openai | hf | pixels | fake); `cfg.build()` returns a
 `Captioner` whose `caption(requests)` gives one cleaned text per request:
 
     >>> from pydantic import TypeAdapter
@@ -26,19 +26,22 @@ from instvl.annotate.caption.cleaning import CleaningConfig, caption_problems, c
 from instvl.annotate.caption.fake import FakeCaptioner
 from instvl.annotate.caption.hf import HFCaptioner
 from instvl.annotate.caption.openai import OpenAICaptioner
+from instvl.annotate.caption.pixels import PixelCaptioner
 from instvl.annotate.caption.prompting import PromptConfig, load_template, render_prompt
 from instvl.annotate.caption.request import CaptionRequest, InstanceInfo, RequestKind, VisualPromptConfig
 from instvl.annotate.caption.visual_prompt import draw_boxes, render_request
 from instvl.annotate.caption.vllm import VLLMCaptioner
 
 CaptionerConfig = Annotated[
-    VLLMCaptioner.Config | OpenAICaptioner.Config | HFCaptioner.Config | FakeCaptioner.Config,
+    VLLMCaptioner.Config | OpenAICaptioner.Config | HFCaptioner.Config | PixelCaptioner.Config
+    | FakeCaptioner.Config,
     Field(discriminator="kind"),
 ]
 
 __all__ = [
     "BatchCaptioner", "CaptionError", "CaptionRequest", "Captioner", "CaptionerConfig", "CaptionerSettings",
-    "CleaningConfig", "FakeCaptioner", "HFCaptioner", "InstanceInfo", "OpenAICaptioner", "PromptConfig",
+    "CleaningConfig", "FakeCaptioner", "HFCaptioner", "InstanceInfo", "OpenAICaptioner", "PixelCaptioner",
+    "PromptConfig",
     "RequestKind", "VLLMCaptioner", "VisualPromptConfig", "caption_problems", "clean_caption", "draw_boxes",
     "load_template", "make_request", "parse_entities", "render_prompt", "render_request", "request_key",
 ]

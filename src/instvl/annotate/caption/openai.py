@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import random
+import re
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +27,9 @@ from instvl.annotate.caption.visual_prompt import to_data_url
 log = logging.getLogger(__name__)
 _RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 _TRANSIENT = (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException)
+# vLLM: "At most 2 image(s) may be provided in one prompt."; other servers word their limits alike.
+_IMAGE_LIMIT = re.compile(r"image.*(at most|limit|too many|exceed)|(at most|limit|too many|exceed).*image",
+                          re.IGNORECASE)
 
 
 class _RetryableError(Exception):
@@ -37,8 +41,8 @@ class _RetryableError(Exception):
 def chat_messages(request: CaptionRequest, images: list[Image.Image], system_prompt: str | None = None,
                   image_format: Literal["jpeg", "png"] = "jpeg", quality: int = 90) -> list[dict[str, Any]]:
     """OpenAI chat messages for one request: the images as data URLs, then the prompt text."""
-    content: list[dict[str, Any]] = [
-        {"type": "image_url", "image_url": {"url": to_data_url(image, image_format, quality)}} for image in images]
+    urls = [to_data_url(image, image_format, quality) for image in images]
+    content: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": url}} for url in urls]
     content.append({"type": "text", "text": request.prompt})
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     return [*messages, {"role": "user", "content": content}]
@@ -47,7 +51,8 @@ def chat_messages(request: CaptionRequest, images: list[Image.Image], system_pro
 class OpenAICaptioner(BatchCaptioner):
     """Chat-completions client; one HTTP call per request, `concurrency` calls in flight."""
 
-    generation_fields = ("max_tokens", "temperature", "top_p", "seed", "system_prompt", "image_format", "image_quality")
+    generation_fields = ("max_tokens", "temperature", "top_p", "seed", "system_prompt", "image_format",
+                         "image_quality")
 
     class Config(CaptionerSettings):
         kind: Literal["openai"] = "openai"
@@ -91,9 +96,9 @@ class OpenAICaptioner(BatchCaptioner):
 
     def request_body(self, request: CaptionRequest, images: list[Image.Image]) -> dict[str, Any]:
         cfg = self.cfg
-        body: dict[str, Any] = {
-            "model": cfg.model, "max_tokens": cfg.max_tokens, "temperature": cfg.temperature, "top_p": cfg.top_p,
-            "messages": chat_messages(request, images, cfg.system_prompt, cfg.image_format, cfg.image_quality)}
+        messages = chat_messages(request, images, cfg.system_prompt, cfg.image_format, cfg.image_quality)
+        body: dict[str, Any] = {"model": cfg.model, "max_tokens": cfg.max_tokens,
+                                "temperature": cfg.temperature, "top_p": cfg.top_p, "messages": messages}
         if cfg.seed is not None:
             body["seed"] = cfg.seed
         return body
@@ -117,7 +122,8 @@ class OpenAICaptioner(BatchCaptioner):
                 if attempt == attempts:
                     raise CaptionError(f"{self.url}: giving up after {attempts} attempts: {err}") from err
                 delay = self._backoff(attempt, err.retry_after)
-                log.warning("%s: %s (attempt %d/%d), retrying in %.2fs", self.url, err, attempt, attempts, delay)
+                log.warning("%s: %s (attempt %d/%d), retrying in %.2fs", self.url, err, attempt, attempts,
+                            delay)
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -141,9 +147,12 @@ class OpenAICaptioner(BatchCaptioner):
             with urllib.request.urlopen(request, timeout=self.cfg.timeout_s) as response:
                 payload = response.read()
         except urllib.error.HTTPError as err:
-            detail = err.read()[:300].decode("utf-8", "replace")
             if err.code in _RETRY_STATUS:
                 raise _RetryableError(f"HTTP {err.code}", _retry_after(err.headers)) from None
+            detail = _error_detail(err.read())
+            if err.code == 400 and _IMAGE_LIMIT.search(detail):
+                detail += (f" (this request has {_image_count(body)} images: set prompts.visual.max_images "
+                           "to at most the server's per-prompt image limit, vLLM's --limit-mm-per-prompt)")
             raise CaptionError(f"{self.url}: HTTP {err.code}: {detail}") from None
         except _TRANSIENT as err:
             reason = getattr(err, "reason", err)
@@ -161,6 +170,25 @@ class OpenAICaptioner(BatchCaptioner):
         if isinstance(content, list):  # some servers return content parts
             content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
         return str(content)
+
+
+def _error_detail(payload: bytes) -> str:
+    """The message of an error response: OpenAI's {"error": {"message"}}, vLLM's older {"message"}, or
+    the start of the raw body."""
+    try:
+        error = json.loads(payload)
+        error = error.get("error", error) if isinstance(error, dict) else error
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"][:500]
+    except ValueError:
+        pass
+    return payload[:300].decode("utf-8", "replace")
+
+
+def _image_count(body: dict[str, Any]) -> int:
+    return sum(isinstance(part, dict) and part.get("type") == "image_url"
+               for message in body.get("messages", []) if isinstance(message.get("content"), list)
+               for part in message["content"])
 
 
 def _retry_after(headers: Any) -> float | None:

@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 class VLLMCaptioner(BatchCaptioner):
     """A vLLM `LLM` engine held for the captioner's lifetime."""
 
-    generation_fields = ("dtype", "max_tokens", "temperature", "top_p", "repetition_penalty", "seed", "system_prompt",
-                         "image_format", "mm_processor_kwargs")
+    generation_fields = ("dtype", "max_tokens", "temperature", "top_p", "repetition_penalty", "seed",
+                         "system_prompt", "image_format", "mm_processor_kwargs")
 
     class Config(CaptionerSettings):
         kind: Literal["vllm"] = "vllm"

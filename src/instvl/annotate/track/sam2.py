@@ -15,6 +15,7 @@ import numpy as np
 
 from instvl.annotate.track.base import mask_to_box, start_tracking
 from instvl.annotate.tracks import TrackedFrame, TrackedObject, TrackSeed
+from instvl.annotate.weights import WeightsError
 from instvl.config import BaseConfig
 from instvl.deps import require
 
@@ -31,7 +32,8 @@ class SAM2Tracker:
         config_file: str = "configs/sam2.1/sam2.1_hiera_t.yaml"
         """Config name inside the sam2 package (e.g. configs/sam2.1/sam2.1_hiera_l.yaml)."""
         checkpoint: Path | None = None
-        """Checkpoint file (.pt); None builds randomly initialised weights (for tests only)."""
+        """Checkpoint file (.pt), e.g. sam2.1_hiera_large.pt; None builds random weights, which the
+        annotate config allows only with `random_init: true` (tests)."""
         keep_masks: bool = True
         device: str = "cpu"
         jpeg_quality: int = 95
@@ -45,7 +47,9 @@ class SAM2Tracker:
         self._torch = require("torch", EXTRA)
         build_sam = require("sam2.build_sam", EXTRA)
         if config.checkpoint is not None and not Path(config.checkpoint).is_file():
-            raise FileNotFoundError(f"SAM2 checkpoint {str(config.checkpoint)!r} does not exist")
+            raise WeightsError(f"tracker (sam2): checkpoint {str(config.checkpoint)!r} does not exist; "
+                               "download it (see the sam2 README) and pass "
+                               "--set tracker.checkpoint=/path/to/it.pt")
         ckpt = str(config.checkpoint) if config.checkpoint else None
         self.predictor = build_sam.build_sam2_video_predictor(config.config_file, ckpt_path=ckpt,
                                                               device=config.device)

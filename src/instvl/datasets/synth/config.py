@@ -12,6 +12,9 @@ Span = int | tuple[int, int]
 """A fixed value or an inclusive (low, high) range sampled per sample."""
 
 
+LATER_SETTINGS = ("same_colour_confusers", "entering_fraction", "speed_scale")
+
+
 def span(value: Span) -> tuple[int, int]:
     """(low, high) of a fixed value or a range."""
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
@@ -84,8 +87,10 @@ class SynthConfig(BaseConfig):
         return self
 
     def dataset_config(self) -> dict:
-        """The resolved config without `output`: where a dataset lives is not part of what it is."""
-        return self.model_dump(mode="json", exclude={"output"})
+        """The resolved config without `output`: where a dataset lives is not part of what it is. The
+        difficulty settings added later appear only when set, so older datasets keep their hash."""
+        unset = {name for name in LATER_SETTINGS if getattr(self, name) == type(self).model_fields[name].default}
+        return self.model_dump(mode="json", exclude={"output", *unset})
 
     def dataset_hash(self) -> str:
         """Hash of `dataset_config()`, the same one the shard writer records for it."""

@@ -18,6 +18,9 @@ class InstanceConfig(BaseConfig):
     heads: int | None = None
     """Attention heads; defaults to the student's."""
     mlp_ratio: float = 4.0
+    crop_mask_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    """Fraction of each crop frame's tokens that the student does not see in training (random masking,
+    like the scene's; 0: unmasked crops, as the paper describes). Evaluation always sees every token."""
 
 
 class CrossBlock(nn.Module):
@@ -73,6 +76,7 @@ def check_sample_index(sample_index: Tensor, num_instances: int, batch: int) -> 
     if sample_index.shape != (num_instances,):
         raise ValueError(f"inst_sample_index has shape {tuple(sample_index.shape)}, "
                          f"expected ({num_instances},)")
-    if num_instances and (int(sample_index.min()) < 0 or int(sample_index.max()) >= batch):
+    if num_instances and not sample_index.is_meta and (int(sample_index.min()) < 0
+                                                       or int(sample_index.max()) >= batch):
         raise ValueError(f"inst_sample_index values must lie in [0, {batch}), got "
                          f"[{int(sample_index.min())}, {int(sample_index.max())}]")

@@ -2,10 +2,12 @@
 and `InstAPConfig`, the typed description of one (student, teacher, text tower, masking, losses).
 
 Training (`forward`): the teacher sees the full clip and ranks its tokens; the student sees only the
-visible ones. Its last layers are aligned with the teacher (L_rec); the mean of its visible tokens is
-the clip embedding for the global InfoNCE (L_glob); each instance crop clip is encoded (unmasked) by the
-same student, its tokens cross-attend to the visible scene tokens of their sample, and the pooled
-result, projected by the shared W_v, meets the instance captions in the instance InfoNCE (L_inst).
+visible ones (ratio `masking.ratio` for videos, `masking.image_ratio` for images, which are 1-frame
+clips; a batch holds one kind). Its last layers are aligned with the teacher (L_rec); the mean of its
+visible tokens is the clip embedding for the global InfoNCE (L_glob); each instance crop clip
+(`data.crop_frames` frames, unmasked unless `instance.crop_mask_ratio` > 0) is encoded by the same
+student, its tokens cross-attend to the visible scene tokens of their sample, and the pooled result,
+projected by the shared W_v, meets the instance captions in the instance InfoNCE (L_inst).
 Evaluation (`encode_*`) uses the full, unmasked token set.
 
 The config defaults are the CPU-sized `tiny` model: 64x64 clips of 4 frames in tubelets of 2 and
@@ -140,11 +142,13 @@ class InstAP(nn.Module):
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         """Losses of one batch (see the batch contract in `instvl.train.data`)."""
         _check_batch(batch, self.cfg.loss.inst_loss)
-        video = batch["video"]
+        image = batch["video"].shape[2] == 1  # a batch holds only images or only videos
+        video = self.student.as_clip(batch["video"])
         grid_t, grid_h, grid_w = self.student.grid(video)
         num_layers = self.cfg.loss.align_layers
         targets = self.teacher(video, num_layers, (grid_h, grid_w), self.cfg.vision.tubelet_size)
-        keep = select_visible(self.cfg.masking, video.shape[0], grid_t, grid_h * grid_w, targets.attention)
+        keep = select_visible(self.cfg.masking, video.shape[0], grid_t, grid_h * grid_w, targets.attention,
+                              ratio=self.cfg.masking.ratio_for(image))
         visible = self.student(video, keep, return_layers=num_layers)
         predictions = [head(h) for head, h in zip(self.align_heads, visible.layers, strict=True)]
         l_rec = alignment_loss(predictions, [_take(t, keep) for t in targets.features])
@@ -175,7 +179,8 @@ class InstAP(nn.Module):
             # Empty but attached to the graph: the contrastive loss may still gather from other ranks.
             empty_inst, empty_text = self.vision_proj.bias[None][:0], self.text_proj.bias[None][:0]
             return instance_contrastive(empty_inst, empty_text, index, temperature) + untouched
-        instances = self.encode_instances(crops, scene=scene, sample_index=index)
+        instances = self.encode_instances(crops, scene=scene, sample_index=index,
+                                          crop_mask_ratio=self.cfg.instance.crop_mask_ratio)
         texts = self.encode_text(ids, mask)
         return instance_contrastive(instances, texts, index, temperature) + untouched
 
@@ -195,11 +200,13 @@ class InstAP(nn.Module):
         return F.normalize(self.text_proj(self.text(ids, mask)), dim=-1)
 
     def encode_instances(self, crops: Tensor, video: Tensor | None = None, sample_index: Tensor | None = None,
-                         scene: Tensor | None = None) -> Tensor:
-        """[N, D] L2-normalised instance embeddings of crop clips [N, 3, T, h, w].
+                         scene: Tensor | None = None, crop_mask_ratio: float = 0.0) -> Tensor:
+        """[N, D] L2-normalised instance embeddings of crop clips [N, 3, T, h, w] (T may be 1, or fewer
+        frames than the scene's).
 
         Crop n attends to the scene tokens of row `sample_index[n]`, taken from `scene` [B, L, W] when
-        given (e.g. precomputed for a gallery) or else computed from the unmasked `video`.
+        given (e.g. precomputed for a gallery) or else computed from the unmasked `video`. With
+        `crop_mask_ratio` > 0 the student sees a random subset of each crop frame's tokens (training).
         """
         if scene is None:
             if video is None:
@@ -207,9 +214,18 @@ class InstAP(nn.Module):
             scene = self.scene_tokens(video)
         if sample_index is None:
             raise ValueError("encode_instances needs sample_index: the batch row of each crop")
-        crop_tokens = self.student(crops).tokens
+        keep = None
+        if crop_mask_ratio > 0:
+            grid_t, grid_h, grid_w = self.student.grid(crops)
+            keep = select_visible(RANDOM_MASK, crops.shape[0], grid_t, grid_h * grid_w, ratio=crop_mask_ratio,
+                                  device=crops.device)
+        crop_tokens = self.student(crops, keep).tokens
         pooled = self.instance_attn(crop_tokens, scene, sample_index.to(scene.device))
         return F.normalize(self.vision_proj(pooled), dim=-1)
+
+
+RANDOM_MASK = MaskingConfig(kind="random")
+"""How crop tokens are masked: uniformly per frame (crops have no teacher attention)."""
 
 
 def _check_batch(batch: Mapping[str, Any], with_instances: bool) -> None:

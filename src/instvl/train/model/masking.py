@@ -21,26 +21,36 @@ from instvl.config import BaseConfig
 
 class MaskingConfig(BaseConfig):
     ratio: float = Field(0.8, ge=0.0, lt=1.0)
-    """Fraction of the tokens of each temporal slot that the student does not see."""
+    """Fraction of the tokens of each temporal slot of a video that the student does not see."""
+    image_ratio: float = Field(0.5, ge=0.0, lt=1.0)
+    """The same for an image (a 1-frame clip); UMT masks images less (0.5) than videos (0.8)."""
     kind: Literal["attention", "random"] = "attention"
     sampling: Literal["multinomial", "topk"] = "multinomial"
     scope: Literal["frame", "tube"] = "frame"
     """Choose per temporal slot (UMT) or one spatial set shared by all slots (tube masking)."""
 
-    def visible_per_slot(self, num_patches: int) -> int:
-        return max(1, num_patches - int(num_patches * self.ratio))
+    def ratio_for(self, image: bool) -> float:
+        """The masking ratio of an image or of a video."""
+        return self.image_ratio if image else self.ratio
+
+    def visible_per_slot(self, num_patches: int, ratio: float | None = None) -> int:
+        """Visible tokens per temporal slot at `ratio` (default: the video ratio)."""
+        ratio = self.ratio if ratio is None else ratio
+        return max(1, num_patches - int(num_patches * ratio))
 
 
 def select_visible(cfg: MaskingConfig, batch: int, grid_t: int, num_patches: int,
-                   attention: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+                   attention: Tensor | None = None, generator: torch.Generator | None = None, *,
+                   ratio: float | None = None, device: torch.device | str | None = None) -> Tensor:
     """Indices [B, T'*K] (ascending, into the flattened T'*N grid) of the tokens the student sees.
 
-    `attention` [B, T', N] is needed for `kind: attention`; a missing one is an error.
+    `attention` [B, T', N] is needed for `kind: attention`; a missing one is an error. `ratio` overrides
+    the config's video ratio (images: `cfg.ratio_for(True)`); `device` places random masks.
     """
-    scores = _scores(cfg, batch, grid_t, num_patches, attention)
+    scores = _scores(cfg, batch, grid_t, num_patches, attention, device)
     if cfg.scope == "tube":
         scores = scores.mean(dim=1, keepdim=True)
-    keep = cfg.visible_per_slot(num_patches)
+    keep = cfg.visible_per_slot(num_patches, ratio)
     chosen = _choose(cfg, scores.reshape(-1, num_patches), keep, generator)
     chosen = chosen.reshape(batch, scores.shape[1], keep).expand(batch, grid_t, keep)
     offsets = torch.arange(grid_t, device=chosen.device)[None, :, None] * num_patches
@@ -48,9 +58,9 @@ def select_visible(cfg: MaskingConfig, batch: int, grid_t: int, num_patches: int
 
 
 def _scores(cfg: MaskingConfig, batch: int, grid_t: int, num_patches: int,
-            attention: Tensor | None) -> Tensor:
+            attention: Tensor | None, device: torch.device | str | None) -> Tensor:
     if cfg.kind == "random":
-        device = attention.device if attention is not None else None
+        device = attention.device if attention is not None else device
         return torch.ones(batch, grid_t, num_patches, device=device)
     if attention is None:
         raise ValueError("masking.kind=attention needs the teacher's attention; none was given")

@@ -137,11 +137,22 @@ class VideoViT(nn.Module):
         self.norm = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
         self.apply(init_weights)
 
+    def as_clip(self, video: Tensor) -> Tensor:
+        """The clip as the encoder takes it: an image ([B, 3, 1, H, W]) fills one tubelet by repetition.
+
+        With tubelets of one frame (the presets) an image is already a 1-slot clip and passes unchanged.
+        """
+        tubelet = self.cfg.tubelet_size
+        if video.ndim == 5 and video.shape[2] == 1 and tubelet > 1:
+            return video.expand(-1, -1, tubelet, -1, -1)
+        return video
+
     def grid(self, video: Tensor) -> tuple[int, int, int]:
-        """Token grid (T', H', W') of a clip, with a clear error for shapes the encoder cannot take."""
+        """Token grid (T', H', W') of a clip (an image counts as one slot), with a clear error for shapes the
+        encoder cannot take."""
         if video.ndim != 5 or video.shape[1] != 3:
             raise ValueError(f"video must be [B, 3, T, H, W], got {tuple(video.shape)}")
-        _, _, frames, height, width = video.shape
+        _, _, frames, height, width = self.as_clip(video).shape
         cfg = self.cfg
         if frames % cfg.tubelet_size or height % cfg.patch_size or width % cfg.patch_size:
             raise ValueError(
@@ -157,18 +168,21 @@ class VideoViT(nn.Module):
         space = F.interpolate(self.pos_space, size=(grid_h, grid_w), mode="bicubic", align_corners=False)
         space = space.flatten(2).transpose(1, 2)[0]
         time: Tensor = self.pos_time
-        if grid_t != time.shape[0]:
+        if grid_t == 1:  # an image: the first slot, as the sin-cos table gives it
+            time = time[:1]
+        elif grid_t != time.shape[0]:
             time = F.interpolate(time.T[None], size=grid_t, mode="linear", align_corners=False)[0].T
         return (time[:, None, :] + space[None, :, :]).reshape(-1, self.cfg.width)
 
     def embed(self, video: Tensor) -> Tensor:
         """Patch tokens [B, T'*H'*W', W] with position embedding added."""
         grid = self.grid(video)
-        tokens = self.patch_embed(video).flatten(2).transpose(1, 2)
+        tokens = self.patch_embed(self.as_clip(video)).flatten(2).transpose(1, 2)
         return tokens + self.position_embedding(*grid).to(tokens.dtype)
 
     def forward(self, video: Tensor, keep_index: Tensor | None = None, return_layers: int = 0) -> ViTOutput:
-        """Encode a clip; with `keep_index` [B, K] only those token positions enter the blocks."""
+        """Encode a clip [B, 3, T, H, W] (T = 1: an image); with `keep_index` [B, K] only those token
+        positions enter the blocks."""
         x = self.embed(video)
         if keep_index is not None:
             x = torch.gather(x, 1, keep_index[..., None].expand(-1, -1, x.shape[-1]))
