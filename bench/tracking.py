@@ -157,7 +157,8 @@ def frame_pairs(clip: Clip, predicted: np.ndarray):
         gt, pr = clip.truth[t, gt_ids], predicted[t, pr_ids]
         partial = clip.partial[t, ~np.isnan(clip.partial[t, :, 0])]
         on_truth = box_iou(pr, gt).max(axis=1) >= MATCH_IOU if len(gt) else np.zeros(len(pr), bool)
-        on_partial = box_iou(pr, partial).max(axis=1) >= MATCH_IOU if len(partial) else np.zeros(len(pr), bool)
+        on_partial = (box_iou(pr, partial).max(axis=1) >= MATCH_IOU if len(partial)
+                      else np.zeros(len(pr), bool))
         keep = on_truth | ~on_partial
         yield gt_ids, gt, pr_ids[keep], pr[keep], int((~on_truth & ~on_partial).sum()), len(pr)
 
@@ -175,7 +176,8 @@ def hota(sequences: list[tuple[list[np.ndarray], list[np.ndarray], list[np.ndarr
         gt_count, pr_count = np.zeros((num_gt, 1)), np.zeros((1, num_pr))
         for g, p, sim in zip(gt_ids, pr_ids, sims, strict=True):
             denom = sim.sum(0)[None, :] + sim.sum(1)[:, None] - sim
-            potential[g[:, None], p[None, :]] += np.divide(sim, denom, out=np.zeros_like(sim), where=denom > 0)
+            share = np.divide(sim, denom, out=np.zeros_like(sim), where=denom > 0)
+            potential[g[:, None], p[None, :]] += share
             gt_count[g] += 1
             pr_count[0, p] += 1
         alignment = potential / np.maximum(gt_count + pr_count - potential, 1e-12)
@@ -221,10 +223,10 @@ def score(clips: list[Clip], predictions: list[np.ndarray]) -> dict[str, float]:
         gt_tracks += int((~np.isnan(clip.truth[:, :, 0])).any(axis=0).sum())
         accumulators.append(acc)
         sequences.append(seq)
-    with contextlib.redirect_stdout(io.StringIO()):  # motmetrics prints its timings
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # its timings
         summary = mm.metrics.create().compute_many(
-            accumulators, metrics=["mota", "idf1", "num_switches", "recall", "precision", "num_fragmentations"],
-            generate_overall=True)
+            accumulators, generate_overall=True,
+            metrics=["mota", "idf1", "num_switches", "recall", "precision", "num_fragmentations"])
     overall = summary.loc["OVERALL"]
     num_tracks = sum(int((~np.isnan(p[:, :, 0])).any(axis=0).sum()) for p in predictions)
     return {"idf1": float(overall["idf1"]), "mota": float(overall["mota"]), **hota(sequences),

@@ -20,7 +20,8 @@ def commands_for(preset: str) -> tuple[list[Command], bool]:
     if defaults:
         return defaults, True
     group = preset.split("/", 1)[0]
-    return [c for c in COMMANDS if c.default_preset and c.default_preset.split("/", 1)[0] == group], False
+    return [c for c in COMMANDS if c.preset_group == group
+            or (c.default_preset and c.default_preset.split("/", 1)[0] == group)], False
 
 
 def _module_exists(name: str) -> bool:

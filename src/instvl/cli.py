@@ -117,7 +117,8 @@ def _overrides(cmd: Command, args: argparse.Namespace) -> list[str]:
 def run_command(cmd: Command, preset: str | None, overrides: Sequence[str], print_config: bool) -> int:
     """Resolve the command's config and call its `main`."""
     if preset is None and cmd.preset_group:
-        raise ConfigError("--config is required, there is no default preset:" + preset_guide(cmd.preset_group))
+        guide = preset_guide(cmd.preset_group)
+        raise ConfigError(f"--config is required, there is no default preset:{guide}")
     module = importlib.import_module(cmd.module)
     cfg = load_config(getattr(module, cmd.config_class), preset, list(overrides))
     if print_config:

@@ -80,7 +80,8 @@ def test_annotate_sample_with_the_fake_preset(synth_media):
     assert decoded.decoder == ("decord" if is_available("decord") else "pyav")  # no silent fallback
     check_sample(sample, decoded, cfg)
     assert sample.instances and sample.global_caption
-    assert sample.models == {"detector": "fake:random", "tracker": "fake:template", "captioner": "fake"}
+    assert {k: sample.models[k] for k in ("detector", "tracker", "captioner", "random_init")} == {
+        "detector": "fake:random", "tracker": "fake:template", "captioner": "fake", "random_init": "true"}
     again = annotate_file(first_video(synth_media), cfg, Engines.build(cfg))[1]
     assert again.to_row()["instances"] == sample.to_row()["instances"]  # deterministic
 
@@ -106,8 +107,9 @@ def test_annotate_sample_with_the_tiny_real_models(synth_media):
     assert type(engines.detector).__name__ == "HFDetector" and type(engines.tracker).__name__ == "HFTracker"
     decoded, sample = annotate_file(first_video(synth_media), cfg, engines)
     check_sample(sample, decoded, cfg)
-    assert sample.models == {"detector": "hf:tiny-random", "tracker": "hf:tiny-random",
-                             "captioner": "hf:tiny-random"}
+    assert {k: sample.models[k] for k in ("detector", "tracker", "captioner")} == {
+        "detector": "hf:tiny-random", "tracker": "hf:tiny-random", "captioner": "hf:tiny-random"}
+    assert sample.models["random_init"] == sample.models["tracker.random_init"] == "true"
     assert 1 <= len(sample.instances) <= 2  # random weights still detect at threshold 0.05; the cap holds
     for inst in sample.instances:  # SAM2's masks, stored as COCO RLE, one per trajectory frame
         assert len(inst.trajectory.mask_rle) == len(inst.trajectory.frame_index)
@@ -147,8 +149,9 @@ def test_annotate_run_rows_carry_provenance_and_clip_frame_indices(built, synth_
     assert sorted(r["num_frames"] for r in rows) == truth_frames
     for row in rows:
         models = {kv["key"]: kv["value"] for kv in row["provenance"]["models"]}
-        assert models == cfg.model_ids() == {"detector": "fake:random", "tracker": "fake:template",
-                                             "captioner": "fake"}
+        assert models == cfg.model_ids()
+        roles = (models["detector"], models["tracker"], models["random_init"])
+        assert roles == ("fake:random", "fake:template", "true")
         for inst in row["instances"]:
             assert all(0 <= i < row["num_frames"] for i in inst["trajectory"]["frame_index"])
 

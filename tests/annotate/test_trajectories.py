@@ -10,7 +10,7 @@ from instvl.annotate.trajectories import TrajectoryConfig, decode_rle, encode_rl
 from instvl.datasets.records import FrameSpace, Instance, Sample
 from instvl.geometry import box_iou
 from instvl.testing.media import crossing_scene
-from instvl.testing.oracle import OracleDetector
+from instvl.testing.oracle import OracleDetector, OracleTracker
 
 
 @pytest.fixture
@@ -184,3 +184,74 @@ def test_builder_runs_with_the_tiny_sam2_tracker(make_builder):
         assert len(traj.mask_rle) == len(traj.frame_index) == len(traj.score)
         boxes = traj.boxes_array()
         assert boxes.min() >= 0 and boxes.max() <= 1
+
+
+class DriftingTracker(FakeTracker):
+    """The template tracker, except that object `victim` slides onto the background from `after` on."""
+
+    def __init__(self, victim_box, after: int):
+        super().__init__()
+        self.victim_box, self.after, self.calls = victim_box, after, 0
+
+    def track(self, frames, seeds):
+        out = super().track(frames, seeds)
+        self.calls += 1
+        for seed in seeds if self.calls == 1 else []:  # drifts once, in the first window
+            if box_iou(np.array([seed.box_xyxy]), np.array([self.victim_box]))[0, 0] > 0.3:
+                for frame in out[self.after:]:
+                    frame.objects[seed.obj_id].box_xyxy = (0.0, 0.7, 0.12, 0.9)  # empty background
+        return out
+
+
+def test_drift_is_cut_back_to_the_confirmed_frames_and_the_id_continues():
+    frames, gt, phrases = crossing_scene()
+    green = gt[0, 2]  # still at frame 0; the green square drifts down slowly
+    tracker = DriftingTracker(green, after=2)
+    detector = OracleDetector(frames, gt, phrases)
+    builder = TrajectoryConfig(redetect_every=4, max_unconfirmed=1).build(detector, tracker)
+    tracks = builder.build(frames, phrases)
+    assert id_switches(tracks, gt) == 0 and len(tracks) == 3
+    green_track = [t for t in tracks if t.phrase == "green square"][0]
+    assert all(i >= 0 for i in ground_truth_ids(green_track, gt))  # no box on the background
+    assert builder.stats["frames_dropped"] > 0
+
+
+def test_synonym_labels_keep_one_identity_and_vote_the_phrase():
+    frames, gt, phrases = crossing_scene()
+    synonyms = {"red square": ["crimson square"], "blue square": ["navy square"]}
+    detector = OracleDetector(frames, gt, phrases, synonyms=synonyms, seed=3)
+    prompt = phrases + ["crimson square", "navy square"]
+    tracks = TrajectoryConfig(redetect_every=4).build(detector, FakeTracker()).build(frames, prompt)
+    assert len(tracks) == 3 and id_switches(tracks, gt) == 0
+    assert {t.phrase for t in tracks} <= set(prompt)
+    grouped = TrajectoryConfig(redetect_every=4, class_aware=True, synonyms=[list(p) for p in [
+        ("red square", "crimson square"), ("blue square", "navy square")]]).build(detector, FakeTracker())
+    assert len(grouped.build(frames, prompt)) == 3
+
+
+def test_an_overlapping_object_of_another_kind_is_born():
+    frames, gt, phrases = crossing_scene(num_frames=9)
+    gt = np.concatenate([gt, gt[:, 1:2] + np.array([0, 0.02, 0, 0.02], np.float32)], axis=1)  # a rider
+    labels = phrases + ["rider"]
+    detector = OracleDetector(frames, gt, labels)
+    builder = TrajectoryConfig(redetect_every=4).build(detector, OracleTracker(frames, gt))
+    tracks = builder.build(frames, labels)
+    assert sorted(t.phrase for t in tracks) == sorted(labels)
+
+
+def test_scores_hold_detector_confidence_and_dense_tracking_stores_the_sampled_frames():
+    frames, gt, phrases = crossing_scene(num_frames=17)
+    detector = OracleDetector(frames, gt, phrases, score=0.8, miss_rate=0.3, seed=1)
+    builder = TrajectoryConfig(redetect_every=4).build(detector, OracleTracker(frames, gt))
+    tracks = builder.build(frames, phrases)
+    for track in tracks:
+        traj = track.trajectory
+        assert all(0 <= s <= 0.8 + 1e-6 for s in traj.score)
+        assert 0 < track.score <= 0.8 + 1e-6
+    assert any(t.score < 0.8 - 1e-6 for t in tracks)  # a keyframe the detector missed counts 0
+    store = list(range(0, 17, 2))
+    stored = TrajectoryConfig(redetect_every=4).build(detector, OracleTracker(frames, gt)).build(
+        frames, phrases, store=store)
+    for dense, sparse in zip(tracks, stored, strict=True):
+        expected = [store.index(f) for f in dense.trajectory.frame_index if f in store]
+        assert sparse.trajectory.frame_index == expected

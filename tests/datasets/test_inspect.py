@@ -94,3 +94,29 @@ def test_frames_to_show_prefers_boxed_frames(sample_factory):
 def test_not_a_dataset(tmp_path, capsys):
     assert main(InspectConfig(root=str(tmp_path / "nothing"))) == 1
     assert "not an InstVL dataset root" in capsys.readouterr().err
+
+
+def test_random_weights_banner_and_models_head_the_reports(make_dataset, sample_factory, tmp_path):
+    samples = [sample_factory(i, num_instances=1, with_media=True) for i in range(2)]
+    for sample in samples:
+        sample.models = {"detector": "hf:tiny-random", "random_init": "true", "detector.weights": "random-init"}
+    root = make_dataset(samples=samples)
+    stats = compute_stats(root)
+    assert stats.random_rows == 2
+    text = format_stats(stats)
+    assert text.startswith("!!! RANDOM WEIGHTS — not a real corpus: 2 of 2 rows")
+    assert "detector.weights: random-init" in text
+    report = tmp_path / "report.html"
+    assert main(InspectConfig(root=str(root), html=str(report), renders=0)) == 0
+    page = report.read_text()
+    header = page[page.index("<header>"):page.index("</header>")]
+    assert '<div class="banner" role="alert">RANDOM WEIGHTS — not a real corpus' in header
+    assert "<li>detector: hf:tiny-random</li>" in header
+
+
+def test_no_banner_for_real_weights(known_root, tmp_path):
+    stats = compute_stats(known_root)
+    assert stats.random_rows == 0 and "RANDOM WEIGHTS" not in format_stats(stats)
+    report = tmp_path / "report.html"
+    assert main(InspectConfig(root=str(known_root), html=str(report), renders=0)) == 0
+    assert 'class="banner"' not in report.read_text()

@@ -120,3 +120,16 @@ def test_removing_a_region_removes_the_instance(synth_rows):
     assert merged["qc"]["status"] == "corrected"
     assert len(merged["instances"]) == len(row["instances"]) - 1
     assert entry["instances"][0]["boxes_after"] is None
+
+
+def test_strided_tracks_interpolate_across_their_span():
+    """F3: every keyframe of a strided track was `enabled: false`, so boxes showed on 8 of 46 frames."""
+    frames = [0, 6, 13, 19, 26, 32, 39, 45]
+    seq = trajectory_to_sequence(track(frames, [[0.1, 0.1, 0.3, 0.3]] * len(frames)), fps=8.0)
+    assert [k["enabled"] for k in seq] == [True] * 7 + [False]
+    covered = interpolate_sequence(seq, frames_count=46)
+    assert sorted(covered) == list(range(1, 47))
+    # What the interpolated export gives back (in-between frames marked auto): the same keyframes.
+    exported = [dict(box, frame=f, auto=f - 1 not in frames) for f, box in covered.items()]
+    back = sequence_to_trajectory(exported, 46)
+    assert back.frame_index == frames and back.box == [pytest.approx([0.1, 0.1, 0.3, 0.3])] * len(frames)

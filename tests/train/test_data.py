@@ -1,4 +1,5 @@
-"""Tests of the training data pipeline: reader split, QC filter, boxes, crops, captions, determinism."""
+"""Tests of the training data pipeline: reader split, QC filter, boxes, crops, captions, images as 1-frame
+clips, the stream mixer, the byte-bounded shuffle buffer, determinism and resume."""
 
 import os
 from pathlib import Path
@@ -14,7 +15,7 @@ av = pytest.importorskip("av")
 from instvl.testing.datasets import COLOURS, make_sample, write_dataset  # noqa: E402
 from instvl.train import crops, transforms  # noqa: E402
 from instvl.train.config import DataConfig  # noqa: E402
-from instvl.train.data import DataState, InstVLDataset, make_loader  # noqa: E402
+from instvl.train.data import DataState, InstVLDataset, Mixer, ShuffleBuffer, make_loader, row_bytes  # noqa: E402
 
 
 def tokenizer():
@@ -32,7 +33,8 @@ def data_config(root: Path, **overrides) -> DataConfig:
 
 @pytest.fixture(scope="module")
 def dataset_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    samples = [make_sample(i, media_type="image" if i == 7 else "video",
+    # Odd samples are images, so every row group (2 rows) holds one image and one video.
+    samples = [make_sample(i, media_type="image" if i % 2 else "video",
                            status="rejected" if i == 5 else "auto", num_instances=1, keyframe_every=2,
                            with_media=True) for i in range(12)]
     return write_dataset(tmp_path_factory.mktemp("instvl"), samples, units=2)
@@ -110,13 +112,31 @@ def test_crops_come_from_the_instance_region(dataset_root: Path, tok) -> None:
     assert torch.allclose(colours, expected.expand_as(colours), atol=0.06)
 
 
-def test_images_repeat_one_frame(dataset_root: Path, tok) -> None:
-    dataset = InstVLDataset(data_config(dataset_root), tok, train=False)
+def test_images_are_one_frame_clips_with_one_frame_crops(dataset_root: Path, tok) -> None:
+    dataset = InstVLDataset(data_config(dataset_root, crop_frames=2), tok, train=False)
     row = next(r for r in dataset.iter_rows(0) if r["sample_id"] == "s-00007")
     sample = dataset.prepare(row, epoch=0)
-    video = sample["video"]
-    assert torch.equal(video[:, 0], video[:, 3])
-    assert sample["instances"][0]["present"].all()
+    assert sample["video"].shape == (3, 1, 32, 32) and sample["media_type"] == "image"
+    inst = sample["instances"][0]
+    assert inst["crop"].shape == (3, 1, 16, 16) and inst["boxes"].shape == (1, 4) and inst["present"].all()
+
+
+def test_video_crops_take_crop_frames_evenly_spread(dataset_root: Path, tok) -> None:
+    dataset = InstVLDataset(data_config(dataset_root, crop_frames=2), tok, train=False)
+    row = next(r for r in dataset.iter_rows(0) if r["sample_id"] == "s-00002")
+    sample = dataset.prepare(row, epoch=0)
+    assert sample["video"].shape == (3, 4, 32, 32)
+    inst = sample["instances"][0]
+    assert inst["crop"].shape == (3, 2, 16, 16) and inst["boxes"].shape == (4, 4)
+    assert transforms.crop_positions(16, 4).tolist() == [0, 5, 10, 15]
+    assert transforms.crop_positions(4, None).tolist() == [0, 1, 2, 3]
+
+
+def test_frames_are_decoded_at_the_reduced_short_side(dataset_root: Path) -> None:
+    dataset = InstVLDataset(data_config(dataset_root), None, train=False)
+    row = next(r for r in dataset.iter_rows(0) if r["sample_id"] == "s-00002")
+    frames, sampled = transforms.load_frames(row, 4, None, short_side=24)  # the media are 64x48
+    assert frames.shape == (4, 24, 32, 3) and frames.dtype == np.uint8 and len(sampled) == 4
 
 
 def test_sentence_sampling_cycles_through_every_sentence() -> None:
@@ -128,15 +148,18 @@ def test_sentence_sampling_cycles_through_every_sentence() -> None:
 
 def test_batches_have_the_contract_shapes(dataset_root: Path, tok) -> None:
     dataset = InstVLDataset(data_config(dataset_root), tok, max_text_len=12)
-    batch = next(iter(dataset))
+    batches = iter(dataset)
+    batch = next(b for b in batches if b["media_type"] == "video")
     n = batch["inst_crops"].shape[0]
     assert batch["video"].shape == (2, 3, 4, 32, 32) and batch["video"].dtype == torch.float32
     assert batch["text_ids"].shape == batch["text_mask"].shape and batch["text_ids"].dtype == torch.long
     assert n == len(batch["instance_ids"]) == len(batch["instance_captions"]) == 2
     assert batch["inst_boxes"].shape == (n, 4, 4) and batch["inst_present"].dtype == torch.bool
     assert batch["inst_sample_index"].tolist() == [0, 1]
-    assert batch["text_ids"].shape[1] <= 12 and batch["data_position"] == (0, 0, 0)
+    assert batch["text_ids"].shape[1] <= 12 and batch["data_position"][0] == 0
     assert all("." not in c and c == c.lower() for c in batch["global_captions"])
+    image = next(b for b in batches if b["media_type"] == "image")
+    assert image["video"].shape == (2, 3, 1, 32, 32) and image["inst_boxes"].shape[1] == 1
 
 
 def test_loader_is_deterministic_and_resumes_with_the_same_batches(dataset_root: Path, tok) -> None:
@@ -153,8 +176,64 @@ def test_loader_is_deterministic_and_resumes_with_the_same_batches(dataset_root:
         resumed = iter(make_loader(dataset))
         return [next(resumed)["sample_ids"] for _ in range(count)]
 
-    full = run(0, 7)
-    assert run(0, 7) == full
-    assert run(3, 4) == full[3:]
-    # Each worker holds 3 row groups (5-6 rows): its first two batches of epoch 0 never overlap the other's.
-    assert len({sid for ids in full[:4] for sid in ids}) == 8
+    full = run(0, 9)
+    assert run(0, 9) == full
+    assert run(3, 6) == full[3:]
+    assert run(5, 4) == full[5:]
+    # The two workers read disjoint row groups: their first batches never share a sample.
+    assert not set(full[0]) & set(full[1])
+
+
+def test_batches_hold_one_media_type_and_the_mixer_keeps_its_ratio(dataset_root: Path, tok) -> None:
+    cfg = data_config(dataset_root, video_share=0.25)
+    dataset = InstVLDataset(cfg, tok)
+    assert dataset.mixer.counts == {"0:video": 250, "0:image": 750}
+    kinds = []
+    for batch, _ in zip(dataset, range(12), strict=False):
+        is_image = [sid for sid in batch["sample_ids"] if int(sid[2:]) % 2]
+        assert len(is_image) in (0, len(batch["sample_ids"]))  # never mixed
+        kinds.append(batch["media_type"])
+    assert kinds == [dataset.mixer.choose(k).split(":")[1] for k in range(12)]
+
+
+def test_mixer_shares_are_exact_per_block_deterministic_and_rank_independent() -> None:
+    weights = {"0:video": 0.1, "0:image": 0.6, "1:image": 0.3}
+    mixer = Mixer(weights, seed=5, block=100)
+    drawn = [mixer.choose(k) for k in range(5000)]
+    assert {key: drawn.count(key) for key in weights} == {"0:video": 500, "0:image": 3000, "1:image": 1500}
+    for start in range(0, 5000, 100):  # exact within every block
+        assert drawn[start:start + 100].count("0:video") == 10
+    again = Mixer(weights, seed=5, block=100)
+    assert [again.choose(k) for k in range(4321, 4400)] == drawn[4321:4400]  # resumes mid-sequence
+    assert [Mixer(weights, seed=6, block=100).choose(k) for k in range(100)] != drawn[:100]
+    with pytest.raises(ValueError, match="no stream"):
+        Mixer({}, seed=0)
+
+
+def test_shuffle_buffer_never_exceeds_its_byte_bound() -> None:
+    rng = np.random.default_rng(0)
+    rows = [{"sample_id": f"r{i}", "media": b"x" * int(rng.integers(0, 30_000))} for i in range(400)]
+    rows.append({"sample_id": "huge", "media": b"x" * 200_000})
+    bound = 100_000
+    buffer = ShuffleBuffer(size=64, max_bytes=bound, rng=np.random.default_rng(1))
+    out = []
+    for row in rows:
+        out += buffer.push(row)
+        assert buffer.held_bytes <= bound and len(buffer.rows) <= 64
+        assert buffer.held_bytes == sum(row_bytes(r) for r in buffer.rows)
+    out += buffer.drain()
+    assert sorted(r["sample_id"] for r in out) == sorted(r["sample_id"] for r in rows)
+    assert [r["sample_id"] for r in out] != [r["sample_id"] for r in rows]
+
+
+def test_data_state_round_trips_and_restarts_at_the_next_epoch() -> None:
+    state = DataState()
+    state.advance((1, 4, {"0:video": (2, 7), "0:image": (3, 1)}))
+    copy = DataState()
+    copy.load_state_dict(state.state_dict())
+    assert copy.state_dict() == state.state_dict() and copy.batches == 1
+    fresh = state.next_epoch()
+    assert fresh.start_epoch == 4 and fresh.workers == {} and fresh.batches == 0
+    old = DataState()  # a checkpoint of the single-stream loader: {worker: [epoch, index]}
+    old.load_state_dict({"batches": 9, "workers": {"0": [2, 3], "1": [1, 5]}})
+    assert old.start_epoch == 3 and old.workers == {}

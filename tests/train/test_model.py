@@ -262,3 +262,48 @@ def test_instances_on_no_sampled_frame_take_no_part_in_the_instance_loss(make_mo
     assert not torch.allclose(with_absent, model(batch)["l_inst"], atol=1e-6)
     none_present = batch | {"inst_present": torch.zeros_like(absent)}
     assert model(none_present)["l_inst"] == 0.0
+
+
+def _student_lengths(model: InstAP) -> list[int]:
+    """Token counts entering the student's first block, one per student call (scene, then crops)."""
+    lengths: list[int] = []
+    model.student.blocks[0].register_forward_pre_hook(lambda _m, args: lengths.append(args[0].shape[1]))
+    return lengths
+
+
+@pytest.mark.parametrize("tubelet", [1, 2])
+def test_images_are_one_frame_clips_masked_at_the_image_ratio(make_model, make_batch, tubelet: int) -> None:
+    model = make_model(vision={"tubelet_size": tubelet, "num_frames": 4},
+                       masking={"ratio": 0.75, "image_ratio": 0.5, "kind": "random"})
+    lengths = _student_lengths(model)
+    out = model(make_batch(frames=1))  # 64x64 at patch 16: 16 tokens per frame
+    assert torch.isfinite(out["loss"])
+    assert lengths[0] == 16 - int(16 * 0.5)  # one slot, image ratio
+    assert lengths[1] == 16  # crops of an image: one frame (32x32 -> 4 tokens? no: 64 crop) unmasked
+    lengths.clear()
+    model(make_batch(frames=4))
+    assert lengths[0] == (4 // tubelet) * (16 - int(16 * 0.75))  # video ratio
+    out["loss"].backward()
+    assert model.student.patch_embed.weight.grad is not None
+
+
+def test_crop_masking_and_fewer_crop_frames_shrink_the_crop_tokens(make_model, make_batch) -> None:
+    model = make_model(vision={"tubelet_size": 1}, instance={"crop_mask_ratio": 0.5})
+    lengths = _student_lengths(model)
+    batch = make_batch(frames=4)
+    batch["inst_crops"] = batch["inst_crops"][:, :, :2]  # 2 crop frames of 4 scene frames
+    assert torch.isfinite(model(batch)["loss"])
+    per_frame = (32 // 16) ** 2
+    assert lengths[1] == 2 * (per_frame - int(per_frame * 0.5))
+    model.eval()
+    lengths.clear()
+    with torch.no_grad():
+        model.encode_instances(batch["inst_crops"], batch["video"], batch["inst_sample_index"])
+    assert lengths == [4 * 16, 2 * per_frame]  # evaluation sees every token
+
+
+def test_learned_position_table_takes_images() -> None:
+    vit = VisionConfig(img_size=32, num_frames=4, tubelet_size=2, width=32, depth=1, heads=2,
+                       pos_embed="learned").build()
+    out = vit(torch.randn(2, 3, 1, 32, 32))
+    assert out.tokens.shape == (2, 4, 32)

@@ -47,6 +47,66 @@ class OutputConfig(BaseConfig):
     folder (e.g. a rebuild into a new output after changing a tracker threshold) to share captions."""
 
 
+class ModelMemory(BaseConfig):
+    """What one model may take on the GPU: weights plus its working memory (activations, buffers)."""
+
+    weights_gib: float = Field(0.0, ge=0)
+    working_gib: float = Field(0.0, ge=0)
+
+    @property
+    def total_gib(self) -> float:
+        return self.weights_gib + self.working_gib
+
+
+class MemoryPlan(BaseConfig):
+    """How one GPU is shared by the unit's models: the detector and tracker take what they state, the
+    CUDA context and allocator slack take `reserve_gib`, and a vLLM captioner gets the rest as its
+    `gpu_memory_utilization` (weights + KV cache). A plan that cannot fit fails before any model loads,
+    with the numbers."""
+
+    gpu_gib: float | None = Field(None, gt=0)
+    """The GPU's memory; None: read from the device (torch.cuda). Set it to plan for a smaller card."""
+    device: int = 0
+    detector: ModelMemory = Field(default_factory=ModelMemory)
+    tracker: ModelMemory = Field(default_factory=ModelMemory)
+    captioner: ModelMemory = Field(default_factory=ModelMemory)
+    """For an in-process vLLM captioner: its weights, and the least KV cache worth running with."""
+    reserve_gib: float = Field(1.5, ge=0)
+    """CUDA contexts, the caching allocator's fragmentation, NCCL/cuBLAS workspaces."""
+    max_fraction: float = Field(0.92, gt=0, le=1)
+    """Never give vLLM more than this fraction of the GPU, however much is left."""
+
+
+class EngineConfig(BaseConfig):
+    """How a unit's clips flow through the models (`annotate.engine`); changes no row, nor the config hash.
+
+    `stream` runs `clips_in_flight` clips at once: decoding runs ahead in worker processes, keyframes of
+    many clips share detector batches, and caption requests of many clips share captioner calls. `serial`
+    is the one-clip-at-a-time path (for debugging and as the benchmark's baseline)."""
+
+    mode: Literal["stream", "serial"] = "stream"
+    clips_in_flight: int = Field(32, ge=1)
+    """Clips being annotated at once (each holds its decoded frames: this bounds memory)."""
+    decode_workers: int = Field(2, ge=1)
+    """Crash-isolated decode processes."""
+    decode_ahead: int = Field(8, ge=0)
+    """Decoded clips that may wait for a free annotation slot (queue size between decode and models)."""
+    detect_batch: int | None = Field(None, ge=1)
+    """Keyframes per detector call; None: the detector's `batch_size`."""
+    caption_batch: int | None = Field(None, ge=1)
+    """Requests per captioner call; None: the captioner's `batch_size` (vLLM: one `llm.chat` per call)."""
+    caption_calls: int | None = Field(None, ge=1)
+    """Captioner calls in flight at once; None: the captioner's `concurrency` (openai) or 1."""
+    linger_s: float = Field(0.005, ge=0)
+    """How long a batcher waits for more work before it launches a batch that is not full."""
+    tracker_sessions: int = Field(1, ge=1)
+    """Clips tracked at once (one tracker session each, every object of the window in it)."""
+    prefetch_keyframes: bool = True
+    """Detect all keyframes of a clip as soon as its phrases are known (the builder then finds them done)."""
+    memory: MemoryPlan | None = None
+    """The GPU memory plan; None: no plan (CPU backends, or models on separate devices)."""
+
+
 class AnnotateConfig(BaseConfig):
     """Detect, track and caption media into InstVL shards."""
 
@@ -72,6 +132,13 @@ class AnnotateConfig(BaseConfig):
     stored in every row's qc.route_reasons and `instvl qa push` sends those rows (the qa preset's own
     `routing` section is applied only when a push is asked to re-route, `push.reroute: true`)."""
     out: OutputConfig = Field(default_factory=OutputConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    """How the unit is executed (batching, queues, GPU memory plan): never changes a row."""
+
+    def rows_config(self) -> "AnnotateConfig":
+        """The config the rows depend on: this one with the execution settings (`engine`) at their
+        defaults, so tuning queues or batches changes no config hash."""
+        return self.annotation().model_copy(update={"engine": EngineConfig()})
 
     def annotation(self) -> "AnnotateConfig":
         """The annotation sections alone, as a plain AnnotateConfig: what units are built from and what the

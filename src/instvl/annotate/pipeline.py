@@ -59,7 +59,7 @@ def annotate_sample(decoded: DecodedClip, engines: Engines, cfg: AnnotateConfig,
     fields.update(width=int(width), height=int(height))
     media_bytes, media_format = media if media is not None else (None, None)
     sample = Sample(**fields, global_caption=caption, instances=instances, media=media_bytes,
-                    media_format=media_format, models=cfg.model_ids(), config_hash=config_hash(cfg),
+                    media_format=media_format, models=cfg.model_ids(), config_hash=config_hash(cfg.rows_config()),
                     split=cfg.out.split)
     # The QC routing decision is recorded on every row (empty: publish without review).
     sample.qc = QCRecord(route_reasons=route_row(sample.to_row(), cfg.routing))
@@ -83,7 +83,7 @@ def describe_scene(frames: list[np.ndarray], captioner: Captioner,
     (answer,) = captioner.caption([captioner.request("entities", frames)])
     caption, entities = parse_entities(answer)
     vocabulary = cfg.phrases.vocabulary if cfg.phrases.source == "both" else []
-    found = entities or cfg.phrases.phrases_for(caption)
+    found = cfg.phrases.from_entities(entities) or cfg.phrases.phrases_for(caption)
     return caption, unique_phrases([*vocabulary, *found])[: cfg.phrases.max_phrases]
 
 

@@ -65,7 +65,7 @@ _LAYOUT_ONLY = {"sources_per_unit", "target_shard_bytes", "row_group_rows", "cap
 
 def plan_config_hash(cfg: AnnotateConfig) -> str:
     """The hash of what the rows are made of: the annotation config without its paths and file layout."""
-    annotation = cfg.annotation()
+    annotation = cfg.rows_config()  # execution settings (`engine`) change no row
     defaults = type(annotation.out).model_fields
     out = annotation.out.model_copy(update={k: defaults[k].default for k in _LAYOUT_ONLY})
     return config_hash(annotation.model_copy(update={"input": None, "output": None, "out": out}))

@@ -37,7 +37,6 @@ trajectory counts sampled indices (`FrameSpace.SAMPLED`, positions among the sto
 
 import logging
 import warnings
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -117,7 +116,7 @@ class _LiveTrack:
     confirmation, and the motion state used to predict it across misses."""
 
     instance: Instance
-    last_box: Box  # the birth box, for motion before any frame is recorded
+    last_box: Box  # the last confirming detection's box (at last_seen), for motion from confirmed boxes
     last_seen: int
     missed: int = 0
     pending: Box | None = None  # the tracker's box on the next keyframe (None: lost there)
@@ -128,31 +127,37 @@ class _LiveTrack:
     confirmations: int = 0
     det_score: float = 0.0
     det_scores: list[tuple[int, float]] = field(default_factory=list)  # (keyframe, confirming score or 0)
-    votes: Counter = field(default_factory=Counter)
+    votes: dict[str, float] = field(default_factory=dict)  # label -> summed detector confidence
     frame_scores: dict[int, float] = field(default_factory=dict)  # keyframe -> detector confidence
 
     @property
     def trajectory(self) -> Trajectory:
         return self.instance.trajectory
 
-    def predicted_box(self, sampled_index: int, growth: float) -> Box:
-        """Constant-velocity guess from the track's last boxes (committed or tentative), grown by `growth`
-        of its size per frame since it was last seen (the guess gets less certain)."""
-        frames, boxes = self.recent()
+    def predicted_box(self, sampled_index: int, growth: float, confirmed: bool = False) -> Box:
+        """Constant-velocity guess from the track's last boxes (committed or tentative; `confirmed`: only
+        those a detection vouched for), grown by `growth` of its size per frame since the last one."""
+        frames, boxes = self.recent(confirmed=confirmed)
         gap = sampled_index - frames[-1]
         velocity = (boxes[-1] - boxes[0]) / (frames[-1] - frames[0]) if len(frames) > 1 else np.zeros(4)
         box = boxes[-1] + velocity * gap
         centre, half = (box[:2] + box[2:]) / 2, (box[2:] - box[:2]) / 2 * (1 + growth * gap)
         return as_box(clip_boxes(np.concatenate([centre - half, centre + half]))[0])
 
-    def recent(self, history: int = 4) -> tuple[np.ndarray, np.ndarray]:
-        """Frame indices and boxes of the last `history` + 1 frames seen (the birth box before any)."""
-        frames = list(self.trajectory.frame_index[-history - 1:]) + [f.index for f in self.tentative]
-        boxes = list(self.trajectory.box[-history - 1:]) + [list(f.box) for f in self.tentative]
+    def recent(self, history: int = 4, confirmed: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Frame indices and boxes of the last `history` + 1 frames seen (the birth box before any);
+        `confirmed`: committed frames and the last confirming detection only."""
+        frames = list(self.trajectory.frame_index[-history - 1:])
+        boxes = list(self.trajectory.box[-history - 1:])
+        if confirmed:
+            frames, boxes = frames + [self.last_seen], boxes + [list(self.last_box)]
+        else:
+            frames = frames + [f.index for f in self.tentative]
+            boxes = boxes + [list(f.box) for f in self.tentative]
         if not frames:
             return np.array([self.last_seen]), np.array([self.last_box], float)
-        order = np.argsort(frames)[-history - 1:]
-        return np.asarray(frames)[order], np.asarray(boxes, float)[order]
+        unique, keep = np.unique(np.asarray(frames, int), return_index=True)  # sorted, each frame once
+        return unique[-history - 1:], np.asarray(boxes, float)[keep][-history - 1:]
 
 
 class TrajectoryBuilder:
@@ -212,9 +217,11 @@ class TrajectoryBuilder:
         return self._group.get(phrase.lower(), phrase.lower())
 
     def _track_label(self, live: _LiveTrack) -> int | str:
-        return self._label(live.votes.most_common(1)[0][0] if live.votes else live.instance.phrase)
+        voted = max(live.votes, key=live.votes.__getitem__) if live.votes else live.instance.phrase
+        return self._label(voted)
 
-    def _seeds(self, detections: list[Detection], keyframe: int) -> tuple[list[TrackSeed], list[_LiveTrack]]:
+    def _seeds(self, detections: list[Detection],
+               keyframe: int) -> tuple[list[TrackSeed], list[_LiveTrack]]:
         """Match detections to live tracks, confirm, suspend or re-prompt each track, and start new ones;
         the tracker prompts for this keyframe and the tracks born on it."""
         cfg = self.config
@@ -264,7 +271,8 @@ class TrajectoryBuilder:
                 born.append(live)
         return seeds[: cfg.max_tracks], born
 
-    def _associate(self, detections: list[Detection], keyframe: int) -> tuple[dict[int, _LiveTrack], dict[int, bool]]:
+    def _associate(self, detections: list[Detection],
+                   keyframe: int) -> tuple[dict[int, _LiveTrack], dict[int, bool]]:
         """Hungarian matching on the better of tracker-box and motion-guess IoU, less the label penalty
         (or zeroed across label groups when class-aware); {detection: track} and whether the match held
         through the tracker's own box."""
@@ -273,7 +281,9 @@ class TrajectoryBuilder:
         optimize = require("scipy.optimize", "annotate")
         cfg = self.config
         boxes = np.array([d.box_xyxy for d in detections])
-        motion = box_iou(boxes, [live.predicted_box(keyframe, cfg.lost_growth) for live in self._live])
+        guesses = [live.predicted_box(keyframe, cfg.lost_growth, confirmed) for confirmed in (False, True)
+                   for live in self._live]
+        motion = box_iou(boxes, guesses).reshape(len(boxes), 2, len(self._live)).max(axis=1)
         pending = np.array([live.pending if live.active and live.pending is not None else (0, 0, 0, 0)
                             for live in self._live])
         tracker = box_iou(boxes, pending)
@@ -291,16 +301,17 @@ class TrajectoryBuilder:
 
     def _confirm(self, live: _LiveTrack, det: Detection, keyframe: int, via_tracker: bool) -> None:
         """A detection matched the track: its tentative frames count unless the tracker, still reporting
-        the object, had moved away from it (drift); a tracker that said it lost the object kept them honest."""
+        the object, had moved away from it (drift); a tracker that said it had lost the object kept them."""
         if via_tracker or not live.active:
             self._commit(live)
         else:
             self._drop(live)
         live.active, live.unconfirmed, live.det_score = True, 0, det.score
+        live.last_box, live.last_seen = det.box_xyxy, keyframe
         live.confirmations += 1
         live.det_scores.append((keyframe, det.score))
         live.frame_scores[keyframe] = det.score
-        live.votes[det.phrase] += det.score
+        live.votes[det.phrase] = live.votes.get(det.phrase, 0.0) + det.score
 
     def _suspend(self, live: _LiveTrack, drop: bool) -> None:
         """Stop propagating a track: lost from now on, its unconfirmed frames dropped when `drop`."""
@@ -318,12 +329,13 @@ class TrajectoryBuilder:
         live.missed += len(live.tentative)
         live.tentative = []
 
-    def _overlap(self, box: Box, mask: np.ndarray | None, other_box: Box, other_mask: np.ndarray | None) -> float:
+    def _overlap(self, box: Box, mask: np.ndarray | None, other_box: Box,
+                 other_mask: np.ndarray | None) -> float:
         """Mask IoU when both masks are known, else box IoU."""
         if mask is not None and other_mask is not None and mask.shape == other_mask.shape:
             union = np.logical_or(mask, other_mask).sum()
             return float(np.logical_and(mask, other_mask).sum() / union) if union else 0.0
-        return float(box_iou(box, other_box)[0, 0])
+        return float(box_iou(np.asarray(box), np.asarray(other_box))[0, 0])
 
     def _duplicate(self, detection: Detection, seeds: list[TrackSeed]) -> bool:
         """The detection repeats a prompt: of its label group above duplicate_iou, of another above
@@ -344,7 +356,7 @@ class TrajectoryBuilder:
         live = _LiveTrack(instance, detection.box_xyxy, keyframe, det_score=detection.score,
                           confirmations=1, det_scores=[(keyframe, detection.score)],
                           frame_scores={keyframe: detection.score})
-        live.votes[detection.phrase] += detection.score
+        live.votes[detection.phrase] = detection.score
         self._live.append(live)
         return TrackSeed(instance.instance_id, detection.box_xyxy, detection.phrase, detection.score), live
 
@@ -412,7 +424,7 @@ class TrajectoryBuilder:
         for live in self._done + self._live:
             instance = live.instance
             if live.votes:
-                instance.phrase = live.votes.most_common(1)[0][0]
+                instance.phrase = max(live.votes, key=live.votes.__getitem__)
             if instance.trajectory.frame_index:
                 last = instance.trajectory.frame_index[-1]
                 scores = [s for k, s in live.det_scores if k <= last]

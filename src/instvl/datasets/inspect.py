@@ -90,7 +90,7 @@ class DatasetStats:
     splits: Counter = field(default_factory=Counter)
     phrases: Counter = field(default_factory=Counter)
     shards: list[ShardEntry] = field(default_factory=list)
-    models: Counter = field(default_factory=Counter)
+    models: Counter[tuple[str, str]] = field(default_factory=Counter)
     """(provenance key, value) -> rows: which models and weights made the rows."""
     random_rows: int = 0
     """Rows made with random weights (provenance random_init=true, or a tiny-random/fake:random model)."""

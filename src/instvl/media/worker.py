@@ -9,7 +9,8 @@ import atexit
 import multiprocessing as mp
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from instvl.media.fetch import MediaError
@@ -108,12 +109,29 @@ def _short_error(err: BaseException) -> str:
 
 
 _worker: DecodeWorker | None = None
+_thread = threading.local()
 
 
 def default_worker() -> DecodeWorker:
-    """The process-wide decode worker (started lazily, stopped at exit)."""
+    """This thread's decode worker (`use_worker`), else the process-wide one (started lazily, stopped at
+    exit)."""
     global _worker
+    own = getattr(_thread, "worker", None)
+    if own is not None:
+        return own
     if _worker is None:
         _worker = DecodeWorker()
         atexit.register(_worker.close)
     return _worker
+
+
+@contextmanager
+def use_worker(worker: DecodeWorker) -> Iterator[DecodeWorker]:
+    """Decode through `worker` in this thread while the block runs: a pool of decode threads, each with
+    its own child process, decodes in parallel (`annotate.engine`)."""
+    previous = getattr(_thread, "worker", None)
+    _thread.worker = worker
+    try:
+        yield worker
+    finally:
+        _thread.worker = previous

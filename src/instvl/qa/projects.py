@@ -46,9 +46,11 @@ def project_title(server: ClientConfig, media_type: str, fps: float | None) -> s
 
 def ensure_project(client: LabelStudioClient, title: str, media_type: str, phrases: set[str],
                    fps: float | None) -> dict[str, Any]:
-    """Get or create the project `title`; add labels for phrases it does not know yet."""
+    """Get or create the project `title`; add labels for phrases it does not know yet and bring an older
+    config (made by an earlier instvl) up to the current template."""
     project = client.get_or_create_project(title, label_config(media_type, phrases, fps))
     known = config_labels(project.get("label_config") or "")
-    if not phrases <= known:
-        project = client.update_label_config(project["id"], label_config(media_type, phrases | known, fps))
+    wanted = label_config(media_type, phrases | known, fps)
+    if project.get("label_config") != wanted:
+        project = client.update_label_config(project["id"], wanted)
     return project

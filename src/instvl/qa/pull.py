@@ -133,7 +133,8 @@ def review_of(row: SampleRow, reviews: Reviews, summary: PullSummary) -> tuple[R
     sample_id = row["sample_id"]
     if (qc.get("status") or "auto") != "auto":  # reviewed in an earlier pull: keep it as merged then
         summary.kept += 1
-        later = reviews.by_task.get(int(qc["task_id"])) if qc.get("task_id") is not None else None
+        task_id = qc.get("task_id")
+        later = reviews.by_task.get(int(task_id)) if task_id is not None else None
         merged_at, reviewed_at = _utc(qc.get("reviewed_at")), later and later.reviewed_at
         if later and merged_at and reviewed_at and reviewed_at > merged_at:
             log.warning("sample %s: task %s was reviewed again after this version was pulled; pull from "

@@ -1,17 +1,18 @@
 """`instvl qa push ROOT`: send routed samples to Label Studio as review tasks with our predictions.
 
-Media are written to ROOT/media/<sample_id>.mp4|.jpg (atomically, once), then hard-linked (or copied)
-into this dataset's folder under the server's review-media root (`qa.server.review_folder`), the only
-folder the server serves; a local-files storage row on that folder lets reviewers load them. A task is
-identified by (dataset id, sample id, prediction fingerprint), all three in its `data`: the dataset id
-names the dataset's lineage (made from the root's path at its first push, kept in the push state, which
-`qa pull` carries to the new version), and the fingerprint the exact row pushed. A key that already has
-a task (in the push state or on the server) is never imported again; the same clips annotated into
-another dataset, or annotated again, get tasks of their own. The push state, ROOT/qa/push_state.json,
-is rewritten atomically after every batch, so a push cut short by the server going away resumes where
-it stopped. Every push first checks
-the token with the server (also one with nothing new to send), and refuses a dataset root inside the
-review-media root (`qa.server.check_dataset_root`).
+Media are written to ROOT/media/<sample_id>.mp4|.jpg (atomically, once; videos lower than
+`push.review_height` scaled up, as Label Studio never draws a video above its own size), then hard-linked
+(or copied) into this dataset's folder under the server's review-media root (`qa.server.review_folder`),
+the only folder the server serves; a local-files storage row on that folder lets reviewers load them. A
+task is identified by (dataset id, sample id, prediction fingerprint), all three in its `data`: the
+dataset id names the dataset's lineage (made from the root's path at its first push, kept in the push
+state, which `qa pull` carries to the new version), and the fingerprint the exact row pushed. A key that
+already has a task (in the push state or on the server) is never imported again; the same clips annotated
+into another dataset, or annotated again, get tasks of their own. The push state,
+ROOT/qa/push_state.json, is rewritten atomically after every batch, so a push cut short by the server
+going away resumes where it stopped. Every push first checks the token with the server (also one with
+nothing new to send), and refuses a dataset root inside the review-media root
+(`qa.server.check_dataset_root`).
 """
 
 import hashlib
@@ -150,15 +151,43 @@ def select_rows(root: Path, cfg: PushConfig) -> list[PushRow]:
     return selected
 
 
-def write_media(root: Path, wanted: set[str], review_dir: Path) -> set[str]:
-    """Write the embedded media of `wanted` samples that are not on disk yet and link them into
-    `review_dir`; returns the samples with media."""
+def review_video(media: bytes, uri: str, fps: float, min_height: int) -> bytes:
+    """The clip re-encoded with its height scaled up to `min_height` (Label Studio draws a video at most
+    at its own size, so a 128-pixel clip would be a stamp in the panel); unchanged when tall enough."""
+    import av  # noqa: F401  (decode and encode both need it: fail here with the install hint)
+
+    from instvl.media.decode import iter_pyav_frames
+    from instvl.media.encode import encode_mp4
+
+    frames = (frame.to_ndarray(format="rgb24") for _, frame in iter_pyav_frames(media, uri))
+    first = next(frames, None)
+    if first is None or first.shape[0] >= min_height:
+        return media
+    import cv2
+
+    height, width = first.shape[:2]
+    size = (max(2, round(width * min_height / height / 2) * 2), min_height)
+
+    def scaled():
+        yield cv2.resize(first, size, interpolation=cv2.INTER_CUBIC)
+        for frame in frames:
+            yield cv2.resize(frame, size, interpolation=cv2.INTER_CUBIC)
+
+    return encode_mp4(scaled(), fps)
+
+
+def write_media(root: Path, wanted: dict[str, PushRow], review_dir: Path, min_height: int | None) -> set[str]:
+    """Write the media of `wanted` samples that are not on disk yet (videos scaled up to `min_height`
+    for review) and link them into `review_dir`; returns the samples with media."""
     have = set()
     for row in ShardReader(root, columns=["sample_id", "media_type", "media_format", "media"]).iter_rows():
         if row["sample_id"] not in wanted:
             continue
         path, media = media_path(root, row), row.get("media")
         if not path.is_file() and media:
+            if row["media_type"] == "video" and min_height:
+                fps = review_fps(wanted[row["sample_id"]])
+                media = review_video(media, row["sample_id"], fps, min_height)
             atomic_write_bytes(path, media)
         if path.is_file():
             stage_file(path, review_dir)
@@ -172,9 +201,11 @@ def task_for(row: PushRow, root: Path, review_dir: Path, ctx: dict[str, Any]) ->
     relative = (review_dir / media_path(root, row).name).relative_to(ctx["document_root"])
     key = VIDEO_KEY if row["media_type"] == "video" else IMAGE_KEY
     scores = [float(i.get("score") or 0) for i in row.get("instances") or []]
+    shown = [f"i{i['instance_id']} {i.get('phrase')}: {float(i.get('score') or 0):.2f}"
+             for i in row.get("instances") or []]
     data = {key: f"/data/local-files/?d={quote(str(relative), safe='/')}", "sample_id": row["sample_id"],
             "dataset_id": ctx["dataset_id"], "fingerprint": row["fingerprint"],
-            "route_reasons": "; ".join(row["route_reasons"])}
+            "route_reasons": "; ".join(row["route_reasons"]) or "-", "scores": "; ".join(shown) or "-"}
     prediction = {"model_version": model_version(row), "score": sum(scores) / len(scores) if scores else 0.0,
                   "result": row_to_result(row)}
     return {"data": data, "predictions": [prediction]}
@@ -246,12 +277,13 @@ def push_dataset(cfg: PushConfig, client: LabelStudioClient | None = None,
     client = client or cfg.server.build()
     authenticate(client, cfg.server.token_env)  # every push, also one with nothing new to send
     state = load_push_state(root, client.url)
-    ctx = {"root": root, "document_root": document_root, "media_dir": review_folder(document_root, root),
+    media_dir = review_folder(document_root, root)
+    ctx: dict[str, Any] = {"root": root, "document_root": document_root, "media_dir": media_dir,
            "batch_size": cfg.push.batch_size, "on_batch": on_batch, "dataset_id": state.dataset_id}
     selected = select_rows(root, cfg)
     fresh = [r for r in selected if state.task_of(r, r["fingerprint"]) is None]
     rows = fresh[:cfg.push.limit] if cfg.push.limit else fresh
-    have = write_media(root, {r["sample_id"] for r in rows}, ctx["media_dir"])
+    have = write_media(root, {r["sample_id"]: r for r in rows}, media_dir, cfg.push.review_height)
     summary = PushSummary(selected=len(selected), already_there=len(selected) - len(fresh),
                           no_media=sorted(r["sample_id"] for r in rows if r["sample_id"] not in have))
     for sid in summary.no_media:

@@ -44,6 +44,9 @@ class PushOptions(BaseConfig):
     """Tasks per import request; the push state is saved after each batch."""
     limit: int | None = Field(None, ge=1)
     """Push at most this many new samples (null: no limit)."""
+    review_height: int | None = Field(480, ge=16)
+    """Videos lower than this are scaled up to it for review (Label Studio never draws a video larger
+    than its own size); null: push the embedded clip as it is."""
     reroute: bool = False
     """false: push the samples annotation routed (their stored qc.route_reasons, decided by the annotate
     preset's `routing`); true: route every row again with this preset's `routing` thresholds instead."""

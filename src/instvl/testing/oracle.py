@@ -122,7 +122,8 @@ class OracleDetector:
                                 [labels[n][picks[n] % len(labels[n])] for n in keep])
         return found + self._false_positives(np.random.default_rng([self.seed, index, 1]), len(boxes), wanted)
 
-    def _false_positives(self, rng: np.random.Generator, num_objects: int, wanted: list[str]) -> list[Detection]:
+    def _false_positives(self, rng: np.random.Generator, num_objects: int,
+                         wanted: list[str]) -> list[Detection]:
         """Boxes on no object: object-sized, anywhere in the frame, with a wanted label and a lower score."""
         count = rng.poisson(self.false_positive_rate * num_objects) if self.false_positive_rate else 0
         if not count or not wanted:

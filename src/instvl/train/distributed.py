@@ -204,6 +204,15 @@ def process_count() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
+def total_count(count: int, device: Any) -> int:
+    """`count` summed over the ranks of the initialised process group (`count` outside one)."""
+    if not is_distributed():
+        return count
+    total = torch.tensor([count], dtype=torch.long, device=device)
+    dist.all_reduce(total)
+    return int(total)
+
+
 def gather_rows(x: Tensor) -> tuple[Tensor, int]:
     """Rows of `x` from every rank (ranks may hold different counts, zero included) and this rank's offset."""
     if not is_distributed():

@@ -24,6 +24,7 @@ from instvl.geometry import cxcywh_to_xyxy
 from instvl.train import checkpoint as ckpt
 from instvl.train import distributed as dist_utils
 from instvl.train import visualize
+from instvl.train.annotations import zero_shot_report
 from instvl.train.config import EvalConfig, TrainConfig
 from instvl.train.data import InstVLDataset, to_device
 from instvl.train.error_analysis import instance_error_breakdown
@@ -240,6 +241,11 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     images = output / "images"
     model = load_model(cfg, device)
     tokenizer = load_tokenizer(cfg.model.text)
+    if cfg.eval.annotations:  # zero-shot global retrieval on an annotation list, several captions per video
+        report = {"checkpoint": cfg.checkpoint, **zero_shot_report(model, cfg, tokenizer, device)}
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "eval.json").write_text(json.dumps(report, indent=2))
+        return report
     emb = embed_split(model, eval_dataset(cfg, tokenizer, cfg.eval.split), device, cfg.eval.max_samples,
                       thumbnails=cfg.num_examples > 0)
     if not emb.sample_ids:
@@ -260,7 +266,8 @@ def format_table(report: dict[str, Any]) -> str:
     """The report's headline numbers as a markdown table."""
     head = "| retrieval | T2V R@1 | T2V R@5 | T2V R@10 | V2T R@1 | V2T R@5 | V2T R@10 | mean R |"
     lines = [head, "|" + "---|" * 8]
-    for key in [k for k in report if k.startswith(("global", "instance")) and isinstance(report[k], dict)]:
+    for key in [k for k in report if k.startswith(("global", "instance", "zero_shot"))
+                and isinstance(report[k], dict)]:
         r = report[key]
         values = [r[f"{d}_r{k}"] for d in ("t2v", "v2t") for k in (1, 5, 10)] + [r["mean_recall"]]
         lines.append(f"| {key} | " + " | ".join(f"{v:.2f}" for v in values) + " |")

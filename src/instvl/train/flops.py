@@ -29,7 +29,8 @@ CLIP_SHAPES = {
                                       "image_size": 224},
 }
 BERT_SHAPES = {
-    "minilm": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12, "intermediate_size": 1536},
+    "minilm": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
+               "intermediate_size": 1536},
     "google-bert/bert-base-uncased": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
                                       "intermediate_size": 3072},
     "google-bert/bert-large-uncased": {"hidden_size": 1024, "num_hidden_layers": 24,
@@ -48,7 +49,8 @@ def random_towers(model: InstAPConfig) -> InstAPConfig:
         update["teacher"] = teacher.model_copy(update={"vision_config": CLIP_SHAPES[name]})
     if model.text.random_config is None:
         if model.text.model not in BERT_SHAPES:
-            raise ValueError(f"no known shape for the text tower {model.text.model!r}; give text.random_config")
+            raise ValueError(f"no known shape for the text tower {model.text.model!r}; "
+                             "give text.random_config")
         update["text"] = model.text.model_copy(update={"model": "minilm",
                                                        "random_config": BERT_SHAPES[model.text.model]})
     return model.model_copy(update=update)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from instvl.train.distributed import gather_rows, process_count, process_rank
+from instvl.train.distributed import gather_rows, process_count, process_rank, total_count
 
 
 class LearnableTemperature(nn.Module):
@@ -37,7 +37,11 @@ class LearnableTemperature(nn.Module):
 
 
 def alignment_loss(student: list[Tensor], teacher: list[Tensor]) -> Tensor:
-    """Eq. 1 averaged over layers: mean over tokens of ||s/|s| - t/|t|||^2 (= 2 - 2 cos), [B, L, D] each."""
+    """Eq. 1 averaged over layers: mean over tokens of ||s/|s| - t/|t|||^2 (= 2 - 2 cos), [B, L, D] each.
+
+    Across ranks, weighted by this rank's share of the samples (module docstring), so a rank whose batch
+    lost samples to decode errors does not weigh its remaining ones up.
+    """
     if len(student) != len(teacher) or not student:
         raise ValueError(f"alignment needs matching non-empty layer lists, got {len(student)} "
                          f"and {len(teacher)}")
@@ -47,7 +51,8 @@ def alignment_loss(student: list[Tensor], teacher: list[Tensor]) -> Tensor:
             raise ValueError(f"student features {tuple(s.shape)} do not match teacher {tuple(t.shape)}")
         cosine = (F.normalize(s.float(), dim=-1) * F.normalize(t.float(), dim=-1)).sum(-1)
         per_layer.append((2 - 2 * cosine).mean())
-    return torch.stack(per_layer).mean()
+    samples = student[0].shape[0]
+    return torch.stack(per_layer).mean() * _rank_share(samples, total_count(samples, student[0].device))
 
 
 def _rank_share(local: int, total: int) -> float:

@@ -111,7 +111,7 @@ class PixelCaptioner(BatchCaptioner):
         background = f"over a mostly {region_colour(request.frames[0])} background"
         if not entities:
             return f"{media} {background}, with no distinct coloured object."
-        named = [f"a {name}" for name in entities]
+        named = [f"{'an' if name[0] in 'aeiou' else 'a'} {name}" for name in entities]
         listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + f" and {named[-1]}"
         return f"{media} of {listed} {background}."
 
@@ -122,5 +122,6 @@ class PixelCaptioner(BatchCaptioner):
         colour = instance_colour(request.frames, target)
         # The phrase names the kind ('circle', 'red circle'); the colour word is the one the pixels show.
         kind = " ".join(w for w in target.phrase.split() if w not in NAMED_COLOURS) or "object"
-        return (f"A {describe_size(boxes)} {colour} {kind} {describe_path(boxes)} "
+        size = describe_size(boxes)
+        return (f"{'An' if size[0] in 'aeiou' else 'A'} {size} {colour} {kind} {describe_path(boxes)} "
                 f"{describe_place(boxes)}{describe_relation(target, request.others)}.")

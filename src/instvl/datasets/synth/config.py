@@ -89,7 +89,8 @@ class SynthConfig(BaseConfig):
     def dataset_config(self) -> dict:
         """The resolved config without `output`: where a dataset lives is not part of what it is. The
         difficulty settings added later appear only when set, so older datasets keep their hash."""
-        unset = {name for name in LATER_SETTINGS if getattr(self, name) == type(self).model_fields[name].default}
+        fields = type(self).model_fields
+        unset = {name for name in LATER_SETTINGS if getattr(self, name) == fields[name].default}
         return self.model_dump(mode="json", exclude={"output", *unset})
 
     def dataset_hash(self) -> str:

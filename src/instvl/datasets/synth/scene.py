@@ -114,7 +114,8 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
     return options[rng.integers(len(options))]
 
 
-def sample_motion(rng: np.random.Generator, short_side: int, is_video: bool, speed_scale: float = 1.0) -> dict:
+def sample_motion(rng: np.random.Generator, short_side: int, is_video: bool,
+                  speed_scale: float = 1.0) -> dict:
     """Motion kind, direction, speed and displacement (pixels over the whole clip)."""
     if not is_video:
         return {}
@@ -145,7 +146,7 @@ def place(rng: np.random.Generator, obj: SceneObject, width: int, height: int, o
         start = inside - np.array([dx, dy]) if entering else inside
         end = start + np.array([dx, dy])
         outside = end if not entering else start
-        if not (outside[0] < -half or outside[0] > width + half or outside[1] < -half or outside[1] > height + half):
+        if -half <= outside[0] <= width + half and -half <= outside[1] <= height + half:
             raise _NoRoom
         return replace(obj, start=(float(start[0]), float(start[1])))
     if occlusion:

@@ -63,11 +63,22 @@ class LossConfig(BaseConfig):
     """False drops the instance branch from training (the L_rec + L_global ablation row)."""
     inst_temperature: Literal["separate", "shared"] = "separate"
     """Its own learnable temperature for L_inst (paper) or the global one (ablation baseline)."""
+    inst_as_global: bool = False
+    """The paper's same-data control "UMT (InstVL; g+i)": each instance caption is paired with the
+    embedding of its whole (masked) clip instead of its instance embedding, i.e. it becomes one more
+    global caption of the clip; crops and cross-attention take no part. Weighted by w_inst (needs
+    inst_loss; set inst_temperature=shared for UMT's single temperature)."""
     align_layers: int = Field(2, ge=1)
     """How many last student/teacher layers L_rec aligns (UMT: 6)."""
     temp_init: float = 0.07
     temp_min: float = 1e-3
     temp_max: float = 0.5
+
+    @model_validator(mode="after")
+    def _check_switches(self) -> "LossConfig":
+        if self.inst_as_global and not self.inst_loss:
+            raise ValueError("loss.inst_as_global needs loss.inst_loss=true (it uses the instance captions)")
+        return self
 
 
 class InstAPConfig(BaseConfig):
@@ -154,16 +165,20 @@ class InstAP(nn.Module):
         l_rec = alignment_loss(predictions, [_take(t, keep) for t in targets.features])
         temp_glob = self.temp_glob()
         text = self.encode_text(batch["text_ids"], batch["text_mask"])
-        l_glob = global_contrastive(self._project_video(visible.tokens), text, temp_glob)
+        clip = self._project_video(visible.tokens)
+        l_glob = global_contrastive(clip, text, temp_glob)
         temp_inst = temp_glob if self.temp_inst is None else self.temp_inst()
-        l_inst = self._instance_loss(batch, visible.tokens, temp_inst)
+        l_inst = self._instance_loss(batch, visible.tokens, temp_inst,
+                                     clip if self.cfg.loss.inst_as_global else None)
         w = self.cfg.loss
         total = w.w_rec * l_rec + w.w_glob * l_glob + w.w_inst * l_inst
         logged = {"l_rec": l_rec, "l_glob": l_glob, "l_inst": l_inst, "temp_glob": temp_glob,
                   "temp_inst": temp_inst}
         return {"loss": total, **{k: v.detach().float() for k, v in logged.items()}}
 
-    def _instance_loss(self, batch: Mapping[str, Any], scene: Tensor, temperature: Tensor) -> Tensor:
+    def _instance_loss(self, batch: Mapping[str, Any], scene: Tensor, temperature: Tensor,
+                       clip: Tensor | None = None) -> Tensor:
+        """L_inst; with `clip` ([B, D] clip embeddings: loss.inst_as_global) the g+i control instead."""
         # Parameters the step leaves unused still get a zero gradient, which DDP requires of every rank.
         untouched = sum(p.sum() for p in self.instance_attn.parameters()) * 0.0 + temperature * 0.0
         if not self.cfg.loss.inst_loss:
@@ -179,6 +194,11 @@ class InstAP(nn.Module):
             # Empty but attached to the graph: the contrastive loss may still gather from other ranks.
             empty_inst, empty_text = self.vision_proj.bias[None][:0], self.text_proj.bias[None][:0]
             return instance_contrastive(empty_inst, empty_text, index, temperature) + untouched
+        if clip is not None:
+            # Same captions, same batches, but scored against the whole clip: same-sample captions are
+            # not each other's negatives (Eq. 8's mask), so each clip has several positive captions.
+            texts = self.encode_text(ids, mask)
+            return instance_contrastive(clip[index.to(clip.device)], texts, index, temperature) + untouched
         instances = self.encode_instances(crops, scene=scene, sample_index=index,
                                           crop_mask_ratio=self.cfg.instance.crop_mask_ratio)
         texts = self.encode_text(ids, mask)

@@ -1,0 +1,175 @@
+"""Loader throughput per CPU core on realistic media, beside the demand of a GPU at a given MFU.
+
+Media: 10-s 1280x720 30-fps H.264 clips (libx264 veryfast, crf 23: a pan over scikit-image photos with
+sensor-like noise, ~0.8 Mb/s) and 1024x768 JPEGs (quality 90), written with `instvl.media.encode`,
+each row with 8 instances whose boxes move every frame. For each preset it times what one DataLoader
+worker does per sample (`transforms.prepare_sample` + the batch's `collate` and tokenisation) in CPU
+seconds of this process with torch/OpenCV held to one thread, so the figure is per core and does not
+depend on other load on the machine. Demand: samples/s one GPU consumes at `--mfu` of `--peak-tflops`,
+from the FLOPs per sample (`instvl.train.flops.step_flops`). Supply: `--cores` cores per GPU.
+
+    python bench/loader.py                              # vit-b16 and vit-l14, images and videos
+    python bench/loader.py --json loader.json --image-share 0.975 --cores 12
+"""
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+
+from instvl.config import load_config  # noqa: E402
+from instvl.train.config import TrainConfig  # noqa: E402
+from instvl.train.data import collate  # noqa: E402
+from instvl.train.flops import step_flops  # noqa: E402
+from instvl.train.model import load_tokenizer  # noqa: E402
+from instvl.train.transforms import prepare_sample  # noqa: E402
+
+PRESETS = ("train/vit-b16", "train/vit-l14")
+
+
+def natural_canvas(width: int, height: int) -> np.ndarray:
+    """A large photo mosaic (scikit-image samples) to pan over."""
+    import cv2
+    import skimage.data as sd
+
+    tiles = [sd.astronaut(), sd.coffee(), sd.chelsea(), sd.rocket()]
+    tiles = [cv2.resize(t, (height * t.shape[1] // t.shape[0], height)) for t in tiles]
+    return np.concatenate(tiles, axis=1)[:, : max(width, sum(t.shape[1] for t in tiles))]
+
+
+def video_bytes(seed: int, seconds: float = 10.0, fps: int = 30, width: int = 1280,
+                height: int = 720) -> bytes:
+    from instvl.media.encode import encode_mp4
+
+    rng = np.random.default_rng(seed)
+    canvas = natural_canvas(width, int(height * 1.3))
+    frames = []
+    count = int(seconds * fps)
+    for t in range(count):
+        x = int((canvas.shape[1] - width) * t / count)
+        y = int((canvas.shape[0] - height) * (0.5 + 0.45 * np.sin(t / 40 + seed)))
+        noise = rng.integers(-6, 7, (height, width, 1), dtype=np.int16)
+        frame = canvas[y:y + height, x:x + width].astype(np.int16) + noise
+        frames.append(np.clip(frame, 0, 255).astype(np.uint8))
+    return encode_mp4(frames, float(fps))
+
+
+def image_bytes(seed: int, width: int = 1024, height: int = 768) -> bytes:
+    from instvl.media.encode import encode_image
+
+    rng = np.random.default_rng(seed)
+    canvas = natural_canvas(width, height)
+    x = int(rng.integers(0, canvas.shape[1] - width + 1))
+    noise = rng.integers(-6, 7, (height, width, 1), dtype=np.int16)
+    frame = np.clip(canvas[:, x:x + width].astype(np.int16) + noise, 0, 255).astype(np.uint8)
+    return encode_image(frame, "jpeg", quality=90)
+
+
+def instances(frames: int, count: int, seed: int) -> list[dict[str, Any]]:
+    """`count` instances with a box on every frame, drifting across the picture."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(count):
+        start, size = rng.uniform(0.05, 0.6, 2), rng.uniform(0.1, 0.35, 2)
+        drift = rng.uniform(-0.3, 0.3, 2) * np.linspace(0, 1, frames)[:, None]
+        xy = np.clip(start + drift, 0, 1 - size)
+        boxes = np.concatenate([xy, xy + size], axis=1).astype(np.float32)
+        out.append({"instance_id": k, "phrase": "thing", "caption": f"a thing number {k} moves. it is red.",
+                    "score": 0.9, "trajectory": {"frame_index": list(range(frames)), "box": boxes.tolist(),
+                                                 "score": [0.9] * frames}})
+    return out
+
+
+def make_rows(folder: Path, videos: int, images: int) -> list[dict[str, Any]]:
+    """Rows with embedded media (generated once into `folder`, reused by later runs)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for kind, count, make, frames in (("video", videos, video_bytes, 300), ("image", images, image_bytes, 1)):
+        for i in range(count):
+            path = folder / f"{kind}-{i}.{'mp4' if kind == 'video' else 'jpg'}"
+            if not path.exists():
+                path.write_bytes(make(i))
+            rows.append({"sample_id": f"{kind}-{i}", "media_type": kind, "media": path.read_bytes(),
+                         "num_frames": frames, "global_caption": "a scene. things move in it.",
+                         "instances": instances(frames, 8, i), "source": {"uri": str(path)}})
+    return rows
+
+
+def time_samples(cfg: TrainConfig, rows: list[dict[str, Any]], tokenizer: Any, repeats: int) -> list[float]:
+    """CPU seconds per sample of prepare_sample + collate (one batch per row, so collate is included)."""
+    times = []
+    for epoch in range(repeats):
+        for row in rows:
+            started = time.process_time()
+            sample = prepare_sample(row, cfg.data, epoch, train=True)  # type: ignore[arg-type]
+            collate([sample], tokenizer, cfg.data, cfg.model.text.max_len)
+            times.append(time.process_time() - started)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", action="append", help="presets (default: vit-b16 and vit-l14)")
+    parser.add_argument("--media-dir", default=os.path.join(tempfile.gettempdir(), "instvl-bench-loader"),
+                        help="where the generated media are kept between runs")
+    parser.add_argument("--videos", type=int, default=3)
+    parser.add_argument("--images", type=int, default=12)
+    parser.add_argument("--repeats", type=int, default=2, help="epochs over the rows (other frames each)")
+    parser.add_argument("--cores", type=int, default=12, help="CPU cores per GPU")
+    parser.add_argument("--mfu", type=float, default=0.4)
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="H100 bf16 dense")
+    parser.add_argument("--image-share", type=float, default=0.975, help="share of image samples (InstVL)")
+    parser.add_argument("--set", action="append", default=[], help="extra config overrides (a.b=c)")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args()
+
+    import cv2
+    import torch
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    rows = make_rows(Path(args.media_dir), args.videos, args.images)
+    results = []
+    print(f"{args.cores} cores per GPU, demand at {args.mfu:.0%} MFU of {args.peak_tflops:g} TFLOP/s; "
+          f"mix = {args.image_share:.1%} images\n")
+    print("| preset | media | CPU s/sample (median) | per-core samples/s | TFLOP/sample | "
+          f"GPU demand samples/s | {args.cores}-core supply samples/s | supply/demand |")
+    print("|---|---|---|---|---|---|---|---|")
+    for preset in args.preset or PRESETS:
+        cfg = load_config(TrainConfig, preset, args.set)
+        tokenizer = load_tokenizer(cfg.model.text.model_copy(update={"model": "minilm"}))
+        entry: dict[str, Any] = {"preset": preset, "overrides": args.set}
+        for media in ("video", "image"):
+            times = time_samples(cfg, [r for r in rows if r["media_type"] == media], tokenizer, args.repeats)
+            seconds = statistics.median(times)
+            flops = step_flops(cfg, media)["total"]  # type: ignore[arg-type]
+            demand = args.mfu * args.peak_tflops * 1e12 / flops
+            supply = args.cores / seconds
+            entry[media] = {"cpu_s_per_sample": seconds, "cpu_s_all": times, "flops_per_sample": flops,
+                            "demand_per_gpu": demand, "supply_per_gpu": supply, "ratio": supply / demand}
+            print(f"| {preset} | {media} | {seconds:.4f} | {1 / seconds:.1f} | {flops / 1e12:.3f} | "
+                  f"{demand:.0f} | {supply:.0f} | {supply / demand:.2f}x |", flush=True)
+        share = args.image_share
+        cpu = share * entry["image"]["cpu_s_per_sample"] + (1 - share) * entry["video"]["cpu_s_per_sample"]
+        gpu = (share * entry["image"]["flops_per_sample"] + (1 - share) * entry["video"]["flops_per_sample"])
+        demand, supply = args.mfu * args.peak_tflops * 1e12 / gpu, args.cores / cpu
+        entry["mix"] = {"image_share": share, "cpu_s_per_sample": cpu, "flops_per_sample": gpu,
+                        "demand_per_gpu": demand, "supply_per_gpu": supply, "ratio": supply / demand}
+        print(f"| {preset} | mix | {cpu:.4f} | {1 / cpu:.1f} | {gpu / 1e12:.3f} | {demand:.0f} | "
+              f"{supply:.0f} | {supply / demand:.2f}x |", flush=True)
+        results.append(entry)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
