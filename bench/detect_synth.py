@@ -53,7 +53,8 @@ def main() -> None:
         return
     print(f"{args.preset} on {args.samples} InstVL-Synth samples (seed {args.seed}): "
           f"{result['matched']}/{result['gt_boxes']} ground-truth boxes matched at IoU>={IOU} "
-          f"({result['recall']:.1%}); {result['unmatched_predictions']}/{result['predicted_boxes']} predicted "
+          f"({result['recall']:.1%}); "
+          f"{result['unmatched_predictions']}/{result['predicted_boxes']} predicted "
           f"boxes matched nothing; mean IoU of matches {result['mean_iou']:.2f}")
     for caption in result["captions"][:8]:
         print("  ", caption)
@@ -73,7 +74,8 @@ def evaluate(cfg: AnnotateConfig, root: Path, truth: list[dict]) -> dict:
         captions += [f"{inst.phrase}: {inst.caption}" for inst in sample.instances]
         for source_frame, clip_frame in zip(decoded.source_frames, decoded.clip_frames, strict=True):
             gt = [box_on(i["frame_index"], i["box"], int(source_frame)) for i in record["instances"]]
-            pred = [box_on(i.trajectory.frame_index, i.trajectory.box, int(clip_frame)) for i in sample.instances]
+            pred = [box_on(i.trajectory.frame_index, i.trajectory.box, int(clip_frame))
+                    for i in sample.instances]
             gt_arr = np.array([b for b in gt if b is not None], np.float64).reshape(-1, 4)
             pred_arr = np.array([b for b in pred if b is not None], np.float64).reshape(-1, 4)
             gt_boxes, predicted = gt_boxes + len(gt_arr), predicted + len(pred_arr)
@@ -85,7 +87,8 @@ def evaluate(cfg: AnnotateConfig, root: Path, truth: list[dict]) -> dict:
                 ious += [float(v) for v in iou[rows, cols][hits]]
     return {"gt_boxes": gt_boxes, "matched": matched, "recall": matched / max(1, gt_boxes),
             "predicted_boxes": predicted, "unmatched_predictions": predicted - matched,
-            "mean_iou": float(np.mean(ious)) if ious else 0.0, "models": cfg.model_ids(), "captions": captions}
+            "mean_iou": float(np.mean(ious)) if ious else 0.0, "models": cfg.model_ids(),
+            "captions": captions}
 
 
 def box_on(frames: list[int], boxes: list, frame: int) -> list[float] | None:

@@ -14,6 +14,7 @@ MFU = (FLOPs of one forward+backward, counted by torch's FlopCounterMode, frozen
 """
 
 import argparse
+import json
 import os
 import statistics
 import tempfile
@@ -96,12 +97,15 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="the device's peak TFLOP/s in this precision, to report MFU "
                              "(H100 bf16 dense: 989)")
+    parser.add_argument("--set", action="append", default=[], help="extra config overrides (a.b=c)")
+    parser.add_argument("--json", help="also write the measured rows to this JSON file")
     args = parser.parse_args()
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.root) if args.root else make_dataset(Path(tmp) / "synth", args.samples)
         base = [f"data.root={root}", "data.split=null", f"data.batch_size={args.batch_size}",
                 f"run.device={args.device}", "run.strategy=none"]
-        base += [f"run.precision={args.precision}"] if args.precision else []
+        base += ([f"run.precision={args.precision}"] if args.precision else []) + args.set
         print(f"{args.preset} on {args.device}, dataset {root}, batch {args.batch_size}, "
               f"{args.steps} steps per variant (first 2 not timed)\n")
         print("| variant | samples/s | data s | forward s | backward s | optimizer+other s | step s | "
@@ -111,6 +115,9 @@ def main() -> None:
         for name, extra in VARIANTS.items():
             m = train_variant(args, base, extra, Path(tmp) / name.split()[0])
             consumed[name] = m["samples_per_s"]
+            peak = args.peak_tflops * 1e12 if args.peak_tflops else None
+            rows.append({"preset": args.preset, "variant": name, **m,
+                         "mfu": m["flops"] / m["step_s"] / peak if peak else None})
             mfu = (f"{100 * m['flops'] / m['step_s'] / (args.peak_tflops * 1e12):.1f}%" if args.peak_tflops
                    else "n/a")
             print(f"| {name} | {m['samples_per_s']:.2f} | {m['data_s']:.3f} | {m['forward_s']:.3f} | "
@@ -122,6 +129,9 @@ def main() -> None:
             rate = loader_throughput(args.preset, base, workers, batches=max(4, args.steps))
             ratio = rate / max(consumed["instance-aware (+ L_inst)"], 1e-9)
             print(f"| {workers} workers | {rate:.2f} | {ratio:.1f}x |")
+            rows.append({"preset": args.preset, "loader_workers": workers, "samples_per_s": rate})
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def test_embedded_bytes_are_upright_without_exif(row, photo):
 def test_training_loader_sees_the_upright_photo(row, photo):
     truth = photo[1]
     frames, indices = load_frames(row, 2, None)
-    assert indices.tolist() == [0, 0]
+    assert indices.tolist() == [0]  # an image is a 1-frame clip
     assert_upright(frames[0], truth, "training frame")
     cfg = DataConfig(num_frames=2, img_size=32, crop_size=16)
     reference = {**row, "media": png_bytes(truth)}  # the same row over the true upright pixels

@@ -20,7 +20,8 @@ def test_push_then_pull_round(prefect_harness, make_synth, qa_settings, tmp_path
     again = run_qc_round(QCRoundConfig(stage="push", root=str(root), retry_delay_s=0, **sections))
     assert (again["pushed"], again["already_there"]) == (0, 4)
 
-    tasks = json.loads((root / PUSH_STATE_FILE).read_text())["servers"][sections["server"]["url"]]["tasks"]
+    state = json.loads((root / PUSH_STATE_FILE).read_text())["servers"][sections["server"]["url"]]["tasks"]
+    tasks = {task["sample_id"]: task for task in state.values()}
     accepted = sorted(tasks)[0]
     client = PushConfig(root=str(root), **sections).server.build()
     task_id = tasks[accepted]["task_id"]

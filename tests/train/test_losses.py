@@ -159,6 +159,11 @@ def _two_rank_worker(rank: int, init_file: str, out_dir: str) -> None:
         l_glob = global_contrastive(video, text, tau)
         l_glob.backward()
         out |= {"l_glob": l_glob.detach(), "video_grad": video.grad}
+        # L_rec with a batch that lost samples: rank 0 keeps 1 of the 3 feature maps, rank 1 keeps 2.
+        student = data["student"][[0] if rank == 0 else [1, 2]].clone().requires_grad_(True)
+        l_rec = alignment_loss([student], [data["teacher"][[0] if rank == 0 else [1, 2]]])
+        l_rec.backward()
+        out |= {"l_rec": l_rec.detach(), "student_grad": student.grad}
         torch.save(out, Path(out_dir) / f"rank{rank}.pt")
     finally:
         torch.distributed.destroy_process_group()
@@ -166,7 +171,8 @@ def _two_rank_worker(rank: int, init_file: str, out_dir: str) -> None:
 
 def test_losses_gather_across_two_ranks(unit_rows, tmp_path: Path) -> None:
     data = {"video": unit_rows(6, seed=1), "text": unit_rows(6, seed=2),
-            "inst": unit_rows(4, seed=3), "inst_text": unit_rows(4, seed=4)}
+            "inst": unit_rows(4, seed=3), "inst_text": unit_rows(4, seed=4),
+            "student": torch.randn(3, 5, 8), "teacher": torch.randn(3, 5, 8)}
     torch.save(data, tmp_path / "inputs.pt")
     torch.multiprocessing.spawn(_two_rank_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
@@ -191,3 +197,9 @@ def test_losses_gather_across_two_ranks(unit_rows, tmp_path: Path) -> None:
         grads = torch.cat([per_rank[0]["inst_grad"], per_rank[1]["inst_grad"]]) / 2
         assert torch.allclose(grads, inst.grad, atol=1e-6), case
     assert ranks[1]["all"]["l_inst"].item() == 0.0
+    student = data["student"].clone().requires_grad_(True)
+    full_rec = alignment_loss([student], [data["teacher"]])
+    full_rec.backward()
+    assert (ranks[0]["l_rec"] + ranks[1]["l_rec"]).item() / 2 == pytest.approx(full_rec.item(), rel=1e-5)
+    rec_grads = torch.cat([ranks[0]["student_grad"], ranks[1]["student_grad"]]) / 2
+    assert torch.allclose(rec_grads, student.grad, atol=1e-6)

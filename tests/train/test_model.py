@@ -272,14 +272,15 @@ def _student_lengths(model: InstAP) -> list[int]:
 
 
 @pytest.mark.parametrize("tubelet", [1, 2])
-def test_images_are_one_frame_clips_masked_at_the_image_ratio(make_model, make_batch, tubelet: int) -> None:
+def test_images_are_one_frame_clips_masked_at_the_image_ratio(make_model, make_batch,
+                                                              tubelet: int) -> None:
     model = make_model(vision={"tubelet_size": tubelet, "num_frames": 4},
                        masking={"ratio": 0.75, "image_ratio": 0.5, "kind": "random"})
     lengths = _student_lengths(model)
     out = model(make_batch(frames=1))  # 64x64 at patch 16: 16 tokens per frame
     assert torch.isfinite(out["loss"])
     assert lengths[0] == 16 - int(16 * 0.5)  # one slot, image ratio
-    assert lengths[1] == 16  # crops of an image: one frame (32x32 -> 4 tokens? no: 64 crop) unmasked
+    assert lengths[1] == 4  # the crops of an image: one 32x32 frame, 4 tokens, unmasked
     lengths.clear()
     model(make_batch(frames=4))
     assert lengths[0] == (4 // tubelet) * (16 - int(16 * 0.75))  # video ratio

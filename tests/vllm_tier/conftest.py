@@ -108,12 +108,13 @@ class VLLMServer:
         unavailable(f"the vLLM server was not healthy within {SERVER_START_S:.0f}s:\n{self.log_tail()}")
 
     def stop(self) -> None:
-        """Stop the server and the engine processes it spawned (its own process group)."""
+        """Stop the server and the engine processes it spawned (its own process group). SIGKILL after 10 s:
+        on SIGTERM vLLM aborts running requests, but uvicorn then waits for their connections to close."""
         if self.process is None or self.process.poll() is not None:
             return
         os.killpg(self.process.pid, signal.SIGTERM)
         try:
-            self.process.wait(timeout=60)
+            self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()

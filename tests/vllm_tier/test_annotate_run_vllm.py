@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from instvl.datasets.reader import read_table
@@ -33,6 +34,9 @@ def test_annotate_run_captions_two_synth_clips_with_the_vllm_engine(vllm, tiny_v
            "--set", f"captioner={json.dumps(captioner)}")
     report = validate_dataset(output, check_media=True)
     assert report.ok, report.summary()
+    quarantined = [f"{r['uri']}: {r['stage']}: {r['reason']}" for path in (output / "quarantine").glob("*.parquet")
+                   for r in pq.read_table(path).to_pylist()]
+    assert not quarantined, "\n".join(quarantined)
     rows = read_table(output).to_pylist()
     assert len(rows) == 2 and {r["media_type"] for r in rows} == {"video"}
     for row in rows:

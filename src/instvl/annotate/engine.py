@@ -32,6 +32,7 @@ an error with the numbers when the models cannot fit.
 import heapq
 import itertools
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
@@ -110,8 +111,9 @@ class StageStats:
 
     def summary(self, wall_s: float) -> dict[str, float]:
         span = (self.last_s - self.first_s) if self.first_s is not None and self.last_s is not None else 0.0
-        return {"calls": self.calls, "items": self.items, "mean_batch": self.items / self.calls if self.calls else 0.0,
-                "max_batch": self.max_batch, "busy_s": self.busy_s,
+        return {"calls": self.calls, "items": self.items,
+                "mean_batch": self.items / self.calls if self.calls else 0.0, "max_batch": self.max_batch,
+                "busy_s": self.busy_s,
                 "busy_of_wall": self.busy_s / wall_s if wall_s else 0.0,
                 "busy_of_phase": self.busy_s / span if span else 0.0,
                 "in_flight": self.in_flight_s / self.busy_s if self.busy_s else 0.0}
@@ -280,7 +282,8 @@ class ClipDetector:
 
     def __init__(self, batcher: "Batcher[tuple[np.ndarray, tuple[str, ...]], list[Detection]]",
                  frames: np.ndarray, keyframes: Sequence[int], grouped: bool) -> None:
-        self._batcher, self._frames, self._keyframes, self._grouped = batcher, frames, list(keyframes), grouped
+        self._batcher, self._frames, self._grouped = batcher, frames, grouped
+        self._keyframes = list(keyframes)
         self._index = {_address(frames[k]): k for k in range(len(frames))}
         self._queued: dict[tuple[int, tuple[str, ...]], Future[list[Detection]]] = {}
         self._prefetched: set[tuple[str, ...]] = set()
@@ -366,10 +369,15 @@ class StreamEngine:
         detector = engines.detector
         self._mixed = callable(getattr(detector, "detect_many", None))
         detect_batch = ec.detect_batch or _setting(detector, "batch_size") or 8
-        self.detector = Batcher("detect", self._detect_batch, detect_batch, ec.linger_s, grouped=not self._mixed)
+        self.detector = Batcher("detect", self._detect_batch, detect_batch, ec.linger_s,
+                                grouped=not self._mixed)
         self.tracker = GatedTracker(engines.tracker, _Gate("track", ec.tracker_sessions))
-        caption_batch = ec.caption_batch or _setting(engines.captioner, "batch_size") or 8
-        caption_calls = ec.caption_calls or _setting(engines.captioner, "concurrency") or 1
+        concurrency = _setting(engines.captioner, "concurrency")
+        if concurrency:  # a server batches by itself: keep `concurrency` single requests in flight
+            caption_batch, caption_calls = ec.caption_batch or 1, ec.caption_calls or concurrency
+        else:  # an in-process engine: few large calls (vLLM schedules a call's requests itself)
+            caption_batch = ec.caption_batch or _setting(engines.captioner, "batch_size") or 8
+            caption_calls = ec.caption_calls or 1
         self.caption_pool = Batcher("caption", engines.captioner.caption, caption_batch, ec.linger_s,
                                     calls=caption_calls)
         self.captioner = PooledCaptioner(engines.captioner, self.caption_pool)
@@ -383,7 +391,8 @@ class StreamEngine:
     def _detect_batch(self, items: list[tuple[np.ndarray, tuple[str, ...]]]) -> list[list[Detection]]:
         frames = [frame for frame, _ in items]
         if self._mixed:
-            return self.engines.detector.detect_many(frames, [list(p) for _, p in items])  # type: ignore[attr-defined]
+            many = self.engines.detector.detect_many  # type: ignore[attr-defined]
+            return many(frames, [list(p) for _, p in items])
         return self.engines.detector.detect(frames, list(items[0][1]))
 
     def clip_engines(self, frames: np.ndarray) -> Engines:
@@ -406,7 +415,7 @@ class StreamEngine:
         thread with its own worker process) and annotated (`annotate(job, decoded_future)`, in a clip
         thread); other events pass through as (event, None). `events` is consumed in a feeder thread (so
         probing the next file overlaps the models); an exception it raises is raised here, in order."""
-        ordered: Any = __import__("queue").Queue()
+        ordered: queue.Queue[tuple[Any, Future[R] | None]] = queue.Queue()
         window = threading.Semaphore(self.settings.clips_in_flight + self.settings.decode_ahead)
         stop = threading.Event()
 
@@ -418,7 +427,8 @@ class StreamEngine:
                             if stop.is_set():
                                 return
                         decoded = self._decode_pool.submit(self._decode, decode, event)
-                        ordered.put((event, self._clip_pool.submit(self._annotate, annotate, event, decoded)))
+                        result = self._clip_pool.submit(self._annotate, annotate, event, decoded)
+                        ordered.put((event, result))
                     else:
                         ordered.put((event, None))
                     if stop.is_set():
@@ -460,7 +470,8 @@ class StreamEngine:
         finally:
             self.decode_stats.end(1)
 
-    def _annotate(self, annotate: Callable[[ClipJob, "Future[T]"], R], job: ClipJob, decoded: "Future[T]") -> R:
+    def _annotate(self, annotate: Callable[[ClipJob, "Future[T]"], R], job: ClipJob,
+                  decoded: "Future[T]") -> R:
         _local.seq = job.seq
         try:
             return annotate(job, decoded)
@@ -500,8 +511,9 @@ class MemoryBudget:
     vllm_fraction: float
 
     def describe(self) -> str:
-        return (f"GPU {self.gpu_gib:.1f} GiB = detector {self.detector_gib:.1f} + tracker {self.tracker_gib:.1f}"
-                f" + reserve {self.reserve_gib:.1f} + captioner {self.captioner_gib:.1f} "
+        return (f"GPU {self.gpu_gib:.1f} GiB = detector {self.detector_gib:.1f} + tracker "
+                f"{self.tracker_gib:.1f} + reserve {self.reserve_gib:.1f} + captioner "
+                f"{self.captioner_gib:.1f} "
                 f"(vLLM gpu_memory_utilization {self.vllm_fraction:.3f})")
 
 

@@ -59,8 +59,8 @@ def annotate_sample(decoded: DecodedClip, engines: Engines, cfg: AnnotateConfig,
     fields.update(width=int(width), height=int(height))
     media_bytes, media_format = media if media is not None else (None, None)
     sample = Sample(**fields, global_caption=caption, instances=instances, media=media_bytes,
-                    media_format=media_format, models=cfg.model_ids(), config_hash=config_hash(cfg.rows_config()),
-                    split=cfg.out.split)
+                    media_format=media_format, models=cfg.model_ids(),
+                    config_hash=config_hash(cfg.rows_config()), split=cfg.out.split)
     # The QC routing decision is recorded on every row (empty: publish without review).
     sample.qc = QCRecord(route_reasons=route_row(sample.to_row(), cfg.routing))
     return sample

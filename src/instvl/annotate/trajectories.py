@@ -87,6 +87,9 @@ class TrajectoryConfig(BaseConfig):
     """Consecutive frames a track may be lost (occluded, undetected) before it ends."""
     min_score: float = 0.0
     """Per-frame tracker score below which the object counts as lost on that frame."""
+    end_score: float = 0.0
+    """At the clip's end, the frames tracked since the last confirmation are kept up to the first one
+    whose tracker score is below this (the detector can no longer vouch for them)."""
     min_frames: int = 3
     """Tracks with fewer frames are dropped (clips shorter than this need a track on every frame)."""
     min_area: float = 0.0005
@@ -319,8 +322,14 @@ class TrajectoryBuilder:
             self._drop(live)
         live.active, live.pending, live.pending_mask = False, None, None
 
-    def _commit(self, live: _LiveTrack) -> None:
-        for frame in sorted(live.tentative, key=lambda f: f.index):
+    def _commit(self, live: _LiveTrack, until_score: float | None = None) -> None:
+        """Tentative frames become part of the trajectory (`until_score`: up to the first frame the
+        tracker scored lower; the rest are dropped)."""
+        frames = sorted(live.tentative, key=lambda f: f.index)
+        weak = [k for k, f in enumerate(frames) if until_score is not None and f.tracker_score < until_score]
+        kept = frames[:weak[0]] if weak else frames
+        self.stats["frames_dropped"] += len(frames) - len(kept)
+        for frame in kept:
             self._append(live, frame)
         live.tentative = []
 
@@ -419,7 +428,7 @@ class TrajectoryBuilder:
             born_last = live.det_scores[0][0] == self._last_keyframe  # (an image's tracks, too)
             if live.active and (live.confirmations >= 2 or born_last) \
                     and live.unconfirmed < self.config.max_unconfirmed:
-                self._commit(live)
+                self._commit(live, until_score=self.config.end_score)
         tracks = []
         for live in self._done + self._live:
             instance = live.instance

@@ -11,26 +11,37 @@ before the file is quarantined; their quarantine reason then starts with `RETRYA
 `reopen_retryable_units` (`instvl build IN OUT --retry-quarantined true`) makes a rerun redo
 exactly the units that hold such files. Models are built once per process
 and per config (`engines_for`), so a worker that runs many units loads them once.
+
+Each file is fetched once (remote bytes are spilled to one local file that all its clips decode from).
+With `engine.mode: stream` (the default) the clips of the unit flow through `annotate.engine`: many
+clips in flight, decoding ahead in worker processes, batched model calls, rows written in input order;
+`serial` annotates one clip at a time. Both write the same rows and quarantine the same inputs.
 """
 
 import errno
 import logging
+import os
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from instvl.annotate.caption_cache import CachedCaptioner, CaptionCache
 from instvl.annotate.config import AnnotateConfig
+from instvl.annotate.engine import ClipJob, MemoryBudget, StreamEngine, plan_memory
 from instvl.annotate.pipeline import Engines, annotate_sample
 from instvl.annotate.plan import Unit, require_plan
 from instvl.annotate.progress import clear_progress, write_progress
 from instvl.config import config_hash
 from instvl.datasets import layout
 from instvl.datasets.manifest import UnitStats, unit_done
+from instvl.datasets.records import Sample
 from instvl.datasets.writer import UnitWriter, safe_text
-from instvl.media.clips import clip_media, decode_clip
+from instvl.media.clips import DecodedClip, clip_media, decode_clip
 from instvl.media.fetch import Media, MediaError, fetch_media
 from instvl.media.ingest import ClipSpec, Failure, plan_clips, probe_source
 
@@ -53,12 +64,41 @@ def engines_for(cfg: AnnotateConfig) -> Engines:
     with _ENGINES_LOCK:
         if key not in _ENGINES:
             started = time.monotonic()
-            captioner = cfg.captioner.build()
+            budget = memory_budget(cfg)
+            captioner_cfg = cfg.captioner
+            if budget is not None and getattr(captioner_cfg, "kind", None) == "vllm":
+                captioner_cfg = captioner_cfg.model_copy(
+                    update={"gpu_memory_utilization": budget.vllm_fraction})
+            # vLLM first: it checks at start-up that its share of the GPU is free
+            captioner = captioner_cfg.build()
             if cache_file is not None:
                 captioner = CachedCaptioner(captioner, CaptionCache(cache_file))
             _ENGINES[key] = Engines.build(cfg, captioner=captioner)
             log.info("models loaded in %.1f s: %s", time.monotonic() - started, cfg.model_ids())
         return _ENGINES[key]
+
+
+def memory_budget(cfg: AnnotateConfig) -> MemoryBudget | None:
+    """The GPU memory plan of `cfg` (`engine.memory`), checked before any model loads: raises
+    `engine.MemoryPlanError` with the numbers when the models cannot fit."""
+    if cfg.engine.memory is None:
+        return None
+    in_process = getattr(cfg.captioner, "kind", None) == "vllm"
+    budget = plan_memory(cfg.engine.memory, captioner_in_process=in_process)
+    if budget is not None:
+        log.info("GPU memory plan: %s", budget.describe())
+        if getattr(cfg.captioner, "kind", None) == "openai":
+            log.info("a node-local `vllm serve` for this preset: --gpu-memory-utilization %.3f",
+                     budget.vllm_fraction)
+    return budget
+
+
+def install_engines(cfg: AnnotateConfig, engines: Engines) -> None:
+    """Use `engines` for every unit of `cfg` in this process (benchmarks and tests inject backends)."""
+    cache_file = caption_cache_file(cfg)
+    key = config_hash(cfg.annotation().model_copy(update={"input": None, "output": None})) + f":{cache_file}"
+    with _ENGINES_LOCK:
+        _ENGINES[key] = engines
 
 
 def caption_cache_file(cfg: AnnotateConfig) -> Path | None:
@@ -79,10 +119,17 @@ def run_unit(cfg: AnnotateConfig, unit_id: str) -> UnitStats:
     engines = engines_for(cfg)
     try:
         with UnitWriter(root, unit_id, config=cfg, target_shard_bytes=cfg.out.target_shard_bytes,
-                        row_group_rows=cfg.out.row_group_rows, sources=len(unit.sources)) as writer:
-            for done, uri in enumerate(unit.sources, 1):
-                _annotate_source(uri, unit, engines, cfg, writer)
-                write_progress(root, unit_id, done, len(unit.sources), writer.num_written)
+                        row_group_rows=cfg.out.row_group_rows, sources=len(unit.sources)) as writer, \
+                tempfile.TemporaryDirectory(prefix="instvl-unit-") as scratch:
+            for event in _results(_clip_jobs(unit, cfg, Path(scratch)), engines, cfg):
+                if isinstance(event, _SourceDone):
+                    if event.spilled is not None:
+                        event.spilled.unlink(missing_ok=True)
+                    write_progress(root, unit_id, event.done, len(unit.sources), writer.num_written)
+                elif isinstance(event, Quarantine):
+                    writer.quarantine(event.uri, event.reason, event.stage, event.sample_id)
+                else:
+                    writer.write(event)
     finally:
         clear_progress(root, unit_id)
     assert writer.stats is not None  # set when the with block ends without an exception
@@ -153,44 +200,118 @@ def reopen_retryable_units(root: Path) -> list[str]:
     return reopened
 
 
+@dataclass(frozen=True)
+class Quarantine:
+    """An input (or one clip of it) set aside, with the reason and the stage that failed."""
+
+    uri: str
+    reason: str
+    stage: str
+    sample_id: str | None = None
+
+
+@dataclass(frozen=True)
+class _SourceDone:
+    done: int  # files of the unit finished so far
+    spilled: Path | None  # the local copy of a remote file, removed once its clips are written
+
+
 def _probe(uri: str, cfg: AnnotateConfig) -> tuple[Media, list[ClipSpec]]:
     media = fetch_media(uri)
     return media, plan_clips(probe_source(uri, cfg.ingest, media), cfg.ingest, media)
 
 
-def _annotate_source(uri: str, unit: Unit, engines: Engines, cfg: AnnotateConfig, writer: UnitWriter) -> None:
-    if uri in unit.duplicates:
-        writer.quarantine(uri, f"duplicate: same bytes as {unit.duplicates[uri]}", "dedupe")
-        return
-    try:
-        media, specs = with_retries(lambda: _probe(uri, cfg))
-    except Exception as err:  # the fault boundary of one input: see the module docstring
-        if unit_fault(err):
-            raise
-        stage = err.stage if isinstance(err, MediaError) else "probe"
-        writer.quarantine(uri, describe(err), stage)
-        return
-    for spec in specs:
-        stage = "decode"
+def _clip_jobs(unit: Unit, cfg: AnnotateConfig,
+               scratch: Path) -> Iterator[ClipJob | Quarantine | _SourceDone]:
+    """The unit's clips in order, with the quarantined files and a marker after each file.
+
+    Each file is fetched and probed once; a remote video is written once to `scratch`, and its clips
+    decode from that local file (decord reads paths: bytes would be spilled again for every clip)."""
+    seq = 0
+    for done, uri in enumerate(unit.sources, 1):
+        spilled = None
+        if uri in unit.duplicates:
+            yield Quarantine(uri, f"duplicate: same bytes as {unit.duplicates[uri]}", "dedupe")
+            yield _SourceDone(done, None)
+            continue
         try:
-            decoded = decode_clip(spec, cfg.ingest, media)
-            if isinstance(decoded, Failure):
-                writer.quarantine(uri, decoded.reason, decoded.stage, spec.sample_id)
-                continue
-            stage = "annotate"
-            embedded = clip_media(spec, cfg.ingest, media) if cfg.out.embed_media else None
-            sample = annotate_sample(decoded, engines, cfg, embedded)
-        except Exception as err:  # a decoder or a model failing on one clip must not lose the unit
+            media, specs = with_retries(lambda uri=uri: _probe(uri, cfg))  # type: ignore[misc]
+        except Exception as err:  # the fault boundary of one input: see the module docstring
             if unit_fault(err):
                 raise
-            if not isinstance(err, MediaError):
-                log.exception("%s failed on %s [%d, %d)", stage, safe_text(uri), spec.start_frame,
-                              spec.end_frame)
-            writer.quarantine(uri, describe(err), err.stage if isinstance(err, MediaError) else stage,
-                              spec.sample_id)
+            yield Quarantine(uri, describe(err), err.stage if isinstance(err, MediaError) else "probe")
+            yield _SourceDone(done, None)
             continue
-        if len(sample.instances) < cfg.filter.min_instances:
-            writer.quarantine(uri, f"too few instances ({len(sample.instances)} < "
-                              f"{cfg.filter.min_instances})", "filter", spec.sample_id)
-            continue
-        writer.write(sample)
+        if isinstance(media, bytes) and any(spec.media_type == "video" for spec in specs):
+            spilled = scratch / f"{done:05d}{os.path.splitext(uri)[1][:16] or '.mp4'}"
+            spilled.write_bytes(media)
+            media = str(spilled)
+        for spec in specs:
+            yield ClipJob(seq, uri, spec, media)
+            seq += 1
+        yield _SourceDone(done, spilled)
+
+
+_Decoded = tuple[DecodedClip | Failure, tuple[bytes, str] | Exception | None]
+
+
+def _decode(job: ClipJob, cfg: AnnotateConfig) -> _Decoded:
+    """The clip's sampled frames and the media to embed in its row (an embedding error is kept, to be
+    raised where the serial path met it)."""
+    decoded = decode_clip(job.spec, cfg.ingest, job.media)
+    if isinstance(decoded, Failure) or not cfg.out.embed_media:
+        return decoded, None
+    try:
+        return decoded, clip_media(job.spec, cfg.ingest, job.media)
+    except Exception as err:
+        return decoded, err
+
+
+def _annotate_clip(job: ClipJob, decoded: Callable[[], _Decoded], engines: Callable[[DecodedClip], Engines],
+                   cfg: AnnotateConfig) -> Sample | Quarantine:
+    """One clip's row, or why it is quarantined: the fault boundary of one clip."""
+    stage = "decode"
+    spec = job.spec
+    try:
+        clip, embedded = decoded()
+        if isinstance(clip, Failure):
+            return Quarantine(job.uri, clip.reason, clip.stage, spec.sample_id)
+        stage = "annotate"
+        if isinstance(embedded, Exception):
+            raise embedded
+        sample = annotate_sample(clip, engines(clip), cfg, embedded)
+    except Exception as err:  # a decoder or a model failing on one clip must not lose the unit
+        if unit_fault(err):
+            raise
+        if not isinstance(err, MediaError):
+            log.exception("%s failed on %s [%d, %d)", stage, safe_text(job.uri), spec.start_frame,
+                          spec.end_frame)
+        return Quarantine(job.uri, describe(err), err.stage if isinstance(err, MediaError) else stage,
+                          spec.sample_id)
+    if len(sample.instances) < cfg.filter.min_instances:
+        return Quarantine(job.uri, f"too few instances ({len(sample.instances)} < "
+                          f"{cfg.filter.min_instances})", "filter", spec.sample_id)
+    return sample
+
+
+def _results(jobs: Iterator[ClipJob | Quarantine | _SourceDone], engines: Engines,
+             cfg: AnnotateConfig) -> Iterator[Sample | Quarantine | _SourceDone]:
+    """Rows, quarantines and file markers in input order, from the serial path or the stream engine."""
+    if cfg.engine.mode == "serial":
+        for job in jobs:
+            if isinstance(job, ClipJob):
+                yield _annotate_clip(job, lambda job=job: _decode(job, cfg), lambda _: engines, cfg)
+            else:
+                yield job
+        return
+    started = time.perf_counter()
+    with StreamEngine(engines, cfg) as stream:
+        def annotate(job: ClipJob, decoded: Future[_Decoded]) -> Sample | Quarantine:
+            return _annotate_clip(job, decoded.result, lambda clip: stream.clip_engines(clip.frames), cfg)
+
+        for event, result in stream.run(jobs, lambda job: _decode(job, cfg), annotate):
+            yield result if result is not None else event
+        wall = time.perf_counter() - started
+        log.info("stream engine: %s", "; ".join(
+            f"{name} busy {s['busy_of_wall']:.0%} mean batch {s['mean_batch']:.1f}"
+            for name, s in ((n, st.summary(wall)) for n, st in stream.stages().items())))

@@ -4,9 +4,10 @@ instance InfoNCE with same-sample negatives masked out (L_inst, Eq. 8), plus lea
 When torch.distributed is initialised, the contrastive losses gather the embeddings of every rank with
 a gradient-preserving all-gather (`distributed.gather_rows`); each rank scores its own rows against all
 gathered columns (the "local loss" of open_clip). Ranks may hold different numbers of rows (instances
-per sample vary; failed decodes shrink a batch), so each rank's mean is weighted by its share of the
-rows, world * n_rank / n_all: averaging the gradients over ranks (DDP, FSDP) then gives exactly the
-full-batch gradient, and the mean of the logged per-rank values is the full-batch loss.
+per sample vary; failed decodes shrink a batch), so each rank's mean, in all three losses, is weighted
+by its share of the rows (samples for L_rec), world * n_rank / n_all: averaging the gradients over ranks
+(DDP, FSDP) then gives exactly the full-batch gradient, and the mean of the logged per-rank values is
+the full-batch loss.
 """
 
 import math

@@ -1,9 +1,14 @@
 """A deterministic tracker without a model: appearance template matching.
 
-A real (if simple) tracker: each object's pixels on the seed frame become a template that is searched for
-near its constant-velocity prediction on every later frame; a poor match (e.g. an occluded object) marks
-the object lost on that frame while its position coasts on. (Ground-truth tracking for measuring the
-trajectory builder: `instvl.testing.oracle.OracleTracker`.)
+A real (if simple) tracker. Each object's pixels on the seed frame (its foreground within the box)
+become a template, searched for on every later frame around a constant-velocity prediction, within a
+radius that grows with the object's speed and with every frame it stays lost. The match minimises the
+mean colour difference over the template's pixels that fall inside the frame, so an object entering or
+leaving the frame is still found. Its score is the share of the template's pixels seen again (colour
+within `inlier_distance`; pixels outside the frame or hidden behind an occluder do not count), rescaled
+so that `min_score` maps to 0 and a perfect match to 1; below `min_score` the object is lost on that
+frame while its position coasts on. (Ground-truth tracking for measuring the trajectory builder:
+`instvl.testing.oracle.OracleTracker`.)
 """
 
 from collections.abc import Sequence
@@ -26,9 +31,17 @@ class FakeTracker:
         mode: Literal["template"] = "template"
         """How objects are followed (the only way; recorded in provenance as `fake:template`)."""
         search: float = 0.5
-        """Search radius around the predicted position, as a fraction of the box's larger side."""
-        min_score: float = 0.9
-        """Match similarity (1 - RMS pixel difference / 255) below which the object is lost."""
+        """Search radius around the predicted position, as a fraction of the box's larger side ..."""
+        search_speed: float = 2.0
+        """... or this many times the object's last speed (pixels per frame), whichever is larger."""
+        search_growth: float = 0.25
+        """Per frame lost, the radius grows by this fraction of the box's larger side."""
+        min_score: float = 0.5
+        """Share of the template's pixels seen again below which the object is lost (score 0)."""
+        inlier_distance: float = 60.0
+        """Colour distance (RGB, 0-255) within which a template pixel counts as seen again."""
+        min_inside: float = 0.3
+        """Positions where less of the template than this lies inside the frame are not considered."""
         max_coast: int = 8
         """Frames a lost object's position keeps moving at its last velocity."""
 
@@ -50,42 +63,63 @@ class FakeTracker:
 
     def _follow(self, video: np.ndarray, seed: TrackSeed) -> list[TrackedObject]:
         cv2 = require("cv2", "video")
+        cfg = self.config
         height, width = video.shape[1:3]
         x0, y0, x1, y1 = to_pixels(seed.box_xyxy, width, height)
         template = video[0, y0:y1, x0:x1].astype(np.float32)
         h, w = template.shape[:2]
-        weights = np.repeat(foreground_mask(template)[..., None], 3, axis=2).astype(np.float32)
-        pos, velocity, coasting = np.array([x0, y0], float), np.zeros(2), 0
+        weights = foreground_mask(template).astype(np.float32)
+        pos, velocity, lost = np.array([x0, y0], float), np.zeros(2), 0
         objects = [TrackedObject(seed.obj_id, _norm_box(pos, w, h, width, height), 1.0)]
-        radius = max(2, int(np.ceil(self.config.search * max(w, h))))
         for frame in video[1:]:
             guess = pos + velocity
-            found, score = _match(cv2, frame, template, weights, guess, radius)
-            if found is not None and score >= self.config.min_score:
-                velocity, pos, coasting = found - pos, found, 0
+            radius = int(np.ceil(max(cfg.search * max(w, h), cfg.search_speed * np.abs(velocity).max())
+                                 + cfg.search_growth * max(w, h) * lost)) + 1
+            found, seen = _match(cv2, frame, template, weights, guess, radius, cfg)
+            if found is not None and seen >= cfg.min_score:
+                velocity = (found - pos) / (lost + 1) if lost <= cfg.max_coast else velocity
+                pos, lost = found, 0
+                score = (seen - cfg.min_score) / max(1.0 - cfg.min_score, 1e-6)
                 objects.append(TrackedObject(seed.obj_id, _norm_box(pos, w, h, width, height), score))
             else:
-                coasting += 1
-                pos = guess if coasting <= self.config.max_coast else pos
+                lost += 1
+                pos = guess if lost <= cfg.max_coast else pos
                 objects.append(TrackedObject(seed.obj_id, None, 0.0))
         return objects
 
 
-def _match(cv2, frame: np.ndarray, template: np.ndarray, weights: np.ndarray, guess: np.ndarray, radius: int):
-    """Best top-left position of `template` (its foreground pixels only) within `radius` pixels of
-    `guess`, and its similarity 1 - RMS difference / 255."""
+def _match(cv2, frame: np.ndarray, template: np.ndarray, weights: np.ndarray, guess: np.ndarray,
+           radius: int, cfg: FakeTracker.Config) -> tuple[np.ndarray | None, float]:
+    """Best top-left position of `template` within `radius` pixels of `guess` (it may overhang the frame)
+    and the share of its foreground (`weights`) seen there again.
+
+    The mean squared colour difference over the template's foreground pixels inside the frame is
+    computed for every position at once from correlations (|I - T|^2 = I^2 - 2 I T + T^2)."""
     h, w = template.shape[:2]
     height, width = frame.shape[:2]
     gx, gy = int(round(guess[0])), int(round(guess[1]))
-    rx0, ry0 = max(0, gx - radius), max(0, gy - radius)
-    rx1, ry1 = min(width, gx + w + radius), min(height, gy + h + radius)
-    if rx1 - rx0 < w or ry1 - ry0 < h:
+    rx0, ry0, rx1, ry1 = gx - radius, gy - radius, gx + w + radius, gy + h + radius
+    # The search region, zero (and invalid) where it overhangs the frame.
+    region = np.zeros((ry1 - ry0, rx1 - rx0, 3), np.float32)
+    inside = np.zeros(region.shape[:2], np.float32)
+    fx0, fy0, fx1, fy1 = max(rx0, 0), max(ry0, 0), min(rx1, width), min(ry1, height)
+    if fx1 <= fx0 or fy1 <= fy0:
         return None, 0.0
-    region = frame[ry0:ry1, rx0:rx1].astype(np.float32)
-    sqdiff = cv2.matchTemplate(region, template, cv2.TM_SQDIFF, mask=weights)
-    _, _, best, _ = cv2.minMaxLoc(sqdiff)  # the minimum of squared differences
-    rms = np.sqrt(max(float(sqdiff[best[1], best[0]]), 0.0) / weights.sum())
-    return np.array([rx0 + best[0], ry0 + best[1]], float), float(1.0 - rms / 255.0)
+    region[fy0 - ry0:fy1 - ry0, fx0 - rx0:fx1 - rx0] = frame[fy0:fy1, fx0:fx1].astype(np.float32) - 128.0
+    inside[fy0 - ry0:fy1 - ry0, fx0 - rx0:fx1 - rx0] = 1.0
+    centred = template - 128.0
+    corr = lambda image, kernel: cv2.matchTemplate(image, kernel, cv2.TM_CCORR)  # noqa: E731
+    count = corr(inside, weights)
+    sqdiff = (corr((region ** 2).sum(axis=2), weights) - 2 * corr(region, centred * weights[..., None])
+              + corr(inside, (centred ** 2).sum(axis=2) * weights))
+    cost = np.where(count >= cfg.min_inside * weights.sum(), sqdiff / np.maximum(count, 1.0), np.inf)
+    bx, by = np.unravel_index(int(np.argmin(cost)), cost.shape)[::-1]
+    if not np.isfinite(cost[by, bx]):
+        return None, 0.0
+    patch, valid = region[by:by + h, bx:bx + w], inside[by:by + h, bx:bx + w] > 0
+    close = np.linalg.norm(patch - centred, axis=2) < cfg.inlier_distance
+    seen = float((close & valid & (weights > 0)).sum() / max(weights.sum(), 1.0))
+    return np.array([rx0 + bx, ry0 + by], float), seen
 
 
 def foreground_mask(crop: np.ndarray, min_distance: float = 40.0, min_fraction: float = 0.1) -> np.ndarray:

@@ -1,0 +1,271 @@
+"""Emulated GPU backends: real answers from cheap inner backends, GPU-like time from a cost model.
+
+A benchmark of the unit engine must show whether the models are kept busy with full batches, which does
+not need a GPU: each emulated backend wraps an inner backend (fake, pixels: its answers make real rows)
+and then holds its emulated device for the time a GPU would take (`time.sleep`, scaled by `time_scale`).
+
+- `EmulatedDetector`: one device stream; a call of n frames costs `launch_s + per_item_s * n` per chunk
+  of at most `batch_size` frames (a GPU saturates there). `detect_many` takes one phrase list per frame
+  (GroundingDINO's text branch is per image, so mixed prompts share a batch).
+- `EmulatedTracker`: one device stream; a window costs `launch_s + per_frame_s * T + per_object_s * T * N`.
+- `ContinuousBatching`: a vLLM-like scheduler (`max_num_seqs` sequences decode together; a step costs
+  `step_s + per_seq_s * running`, plus `prefill_per_image_s` for each image of the sequences admitted
+  in it; a sequence leaves after its output tokens). `EmulatedCaptioner` feeds it in process (like
+  `vllm.LLM`/`AsyncLLM`); `serve_openai` puts it behind a local OpenAI-compatible HTTP server so the real
+  `openai` captioner backend can be measured with requests in flight.
+
+Every device records `engine.StageStats`: busy time, calls, items per call, items in flight.
+"""
+
+import json
+import threading
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+
+from instvl.annotate.caption.base import Captioner
+from instvl.annotate.caption.request import CaptionRequest, InstanceInfo, RequestKind
+from instvl.annotate.detect.base import Detector
+from instvl.annotate.engine import StageStats
+from instvl.annotate.track.base import Tracker
+from instvl.annotate.tracks import Detection, TrackedFrame, TrackSeed
+
+
+@dataclass
+class GpuCost:
+    """Seconds of one call: a fixed launch cost plus a per-item cost, saturating at `batch_size` items."""
+
+    launch_s: float
+    per_item_s: float
+    batch_size: int = 8
+
+    def seconds(self, items: int) -> float:
+        full, rest = divmod(items, self.batch_size)
+        chunks = [self.batch_size] * full + ([rest] if rest else [])
+        return sum(self.launch_s + self.per_item_s * n for n in chunks)
+
+
+class EmulatedDevice:
+    """One GPU stream: calls run one at a time for their modelled time, recorded in `stats`."""
+
+    def __init__(self, name: str, time_scale: float = 1.0) -> None:
+        self.name, self.time_scale = name, time_scale
+        self.stats = StageStats(name)
+        self._lock = threading.Lock()
+
+    def run(self, seconds: float, items: int) -> None:
+        with self._lock:
+            self.stats.begin(items)
+            try:
+                time.sleep(seconds * self.time_scale)
+            finally:
+                self.stats.end(items)
+
+    def reset(self) -> None:
+        self.stats = StageStats(self.name)
+
+
+class EmulatedDetector:
+    """A detector with GPU-like cost; answers from `inner`, one frame at a time (batch-independent)."""
+
+    def __init__(self, inner: Detector, cost: GpuCost, device: EmulatedDevice) -> None:
+        self.inner, self.cost, self.device = inner, cost, device
+        self.batch_size = cost.batch_size
+
+    def detect(self, frames: Sequence[np.ndarray], phrases: Sequence[str]) -> list[list[Detection]]:
+        return self.detect_many(frames, [phrases] * len(frames))
+
+    def detect_many(self, frames: Sequence[np.ndarray],
+                    phrase_lists: Sequence[Sequence[str]]) -> list[list[Detection]]:
+        """One phrase list per frame, in one batch."""
+        found = [self.inner.detect([frame], list(phrases))[0] for frame, phrases in zip(frames, phrase_lists,
+                                                                                        strict=True)]
+        self.device.run(self.cost.seconds(len(frames)), len(frames))
+        return found
+
+
+@dataclass
+class TrackCost:
+    """Seconds of one tracker window of T frames and N objects."""
+
+    launch_s: float = 0.03
+    per_frame_s: float = 0.015
+    per_object_s: float = 0.008
+
+    def seconds(self, frames: int, objects: int) -> float:
+        return self.launch_s + self.per_frame_s * frames + self.per_object_s * frames * max(1, objects)
+
+
+class EmulatedTracker:
+    """A tracker with GPU-like cost; answers from `inner`."""
+
+    def __init__(self, inner: Tracker, cost: TrackCost, device: EmulatedDevice) -> None:
+        self.inner, self.cost, self.device = inner, cost, device
+
+    def track(self, frames: np.ndarray | Sequence[np.ndarray], seeds: Sequence[TrackSeed]) -> list[TrackedFrame]:
+        out = self.inner.track(frames, seeds)
+        self.device.run(self.cost.seconds(len(frames), len(seeds)), len(frames))
+        return out
+
+
+@dataclass
+class _Sequence:
+    images: int
+    tokens: int
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class ContinuousBatching:
+    """A vLLM-like continuous-batching engine on one emulated GPU (see the module docstring).
+
+    One emulated step decodes `tokens_per_step` tokens of every running sequence (multi-step
+    scheduling keeps the emulation's own overhead small)."""
+
+    def __init__(self, max_num_seqs: int = 64, step_s: float = 0.015, per_seq_s: float = 0.0005,
+                 prefill_per_image_s: float = 0.02, tokens_per_step: int = 8, time_scale: float = 1.0) -> None:
+        self.max_num_seqs, self.step_s, self.per_seq_s = max_num_seqs, step_s, per_seq_s
+        self.prefill_per_image_s, self.tokens_per_step, self.time_scale = prefill_per_image_s, tokens_per_step, \
+            time_scale
+        self.stats = StageStats("caption")
+        self.steps = 0
+        self.seq_steps = 0  # sum over steps of the running sequences
+        self.waiting_steps = 0  # sum over steps of waiting + running sequences
+        self._waiting: list[_Sequence] = []
+        self._running: list[tuple[_Sequence, int]] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="instvl-emulated-vlm")
+        self._thread.start()
+
+    def generate(self, sequences: Sequence[tuple[int, int]]) -> None:
+        """Run sequences of (images, output tokens) to completion (blocks; call from many threads)."""
+        seqs = [_Sequence(images, max(1, tokens)) for images, tokens in sequences]
+        with self._cond:
+            self._waiting += seqs
+            self._cond.notify_all()
+        for seq in seqs:
+            seq.done.wait()
+
+    def mean_batch(self) -> float:
+        return self.seq_steps / self.steps if self.steps else 0.0
+
+    def mean_in_flight(self) -> float:
+        return self.waiting_steps / self.steps if self.steps else 0.0
+
+    def reset(self) -> None:
+        self.stats = StageStats("caption")
+        self.steps = self.seq_steps = self.waiting_steps = 0
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and not self._waiting and not self._running:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                admitted = []
+                while self._waiting and len(self._running) < self.max_num_seqs:
+                    seq = self._waiting.pop(0)
+                    self._running.append((seq, seq.tokens))
+                    admitted.append(seq)
+                running = len(self._running)
+                self.waiting_steps += running + len(self._waiting)
+            seconds = self.tokens_per_step * (self.step_s + self.per_seq_s * running) + \
+                self.prefill_per_image_s * sum(seq.images for seq in admitted)
+            self.stats.begin(running)
+            time.sleep(seconds * self.time_scale)
+            self.stats.end(running)
+            self.steps += 1
+            self.seq_steps += running
+            with self._cond:
+                left = []
+                for seq, tokens in self._running:
+                    tokens -= self.tokens_per_step
+                    if tokens <= 0:
+                        seq.done.set()
+                    else:
+                        left.append((seq, tokens))
+                self._running = left
+
+
+OUTPUT_TOKENS: dict[str, int] = {"entities": 120, "global": 150, "instance": 90}
+"""Typical answer lengths in tokens per request kind (varied +-25 % by a hash of the answer)."""
+
+
+def output_tokens(kind: str, text: str) -> int:
+    spread = (zlib.crc32(text.encode()) % 1000) / 1000
+    return round(OUTPUT_TOKENS.get(kind, 100) * (0.75 + 0.5 * spread))
+
+
+def request_images(request: CaptionRequest) -> int:
+    shown = len(request.frames) if request.instance is None else sum(b is not None for b in request.instance.boxes)
+    return max(1, min(shown, request.visual.max_images))
+
+
+class EmulatedCaptioner:
+    """A captioner with vLLM-like cost: answers from `inner`, time from a shared `ContinuousBatching`.
+
+    Concurrent `caption` calls share the engine (like `AsyncLLM` or a server); one call's requests join
+    the running batch together."""
+
+    def __init__(self, inner: Captioner, engine: ContinuousBatching, batch_size: int = 64) -> None:
+        self.inner, self.engine, self.batch_size = inner, engine, batch_size
+        self.model_id = inner.model_id
+
+    def request(self, kind: RequestKind, frames: Sequence[np.ndarray], instance: InstanceInfo | None = None,
+                others: Sequence[InstanceInfo] = ()) -> CaptionRequest:
+        return self.inner.request(kind, frames, instance, others)
+
+    def key(self, request: CaptionRequest) -> str:
+        return self.inner.key(request)
+
+    def caption(self, requests: Sequence[CaptionRequest]) -> list[str]:
+        texts = self.inner.caption(requests)
+        self.engine.generate([(request_images(r), output_tokens(r.kind, t)) for r, t in zip(requests, texts,
+                                                                                            strict=True)])
+        return texts
+
+
+def serve_openai(engine: ContinuousBatching, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+    """A local OpenAI-compatible chat-completions server whose latency follows `engine` (started in a
+    daemon thread; `server.server_address` has the port; `server.shutdown()` stops it). The answer is a
+    deterministic text made from the prompt; its length follows the request kind the prompt names."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            content = body["messages"][-1]["content"]
+            images = sum(1 for part in content if part.get("type") in ("image_url", "video_url"))
+            prompt = " ".join(part.get("text", "") for part in content if part.get("type") == "text")
+            kind = "entities" if "entities" in prompt.lower() else "instance" if "ID:" in prompt else "global"
+            tokens = output_tokens(kind, prompt)
+            engine.generate([(images, tokens)])
+            words = " ".join(f"w{(zlib.crc32(prompt.encode()) + i) % 997}" for i in range(tokens * 3 // 4))
+            text = f"Caption: {words}.\nEntities: object" if kind == "entities" else f"A {words}."
+            payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True, name="instvl-emulated-openai").start()
+    return server
