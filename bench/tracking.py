@@ -101,19 +101,20 @@ def prompt_phrases(clip: Clip, synonyms: bool) -> list[str]:
     return [name for shape in SYNONYMS for name in ([shape] + (SYNONYMS[shape] if synonyms else []))]
 
 
-def run_instvl(clip: Clip, detector: OracleDetector, cfg: TrajectoryConfig, synonyms: bool) -> np.ndarray:
+def run_instvl(clip: Clip, detector: OracleDetector, cfg: TrajectoryConfig, tracker: FakeTracker,
+               synonyms: bool) -> np.ndarray:
     """Predicted boxes (T, M, 4), NaN where track m has no box."""
-    tracks = cfg.build(detector, FakeTracker()).build(iter(clip.frames), prompt_phrases(clip, synonyms))
+    tracks = cfg.build(detector, tracker).build(iter(clip.frames), prompt_phrases(clip, synonyms))
     out = np.full((len(clip.frames), len(tracks), 4), np.nan, np.float32)
     for m, track in enumerate(tracks):
         out[track.trajectory.frame_index, m] = track.trajectory.box
     return out
 
 
-def run_gsam2(clip: Clip, detector: OracleDetector, step: int, inherit_iou: float,
+def run_gsam2(clip: Clip, detector: OracleDetector, tracker: FakeTracker, step: int, inherit_iou: float,
               synonyms: bool) -> np.ndarray:
     """Grounded-SAM-2's continuous-id association with the same detector and tracker."""
-    tracker, phrases = FakeTracker(), prompt_phrases(clip, synonyms)
+    phrases = prompt_phrases(clip, synonyms)
     num_frames = len(clip.frames)
     rows: list[dict[int, np.ndarray]] = [{} for _ in range(num_frames)]
     previous: dict[int, np.ndarray] = {}  # id -> box on the last frame of the previous segment
@@ -243,14 +244,18 @@ def evaluate(clips: list[Clip], args: argparse.Namespace, seed: int, overrides: 
     for override in overrides:
         apply_override(data, override)
     cfg = TrajectoryConfig.model_validate(data)
+    tracker_data: dict[str, Any] = {}
+    for override in args.tracker:
+        apply_override(tracker_data, override)
+    tracker = FakeTracker(FakeTracker.Config.model_validate(tracker_data))
     started = time.perf_counter()
-    ours = [run_instvl(c, detector_for(c, args, seed), cfg, args.synonyms) for c in clips]
+    ours = [run_instvl(c, detector_for(c, args, seed), cfg, tracker, args.synonyms) for c in clips]
     middle = time.perf_counter()
-    base = [run_gsam2(c, detector_for(c, args, seed), args.redetect_every, args.inherit_iou, args.synonyms)
-            for c in clips]
+    base = [run_gsam2(c, detector_for(c, args, seed), tracker, args.redetect_every, args.inherit_iou,
+                      args.synonyms) for c in clips]
     return {"instvl": {**score(clips, ours), "seconds": middle - started},
             "gsam2": {**score(clips, base), "seconds": time.perf_counter() - middle},
-            "builder": cfg.model_dump(mode="json")}
+            "builder": cfg.model_dump(mode="json"), "tracker": tracker.config.model_dump(mode="json")}
 
 
 def parse_args() -> argparse.Namespace:
@@ -267,6 +272,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--inherit-iou", type=float, default=0.3,
                         help="baseline: IoU above which a detection inherits an id (chosen on seed 0)")
     parser.add_argument("--set", action="append", default=[], metavar="A=B", help="TrajectoryConfig override")
+    parser.add_argument("--tracker", action="append", default=[], metavar="A=B",
+                        help="template tracker (FakeTracker.Config) override")
     parser.add_argument("--json", help="write the results to this file")
     return parser.parse_args()
 
