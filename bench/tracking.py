@@ -53,7 +53,7 @@ SYNONYMS = {"circle": ["disc", "round shape"], "square": ["box", "block"], "tria
 MIN_VISIBLE = 0.5
 """An object is ground truth on frames where at least this share of it is visible."""
 MATCH_IOU = 0.5
-CHOSEN = {"backfill": True, "birth_score": 0.55, "max_unconfirmed": 3}
+CHOSEN = {"backfill": True, "birth_score": 0.55, "max_unconfirmed": 3, "end_score": 0.3}
 """Builder settings chosen on the dev seed 0 (16 scenes; `--set` overrides them), beside redetect_every."""
 
 

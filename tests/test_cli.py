@@ -31,6 +31,20 @@ def test_option_shorthand(capsys, tmp_path):
     assert yaml.safe_load(capsys.readouterr().out)["html"] == "out.html"
 
 
+def test_positionals_and_options_are_taken_as_given(capsys, tmp_path):
+    root = tmp_path / "it's: a [root]"
+    assert main(["datasets", "inspect", str(root), "--html", "yes", "--renders", "3", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["root"] == str(root) and printed["html"] == "yes" and printed["renders"] == 3
+    assert main(["datasets", "validate", "1", "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["root"] == "1"
+
+
+def test_set_wins_over_positionals(capsys, tmp_path):
+    assert main(["datasets", "validate", str(tmp_path), "--set", "root=other", "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["root"] == "other"
+
+
 def test_unknown_key_exits_2_naming_it(capsys, tmp_path):
     assert main(["datasets", "validate", str(tmp_path), "--set", "no_such_key=1"]) == 2
     err = capsys.readouterr().err

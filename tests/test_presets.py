@@ -42,9 +42,9 @@ def test_preset_validates(preset):
     for cmd in written:
         config_class = getattr(importlib.import_module(cmd.module), cmd.config_class)
         # Required positionals (ROOT, OUT...) come from the command line, never from a preset.
-        positionals = [f"{name}=placeholder" for name in cmd.positionals if not name.endswith("?")]
+        positionals = {name: "placeholder" for name in cmd.positionals if not name.endswith("?")}
         try:
-            load_config(config_class, preset, positionals)
+            load_config(config_class, preset, values=positionals)
         except Exception as err:  # noqa: BLE001 (collect every failure for the message)
             errors[f"{cmd.module}.{cmd.config_class}"] = err
     if all_required:

@@ -12,8 +12,9 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from instvl.config import ConfigError, load_config, preset_names, preset_summary, to_yaml
 from instvl.log import setup_logging
@@ -106,21 +107,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _overrides(cmd: Command, args: argparse.Namespace) -> list[str]:
-    pairs = [(name.rstrip("?"), getattr(args, name.rstrip("?"))) for name in cmd.positionals]
+def _values(cmd: Command, args: argparse.Namespace) -> dict[str, str]:
+    """The fields that positionals and options set, as the strings given (not parsed as YAML: a path such
+    as "1", "yes" or "it's" stays that string; pydantic turns "8" into the int a field wants)."""
+    names = [name.rstrip("?") for name in cmd.positionals]
+    pairs = [(name, getattr(args, name)) for name in names]
     pairs += [(target, getattr(args, f"opt_{target}")) for target in cmd.options.values()]
-    # YAML-quote positional strings so a path like "1" or "yes" stays a string.
-    quoted = [f"{k}={v}" if k in cmd.options.values() else f"{k}='{v}'" for k, v in pairs if v is not None]
-    return quoted + list(args.set)
+    return {key: value for key, value in pairs if value is not None}
 
 
-def run_command(cmd: Command, preset: str | None, overrides: Sequence[str], print_config: bool) -> int:
-    """Resolve the command's config and call its `main`."""
+def run_command(cmd: Command, preset: str | None, overrides: Sequence[str], print_config: bool,
+                values: Mapping[str, Any] | None = None) -> int:
+    """Resolve the command's config (preset, then `values`, then `a.b=c` overrides); call its `main`."""
     if preset is None and cmd.preset_group:
         guide = preset_guide(cmd.preset_group)
         raise ConfigError(f"--config is required, there is no default preset:{guide}")
     module = importlib.import_module(cmd.module)
-    cfg = load_config(getattr(module, cmd.config_class), preset, list(overrides))
+    cfg = load_config(getattr(module, cmd.config_class), preset, overrides, values)
     if print_config:
         print(to_yaml(cfg), end="")
         return 0
@@ -137,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
     try:
-        return run_command(args.command, args.config, _overrides(args.command, args), args.print_config)
+        values = _values(args.command, args)
+        return run_command(args.command, args.config, args.set, args.print_config, values)
     except ConfigError as err:
         print(f"instvl: config error: {err}", file=sys.stderr)
         return 2

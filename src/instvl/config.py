@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,24 +58,36 @@ def read_preset(name_or_path: str | Path) -> dict[str, Any]:
     return data
 
 
+def set_field(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set the field at a dotted key ('flow.runner.address') of a config dict in place, as is."""
+    *parents, leaf = key.split(".")
+    node = data
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{key!r}: {part!r} is not a section")
+        node = child
+    node[leaf] = value
+
+
 def apply_override(data: dict[str, Any], override: str) -> None:
     """Apply one `a.b=c` override in place; the value is parsed as YAML (so 3, true, [1,2] work)."""
     key, sep, raw = override.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {override!r} must look like key.sub=value")
-    *parents, leaf = key.strip().split(".")
-    node = data
-    for part in parents:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"override {override!r}: {part!r} is not a section")
-        node = child
-    node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        set_field(data, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+    except ConfigError as err:
+        raise ConfigError(f"override {override!r}: {err}") from None
 
 
-def load_config(cls: type[C], preset: str | Path | None = None, overrides: list[str] = ()) -> C:
-    """Build a validated `cls` from a preset (name or path) plus `a.b=c` overrides."""
+def load_config(cls: type[C], preset: str | Path | None = None, overrides: Sequence[str] = (),
+                values: Mapping[str, Any] | None = None) -> C:
+    """Build a validated `cls` from a preset (name or path), then `values` (dotted key -> value, set as
+    is: a path stays a string whatever it holds), then `a.b=c` overrides (parsed as YAML)."""
     data = read_preset(preset) if preset else {}
+    for key, value in (values or {}).items():
+        set_field(data, key, value)
     for override in overrides:
         apply_override(data, override)
     try:

@@ -4,7 +4,7 @@ import pytest
 
 from instvl.annotate.caption.cleaning import (
     CleaningConfig,
-    caption_problems,
+    caption_defects,
     clean_caption,
     parse_entities,
     strip_artefacts,
@@ -37,15 +37,15 @@ def test_truncate_cuts_an_overlong_first_sentence_at_a_word_and_ends_it() -> Non
     assert len(truncate_at_sentence("x" * 10 + " " + "y" * 10 + ".", max_words=50, max_chars=15)) <= 15
 
 
-def test_caption_problems_flags_short_refusals_and_loops() -> None:
+def test_caption_defects_flags_short_refusals_and_loops() -> None:
     cfg = CleaningConfig(min_words=4)
-    assert caption_problems("A red ball rolls to the left.", cfg) == []
-    assert caption_problems("", cfg) == ["empty"]
-    assert caption_problems("A ball.", cfg) == ["too short (2 words < 4)"]
-    assert "refusal" in caption_problems("I'm sorry, I cannot describe this image.", cfg)
-    assert "repetitive" in caption_problems("the dog runs " * 10, cfg)
-    assert any(p.startswith("too long") for p in caption_problems("word " * 200, cfg))
-    assert "chat tokens left in text" in caption_problems("a dog <|im_end|> runs fast", cfg)
+    assert caption_defects("A red ball rolls to the left.", cfg) == []
+    assert caption_defects("", cfg) == ["empty"]
+    assert caption_defects("A ball.", cfg) == ["too short (2 words < 4)"]
+    assert "refusal" in caption_defects("I'm sorry, I cannot describe this image.", cfg)
+    assert "repetitive" in caption_defects("the dog runs " * 10, cfg)
+    assert any(p.startswith("too long") for p in caption_defects("word " * 200, cfg))
+    assert "chat tokens left in text" in caption_defects("a dog <|im_end|> runs fast", cfg)
 
 
 def test_strip_artefacts_removes_nested_preambles() -> None:

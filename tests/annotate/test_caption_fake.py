@@ -14,7 +14,7 @@ from instvl.annotate.caption import (
     InstanceInfo,
     OpenAICaptioner,
     VLLMCaptioner,
-    caption_problems,
+    caption_defects,
     parse_entities,
 )
 from instvl.annotate.caption.fake import colour_name, describe_motion
@@ -33,14 +33,16 @@ def make_scene() -> Callable[..., tuple[list[np.ndarray], InstanceInfo]]:
             frame = np.full((60, 80, 3), BLUE, np.uint8)
             frame[int(y * 60):int(y * 60) + 12, int(x * 80):int(x * 80) + 16] = RED
             frames.append(frame)
-            boxes.append((int(x * 80) / 80, int(y * 60) / 60, (int(x * 80) + 16) / 80, (int(y * 60) + 12) / 60))
+            left, top = int(x * 80), int(y * 60)
+            boxes.append((left / 80, top / 60, (left + 16) / 80, (top + 12) / 60))
         return frames, InstanceInfo(0, "square", boxes)
 
     return make
 
 
 def fake() -> FakeCaptioner:
-    return TypeAdapter(CaptionerConfig).validate_python({"kind": "fake", "entities": ["square", "ball"]}).build()
+    config = {"kind": "fake", "entities": ["square", "ball"]}
+    return TypeAdapter(CaptionerConfig).validate_python(config).build()
 
 
 def test_instance_caption_reads_colour_motion_place_and_relation(make_scene) -> None:
@@ -49,7 +51,7 @@ def test_instance_caption_reads_colour_motion_place_and_relation(make_scene) -> 
     captioner = fake()
     [caption] = captioner.caption([captioner.request("instance", frames, square, [dog])])
     assert caption == "A small red square moving right in the upper half of the frame, above the dog."
-    assert caption_problems(caption) == []
+    assert caption_defects(caption) == []
 
 
 def test_captions_are_deterministic_and_follow_the_boxes(make_scene) -> None:

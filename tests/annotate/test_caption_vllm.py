@@ -1,4 +1,7 @@
-"""The vLLM backend with an injected stand-in `vllm` module: what it sends and how it batches."""
+"""The vLLM backend with an injected stand-in `vllm` module, for what vLLM's CPU engine cannot show: the
+GPU-only engine arguments (tensor_parallel_size, gpu_memory_utilization, prefix caching) reaching
+`vllm.LLM`, plus the missing-extra message in the main venv. Batching, chat messages, images and sampling
+run on the real engine in the vllm tier (tests/vllm_tier, `bash scripts/test-vllm.sh`)."""
 
 import sys
 import types
@@ -50,6 +53,7 @@ def _output(conversation: list[dict]) -> types.SimpleNamespace:
 
 
 def test_engine_and_sampling_params_come_from_the_config(fake_vllm: Recorder) -> None:
+    """GPU-only arguments (tensor parallelism, memory share) cannot be exercised on the CPU engine."""
     cfg = VLLMCaptioner.Config(model="Qwen/Qwen2.5-VL-7B-Instruct", max_tokens=99, temperature=0.2, seed=3,
                                tensor_parallel_size=2, mm_processor_kwargs={"max_pixels": 1000},
                                engine_kwargs={"enable_prefix_caching": True},
@@ -66,6 +70,7 @@ def test_engine_and_sampling_params_come_from_the_config(fake_vllm: Recorder) ->
 
 
 def test_requests_are_sent_as_batched_chat_conversations(fake_vllm: Recorder) -> None:
+    """The message layout in the main suite (no vLLM there); the vllm tier runs it on the real engine."""
     captioner = VLLMCaptioner.Config(batch_size=2).build()
     target = InstanceInfo(4, "cup", [(0.1, 0.1, 0.4, 0.4), None, (0.2, 0.1, 0.5, 0.4)])
     requests = [captioner.request("global", noise_frames(1, 30, 20)),

@@ -13,7 +13,8 @@ from instvl.testing.media import noise_frames
 
 
 def test_nms_hand_example():
-    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 9], [21, 21, 29, 29]], float)
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 9], [21, 21, 29, 29]],
+                     float)
     scores = np.array([0.9, 0.8, 0.7, 0.95, 0.5])
     # 3 (0.95) suppresses 0 (IoU 0.9) and 1 (IoU ~0.61 > 0.5); 2 suppresses 4 (IoU 0.64)
     assert nms(boxes, scores, 0.5).tolist() == [3, 2]

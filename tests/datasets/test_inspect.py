@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from instvl.datasets.inspect import InspectConfig, compute_stats, format_stats, main, reason_kind
+from instvl.datasets.inspect import InspectConfig, compute_stats, format_stats, main
 from instvl.datasets.report import build_cards, frames_to_show
 
 
@@ -34,7 +34,8 @@ def test_counts_of_a_known_dataset(known_root):
     frames = stats.trajectory_frames
     assert (frames.count, frames.minimum, frames.maximum) == (6, 1, 8)
     assert frames.mean == pytest.approx(41 / 6)
-    assert (stats.global_caption_words.minimum, stats.global_caption_words.maximum) == (6, 6)  # "scene 0 with 2 moving shapes"
+    # "scene 0 with 2 moving shapes"
+    assert (stats.global_caption_words.minimum, stats.global_caption_words.maximum) == (6, 6)
     assert stats.instance_caption_words.mean == 7
     assert stats.phrases == {"red square": 3, "blue circle": 2, "green triangle": 1}
     assert stats.qc_status == {"auto": 4} and stats.splits == {"train": 3, "val": 1}
@@ -49,11 +50,6 @@ def test_printed_tables_are_aligned(known_root):
     assert re.search(r"^zero-length file\s+2$", text, re.M)
     shard_lines = [line for line in text.splitlines() if line.startswith("shards/")]
     assert len(shard_lines) == 2 and len({len(line) for line in shard_lines}) == 1
-
-
-def test_reason_kind():
-    assert reason_kind("truncated: 'moov' box missing") == "truncated"
-    assert reason_kind(None) == "unknown"
 
 
 def test_main_writes_html_report(known_root, capsys):
@@ -99,7 +95,8 @@ def test_not_a_dataset(tmp_path, capsys):
 def test_random_weights_banner_and_models_head_the_reports(make_dataset, sample_factory, tmp_path):
     samples = [sample_factory(i, num_instances=1, with_media=True) for i in range(2)]
     for sample in samples:
-        sample.models = {"detector": "hf:tiny-random", "random_init": "true", "detector.weights": "random-init"}
+        sample.models = {"detector": "hf:tiny-random", "random_init": "true",
+                         "detector.weights": "random-init"}
     root = make_dataset(samples=samples)
     stats = compute_stats(root)
     assert stats.random_rows == 2

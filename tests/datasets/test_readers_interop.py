@@ -55,7 +55,8 @@ def test_duckdb(root):
     assert con.execute(f"SELECT sum(len(instances)) FROM {source}").fetchone()[0] == 8
     unnested = con.execute(f"SELECT sample_id, unnest(instances).phrase AS phrase FROM {source}").fetchall()
     assert len(unnested) == 8 and ("s-00003", "green triangle") in unnested
-    box = con.execute(f"SELECT instances[1].trajectory.box[1] FROM {source} WHERE sample_id = 's-00000'").fetchone()[0]
+    query = f"SELECT instances[1].trajectory.box[1] FROM {source} WHERE sample_id = 's-00000'"
+    box = con.execute(query).fetchone()[0]
     assert np.allclose(box, [0.05, 0.1, 0.35, 0.3])
     reviewed = con.execute(f"SELECT sample_id, qc.reviewed_at FROM {source} ORDER BY sample_id").fetchall()
     assert reviewed[2] == ("s-00002", REVIEWED_AT) and reviewed[0][1] is None  # needs pytz
@@ -78,7 +79,8 @@ def test_hugging_face_datasets(root, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     datasets = pytest.importorskip("datasets")
     files = sorted(str(p) for p in (root / "shards").glob("*.parquet"))
-    ds = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=str(tmp_path / "hf" / "ds"))
+    ds = datasets.load_dataset("parquet", data_files=files, split="train",
+                               cache_dir=str(tmp_path / "hf" / "ds"))
     assert ds.num_rows == 5 and ds[1]["instances"] == []
     first = ds[0]["instances"][0]
     assert first["phrase"] == "red square" and len(first["trajectory"]["box"]) == 4

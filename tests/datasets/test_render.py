@@ -98,7 +98,8 @@ def test_mp4_render_decodes(sparse_root, tmp_path):
     import av
 
     output = tmp_path / "render.mp4"
-    assert main(RenderConfig(root=str(sparse_root), sample_id="s-00000", output=str(output), max_side=200)) == 0
+    cfg = RenderConfig(root=str(sparse_root), sample_id="s-00000", output=str(output), max_side=200)
+    assert main(cfg) == 0
     with av.open(str(output)) as container:
         decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
         assert container.streams.video[0].codec_context.name == "h264"
@@ -130,7 +131,8 @@ def test_image_sample_renders_one_frame(make_dataset, sample_factory, tmp_path):
 
 def test_inspect_renders_and_links_the_first_samples(sparse_root, tmp_path):
     report = tmp_path / "site" / "report.html"
-    cfg = InspectConfig(root=str(sparse_root), html=str(report), num_samples=3, frames_per_sample=1, renders=2)
+    cfg = InspectConfig(root=str(sparse_root), html=str(report), num_samples=3, frames_per_sample=1,
+                        renders=2)
     assert inspect_main(cfg) == 0
     renders = sorted(p.name for p in (report.parent / "renders").iterdir())
     assert renders == ["s-00000.gif", "s-00001.gif"]

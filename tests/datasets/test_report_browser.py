@@ -18,7 +18,8 @@ def report(make_dataset, sample_factory, tmp_path) -> Path:
                sample_factory(1, media_type="image", num_instances=3, with_media=True, width=96, height=64)]
     root = make_dataset(samples=samples, quarantine=1)
     html = tmp_path / "site" / "report.html"
-    assert main(InspectConfig(root=str(root), html=str(html), frames_per_sample=3, title="Browser check")) == 0
+    cfg = InspectConfig(root=str(root), html=str(html), frames_per_sample=3, title="Browser check")
+    assert main(cfg) == 0
     return html
 
 

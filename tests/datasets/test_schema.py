@@ -18,6 +18,7 @@ from instvl.datasets.schema import (
     SCHEMA_VERSION,
     SampleRow,
     major,
+    reason_code,
     schema_with_metadata,
 )
 
@@ -160,3 +161,9 @@ def test_only_clip_frame_trajectories_become_rows():
     with pytest.raises(IndexError):
         sampled.to_clip_frames([0, 1])
     assert Trajectory.from_row(mapped.to_row()) == mapped
+
+
+def test_reason_code_is_the_part_before_the_colon():
+    assert reason_code("truncated: 'moov' box missing") == "truncated"
+    assert reason_code("short_track: instance 2 has 1 box") == "short_track"
+    assert reason_code(None) == "unknown"

@@ -31,7 +31,8 @@ def synth_config(tmp_path: Path) -> Callable[..., SynthConfig]:
     """Factory: a small SynthConfig writing under tmp_path (keyword arguments override fields)."""
 
     def make(**fields) -> SynthConfig:
-        values = {"output": str(tmp_path / "out"), "num_samples": 4, "samples_per_shard": 2, **SMALL, **fields}
+        values = {"output": str(tmp_path / "out"), "num_samples": 4, "samples_per_shard": 2, **SMALL,
+                  **fields}
         return SynthConfig(**values)
 
     return make
@@ -79,7 +80,8 @@ def test_same_seed_same_sample_and_sample_k_independent_of_the_others(synth_conf
     cfg = synth_config(image_fraction=0.5, masks=True, occlusion=True)
     first, again = generate_sample(cfg, 3), generate_sample(cfg, 3)
     assert first.to_row() == again.to_row()
-    larger_run = generate_sample(synth_config(image_fraction=0.5, masks=True, occlusion=True, num_samples=500), 3)
+    larger = synth_config(image_fraction=0.5, masks=True, occlusion=True, num_samples=500)
+    larger_run = generate_sample(larger, 3)
     assert larger_run.media == first.media and larger_run.global_caption == first.global_caption
     other_seed = generate_sample(synth_config(image_fraction=0.5, masks=True, occlusion=True, seed=1), 3)
     assert other_seed.media != first.media and other_seed.sample_id != first.sample_id
@@ -125,7 +127,8 @@ def test_boxes_and_masks_match_the_decoded_pixels(synth_config) -> None:
 
 
 def test_confusers_differ_in_one_attribute_and_kinds_recur_across_scenes(synth_config) -> None:
-    cfg = synth_config(confuser_fraction=1.0, min_objects=2, max_objects=2, width=96, height=96, num_samples=10)
+    cfg = synth_config(confuser_fraction=1.0, min_objects=2, max_objects=2, width=96, height=96,
+                       num_samples=10)
     phrases = []
     for index in range(cfg.num_samples):
         first, second = draw_scene(cfg, index).scene.objects
@@ -137,8 +140,9 @@ def test_confusers_differ_in_one_attribute_and_kinds_recur_across_scenes(synth_c
 def test_hidden_and_out_of_frame_frames_are_absent_from_the_track() -> None:
     # A large still square in front; a small circle passes behind it, then leaves the frame to the right.
     front = SceneObject("square", "red", "plain", "large", side=24, start=(30.0, 32.0))
-    behind = SceneObject("circle", "blue", "plain", "small", side=8, motion="linear", direction="to the right",
-                         speed="quickly", start=(4.0, 32.0), displacement=(76.0, 0.0))
+    behind = SceneObject("circle", "blue", "plain", "small", side=8, motion="linear",
+                         direction="to the right", speed="quickly", start=(4.0, 32.0),
+                         displacement=(76.0, 0.0))
     scene = Scene(64, 64, 20, "plain", (front, behind), draw_order=(1, 0))
     rendered = render(scene, np.zeros((64, 64, 3), np.uint8))
     square_track, circle_track = tracks(rendered.labels, 2)
@@ -152,15 +156,16 @@ def test_hidden_and_out_of_frame_frames_are_absent_from_the_track() -> None:
 
 def test_instance_caption_names_looks_motion_place_and_a_unique_neighbour() -> None:
     triangle = SceneObject("triangle", "red", "striped", "large", side=20, motion="linear",
-                           direction="to the left", speed="slowly", start=(40.0, 12.0), displacement=(-10.0, 0.0))
+                           direction="to the left", speed="slowly", start=(40.0, 12.0),
+                           displacement=(-10.0, 0.0))
     circle = SceneObject("circle", "blue", "plain", "small", side=8, start=(56.0, 12.0))
     square = SceneObject("square", "blue", "dotted", "small", side=8, start=(56.0, 54.0))
     scene = Scene(64, 64, 8, "plain", (triangle, circle, square), draw_order=(0, 1, 2))
     found = tracks(render(scene, np.zeros((64, 64, 3), np.uint8)).labels, 3)
     assert instance_caption(scene, found, 0) == (
         "a large red striped triangle near the top moving slowly to the left, left of a blue circle")
-    assert instance_caption(scene, found, 2) == "a small blue dotted square near the bottom right standing still, " \
-                                                "below a blue circle"
+    assert instance_caption(scene, found, 2) == (
+        "a small blue dotted square near the bottom right standing still, below a blue circle")
 
 
 def test_shards_are_written_readable_and_consistent(synth_config) -> None:
@@ -178,7 +183,8 @@ def test_shards_are_written_readable_and_consistent(synth_config) -> None:
     for row in table.to_pylist():
         sample = Sample.from_row(row)
         assert sample.config_hash == stats["config_hash"] and sample.models == {"generator": "instvl-synth"}
-        assert sample.to_row()["instances"] == generate_sample(cfg, int(sample.sample_id[-7:])).to_row()["instances"]
+        again = generate_sample(cfg, int(sample.sample_id[-7:]))
+        assert sample.to_row()["instances"] == again.to_row()["instances"]
 
 
 def test_rerun_skips_done_units_and_rewrites_missing_ones_identically(synth_config) -> None:

@@ -58,7 +58,7 @@ def make_config() -> Callable[..., BuildConfig]:
     """Factory: an annotation config from a preset plus `key=value` overrides."""
 
     def make(input_dir: Path, output: Path, *overrides: str, preset: str = "annotate/fake") -> BuildConfig:
-        return load_config(BuildConfig, preset,
-                           [f"input='{input_dir}'", f"output='{output}'", "flow.progress=false", *overrides])
+        return load_config(BuildConfig, preset, ["flow.progress=false", *overrides],
+                           values={"input": str(input_dir), "output": str(output)})
 
     return make

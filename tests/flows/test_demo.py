@@ -11,9 +11,18 @@ from instvl.flows.demo import DemoConfig, build, check, make_media
 from instvl.geometry import box_iou
 
 
+def test_demo_media_under_a_path_with_quotes(tmp_path):
+    output = tmp_path / "it's \"the\" demo"
+    cfg = load_config(DemoConfig, "flows/demo", ["num_media=2"], values={"output": str(output)})
+    media = make_media(cfg)
+    assert media == output / "media" / "media" and len(list(media.iterdir())) == 2
+
+
 @pytest.mark.slow
 def test_demo_corpus_boxes_follow_the_objects(tmp_path):
-    cfg = load_config(DemoConfig, "flows/demo", [f"output='{tmp_path}'", "num_media=4", "renders=1"])
+    # A quote in the path: the demo passes paths to its configs as values, never inside YAML text.
+    cfg = load_config(DemoConfig, "flows/demo", ["num_media=4", "renders=1"],
+                      values={"output": str(tmp_path / "it's")})
     assert cfg.annotate_preset == "annotate/demo"
     media = make_media(cfg)
     corpus = build(cfg, media)

@@ -60,8 +60,8 @@ def row(request, photo, tmp_path_factory) -> dict:
     """The row `annotate run` writes for the photo, with its media embedded or pointing at the file."""
     folder, _ = photo
     output = tmp_path_factory.mktemp("annotated") / "corpus"
-    cfg = load_config(AnnotateConfig, "annotate/fake", [f"input={folder}", f"output={output}",
-                                                         f"out.embed_media={str(request.param).lower()}"])
+    cfg = load_config(AnnotateConfig, "annotate/fake", values={
+        "input": str(folder), "output": str(output), "out.embed_media": request.param})
     assert annotate_main(cfg) == 0
     (row,) = read_table(output).to_pylist()
     assert row["media_type"] == "image" and (row["media"] is not None) == request.param

@@ -1,8 +1,12 @@
-"""What `qa push` selects: the reasons annotation stored, or a fresh routing only when asked (no server)."""
+"""What `qa push` selects (the reasons annotation stored, or a fresh routing only when asked), and that a lost
+import answer never duplicates a task (a lossy proxy in front of the real server)."""
 
+import time
 from pathlib import Path
 
-from instvl.qa.push import PushConfig, select_rows
+import pytest
+
+from instvl.qa.push import PushConfig, path_dataset_id, push_dataset, select_rows
 from instvl.testing.datasets import make_sample, write_dataset
 
 STORED = {"s-00000": ["low_instance_score: instance 0 scored 0.10 < 0.35"], "s-00001": [], "s-00002": []}
@@ -36,3 +40,79 @@ def test_reroute_applies_the_qa_thresholds_instead(tmp_path):
     assert sorted(rerouted) == ["s-00000", "s-00001"]  # the reviewed sample stays out
     for reasons in rerouted.values():
         assert reasons and all(r.startswith("short_caption") for r in reasons), reasons
+
+
+class LossyProxy:
+    """A proxy on 127.0.0.1 in front of the real server that loses the answers to the first imports.
+
+    mode "drop": the import reaches the server, then the connection is closed without an answer;
+    mode "stall": the answer is held past the client's timeout. Either way the tasks exist on the server.
+    """
+
+    def __init__(self, target: str, mode: str, lose: int = 1, stall_s: float = 4.0):
+        import http.server
+        import threading
+
+        import httpx
+
+        self.imports, proxy = 0, self
+        upstream = httpx.Client(base_url=target, timeout=60)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                skip = ("host", "content-length")
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                answer = upstream.request(self.command, self.path, headers=headers, content=body)
+                if self.command == "POST" and self.path.split("?")[0].endswith("/import"):
+                    proxy.imports += 1
+                    if proxy.imports <= lose:
+                        if mode == "stall":
+                            time.sleep(stall_s)
+                        self.close_connection = True
+                        return  # the server made the tasks; the client never hears of it
+                self.send_response(answer.status_code)
+                for key, value in answer.headers.items():
+                    if key.lower() not in ("content-length", "content-encoding", "transfer-encoding",
+                                           "connection"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self._upstream = upstream
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._upstream.close()
+
+
+@pytest.mark.parametrize("mode", ["drop", "stall"])
+def test_a_lost_import_answer_never_duplicates_a_task(mode, ls_server, qa_settings, tmp_path_factory,
+                                                      request):
+    """Issue 14 item 4: retrying an import whose answer was lost used to create the tasks twice."""
+    root = write_dataset(tmp_path_factory.getbasetemp() / "datasets" / request.node.name,
+                         [make_sample(i, with_media=True) for i in range(3)])
+    proxy = LossyProxy(ls_server.url, mode)
+    try:
+        sections = qa_settings(push={"select": "all", "batch_size": 2})
+        sections["server"] = {**sections["server"], "url": proxy.url, "timeout_s": 2}
+        summary = push_dataset(PushConfig(root=str(root), **sections))
+    finally:
+        proxy.close()
+    assert (summary.pushed, summary.already_there) == (3, 0)
+    assert proxy.imports == 2  # the lost batch was found by key, not sent again
+    client = PushConfig(root=str(root), **qa_settings()).server.build()
+    index = client.task_ids_by_key(summary.projects[next(iter(summary.projects))])
+    ours = {key: ids for key, ids in index.items() if key[0] == path_dataset_id(root)}
+    assert sorted(sid for _, sid, _ in ours) == ["s-00000", "s-00001", "s-00002"]
+    assert all(len(ids) == 1 for ids in ours.values())

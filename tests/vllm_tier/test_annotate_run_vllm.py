@@ -34,13 +34,16 @@ def test_annotate_run_captions_two_synth_clips_with_the_vllm_engine(vllm, tiny_v
            "--set", f"captioner={json.dumps(captioner)}")
     report = validate_dataset(output, check_media=True)
     assert report.ok, report.summary()
-    quarantined = [f"{r['uri']}: {r['stage']}: {r['reason']}" for path in (output / "quarantine").glob("*.parquet")
-                   for r in pq.read_table(path).to_pylist()]
-    assert not quarantined, "\n".join(quarantined)
+    quarantine = sorted((output / "quarantine").glob("*.parquet"))
+    failures = [f"{r['uri']}: {r['stage']}: {r['reason']}"
+                for path in quarantine for r in pq.read_table(path).to_pylist()]
+    assert not failures, "\n".join(failures)
     rows = read_table(output).to_pylist()
     assert len(rows) == 2 and {r["media_type"] for r in rows} == {"video"}
     for row in rows:
-        assert str(tiny_vlm) in json.dumps(row["provenance"]["models"])  # captioner -> vllm:<model dir>
-        assert row["instances"], "the fake detector finds objects in every synth clip"
-        assert isinstance(row["global_caption"], str)
-        assert all(isinstance(inst["caption"], str) for inst in row["instances"])
+        models = {kv["key"]: kv["value"] for kv in row["provenance"]["models"]}
+        assert models["captioner"] == f"vllm:{tiny_vlm}"
+        assert row["global_caption"]  # the engine's (random) words, cleaned
+    instances = [inst for row in rows for inst in row["instances"]]
+    assert instances, "the fake detector's seeded boxes give at least one clip instances"
+    assert all(inst["caption"] for inst in instances)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from instvl.annotate.caption import CaptionRequest, InstanceInfo, caption_problems, parse_entities
+from instvl.annotate.caption import CaptionRequest, InstanceInfo, caption_defects, parse_entities
 from instvl.annotate.caption.base import Captioner
 from instvl.annotate.config import AnnotateConfig
 from instvl.annotate.detect.base import Detector
@@ -103,7 +103,7 @@ def caption_instances(frames: list[np.ndarray], tracked: list[Instance], caption
     captions = captioner.caption(requests) if requests else []
     instances: list[Instance] = []
     for inst, text in zip(tracked, captions, strict=True):
-        if cfg.filter.drop_bad_instance_captions and caption_problems(text):
+        if cfg.filter.drop_bad_instance_captions and caption_defects(text):
             continue
         instances.append(Instance(instance_id=len(instances), phrase=inst.phrase, caption=text or inst.phrase,
                                   trajectory=inst.trajectory.to_clip_frames(clip_frames), score=inst.score))

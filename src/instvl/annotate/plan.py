@@ -63,6 +63,13 @@ class Plan:
 _LAYOUT_ONLY = {"sources_per_unit", "target_shard_bytes", "row_group_rows", "caption_cache", "cache_dir"}
 
 
+def output_root(cfg: AnnotateConfig) -> Path:
+    """The dataset root `cfg.output` as a Path; every build step needs it, so an unset one is a PlanError."""
+    if not cfg.output:
+        raise PlanError("set `output` (the dataset root to write)")
+    return Path(cfg.output)
+
+
 def plan_config_hash(cfg: AnnotateConfig) -> str:
     """The hash of what the rows are made of: the annotation config without its paths and file layout."""
     annotation = cfg.rows_config()  # execution settings (`engine`) change no row
@@ -117,25 +124,26 @@ def make_plan(cfg: AnnotateConfig, *, new_version: bool = False) -> Plan:
     """
     if not cfg.input or not cfg.output:
         raise PlanError("set both `input` and `output`")
+    root = output_root(cfg)
     uris, failures = list_sources(cfg.input, cfg.ingest)
     if not uris:
         reasons = "; ".join(str(f) for f in failures) or "no media files"
         raise PlanError(f"nothing to annotate in {cfg.input}: {reasons}")
-    plan = load_plan(cfg.output) or _new_plan(cfg)
     wanted = plan_config_hash(cfg)
+    plan = load_plan(root) or _new_plan(cfg.input, root, wanted)
     changed = plan.config_hash != wanted
     if changed and plan.config_hash is not None and plan.units:
         if not new_version:
-            raise PlanError(f"{Path(cfg.output) / layout.PLAN_FILE}: planned with annotation config "
+            raise PlanError(f"{root / layout.PLAN_FILE}: planned with annotation config "
                             f"{plan.config_hash}, this run's is {wanted}; build into a new output folder, "
                             "or rebuild every unit with this config (flow.new_version=true)")
-        _start_new_version(Path(cfg.output))
+        _start_new_version(root)
     plan.config_hash = wanted
     planned = {uri for unit in plan.units for uri in unit.sources}
     new = [uri for uri in uris if uri not in planned]
     if changed and not new:
-        Path(cfg.output).mkdir(parents=True, exist_ok=True)
-        save_plan(cfg.output, plan)
+        root.mkdir(parents=True, exist_ok=True)
+        save_plan(root, plan)
     if new:
         duplicates = find_duplicates([*planned, *new]) if cfg.ingest.dedupe else {}
         size = cfg.out.sources_per_unit
@@ -143,8 +151,8 @@ def make_plan(cfg: AnnotateConfig, *, new_version: bool = False) -> Plan:
             chunk = new[start:start + size]
             unit_id = f"unit-{len(plan.units):05d}"
             plan.units.append(Unit(unit_id, chunk, {u: duplicates[u] for u in chunk if u in duplicates}))
-        Path(cfg.output).mkdir(parents=True, exist_ok=True)
-        save_plan(cfg.output, plan)
+        root.mkdir(parents=True, exist_ok=True)
+        save_plan(root, plan)
         log.info("planned %d new files in %d units", len(new), -(-len(new) // size))
     return plan
 
@@ -167,14 +175,13 @@ def _start_new_version(root: Path) -> None:
     (root / layout.MANIFEST).unlink(missing_ok=True)
 
 
-def _new_plan(cfg: AnnotateConfig) -> Plan:
+def _new_plan(input_uri: str, root: Path, config_hash: str) -> Plan:
     """An empty plan, refused where finished units exist: their ids would point at other files."""
-    stats = layout.stats_files(Path(cfg.output))
+    stats = layout.stats_files(root)
     if stats:
-        raise PlanError(f"{Path(cfg.output) / layout.PLAN_FILE}: missing, but {len(stats)} units are "
-                        "finished "
+        raise PlanError(f"{root / layout.PLAN_FILE}: missing, but {len(stats)} units are finished "
                         f"(e.g. {stats[0].name}); restore the plan, or start over in an empty output folder")
-    return Plan(cfg.input, [], plan_config_hash(cfg))
+    return Plan(input_uri, [], config_hash)
 
 
 def find_duplicates(uris: list[str]) -> dict[str, str]:

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import model_validator
 
 from instvl.annotate.config import AnnotateConfig
-from instvl.annotate.plan import plan_or_report
+from instvl.annotate.plan import PlanError, output_root, plan_or_report
 from instvl.annotate.units import run_unit
 from instvl.datasets.manifest import summarize, unit_done, write_manifest
 from instvl.datasets.writer import RootBusyError, lock_root
@@ -40,22 +40,21 @@ class AnnotateRunConfig(AnnotateConfig):
 
 
 def main(cfg: AnnotateConfig) -> int:
-    if not cfg.output:
-        return _main(cfg)
     try:
-        with lock_root(cfg.output):  # one build per output root
-            return _main(cfg)
-    except RootBusyError as err:
+        root = output_root(cfg)
+        with lock_root(root):  # one build per output root
+            return _main(cfg, root)
+    except (PlanError, RootBusyError) as err:
         print(f"instvl annotate: {err}", file=sys.stderr)
         return 2
 
 
-def _main(cfg: AnnotateConfig) -> int:
+def _main(cfg: AnnotateConfig, root: Path) -> int:
     cfg.check_weights()  # a missing checkpoint fails now, naming the model, not in the first unit
     plan = plan_or_report(cfg, "instvl annotate")
     if plan is None:
         return 2
-    pending = [u.unit_id for u in plan.units if not unit_done(cfg.output, u.unit_id)]
+    pending = [u.unit_id for u in plan.units if not unit_done(root, u.unit_id)]
     log.info("%d units, %d to do", len(plan.units), len(pending))
     units = pending
     if sys.stderr.isatty():
@@ -64,6 +63,6 @@ def _main(cfg: AnnotateConfig) -> int:
         units = tqdm(pending, desc="units", unit="unit")
     for unit_id in units:
         run_unit(cfg, unit_id)
-    manifest = write_manifest(cfg.output)
-    print(summarize(manifest, Path(cfg.output)))
+    manifest = write_manifest(root)
+    print(summarize(manifest, root))
     return 0

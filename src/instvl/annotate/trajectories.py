@@ -304,14 +304,17 @@ class TrajectoryBuilder:
 
     def _confirm(self, live: _LiveTrack, det: Detection, keyframe: int, via_tracker: bool) -> None:
         """A detection matched the track: its tentative frames count unless the tracker, still reporting
-        the object, had moved away from it (drift); a tracker that said it had lost the object kept them."""
-        if via_tracker or not live.active:
-            self._commit(live)
-        else:
+        the object, had moved away from it (drift); a tracker that said it had lost the object kept them.
+        A detection too weak to start a track keeps a new track alive but is not its second confirmation:
+        two false positives in a row must not make a track."""
+        weak = det.score < self.config.birth_score and live.confirmations < 2
+        if not via_tracker and live.active:
             self._drop(live)
+        elif not weak:
+            self._commit(live)
         live.active, live.unconfirmed, live.det_score = True, 0, det.score
         live.last_box, live.last_seen = det.box_xyxy, keyframe
-        live.confirmations += 1
+        live.confirmations += 0 if weak else 1
         live.det_scores.append((keyframe, det.score))
         live.frame_scores[keyframe] = det.score
         live.votes[det.phrase] = live.votes.get(det.phrase, 0.0) + det.score

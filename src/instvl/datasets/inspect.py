@@ -9,6 +9,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 
@@ -17,7 +18,7 @@ from instvl.datasets import layout
 from instvl.datasets.manifest import NotADatasetError, ShardEntry, read_unit_stats
 from instvl.datasets.reader import ShardReader
 from instvl.datasets.report import Table, write_report
-from instvl.datasets.schema import SampleRow
+from instvl.datasets.schema import SampleRow, reason_code
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +81,15 @@ class DatasetStats:
     images: int = 0
     instances: int = 0
     quarantined: int = 0
-    quarantine_reasons: Counter = field(default_factory=Counter)
-    instances_histogram: Counter = field(default_factory=Counter)
+    quarantine_reasons: Counter[str] = field(default_factory=Counter)
+    instances_histogram: Counter[int] = field(default_factory=Counter)
     instances_per_sample: Summary = field(default_factory=Summary)
     global_caption_words: Summary = field(default_factory=Summary)
     instance_caption_words: Summary = field(default_factory=Summary)
     trajectory_frames: Summary = field(default_factory=Summary)
-    qc_status: Counter = field(default_factory=Counter)
-    splits: Counter = field(default_factory=Counter)
-    phrases: Counter = field(default_factory=Counter)
+    qc_status: Counter[str] = field(default_factory=Counter)
+    splits: Counter[str] = field(default_factory=Counter)
+    phrases: Counter[str] = field(default_factory=Counter)
     shards: list[ShardEntry] = field(default_factory=list)
     models: Counter[tuple[str, str]] = field(default_factory=Counter)
     """(provenance key, value) -> rows: which models and weights made the rows."""
@@ -123,7 +124,7 @@ def compute_stats(root: str | Path, batch_rows: int = 256) -> DatasetStats:
         stats.shards += unit.shards
         if unit.quarantine_path:
             reasons = pq.read_table(root / unit.quarantine_path, columns=["reason"]).column("reason")
-            stats.quarantine_reasons.update(reason_kind(r) for r in reasons.to_pylist())
+            stats.quarantine_reasons.update(reason_code(r) for r in reasons.to_pylist())
     stats.quarantined = sum(stats.quarantine_reasons.values())
     for batch in ShardReader(root, columns=STATS_COLUMNS, batch_rows=batch_rows).iter_batches():
         for row in batch.to_pylist():
@@ -150,11 +151,6 @@ def model_lines(stats: DatasetStats) -> list[str]:
     """'detector: hf:IDEA-Research/grounding-dino-base (12 rows)', one per model id, weights, revision."""
     return [f"{key}: {value}" + (f" ({rows} of {stats.samples} rows)" if rows != stats.samples else "")
             for (key, value), rows in sorted(stats.models.items())]
-
-
-def reason_kind(reason: str | None) -> str:
-    """The part of a quarantine reason before its details ('truncated: ...' -> 'truncated')."""
-    return (reason or "unknown").split(":", 1)[0].strip()
 
 
 def stats_tables(stats: DatasetStats, top_phrases: int = 20) -> list[Table]:
@@ -202,7 +198,7 @@ def format_stats(stats: DatasetStats, top_phrases: int = 20) -> str:
     return "\n\n".join([*head, *(format_table(*table) for table in stats_tables(stats, top_phrases))])
 
 
-def _counted(counter: Counter, top: int | None = None) -> list[list[object]]:
+def _counted(counter: Counter[Any], top: int | None = None) -> list[list[object]]:
     return [[key, count] for key, count in counter.most_common(top)]
 
 

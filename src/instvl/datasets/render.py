@@ -15,7 +15,7 @@ import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -37,6 +37,7 @@ BAND_COLOUR = (18, 18, 18)
 TEXT_COLOUR = (240, 240, 240)
 FADE = 0.4
 """Opacity of a held box on frames between two annotated frames of its instance."""
+Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 
 class RenderConfig(BaseConfig):
@@ -69,7 +70,7 @@ class Layout:
     header: list[tuple[str, tuple[int, int, int]]]
     footer: list[tuple[str, tuple[int, int, int]]]
     line_height: int
-    font: Any
+    font: Font
 
     @property
     def header_height(self) -> int:
@@ -94,7 +95,7 @@ def display_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(2, round(width * scale)), max(2, round(height * scale))
 
 
-def wrap(text: str, font: Any, width: int) -> list[str]:
+def wrap(text: str, font: Font, width: int) -> list[str]:
     """Lines of `text` that fit `width` pixels (long words are broken)."""
     average = max(1.0, font.getlength("abcdefghijklmnopqrstuvwxyz") / 26)
     return textwrap.wrap(text, width=max(8, int(width / average))) or [""]
@@ -102,15 +103,18 @@ def wrap(text: str, font: Any, width: int) -> list[str]:
 
 def plan_layout(row: SampleRow, width: int, picture_height: int) -> Layout:
     """The bands for this sample: the global caption above, one wrapped caption per instance below."""
-    font = ImageFont.load_default(size=max(11, round(width / 36)))
+    size = max(11, round(width / 36))
+    # A FreeType font of that size, or Pillow's fixed bitmap font where FreeType is missing.
+    font = ImageFont.load_default(size=size)
     usable = width - 12
-    header = [(line, TEXT_COLOUR) for line in wrap(row.get("global_caption") or "(no global caption)", font, usable)]
+    caption = row.get("global_caption") or "(no global caption)"
+    header = [(line, TEXT_COLOUR) for line in wrap(caption, font, usable)]
     header.append(("", TEXT_COLOUR))  # the frame counter goes here, drawn per frame
     footer = []
     for inst in row.get("instances") or []:
         text = f"ID: {inst['instance_id']} {inst.get('phrase') or ''}: {inst.get('caption') or ''}"
         footer += [(line, instance_colour(inst["instance_id"]).rgb) for line in wrap(text, font, usable)]
-    line_height = round(font.size * 1.3)
+    line_height = round(size * 1.3)
     return Layout(width, picture_height, header, footer, line_height, font)
 
 
@@ -149,7 +153,8 @@ def compose(frame: np.ndarray, row: SampleRow, frame_index: int, total: int, lay
 def _text_lines(draw: ImageDraw.ImageDraw, layout: Layout, lines: list[tuple[str, tuple[int, int, int]]],
                 top: int) -> None:
     for n, (text, colour) in enumerate(lines):
-        draw.text((6, top + layout.line_height // 4 + n * layout.line_height), text, fill=colour, font=layout.font)
+        y = top + layout.line_height // 4 + n * layout.line_height
+        draw.text((6, y), text, fill=colour, font=layout.font)
 
 
 def sample_frames(row: SampleRow) -> list[tuple[int, np.ndarray]]:
@@ -174,7 +179,8 @@ def render_frames(row: SampleRow, max_side: int = 480) -> tuple[list[Image.Image
     return [compose(frame, row, index, total, layout) for index, frame in frames], layout
 
 
-def save_gif(frames: list[Image.Image], path: Path, fps: float, exact: Sequence[tuple[int, int, int]]) -> None:
+def save_gif(frames: list[Image.Image], path: Path, fps: float,
+             exact: Sequence[tuple[int, int, int]]) -> None:
     """An endless-loop GIF with one shared palette that holds the `exact` colours unchanged."""
     fixed = list(dict.fromkeys(exact))[:64]
     step = max(1, len(frames) // 8)  # the adaptive part of the palette comes from a few spread-out frames
@@ -182,11 +188,13 @@ def save_gif(frames: list[Image.Image], path: Path, fps: float, exact: Sequence[
     montage = Image.new("RGB", (sample[0].width, sample[0].height * len(sample)))
     for n, frame in enumerate(sample):
         montage.paste(frame, (0, n * frame.height))
-    adaptive = montage.quantize(256 - len(fixed), method=Image.Quantize.MEDIANCUT).getpalette()[: 3 * (256 - len(fixed))]
+    quantized = montage.quantize(256 - len(fixed), method=Image.Quantize.MEDIANCUT)
+    adaptive = (quantized.getpalette() or [])[: 3 * (256 - len(fixed))]  # a "P" image always has one
     # Pillow maps pixels to a palette through a coarse colour cache: a near twin of an exact colour would
     # capture that colour's pixels, so adaptive entries close to one are dropped.
     spread = [tuple(adaptive[i:i + 3]) for i in range(0, len(adaptive), 3)]
-    spread = [c for c in spread if all(max(abs(a - b) for a, b in zip(c, f, strict=True)) > 12 for f in fixed)]
+    spread = [c for c in spread
+              if all(max(abs(a - b) for a, b in zip(c, f, strict=True)) > 12 for f in fixed)]
     entries = [v for colour in [*fixed, *spread] for v in colour]
     palette = Image.new("P", (1, 1))
     palette.putpalette(entries + [0] * (768 - len(entries)))
@@ -247,7 +255,8 @@ def render_samples(root: str | Path, sample_ids: Sequence[str] | None = None, co
     written = []
     for row in rows:
         try:
-            written.append(render_sample(row, out / f"{row['sample_id']}.{format}", format=format, max_side=max_side))
+            path = out / f"{row['sample_id']}.{format}"
+            written.append(render_sample(row, path, format=format, max_side=max_side))
         except RenderError as err:
             log.warning("not rendered: %s", err)
     return written
@@ -265,7 +274,8 @@ def _first_rows(root: str | Path, count: int) -> Iterator[SampleRow]:
 def main(cfg: RenderConfig) -> int:
     """Render `cfg.sample_id` of `cfg.root` and print where it went."""
     kind = cfg.format or ("mp4" if (cfg.output or "").lower().endswith(".mp4") else "gif")
-    output = Path(cfg.output) if cfg.output else Path(cfg.root) / layout.RENDERS_DIR / f"{cfg.sample_id}.{kind}"
+    default = Path(cfg.root) / layout.RENDERS_DIR / f"{cfg.sample_id}.{kind}"
+    output = Path(cfg.output) if cfg.output else default
     try:
         row = find_row(cfg.root, cfg.sample_id)
         path = render_sample(row, output, format=kind, fps=cfg.fps, max_side=cfg.max_side)

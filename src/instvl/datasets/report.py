@@ -1,4 +1,5 @@
-"""The self-contained HTML report of `instvl datasets inspect`: statistics tables and a gallery of sample cards.
+"""The self-contained HTML report of `instvl datasets inspect`: statistics tables and a gallery of
+sample cards.
 
 Each card shows a few frames with the trajectories drawn (images embedded as base64 JPEG data URIs,
 so the single HTML file can be mailed or archived), the global caption, the instance captions in their
@@ -43,7 +44,8 @@ class SampleCard:
     media_type: str
     size: str
     global_caption: str
-    instances: list[tuple[int, str, str, str]] = field(default_factory=list)  # id, phrase, caption, css colour
+    instances: list[tuple[int, str, str, str]] = field(default_factory=list)
+    """(instance id, phrase, caption, css colour), one per instance."""
     thumbnails: list[tuple[int, str]] = field(default_factory=list)  # frame index, data URI
     render_href: str | None = None
     note: str | None = None
@@ -51,7 +53,8 @@ class SampleCard:
 
 def frames_to_show(row: dict[str, Any], count: int) -> list[int]:
     """Up to `count` frame indices spread over the frames that carry boxes (else over the clip)."""
-    boxed = sorted({i for inst in row.get("instances") or [] for i in inst["trajectory"]["frame_index"] or []})
+    instances = row.get("instances") or []
+    boxed = sorted({i for inst in instances for i in inst["trajectory"]["frame_index"] or []})
     candidates = boxed or list(range(max(1, row.get("num_frames") or 1)))
     return evenly_spaced(candidates, count)
 
@@ -78,13 +81,14 @@ def thumbnail_uri(image: Image.Image) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def build_card(row: dict[str, Any], frames_per_sample: int, thumb_width: int, render_dir: Path | None) -> SampleCard:
+def build_card(row: dict[str, Any], frames_per_sample: int, thumb_width: int,
+               render_dir: Path | None) -> SampleCard:
     """One card from a full row dict (media included)."""
     instances = row.get("instances") or []
     card = SampleCard(row["sample_id"], row["media_type"], f"{row.get('width')}x{row.get('height')}",
                       row.get("global_caption") or "",
-                      [(i["instance_id"], i.get("phrase") or "", i.get("caption") or "", instance_hex(i["instance_id"]))
-                       for i in instances])
+                      [(i["instance_id"], i.get("phrase") or "", i.get("caption") or "",
+                        instance_hex(i["instance_id"])) for i in instances])
     media = media_of(row)
     if media is None:
         card.note = "media not embedded and source file not found: no thumbnails"
@@ -103,7 +107,9 @@ def build_card(row: dict[str, Any], frames_per_sample: int, thumb_width: int, re
 
 def find_render(render_dir: Path | None, sample_id: str) -> str | None:
     """Relative link to a render of the sample beside the report, if one exists."""
-    for suffix in RENDER_SUFFIXES if render_dir is not None else ():
+    if render_dir is None:
+        return None
+    for suffix in RENDER_SUFFIXES:
         if (render_dir / f"{sample_id}{suffix}").is_file():
             return f"{layout.RENDERS_DIR}/{sample_id}{suffix}"
     return None
@@ -140,19 +146,21 @@ def _cell(value: object) -> str:
 def card_html(card: SampleCard) -> str:
     """One gallery card; every text from the dataset is escaped."""
     esc = html.escape
+    sample_id = esc(card.sample_id)
     figures = "".join(
-        f'<figure><img src="{uri}" alt="frame {i} of {esc(card.sample_id)}"><figcaption>frame {i}</figcaption></figure>'
+        f'<figure><img src="{uri}" alt="frame {i} of {sample_id}"><figcaption>frame {i}</figcaption></figure>'
         for i, uri in card.thumbnails)
     items = "".join(
-        f'<li style="border-color: {colour}"><span class="tag" style="background: {colour}; color: {_ink(k)}">'
-        f'ID: {k} {esc(phrase)}</span> '
+        f'<li style="border-color: {colour}">'
+        f'<span class="tag" style="background: {colour}; color: {_ink(k)}">ID: {k} {esc(phrase)}</span> '
         f'<span class="caption">{esc(caption)}</span></li>' for k, phrase, caption, colour in card.instances)
     render = (f'<a href="{esc(card.render_href)}">rendered clip</a>' if card.render_href
-              else f'<span class="none">no render yet (instvl datasets render ROOT {esc(card.sample_id)})</span>')
+              else f'<span class="none">no render yet (instvl datasets render ROOT {sample_id})</span>')
     note = f'<p class="note">{esc(card.note)}</p>' if card.note else ""
-    return (f'<article class="card" id="sample-{esc(card.sample_id)}" data-sample-id="{esc(card.sample_id)}">'
-            f"<h3>{esc(card.sample_id)}</h3>"
-            f'<div class="meta">{esc(card.media_type)} {esc(card.size)}, {len(card.instances)} instances</div>'
+    meta = f"{esc(card.media_type)} {esc(card.size)}, {len(card.instances)} instances"
+    return (f'<article class="card" id="sample-{sample_id}" data-sample-id="{sample_id}">'
+            f"<h3>{sample_id}</h3>"
+            f'<div class="meta">{meta}</div>'
             f'<div class="frames">{figures}</div>{note}'
             f'<p class="global-caption">{esc(card.global_caption)}</p>'
             f'<ul class="instances">{items}</ul><p class="render">{render}</p></article>')

@@ -166,3 +166,9 @@ QUARANTINE_SCHEMA = pa.schema([
     pa.field("created_at", UTC_TIMESTAMP),
 ])
 """Inputs that could not become samples, with the reason; written beside the shards of each unit."""
+
+
+def reason_code(reason: str | None) -> str:
+    """The stable code of a stored reason, the part before its colon: quarantine `reason`s and
+    `qc.route_reasons` are 'code: details' ('short_track: instance 2 has 1 box' -> 'short_track')."""
+    return (reason or "unknown").split(":", 1)[0].strip()

@@ -59,6 +59,9 @@ FILE_RULES = {
 RULES = {**FILE_RULES, **ROW_RULES}
 """Every rule the validator checks, name -> what it requires."""
 
+ManifestShards = dict[str, dict[str, Any]]
+"""manifest.json's shard entries by their root-relative path."""
+
 
 class ValidateConfig(BaseConfig):
     """`instvl datasets validate ROOT`: check a dataset root and exit non-zero on violations."""
@@ -111,7 +114,7 @@ def _check_temp_files(root: Path, report: ValidationReport) -> None:
                                  "warning"))
 
 
-def _check_manifest(root: Path, report: ValidationReport) -> dict[str, dict[str, Any]] | None:
+def _check_manifest(root: Path, report: ValidationReport) -> ManifestShards | None:
     """The manifest's shard entries by path, or None when there is no usable manifest."""
     path = root / layout.MANIFEST
     if not path.is_file():
@@ -132,7 +135,7 @@ def _check_manifest(root: Path, report: ValidationReport) -> dict[str, dict[str,
 
 
 def _check_units(root: Path, report: ValidationReport,
-                 manifest_shards: dict | None) -> tuple[list[Path], set[str]]:
+                 manifest_shards: ManifestShards | None) -> tuple[list[Path], set[str]]:
     """Check each stats file's shards against the files and the manifest.
 
     Returns the shards that exist and the relative paths of every shard a stats file lists.
@@ -158,7 +161,7 @@ def _check_units(root: Path, report: ValidationReport,
 
 
 def _check_entry(root: Path, shard: Path, entry: ShardEntry, stats_name: str, report: ValidationReport,
-                 manifest_shards: dict | None) -> None:
+                 manifest_shards: ManifestShards | None) -> None:
     rel = _rel(root, shard)
     digest = sha256_file(shard)
     if digest != entry.sha256:
@@ -192,7 +195,7 @@ def _check_quarantine(root: Path, stats: UnitStats, stats_name: str, report: Val
 
 
 def _check_orphans(root: Path, report: ValidationReport, listed_rel: set[str],
-                   manifest_shards: dict | None) -> None:
+                   manifest_shards: ManifestShards | None) -> None:
     for path in sorted((root / layout.SHARDS_DIR).glob("*.parquet")):
         if not path.name.startswith(".") and _rel(root, path) not in listed_rel:
             report.add(Violation(_rel(root, path), None, None, "orphan_shard",
@@ -286,9 +289,9 @@ def _check_one_row(rel: str, row: SampleRow, report: ValidationReport, seen_ids:
     for problem in check_row(row):
         report.add(Violation(rel, sample_id, problem.instance_id, problem.rule, problem.message))
     if check_media:
-        problem = check_media_size(row)
-        if problem:
-            report.add(Violation(rel, sample_id, None, "media", problem))
+        media_problem = check_media_size(row)
+        if media_problem:
+            report.add(Violation(rel, sample_id, None, "media", media_problem))
 
 
 def _check_row_count(root: Path, path: Path, rows: int, report: ValidationReport) -> None:

@@ -1,4 +1,4 @@
-"""What validation found: `Violation`s located by shard, sample and instance, collected in a `ValidationReport`."""
+"""What validation found: `Violation`s, each located by shard, sample and instance; a `ValidationReport`."""
 
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,7 +29,8 @@ class ValidationReport:
     root: str
     max_errors: int = 1000
     violations: list[Violation] = field(default_factory=list)
-    counts: Counter = field(default_factory=Counter)
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(severity, rule) -> violations found, also those past `max_errors`."""
     shards: int = 0
     rows: int = 0
     instances: int = 0

@@ -107,7 +107,7 @@ def lock_root(root: str | Path) -> Iterator[None]:
 class UnitWriter:
     """Writes the samples of one unit; see the module docstring."""
 
-    def __init__(self, root: str | Path, unit_id: str, *, config: BaseModel | dict | None = None,
+    def __init__(self, root: str | Path, unit_id: str, *, config: BaseModel | dict[str, Any] | None = None,
                  target_shard_bytes: int = 256 << 20, row_group_rows: int = 32, compression: str = "zstd",
                  overwrite: bool = False, sources: int | None = None):
         self.root, self.unit_id = Path(root), layout.check_unit_id(unit_id)
@@ -168,11 +168,12 @@ class UnitWriter:
         """Queue one sample (a Sample or a row dict in the SCHEMA shape)."""
         row = sample.to_row() if isinstance(sample, Sample) else sample
         source = row.get("source")
-        if isinstance(source, dict) and isinstance(source.get("uri"), str):
-            uri = safe_text(source["uri"])
-            if uri != source["uri"]:
+        raw_uri = source.get("uri") if isinstance(source, dict) else None
+        if source is not None and raw_uri is not None:
+            uri = safe_text(raw_uri)
+            if uri != raw_uri:
                 log.warning("file name is not UTF-8; stored with its raw bytes escaped: %s", uri)
-                row = {**row, "source": {**source, "uri": uri}}  # type: ignore[typeddict-item]
+                row = {**row, "source": {**source, "uri": uri}}
         sample_id = row["sample_id"]
         if sample_id in self._sample_ids:
             raise ValueError(f"unit {self.unit_id}: sample_id {sample_id!r} written twice")
@@ -301,7 +302,7 @@ def _belongs_to(file_name: str, unit_id: str) -> bool:
     return stem == unit_id or (stem.startswith(unit_id + "-") and stem[len(unit_id) + 1:].isdigit())
 
 
-def _config_fields(config: BaseModel | dict | None) -> tuple[str | None, str | None]:
+def _config_fields(config: BaseModel | dict[str, Any] | None) -> tuple[str | None, str | None]:
     if config is None:
         return None, None
     if isinstance(config, BaseModel):

@@ -43,11 +43,11 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from instvl.annotate.plan import Plan, PlanError, make_plan
+from instvl.annotate.plan import Plan, PlanError, make_plan, output_root
 from instvl.annotate.units import reopen_retryable_units
 from instvl.datasets.manifest import summarize, write_manifest
 from instvl.datasets.writer import RootBusyError, lock_root
@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 
 def build_corpus(cfg: BuildConfig) -> dict[str, Any]:
     """Plan the input (extending OUT/plan.json) and run the flow over the plan; see `run_flow`."""
-    with lock_root(cfg.output or "."):
+    with lock_root(output_root(cfg)):
         _plan(cfg)
         return run_flow(cfg)
 
@@ -72,7 +72,7 @@ def build_corpus(cfg: BuildConfig) -> dict[str, Any]:
 def _plan(cfg: BuildConfig) -> Plan:
     plan = make_plan(cfg, new_version=cfg.flow.new_version)
     if cfg.flow.retry_quarantined:
-        reopen_retryable_units(Path(cfg.output))
+        reopen_retryable_units(output_root(cfg))
     return plan
 
 
@@ -90,17 +90,17 @@ def run_flow(cfg: BuildConfig) -> dict[str, Any]:
 def main(cfg: BuildConfig) -> int:
     cfg.check_weights()  # a missing checkpoint fails now, naming the model, not in every unit
     try:
-        with lock_root(cfg.output) if cfg.output else nullcontext(), _stop_on_signals():
+        root = output_root(cfg)
+        with lock_root(root), _stop_on_signals():
             plan = _plan(cfg)
             from instvl.flows.progress import BuildProgress
 
-            with BuildProgress(cfg.output, plan.num_sources, enabled=cfg.flow.progress), \
-                    _server_watchdog(Path(cfg.output)):
+            with BuildProgress(root, plan.num_sources, enabled=cfg.flow.progress), _server_watchdog(root):
                 summary = run_flow(cfg)
     except (PlanError, RootBusyError) as err:
         print(f"instvl build: {err}", file=sys.stderr)
         return 2
-    print(summarize(summary["manifest"], Path(cfg.output)))
+    print(summarize(summary["manifest"], root))
     for unit_id, error in summary["failed"].items():
         print(f"FAILED {unit_id}: {error}  (rerun the same command to retry it)", file=sys.stderr)
     return 1 if summary["failed"] else 0

@@ -8,7 +8,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed, State
 
 from instvl.annotate.config import AnnotateConfig
-from instvl.annotate.plan import require_plan
+from instvl.annotate.plan import output_root, require_plan
 from instvl.annotate.units import run_unit
 from instvl.datasets.manifest import UnitStats, unit_done, write_manifest
 from instvl.flows.config import BuildConfig
@@ -34,9 +34,10 @@ def build_corpus_flow(config: dict[str, Any]) -> dict[str, Any] | State:
     unit failed, so the UI and automations see what the exit code says."""
     cfg = BuildConfig.model_validate(config)
     logger = get_run_logger()
-    plan = require_plan(cfg.output)
+    root = output_root(cfg)
+    plan = require_plan(root)
     unit_config = cfg.annotation().model_dump(mode="json")
-    pending = [u.unit_id for u in plan.units if not unit_done(cfg.output, u.unit_id)]
+    pending = [u.unit_id for u in plan.units if not unit_done(root, u.unit_id)]
     logger.info("%d units planned, %d to do", len(plan.units), len(pending))
     unit_task = annotate_unit.with_options(
         retries=cfg.flow.retries, retry_delay_seconds=_backoff(cfg.flow.retry_delay_s, cfg.flow.retries),
@@ -52,7 +53,7 @@ def build_corpus_flow(config: dict[str, Any]) -> dict[str, Any] | State:
             failed[unit_id] = _error_of(future.state)
             logger.error("unit %s failed after %d retries: %s", unit_id, cfg.flow.retries, failed[unit_id])
     summary = {"planned": len(plan.units), "ran": len(pending), "failed": failed,
-               "manifest": write_manifest(cfg.output), "flow_run_id": str(runtime.flow_run.id)}
+               "manifest": write_manifest(root), "flow_run_id": str(runtime.flow_run.id)}
     if failed:
         return Failed(message=f"{len(failed)} of {len(pending)} units failed: {', '.join(failed)}",
                       data=summary)

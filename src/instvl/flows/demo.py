@@ -44,9 +44,9 @@ def make_media(cfg: DemoConfig) -> Path:
     from instvl.datasets.synth import SynthConfig, generate
 
     media_root = Path(cfg.output) / "media"
-    synth = load_config(SynthConfig, "datasets/synth-tiny", [
-        f"output='{media_root}'", f"num_samples={cfg.num_media}", f"seed={cfg.seed}", "format=raw",
-        f"image_fraction={cfg.image_fraction}"])
+    synth = load_config(SynthConfig, "datasets/synth-tiny", values={
+        "output": str(media_root), "num_samples": cfg.num_media, "seed": cfg.seed, "format": "raw",
+        "image_fraction": cfg.image_fraction})
     generate(synth)
     return media_root / "media"
 
@@ -57,7 +57,8 @@ def build(cfg: DemoConfig, media: Path) -> Path:
     from instvl.flows.config import BuildConfig
 
     corpus = Path(cfg.output) / "corpus"
-    build_cfg = load_config(BuildConfig, cfg.annotate_preset, [f"input='{media}'", f"output='{corpus}'"])
+    paths = {"input": str(media), "output": str(corpus)}
+    build_cfg = load_config(BuildConfig, cfg.annotate_preset, values=paths)
     summary = build_corpus(build_cfg)
     print(summarize(summary["manifest"], corpus))
     if summary["failed"]:
@@ -83,11 +84,11 @@ def train_and_eval(cfg: DemoConfig, corpus: Path) -> None:
     from instvl.train.main import main as train_main
 
     run_dir = Path(cfg.output) / "run"
-    overrides = [f"data.root='{corpus}'", f"run.output_dir='{run_dir}'", f"optim.steps={cfg.train_steps}",
-                 f"run.ckpt_every={cfg.train_steps}", "data.split=null"]
-    train_main(load_config(TrainConfig, cfg.train_preset, overrides))
-    eval_overrides = [*overrides, f"checkpoint='{run_dir}'", "eval.split=null"]
-    eval_main(load_config(EvalConfig, cfg.train_preset, eval_overrides))
+    values = {"data.root": str(corpus), "run.output_dir": str(run_dir), "optim.steps": cfg.train_steps,
+              "run.ckpt_every": cfg.train_steps, "data.split": None}
+    train_main(load_config(TrainConfig, cfg.train_preset, values=values))
+    eval_values = {**values, "checkpoint": str(run_dir), "eval.split": None}
+    eval_main(load_config(EvalConfig, cfg.train_preset, values=eval_values))
 
 
 def main(cfg: DemoConfig) -> int:

@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -224,6 +225,34 @@ def group_by_project(rows: list[PushRow], cfg: PushConfig) -> dict[ProjectKey, l
     return groups
 
 
+def import_once(client: LabelStudioClient, project_id: int, rows: list[PushRow], ctx: dict[str, Any],
+                attempts: int = 3) -> list[int]:
+    """Import the tasks of `rows` so that each key ends with exactly one task; returns their ids in order.
+
+    The import request is never retried blindly (the client sends it once): when its answer is lost
+    (timeout, dropped connection, a 5xx from a proxy) the server may have created the tasks anyway, so
+    they are looked up by key first and only the missing ones are imported again.
+    """
+    keys = [(ctx["dataset_id"], r["sample_id"], r["fingerprint"]) for r in rows]
+    tasks = dict(zip(keys, (task_for(r, ctx["root"], ctx["media_dir"], ctx) for r in rows), strict=True))
+    ids: dict[tuple[str, str, str], int] = {}
+    for attempt in range(attempts):
+        todo = [key for key in keys if key not in ids]
+        if not todo:
+            break
+        try:
+            ids.update(zip(todo, client.import_tasks(project_id, [tasks[k] for k in todo]), strict=True))
+        except LabelStudioError as err:
+            if (err.status_code is not None and err.status_code < 500) or attempt + 1 == attempts:
+                raise  # refused (asking again gets the same answer), or out of attempts
+            log.warning("import of %d task(s) into project %s got no answer (%s); looking them up before "
+                        "importing the missing ones again", len(todo), project_id, err)
+            time.sleep(ctx.get("lookup_delay_s", 1.0) * (attempt + 1))  # let a slow import finish first
+            index = client.task_ids_by_key(project_id)
+            ids.update({key: index[key][0] for key in todo if index.get(key)})
+    return [ids[key] for key in keys]
+
+
 def push_group(client: LabelStudioClient, state: PushState, rows: list[PushRow], key: tuple,
                ctx: dict[str, Any]) -> tuple[int, int]:
     """Push the rows of one project in batches; returns (tasks created, tasks found on the server)."""
@@ -245,8 +274,7 @@ def push_group(client: LabelStudioClient, state: PushState, rows: list[PushRow],
             else:
                 todo.append(row)
         if todo:
-            tasks = [task_for(r, ctx["root"], ctx["media_dir"], ctx) for r in todo]
-            ids = client.import_tasks(project["id"], tasks)
+            ids = import_once(client, project["id"], todo, ctx)
             for row, task_id in zip(todo, ids, strict=True):
                 state.record(row, task_id, project)
             pushed += len(todo)

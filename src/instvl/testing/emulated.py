@@ -28,12 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from instvl.annotate.caption.base import Captioner
+from instvl.annotate.caption.base import BatchCaptioner, Captioner
 from instvl.annotate.caption.request import CaptionRequest, InstanceInfo, RequestKind
 from instvl.annotate.detect.base import Detector
 from instvl.annotate.engine import StageStats
 from instvl.annotate.track.base import Tracker
-from instvl.annotate.tracks import Detection, TrackedFrame, TrackSeed
+from instvl.annotate.tracks import Detection, TrackedFrame, TrackedObject, TrackSeed
+from instvl.geometry import as_box
 
 
 @dataclass
@@ -101,13 +102,33 @@ class TrackCost:
         return self.launch_s + self.per_frame_s * frames + self.per_object_s * frames * max(1, objects)
 
 
+class StillTracker:
+    """A tracker that costs nothing: every object keeps its seed box, drifting `drift` per frame (so the
+    builder's association sees motion). An inner backend for `EmulatedTracker` when the CPU must stay
+    free for the pipeline being measured (template matching costs 0.3 s of CPU per window)."""
+
+    def __init__(self, drift: float = 0.002) -> None:
+        self.drift = drift
+
+    def track(self, frames: np.ndarray | Sequence[np.ndarray], seeds: Sequence[TrackSeed]) -> list[TrackedFrame]:
+        out = []
+        for k in range(len(frames)):
+            objects = {}
+            for seed in seeds:
+                box = np.clip(np.asarray(seed.box_xyxy, float) + self.drift * k, 0.0, 1.0)
+                objects[seed.obj_id] = TrackedObject(seed.obj_id, as_box(box), 0.9)
+            out.append(TrackedFrame(k, objects))
+        return out
+
+
 class EmulatedTracker:
     """A tracker with GPU-like cost; answers from `inner`."""
 
     def __init__(self, inner: Tracker, cost: TrackCost, device: EmulatedDevice) -> None:
         self.inner, self.cost, self.device = inner, cost, device
 
-    def track(self, frames: np.ndarray | Sequence[np.ndarray], seeds: Sequence[TrackSeed]) -> list[TrackedFrame]:
+    def track(self, frames: np.ndarray | Sequence[np.ndarray],
+              seeds: Sequence[TrackSeed]) -> list[TrackedFrame]:
         out = self.inner.track(frames, seeds)
         self.device.run(self.cost.seconds(len(frames), len(seeds)), len(frames))
         return out
@@ -127,10 +148,11 @@ class ContinuousBatching:
     scheduling keeps the emulation's own overhead small)."""
 
     def __init__(self, max_num_seqs: int = 64, step_s: float = 0.015, per_seq_s: float = 0.0005,
-                 prefill_per_image_s: float = 0.02, tokens_per_step: int = 8, time_scale: float = 1.0) -> None:
+                 prefill_per_image_s: float = 0.02, tokens_per_step: int = 8,
+                 time_scale: float = 1.0) -> None:
         self.max_num_seqs, self.step_s, self.per_seq_s = max_num_seqs, step_s, per_seq_s
-        self.prefill_per_image_s, self.tokens_per_step, self.time_scale = prefill_per_image_s, tokens_per_step, \
-            time_scale
+        self.prefill_per_image_s, self.tokens_per_step = prefill_per_image_s, tokens_per_step
+        self.time_scale = time_scale
         self.stats = StageStats("caption")
         self.steps = 0
         self.seq_steps = 0  # sum over steps of the running sequences
@@ -209,7 +231,8 @@ def output_tokens(kind: str, text: str) -> int:
 
 
 def request_images(request: CaptionRequest) -> int:
-    shown = len(request.frames) if request.instance is None else sum(b is not None for b in request.instance.boxes)
+    target = request.instance
+    shown = len(request.frames) if target is None else sum(b is not None for b in target.boxes)
     return max(1, min(shown, request.visual.max_images))
 
 
@@ -219,8 +242,8 @@ class EmulatedCaptioner:
     Concurrent `caption` calls share the engine (like `AsyncLLM` or a server); one call's requests join
     the running batch together."""
 
-    def __init__(self, inner: Captioner, engine: ContinuousBatching, batch_size: int = 64) -> None:
-        self.inner, self.engine, self.batch_size = inner, engine, batch_size
+    def __init__(self, inner: Captioner, engine: ContinuousBatching, render: bool = False) -> None:
+        self.inner, self.engine, self.render = inner, engine, render
         self.model_id = inner.model_id
 
     def request(self, kind: RequestKind, frames: Sequence[np.ndarray], instance: InstanceInfo | None = None,
@@ -231,10 +254,19 @@ class EmulatedCaptioner:
         return self.inner.key(request)
 
     def caption(self, requests: Sequence[CaptionRequest]) -> list[str]:
-        texts = self.inner.caption(requests)
+        texts = self._answers(requests)
         self.engine.generate([(request_images(r), output_tokens(r.kind, t)) for r, t in zip(requests, texts,
                                                                                             strict=True)])
         return texts
+
+
+    def _answers(self, requests: Sequence[CaptionRequest]) -> list[str]:
+        """The inner answers; without `render`, a `BatchCaptioner` that reads no pixels of the drawn images
+        (fake) skips drawing them (CPU the emulated GPU would not spend)."""
+        if self.render or not isinstance(self.inner, BatchCaptioner):
+            return self.inner.caption(requests)
+        answers = self.inner.generate(requests, [[] for _ in requests])
+        return [self.inner.finish(r, a) for r, a in zip(requests, answers, strict=True)]
 
 
 def serve_openai(engine: ContinuousBatching, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:

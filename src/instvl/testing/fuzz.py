@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from instvl.datasets.schema import reason_code
 from instvl.testing.media import jpeg_bytes, moving_square, mp4_bytes, png_bytes
 
 MUTATIONS = ("flip", "truncate", "insert", "zero", "duplicate")
@@ -73,6 +74,8 @@ def encode_video(frames: np.ndarray, container: str, codec: str, pix_fmt: str = 
     buffer = io.BytesIO()
     with av.open(buffer, "w", format=container) as output:
         stream = output.add_stream(codec, rate=fps)
+        if not isinstance(stream, av.VideoStream):
+            raise ValueError(f"{codec!r} is not a video codec")
         stream.width, stream.height = (frames.shape[2], frames.shape[1]) if len(frames) else (64, 48)
         stream.pix_fmt = pix_fmt
         output.start_encoding()  # the header, even when no frame follows
@@ -166,9 +169,9 @@ class FuzzResult:
                 "seconds": round(self.seconds, 2), "files_per_s": round(self.files_per_s, 2)}
 
 
-def reason_kind(reason: str) -> str:
-    """The class of a quarantine reason: the exception type, or the reason's first words."""
-    head = reason.split(":", 1)[0]
+def reason_class(reason: str) -> str:
+    """The class of a quarantine reason: its code (the exception type), or the first words of a long one."""
+    head = reason_code(reason)
     return head if len(head) <= 40 else " ".join(head.split()[:3])
 
 
@@ -184,8 +187,8 @@ def run_corpus(folder: Path, out: Path, *overrides: str, sources_per_unit: int =
     from instvl.datasets.writer import safe_text
 
     cfg = load_config(AnnotateConfig, "annotate/fake", [
-        f"input='{folder}'", f"output='{out}'", f"out.sources_per_unit={sources_per_unit}",
-        "ingest.min_clip_s=0", "ingest.num_frames=4", "ingest.max_short_side=64", *overrides])
+        "ingest.min_clip_s=0", "ingest.num_frames=4", "ingest.max_short_side=64", *overrides],
+        values={"input": str(folder), "output": str(out), "out.sources_per_unit": sources_per_unit})
     started = time.monotonic()
     plan = make_plan(cfg)
     crashed = []
@@ -199,7 +202,7 @@ def run_corpus(folder: Path, out: Path, *overrides: str, sources_per_unit: int =
     quarantined: dict[str, tuple[str, str]] = {}
     for path in sorted((out / "quarantine").glob("*.parquet")):
         for row in pq.read_table(path).to_pylist():
-            quarantined.setdefault(row["uri"], (row["stage"], reason_kind(row["reason"])))
+            quarantined.setdefault(row["uri"], (row["stage"], reason_class(row["reason"])))
     inputs = [safe_text(uri) for unit in plan.units for uri in unit.sources]
     unaccounted = [uri for uri in inputs if uri not in annotated and uri not in quarantined]
     kinds = Counter(quarantined[uri] for uri in inputs if uri in quarantined and uri not in annotated)

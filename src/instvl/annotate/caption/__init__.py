@@ -22,7 +22,7 @@ from instvl.annotate.caption.base import (
     make_request,
     request_key,
 )
-from instvl.annotate.caption.cleaning import CleaningConfig, caption_problems, clean_caption, parse_entities
+from instvl.annotate.caption.cleaning import CleaningConfig, caption_defects, clean_caption, parse_entities
 from instvl.annotate.caption.fake import FakeCaptioner
 from instvl.annotate.caption.hf import HFCaptioner
 from instvl.annotate.caption.openai import OpenAICaptioner
@@ -42,6 +42,6 @@ __all__ = [
     "BatchCaptioner", "CaptionError", "CaptionRequest", "Captioner", "CaptionerConfig", "CaptionerSettings",
     "CleaningConfig", "FakeCaptioner", "HFCaptioner", "InstanceInfo", "OpenAICaptioner", "PixelCaptioner",
     "PromptConfig",
-    "RequestKind", "VLLMCaptioner", "VisualPromptConfig", "caption_problems", "clean_caption", "draw_boxes",
+    "RequestKind", "VLLMCaptioner", "VisualPromptConfig", "caption_defects", "clean_caption", "draw_boxes",
     "load_template", "make_request", "parse_entities", "render_prompt", "render_request", "request_key",
 ]

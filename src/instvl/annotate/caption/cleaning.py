@@ -20,7 +20,8 @@ _MARKDOWN = re.compile(r"\*\*|__|`+|^#+\s*|^\s*[-*•]\s+", re.M)
 # A whole answer wrapped in quotes (optionally followed by a full stop), with no quote inside.
 _WRAPPED = re.compile(r"[\"“”'‘’]([^\"“”]*?)[\"“”'‘’](\.?)", re.S)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-_REFUSAL = re.compile(r"\b(?:i'?m sorry|i am sorry|i cannot|i can't|as an ai|unable to (?:see|view|help))", re.I)
+_REFUSAL = re.compile(r"\b(?:i'?m sorry|i am sorry|i cannot|i can't|as an ai|unable to (?:see|view|help))",
+                      re.I)
 _ENTITIES_LINE = re.compile(r"^\s*(?:salient\s+)?(?:entities|objects|noun phrases)\s*:\s*(.*)$", re.I | re.M)
 _CAPTION_LINE = re.compile(r"^\s*caption\s*:\s*", re.I | re.M)
 
@@ -74,7 +75,7 @@ def clean_caption(text: str, cfg: CleaningConfig | None = None) -> str:
     return truncate_at_sentence(strip_artefacts(text), cfg.max_words, cfg.max_chars)
 
 
-def caption_problems(text: str, cfg: CleaningConfig | None = None) -> list[str]:
+def caption_defects(text: str, cfg: CleaningConfig | None = None) -> list[str]:
     """Reasons a (cleaned) caption should not be published as is; empty when it looks usable."""
     cfg = cfg or CleaningConfig()
     words = text.split()

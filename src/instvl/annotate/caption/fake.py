@@ -117,7 +117,7 @@ class FakeCaptioner(BatchCaptioner):
         return text
 
     def describe_instance(self, request: CaptionRequest) -> str:
-        target = request.instance
+        target = request.target()
         boxes = target.visible_boxes()
         first = next(t for t, box in enumerate(target.boxes) if box is not None)
         colour = region_colour(request.frames[first], target.boxes[first])

@@ -29,7 +29,8 @@ def qwen_chat_text(prompt: str, image_token_counts: Sequence[int], system_prompt
     return f"{system}<|im_start|>user\n{vision}{prompt}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def build_tiny_qwen2vl(seed: int = 0, min_pixels: int = 56 * 56, max_pixels: int = 112 * 112) -> tuple[Any, Any, Any]:
+def build_tiny_qwen2vl(seed: int = 0, min_pixels: int = 56 * 56,
+                       max_pixels: int = 112 * 112) -> tuple[Any, Any, Any]:
     """(model, tokenizer, image processor) of a random tiny Qwen2-VL; no download, no torchvision."""
     torch = require("torch", "annotate")
     transformers = require("transformers", "annotate")
@@ -40,7 +41,8 @@ def build_tiny_qwen2vl(seed: int = 0, min_pixels: int = 56 * 56, max_pixels: int
     config = transformers.Qwen2VLConfig(
         text_config={"vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128,
                      "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-                     "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 3, 3]},
+                     "rope_parameters": {"rope_type": "default", "rope_theta": 1e4,
+                                         "mrope_section": [2, 3, 3]},
                      "eos_token_id": token_id("<|im_end|>"), "pad_token_id": tokenizer.pad_token_id,
                      "bos_token_id": tokenizer.cls_token_id},
         vision_config={"depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 4, "mlp_ratio": 2,
@@ -89,7 +91,8 @@ class HFCaptioner(BatchCaptioner):
         super().__init__(cfg, model_id="tiny-random-qwen2-vl" if cfg.tiny_random else cfg.model)
         self.cfg: HFCaptioner.Config = cfg
         self.torch = require("torch", "annotate")
-        self.device = ("cuda" if self.torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+        auto = "cuda" if self.torch.cuda.is_available() else "cpu"
+        self.device = auto if cfg.device == "auto" else cfg.device
         model, self.tokenizer, self.image_processor = self._load()
         self.model = model.to(self.device, dtype=self._dtype()).eval()
         self.tokenizer.padding_side = "left"  # decoder-only batching: prompts end where generation starts
@@ -113,7 +116,8 @@ class HFCaptioner(BatchCaptioner):
             name = "bfloat16" if str(self.device).startswith("cuda") else "float32"
         return getattr(self.torch, name)
 
-    def model_inputs(self, requests: Sequence[CaptionRequest], images: list[list[Image.Image]]) -> dict[str, Any]:
+    def model_inputs(self, requests: Sequence[CaptionRequest],
+                     images: list[list[Image.Image]]) -> dict[str, Any]:
         """Tokenised, left-padded chat prompts and the flattened image patches of one batch."""
         flat = [image for per_request in images for image in per_request]
         vision = self.image_processor(images=flat, return_tensors="pt")

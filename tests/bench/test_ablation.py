@@ -1,0 +1,89 @@
+"""bench/ablation.py: its arms are real config switches, its statistics and its markdown block."""
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from instvl.config import load_config
+from instvl.datasets.synth import SynthConfig, draw_scene
+from instvl.train.config import TrainConfig
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "ablation.py"
+
+
+@pytest.fixture(scope="module")
+def ablation() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_ablation", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_ablation"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_arm_is_a_valid_train_config(ablation) -> None:
+    for arm, (_, overrides) in ablation.ARMS.items():
+        cfg = load_config(TrainConfig, "train/tiny", [*ablation.SHARED, *overrides])
+        assert cfg.model.text.random_config is not None, arm
+    gi = load_config(TrainConfig, "train/tiny", ablation.ARMS["gi"][1])
+    assert gi.model.loss.inst_as_global and gi.model.loss.inst_loss
+
+
+def test_the_benchmark_scenes_are_families_of_look_alikes() -> None:
+    cfg = load_config(SynthConfig, "datasets/synth-ablation", ["output=unused"])
+    multi = 0
+    for index in range(20):
+        scene = draw_scene(cfg, index).scene
+        looks = [o.looks for o in scene.objects]
+        multi += len(looks) >= 2
+        # Every object after the first differs from an earlier one in exactly one attribute.
+        for k in range(1, len(looks)):
+            assert min(sum(a != b for a, b in zip(looks[k], looks[j], strict=True)) for j in range(k)) == 1
+    assert multi >= 15 and scene.num_frames > 1
+
+
+def fake_result(arm: str, seed: int, shift: float, n: int = 40) -> dict[str, Any]:
+    rng = np.random.default_rng([seed, len(arm)])
+    result: dict[str, Any] = {"arm": arm, "seed": seed, "train_s": 1.0, "eval_s": 1.0, "report": {},
+                              "hits": {}, "num_queries": {}, "errors": {}}
+    for kind in ("global", "instance"):
+        hits = (rng.random((6, n)) < 0.3 + shift).astype(np.uint8)
+        result["hits"][kind] = np.packbits(hits, axis=1).tolist()
+        result["num_queries"][kind] = n
+        means = hits.mean(axis=1) * 100
+        columns = dict(zip(("t2v_r1", "t2v_r5", "t2v_r10", "v2t_r1", "v2t_r5", "v2t_r10"), means.tolist(),
+                           strict=True))
+        result["report"][kind] = {**columns, "mean_recall": float(means.mean())}
+    counts = {"multi_object_confusion": 3, "cross_sample": 5, "duplicate_caption": 0}
+    result["errors"] = {d: {"num_queries": n, "num_errors": 8, "counts": counts} for d in ("v2t", "t2v")}
+    return result
+
+
+def test_summary_intervals_bootstrap_and_doc_block(ablation, tmp_path) -> None:
+    arms, seeds = ["global", "inst", "gi"], [0, 1, 2]
+    shifts = {"global": 0.0, "inst": 0.4, "gi": 0.0}
+    results = [fake_result(a, s, shifts[a]) for s in seeds for a in arms]
+    for r in results:  # unpacking gives the packed hits back
+        assert ablation.unpack_hits(r, "instance").shape == (6, 40)
+    summary = ablation.summarize(results, arms, seeds)
+    gain = summary["pairs"]["inst - global"]["instance"]
+    mean, low, high = gain["mean_ci"]
+    assert low < mean < high and low > 0 and all(b[1] > 0 for b in gain["bootstrap_per_seed"])
+    assert summary["verdict"]["instance_gain_ci_excludes_0"] and summary["verdict"]["beats_gi"]
+    same = ablation.unpack_hits(results[0], "global")
+    assert ablation.paired_bootstrap(same, same) == (0.0, 0.0, 0.0)
+    assert ablation.t_interval([1.0, 2.0, 3.0]) == pytest.approx((2.0, 2.0 - 2.4841, 2.0 + 2.4841), abs=1e-3)
+    meta = {"command": "python bench/ablation.py", "dataset_hash": "h", "dataset_yaml": "seed: 0\n",
+            "eval_split": "val", "preset": "train/tiny", "shared": [], "steps": 1, "batch_size": 4,
+            "counts": {"global": 40, "instance": 40}, "machine": "m", "minutes": 1.0}
+    block = ablation.markdown(summary, meta)
+    assert "| + L_inst |" in block and "multi-object confusion" in block and "37.5%" in block
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"head\n{ablation.BEGIN}\nold\n{ablation.END}\ntail\n")
+    ablation.write_doc(doc, block)
+    text = doc.read_text()
+    assert "old" not in text and block in text and text.startswith("head") and text.endswith("tail\n")
