@@ -64,6 +64,15 @@ def resize_frame(frame: np.ndarray, max_short_side: int | None) -> np.ndarray:
     return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
 
 
+def resize_to(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """An (h, w, 3) uint8 picture at (width, height): area averaging to shrink, bilinear to enlarge."""
+    if image.shape[1] == width and image.shape[0] == height:
+        return image
+    cv2 = require("cv2", "video")
+    shrink = width < image.shape[1] and height < image.shape[0]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
 def resize_short_side(frames: np.ndarray, max_short_side: int | None) -> np.ndarray:
     """(T, H, W, 3) frames shrunk so min(H, W) <= max_short_side."""
     if scaled_size(frames.shape[2], frames.shape[1], max_short_side) == (frames.shape[2], frames.shape[1]):

@@ -2,7 +2,6 @@
 and the zero-shot retrieval benchmarks (MSR-VTT, DiDeMo, MSVD, ...) are distributed.
 
     entries = read_annotations("msrvtt_test.json", media_root="/data/msrvtt/videos")
-    report = zero_shot_report(model, cfg, tokenizer, device)   # `instvl eval --set eval.annotations=...`
 
 Formats, chosen by the file's extension:
 - `.json`: a list of objects, e.g. UMT/VINDLU's `{"video": "a.mp4", "caption": "..."}` or
@@ -16,8 +15,9 @@ name the same media are merged into one entry with several captions, in order (M
 caption per line). Relative paths are resolved against `media_root` (default: the list's folder).
 Every problem is an `AnnotationError` naming the file and line.
 
-Zero-shot retrieval over several captions per video: text-to-video counts a hit when the caption's own
-video ranks high enough; video-to-text when any of the video's captions does.
+Zero-shot retrieval over several captions per video (`multi_caption_retrieval`; run by `instvl eval
+--set eval.annotations=...`): text-to-video counts a hit when the caption's own video ranks high
+enough; video-to-text when any of the video's captions does.
 """
 
 import csv
@@ -33,7 +33,6 @@ from instvl.media.probe import IMAGE_FORMATS
 if TYPE_CHECKING:
     import torch
 
-    from instvl.train.config import EvalConfig
 
 log = logging.getLogger(__name__)
 MEDIA_KEYS = ("video", "image", "media", "path", "filepath", "video_path", "image_path")
@@ -201,54 +200,3 @@ def multi_caption_retrieval(text: "torch.Tensor", video: "torch.Tensor", owners:
     report = retrieval_metrics(Similarity.from_embeddings(text, video), [[o] for o in owners], rerank,
                                temperature)
     return report.to_dict()
-
-
-def zero_shot_report(model: Any, cfg: "EvalConfig", tokenizer: Any, device: str) -> dict[str, Any]:
-    """Zero-shot global retrieval on the annotation list `cfg.eval.annotations` (several captions per video).
-
-    Videos (middle frames) and images (1 frame) are embedded unmasked; every caption is embedded
-    separately. Returns {'zero_shot': {...recalls...}, 'num_videos', 'num_captions'} (plus the
-    re-ranked recalls under 'zero_shot_<mode>' when `cfg.rerank` asks).
-    """
-    import torch
-
-    from instvl.train.config import SourceConfig
-    from instvl.train.data import InstVLDataset, to_device, tokenize
-    from instvl.train.transforms import clean_text
-
-    assert cfg.eval.annotations is not None
-    entries = read_annotations(cfg.eval.annotations, cfg.eval.media_root)
-    source = SourceConfig(root=cfg.eval.annotations, format="annotations", media_root=cfg.eval.media_root)
-    data = cfg.data.model_copy(update={"max_instances": 0, "workers": 0})
-    dataset = InstVLDataset(data, tokenizer, cfg.model.text.max_len, train=False, infinite=False,
-                            sources=[source])
-    embedded: dict[str, Any] = {}
-    model.eval()
-    with torch.no_grad():
-        for raw in dataset:
-            batch = to_device(raw, device)
-            if batch["video"].shape[0] == 0:
-                continue
-            vectors = model.encode_video(batch["video"]).float().cpu()
-            embedded.update(zip(batch["sample_ids"], vectors, strict=True))
-        kept = [e for e in entries if e.media in embedded]
-        if len(kept) < len(entries):
-            log.warning("zero-shot: %d of %d media could not be decoded and are left out",
-                        len(entries) - len(kept), len(entries))
-        if not kept:
-            raise ValueError(f"{cfg.eval.annotations}: no media could be decoded")
-        texts, owners = caption_targets(kept)
-        text_parts = []
-        for start in range(0, len(texts), 256):
-            ids, mask = tokenize(tokenizer, [clean_text(t) for t in texts[start:start + 256]],
-                                 cfg.model.text.max_len)
-            text_parts.append(model.encode_text(ids.to(device), mask.to(device)).float().cpu())
-    video = torch.stack([embedded[e.media] for e in kept])
-    text = torch.cat(text_parts)
-    report: dict[str, Any] = {"annotations": cfg.eval.annotations, "num_videos": len(kept),
-                              "num_captions": len(texts),
-                              "zero_shot": multi_caption_retrieval(text, video, owners)}
-    if cfg.rerank != "none":
-        report[f"zero_shot_{cfg.rerank}"] = multi_caption_retrieval(text, video, owners, cfg.rerank,
-                                                                     cfg.rerank_temperature)
-    return report

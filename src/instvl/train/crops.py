@@ -9,6 +9,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from instvl.geometry import grow_box, to_pixels
+from instvl.media.decode import resize_to
 
 
 def single_boxes(boxes: ArrayLike, num: int) -> tuple[np.ndarray, np.ndarray]:
@@ -33,11 +34,9 @@ def to_window(boxes: np.ndarray, window: tuple[float, float, float, float]) -> t
 def crop_clip(frames: np.ndarray, boxes: np.ndarray, size: int, pad: float) -> np.ndarray:
     """One instance's crop clip (T, size, size, 3) uint8 from frames (T, H, W, 3), one box per frame grown
     by `pad` of its size on each side (pixels by `geometry.to_pixels`), resized with OpenCV."""
-    from instvl.train.transforms import resize_uint8
-
     height, width = frames.shape[1:3]
     out = np.empty((len(boxes), size, size, 3), dtype=np.uint8)
     for t, box in enumerate(boxes):
         x0, y0, x1, y1 = to_pixels(grow_box(box, pad), width, height)
-        out[t] = resize_uint8(np.ascontiguousarray(frames[t, y0:y1, x0:x1]), size, size)
+        out[t] = resize_to(np.ascontiguousarray(frames[t, y0:y1, x0:x1]), size, size)
     return out

@@ -24,9 +24,9 @@ from instvl.geometry import cxcywh_to_xyxy
 from instvl.train import checkpoint as ckpt
 from instvl.train import distributed as dist_utils
 from instvl.train import visualize
-from instvl.train.annotations import zero_shot_report
-from instvl.train.config import EvalConfig, TrainConfig
-from instvl.train.data import InstVLDataset, to_device
+from instvl.train.annotations import caption_targets, multi_caption_retrieval, read_annotations
+from instvl.train.config import EvalConfig, SourceConfig, TrainConfig
+from instvl.train.data import InstVLDataset, to_device, tokenize
 from instvl.train.error_analysis import instance_error_breakdown
 from instvl.train.grounding import (
     evaluate_grounding_head,
@@ -35,6 +35,7 @@ from instvl.train.grounding import (
 )
 from instvl.train.model import load_tokenizer
 from instvl.train.retrieval import RerankMode, Similarity, embedding_retrieval
+from instvl.train.transforms import clean_text
 
 torch = require("torch", "train")
 log = logging.getLogger(__name__)
@@ -287,3 +288,48 @@ def main(cfg: EvalConfig) -> int:
     report = evaluate(cfg)
     print(format_table(report))
     return 0
+
+
+def zero_shot_report(model: Any, cfg: EvalConfig, tokenizer: Any, device: str) -> dict[str, Any]:
+    """Zero-shot global retrieval on the annotation list `cfg.eval.annotations` (several captions per video).
+
+    Videos (middle frames) and images (1 frame) are embedded unmasked; every caption is embedded
+    separately. Returns {'zero_shot': {...recalls...}, 'num_videos', 'num_captions'} (plus the
+    re-ranked recalls under 'zero_shot_<mode>' when `cfg.rerank` asks).
+    """
+    assert cfg.eval.annotations is not None
+    entries = read_annotations(cfg.eval.annotations, cfg.eval.media_root)
+    source = SourceConfig(root=cfg.eval.annotations, format="annotations", media_root=cfg.eval.media_root)
+    data = cfg.data.model_copy(update={"max_instances": 0, "workers": 0})
+    dataset = InstVLDataset(data, tokenizer, cfg.model.text.max_len, train=False, infinite=False,
+                            sources=[source])
+    embedded: dict[str, Any] = {}
+    model.eval()
+    with torch.no_grad():
+        for raw in dataset:
+            batch = to_device(raw, device)
+            if batch["video"].shape[0] == 0:
+                continue
+            vectors = model.encode_video(batch["video"]).float().cpu()
+            embedded.update(zip(batch["sample_ids"], vectors, strict=True))
+        kept = [e for e in entries if e.media in embedded]
+        if len(kept) < len(entries):
+            log.warning("zero-shot: %d of %d media could not be decoded and are left out",
+                        len(entries) - len(kept), len(entries))
+        if not kept:
+            raise ValueError(f"{cfg.eval.annotations}: no media could be decoded")
+        texts, owners = caption_targets(kept)
+        text_parts = []
+        for start in range(0, len(texts), 256):
+            ids, mask = tokenize(tokenizer, [clean_text(t) for t in texts[start:start + 256]],
+                                 cfg.model.text.max_len)
+            text_parts.append(model.encode_text(ids.to(device), mask.to(device)).float().cpu())
+    video = torch.stack([embedded[e.media] for e in kept])
+    text = torch.cat(text_parts)
+    report: dict[str, Any] = {"annotations": cfg.eval.annotations, "num_videos": len(kept),
+                              "num_captions": len(texts),
+                              "zero_shot": multi_caption_retrieval(text, video, owners)}
+    if cfg.rerank != "none":
+        report[f"zero_shot_{cfg.rerank}"] = multi_caption_retrieval(text, video, owners, cfg.rerank,
+                                                                     cfg.rerank_temperature)
+    return report

@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from instvl.datasets.schema import InstanceRow, SampleRow
-from instvl.deps import require
-from instvl.media.decode import DecoderName, decode_frames, media_of
+from instvl.media.decode import DecoderName, decode_frames, media_of, resize_to
 from instvl.media.fetch import Media, MediaError, fetch_media
 
 if TYPE_CHECKING:  # torch is imported where it is used, so this module loads without it
@@ -77,20 +76,11 @@ def window_pixels(height: int, width: int, window: Window) -> tuple[int, int, in
     return top, left, top + round((y1 - y0) * height), left + round((x1 - x0) * width)
 
 
-def resize_uint8(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """One (h, w, 3) uint8 picture resized with OpenCV: area averaging to shrink, bilinear to enlarge."""
-    if image.shape[1] == width and image.shape[0] == height:
-        return image
-    cv2 = require("cv2", "video")
-    shrink = width < image.shape[1] and height < image.shape[0]
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
 def resize_frames(frames: np.ndarray, size: int, mode: str) -> np.ndarray:
     """(T, H, W, 3) uint8 frames -> (T, size, size, 3) uint8: centre square crop then resize, or squash."""
     height, width = frames.shape[1], frames.shape[2]
     top, left, bottom, right = window_pixels(height, width, resize_geometry(height, width, mode))
-    return np.stack([resize_uint8(np.ascontiguousarray(f[top:bottom, left:right]), size, size)
+    return np.stack([resize_to(np.ascontiguousarray(f[top:bottom, left:right]), size, size)
                      for f in frames])
 
 
