@@ -201,3 +201,71 @@ def test_decord_reads_widths_whose_padded_rows_look_like_extra_channels(tmp_path
     expected = resize_short_side(reference_frames(path)[indices], 40)
     assert frames.shape == expected.shape and frames.shape[-1] == 3
     assert np.abs(frames.astype(int) - expected.astype(int)).max() <= 2
+
+
+def panning_video(path, num_frames: int = 120, width: int = 96, height: int = 64):
+    """A noisy pan encoded with B-frames (some of them references) and one keyframe: sparse sampling
+    needs the reference chain from frame 0, and most B-frames are nobody's reference."""
+    import av
+
+    rng = np.random.default_rng(0)
+    canvas = rng.integers(0, 256, (height // 4, (width + num_frames) // 4 + 1, 3), dtype=np.uint8)
+    canvas = canvas.repeat(4, 0).repeat(4, 1)
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "veryfast", "x264-params": "keyint=250:bframes=3:b-pyramid=normal"}
+        for t in range(num_frames):
+            noise = rng.integers(-8, 9, (height, width, 1))
+            picture = np.clip(canvas[:, t:t + width].astype(int) + noise, 0, 255).astype(np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.mark.parametrize("indices", [[5, 13, 22, 37, 51, 66, 82, 97, 110, 119], [61, 62, 90]])  # 2nd: seeks
+def test_sparse_pyav_decoding_skips_unwanted_frames_and_gives_the_exact_frames(tmp_path, indices):
+    from instvl.media.decode import iter_pyav_frames
+
+    path = panning_video(tmp_path / "pan.mp4")
+    everything = reference_frames(path)
+    decoded = decode_frames(str(path), "pan", indices, decoder="pyav")
+    np.testing.assert_array_equal(decoded.frames, everything[indices])
+    wanted = set(indices)
+    seen = [i for i, _ in iter_pyav_frames(str(path), "pan", min(wanted), max(wanted) + 1, wanted=wanted)]
+    assert wanted <= set(seen) and len(seen) < max(wanted) + 1 - min(wanted)  # some frames were skipped
+    assert seen == sorted(seen)
+    np.testing.assert_array_equal(decode_frames(str(path), "pan", [0, 1, 2, 3], decoder="pyav").frames,
+                                  everything[:4])
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    error = float(np.mean((a.astype(float) - b.astype(float)) ** 2))
+    return 99.0 if error == 0 else 10 * np.log10(255**2 / error)
+
+
+def test_fast_and_draft_qualities_stay_close_to_the_exact_decode(tmp_path):
+    """fast: only the resampling filter differs; draft also skips deblocking, whose error drifts."""
+    path = panning_video(tmp_path / "pan.mp4", width=192, height=128)
+    indices = [5, 40, 77, 119]
+    exact = decode_frames(str(path), "pan", indices, decoder="pyav", max_short_side=32)
+    for quality, floor in (("fast", 30.0), ("draft", 20.0)):
+        decoded = decode_frames(str(path), "pan", indices, decoder="pyav", max_short_side=32, quality=quality)
+        assert decoded.frames.shape == exact.frames.shape == (4, 32, 48, 3)
+        assert min(psnr(a, b) for a, b in zip(decoded.frames, exact.frames, strict=True)) > floor
+    full = decode_frames(str(path), "pan", indices, decoder="pyav", quality="draft")
+    assert not np.array_equal(full.frames, reference_frames(path)[indices])  # the filter was skipped
+
+
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_draft_jpeg_decoding_keeps_orientation_and_short_side(orientation):
+    rng = np.random.default_rng(1)
+    upright = np.repeat(np.repeat(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8), 16, 0), 16, 1)
+    data = exif_rotated_jpeg(upright, orientation)  # 640 x 480 when upright
+    full = load_image(data, "photo.jpg")
+    drafted = load_image(data, "photo.jpg", draft_short_side=100)
+    assert full.shape == (480, 640, 3) and drafted.shape == (120, 160, 3)  # 1/4: short side >= 100
+    assert load_image(data, "photo.jpg", draft_short_side=300).shape == full.shape  # not 1/2 or less
+    exact = decode_frames(data, "photo.jpg", [0], max_short_side=100).frames[0]
+    fast = decode_frames(data, "photo.jpg", [0], max_short_side=100, quality="fast").frames[0]
+    assert exact.shape == fast.shape == (100, 133, 3) and psnr(exact, fast) > 30

@@ -1,5 +1,7 @@
-"""REST client without a server: auth header, paging, errors that name the URL and never the token."""
+"""The SDK-backed client without a server: auth, paging, errors that name the URL and never the token."""
 
+import base64
+import json
 import logging
 
 import httpx
@@ -16,10 +18,9 @@ SECRET = "secret-token-do-not-leak-42"
 def mock_client():
     """Factory: a client whose HTTP goes to `handler(request) -> httpx.Response`."""
 
-    def make(handler):
-        client = LabelStudioClient("http://ls.test", SECRET)
-        client._http = httpx.Client(base_url=client.url, transport=httpx.MockTransport(handler))
-        return client
+    def make(handler, token=SECRET):
+        http = httpx.Client(transport=httpx.MockTransport(handler))
+        return LabelStudioClient("http://ls.test", token, http=http)
 
     return make
 
@@ -50,18 +51,25 @@ def test_legacy_token_is_sent_and_tasks_are_paged(mock_client):
     assert set(seen) == {f"Token {SECRET}"} and len(seen) == 2
 
 
+def jwt(**claims) -> str:
+    """An unsigned JWT with these claims (the client only reads them; the server checks signatures)."""
+    def part(obj: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2ln"
+
+
 def test_personal_access_token_is_refreshed_to_a_bearer(mock_client):
-    pat = "eyJhbGciOiJIUzI1NiJ9.eyJ0eXBlIjoicmVmcmVzaCJ9.c2ln"
+    pat = jwt(token_type="refresh", exp=4_000_000_000)
+    access = jwt(token_type="access", exp=4_000_000_000)
 
     def handler(request):
         if request.url.path == "/api/token/refresh/":
-            return httpx.Response(200, json={"access": "access-xyz"})
-        assert request.headers["Authorization"] == "Bearer access-xyz"
-        return httpx.Response(200, json={"results": [{"id": 3, "email": "r@x.org"}]})
+            return httpx.Response(200, json={"access": access})
+        assert request.headers["Authorization"] == f"Bearer {access}"
+        return httpx.Response(200, json=[{"id": 3, "email": "r@x.org"}])
 
-    client = mock_client(handler)
-    client._token = pat
-    assert client.users() == {3: "r@x.org"}
+    assert mock_client(handler, token=pat).users() == {3: "r@x.org"}
 
 
 def test_http_errors_carry_the_server_detail(mock_client):

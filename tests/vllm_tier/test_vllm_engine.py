@@ -130,3 +130,14 @@ def test_batch_size_splits_a_pool_into_engine_calls(captioner, chat_calls, image
     assert [len(call["messages"]) for call in chat_calls] == [8, 8, 4] and len(texts) == 20
     outputs = [output for call in chat_calls for output in call["outputs"]]
     check_outputs(pooled, outputs, image_processor, captioner.llm.get_tokenizer())
+
+
+def test_a_system_prompt_leads_each_conversation(captioner, chat_calls, monkeypatch):
+    monkeypatch.setattr(captioner, "cfg", captioner.cfg.model_copy(update={"system_prompt": "Be precise."}))
+    requests = clip_requests(captioner, 30, 64, 64)[:2]
+    captioner.caption(requests)
+    tokenizer = captioner.llm.get_tokenizer()
+    system = tokenizer("<|im_start|>system\nbe precise.<|im_end|>", add_special_tokens=False)["input_ids"]
+    for conversation, output in zip(chat_calls[0]["messages"], chat_calls[0]["outputs"], strict=True):
+        assert conversation[0] == {"role": "system", "content": "Be precise."}
+        assert list(output.prompt_token_ids)[:len(system)] == system  # replaces the template's default

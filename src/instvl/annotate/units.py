@@ -25,7 +25,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -228,28 +229,51 @@ def _clip_jobs(unit: Unit, cfg: AnnotateConfig,
     Each file is fetched and probed once; a remote video is written once to `scratch`, and its clips
     decode from that local file (decord reads paths: bytes would be spilled again for every clip)."""
     seq = 0
-    for done, uri in enumerate(unit.sources, 1):
-        spilled = None
-        if uri in unit.duplicates:
-            yield Quarantine(uri, f"duplicate: same bytes as {unit.duplicates[uri]}", "dedupe")
-            yield _SourceDone(done, None)
-            continue
-        try:
-            media, specs = with_retries(lambda uri=uri: _probe(uri, cfg))  # type: ignore[misc]
-        except Exception as err:  # the fault boundary of one input: see the module docstring
-            if unit_fault(err):
-                raise
-            yield Quarantine(uri, describe(err), err.stage if isinstance(err, MediaError) else "probe")
-            yield _SourceDone(done, None)
-            continue
-        if isinstance(media, bytes) and any(spec.media_type == "video" for spec in specs):
-            spilled = scratch / f"{done:05d}{os.path.splitext(uri)[1][:16] or '.mp4'}"
-            spilled.write_bytes(media)
-            media = str(spilled)
-        for spec in specs:
-            yield ClipJob(seq, uri, spec, media)
-            seq += 1
-        yield _SourceDone(done, spilled)
+    ahead = max(1, 2 * cfg.engine.decode_workers) if cfg.engine.mode == "stream" else 1
+    with ThreadPoolExecutor(ahead, thread_name_prefix="instvl-probe") as pool:
+        probes = _ordered(pool, ahead, [uri for uri in unit.sources if uri not in unit.duplicates],
+                          lambda uri: with_retries(lambda: _probe(uri, cfg)))
+        for done, uri in enumerate(unit.sources, 1):
+            if uri in unit.duplicates:
+                yield Quarantine(uri, f"duplicate: same bytes as {unit.duplicates[uri]}", "dedupe")
+                yield _SourceDone(done, None)
+                continue
+            for event in _source_jobs(uri, next(probes), seq, done, scratch):
+                seq += isinstance(event, ClipJob)
+                yield event
+
+
+def _ordered(pool: ThreadPoolExecutor, ahead: int, items: list[str],
+             fn: Callable[[str], T]) -> Iterator["Future[T]"]:
+    """fn(item) for each item, in order, computed at most `ahead` items in advance (files are fetched and
+    probed ahead of the models without holding a whole unit's bytes)."""
+    queued: deque[Future[T]] = deque()
+    for item in items:
+        queued.append(pool.submit(fn, item))
+        if len(queued) > ahead:
+            yield queued.popleft()
+    yield from queued
+
+
+def _source_jobs(uri: str, probed: "Future[tuple[Media, list[ClipSpec]]]", seq: int, done: int,
+                 scratch: Path) -> Iterator[ClipJob | Quarantine | _SourceDone]:
+    """The clips of one probed file (numbered from `seq`) then its marker, or its quarantine."""
+    spilled = None
+    try:
+        media, specs = probed.result()
+    except Exception as err:  # the fault boundary of one input: see the module docstring
+        if unit_fault(err):
+            raise
+        yield Quarantine(uri, describe(err), err.stage if isinstance(err, MediaError) else "probe")
+        yield _SourceDone(done, None)
+        return
+    if isinstance(media, bytes) and any(spec.media_type == "video" for spec in specs):
+        spilled = scratch / f"{done:05d}{os.path.splitext(uri)[1][:16] or '.mp4'}"
+        spilled.write_bytes(media)
+        media = str(spilled)
+    for offset, spec in enumerate(specs):
+        yield ClipJob(seq + offset, uri, spec, media)
+    yield _SourceDone(done, spilled)
 
 
 _Decoded = tuple[DecodedClip | Failure, tuple[bytes, str] | Exception | None]

@@ -1,8 +1,12 @@
-"""A thin REST client for Label Studio: projects, local-files storage, tasks, annotations and exports.
+"""Label Studio through its SDK (label-studio-sdk 2.x): projects, storage, tasks, annotations, exports.
 
-Plain HTTP over httpx (the SDK's pins clash with our stack). The API token is read from an environment
-variable named in the config and is kept out of logs, errors and repr. Transport failures become
-`LabelStudioUnavailable` naming the URL; HTTP errors become `LabelStudioError` with the server's detail.
+`LabelStudioClient` wraps the SDK's `LabelStudio` client with what instvl needs on top: one error type
+per failure (`LabelStudioError` with the server's detail, `LabelStudioUnavailable` naming the URL when
+the server cannot be reached), plain dicts instead of SDK models, and an import that is sent exactly
+once (no SDK retry: a retried import whose first answer was lost creates the tasks twice; `qa.push`
+looks the tasks up by key instead). The API token is read from an environment variable named in the
+config; the SDK trades a personal access token for a Bearer token by itself. The token is kept out of
+logs, errors and repr.
 """
 
 import json
@@ -15,10 +19,14 @@ from typing import Any
 from pydantic import Field
 
 from instvl.config import BaseConfig
+from instvl.deps import require
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 100
+READ_RETRIES = 2
+"""Retries of reads (idempotent) on a dropped connection or a 5xx; writes are sent once."""
+SEND_ONCE: dict[str, Any] = {"max_retries": 0}
 
 
 class LabelStudioError(RuntimeError):
@@ -80,18 +88,25 @@ def wait_healthy(url: str, timeout_s: float, alive: Callable[[], bool] = lambda:
     raise LabelStudioUnavailable(f"Label Studio at {url} was not healthy after {timeout_s:.0f} s")
 
 
-def _looks_like_jwt(token: str) -> bool:
-    return token.startswith("eyJ") and token.count(".") == 2
+def _plain(value: Any) -> Any:
+    """An SDK model (or a list of them) as plain JSON-like data."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json", by_alias=True)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 class LabelStudioClient:
-    """REST calls used by push, pull and the tests."""
+    """The calls push, pull and the tests make, through the SDK."""
 
-    def __init__(self, url: str, token: str, timeout_s: float = 30.0):
+    def __init__(self, url: str, token: str, timeout_s: float = 30.0, http: Any = None):
+        sdk = require("label_studio_sdk", "labelstudio")
         self.url = url.rstrip("/")
-        self._token = token
-        self._http = _httpx().Client(base_url=self.url, timeout=timeout_s)
-        self._authenticated = False
+        self._http = http or _httpx().Client(timeout=timeout_s)
+        self._sdk = sdk.LabelStudio(base_url=self.url, api_key=token, timeout=timeout_s,
+                                    max_retries=READ_RETRIES, httpx_client=self._http)
+        self._api_error = require("label_studio_sdk.core.api_error", "labelstudio").ApiError
 
     def __repr__(self) -> str:
         return f"LabelStudioClient(url={self.url!r})"
@@ -105,44 +120,32 @@ class LabelStudioClient:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def _authenticate(self) -> None:
-        # The header lives on the session only, never in arguments that tracebacks would print.
-        if self._authenticated:
-            return
-        if _looks_like_jwt(self._token):
-            # A personal access token is a refresh token: trade it for a short-lived access token.
-            access = self._send("POST", "/api/token/refresh/", json={"refresh": self._token})["access"]
-            self._http.headers["Authorization"] = f"Bearer {access}"
-        else:
-            self._http.headers["Authorization"] = f"Token {self._token}"
-        self._authenticated = True
-
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One authenticated call; returns the decoded JSON body (None when empty)."""
-        self._authenticate()
-        return self._send(method, path, **kwargs)
-
-    def get_media(self, url: str) -> Any:
-        """GET a media URL of a task (the raw httpx response)."""
-        self._authenticate()
-        return self._http.get(url)
-
-    def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+    def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`fn(*args, **kwargs)` (an SDK method), its result as plain data and its failures as ours;
+        `what` ('GET /api/projects') names the call in errors."""
         httpx = _httpx()
         try:
-            response = self._http.request(method, path, **kwargs)
+            return _plain(fn(*args, **kwargs))
+        except self._api_error as err:
+            raise LabelStudioError(f"Label Studio at {self.url}: {what} failed with HTTP {err.status_code}: "
+                                   f"{_detail(err.body)}", err.status_code) from None
         except httpx.TransportError as err:
-            raise LabelStudioUnavailable(
-                f"Label Studio at {self.url} is unavailable ({type(err).__name__} on {method} {path}): {err}"
-            ) from None
-        if response.status_code >= 400:
-            raise LabelStudioError(f"Label Studio at {self.url}: {method} {path} failed with HTTP "
-                                   f"{response.status_code}: {_detail(response)}", response.status_code)
-        return response.json() if response.content else None
+            reason = f"{type(err).__name__} on {what}"
+            message = f"Label Studio at {self.url} is unavailable ({reason}): {err}"
+            raise LabelStudioUnavailable(message) from None
+
+    def whoami(self) -> dict[str, Any]:
+        """The token's user."""
+        return self.call("GET /api/current-user/whoami", self._sdk.users.whoami)
+
+    def get_media(self, url: str) -> Any:
+        """GET a media URL of a task with the client's credentials (the raw httpx response)."""
+        headers = self._sdk._client_wrapper.get_headers()  # the SDK's auth, refreshed when it expires
+        return self._http.get(f"{self.url}{url}" if url.startswith("/") else url, headers=headers)
 
     # -- projects -----------------------------------------------------------------------------------
     def projects(self) -> list[dict[str, Any]]:
-        return self._paged("/api/projects", {}, "results")
+        return self.call("GET /api/projects", lambda: list(self._sdk.projects.list(page_size=PAGE_SIZE)))
 
     def find_project(self, title: str) -> dict[str, Any] | None:
         matches = [p for p in self.projects() if p.get("title") == title]
@@ -154,38 +157,41 @@ class LabelStudioClient:
         if found is not None:
             return found
         log.info("creating Label Studio project %r", title)
-        return self.request("POST", "/api/projects", json={"title": title, "label_config": label_config})
+        return self.call("POST /api/projects", self._sdk.projects.create, title=title,
+                         label_config=label_config, request_options=SEND_ONCE)
 
     def update_label_config(self, project_id: int, label_config: str) -> dict[str, Any]:
-        return self.request("PATCH", f"/api/projects/{project_id}", json={"label_config": label_config})
+        return self.call(f"PATCH /api/projects/{project_id}", self._sdk.projects.update, id=project_id,
+                         label_config=label_config)
 
     # -- storage ------------------------------------------------------------------------------------
     def ensure_local_storage(self, project_id: int, path: str, title: str = "instvl media") -> dict[str, Any]:
         """A Local Files storage row covering `path`, which authorises the server to serve files under it."""
-        rows = self.request("GET", "/api/storages/localfiles", params={"project": project_id}) or []
-        for row in rows:
+        local = self._sdk.import_storage.local
+        for row in self.call("GET /api/storages/localfiles", local.list, project=project_id) or []:
             if row.get("path") == path:
                 return row
-        return self.request("POST", "/api/storages/localfiles", json={
-            "project": project_id, "path": path, "title": title[:256], "use_blob_urls": True,
-            "regex_filter": r".*\.(mp4|jpg)$"})
+        return self.call("POST /api/storages/localfiles", local.create, project=project_id, path=path,
+                         title=title[:256], use_blob_urls=True, regex_filter=r".*\.(mp4|jpg)$",
+                         request_options=SEND_ONCE)
 
     # -- tasks --------------------------------------------------------------------------------------
     def import_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> list[int]:
-        """Create tasks (with their predictions); returns the new task ids in order."""
-        body = self.request("POST", f"/api/projects/{project_id}/import", params={"return_task_ids": "true"},
-                            json=tasks)
-        return list(body.get("task_ids") or [])
+        """Create tasks (with their predictions), sent once; returns the new task ids in order."""
+        body = self.call(f"POST /api/projects/{project_id}/import", self._sdk.projects.import_tasks,
+                         id=project_id, request=tasks, return_task_ids=True, request_options=SEND_ONCE)
+        return [int(i) for i in body.get("task_ids") or []]
 
     def tasks(self, project_id: int, sample_id: str | None = None,
               fields: str = "all") -> list[dict[str, Any]]:
         """Tasks of a project, optionally only those whose data.sample_id equals `sample_id`."""
-        params: dict[str, Any] = {"project": project_id, "fields": fields}
+        query = None
         if sample_id is not None:
-            params["query"] = json.dumps({"filters": {"conjunction": "and", "items": [
+            query = json.dumps({"filters": {"conjunction": "and", "items": [
                 {"filter": "filter:tasks:data.sample_id", "operator": "equal", "type": "String",
                  "value": sample_id}]}})
-        return self._paged("/api/tasks", params, "tasks")
+        return self.call("GET /api/tasks", lambda: list(self._sdk.tasks.list(
+            project=project_id, fields=fields, query=query, page_size=PAGE_SIZE)))
 
     def task_ids_by_key(self, project_id: int) -> dict[tuple[str, str, str], list[int]]:
         """(dataset id, sample id, prediction fingerprint) -> ids of the tasks carrying that key, for the
@@ -199,47 +205,39 @@ class LabelStudioClient:
         return {key: sorted(ids) for key, ids in index.items()}
 
     def task(self, task_id: int) -> dict[str, Any]:
-        return self.request("GET", f"/api/tasks/{task_id}")
+        return self.call(f"GET /api/tasks/{task_id}", self._sdk.tasks.get, id=str(task_id))
 
     def predictions(self, task_id: int) -> list[dict[str, Any]]:
-        return self.request("GET", "/api/predictions", params={"task": task_id}) or []
+        return self.call("GET /api/predictions", self._sdk.predictions.list, task=task_id) or []
 
     def create_annotation(self, task_id: int, result: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
         """What a reviewer's submit does: an annotation with `result` on the task."""
-        return self.request("POST", f"/api/tasks/{task_id}/annotations", json={"result": result, **fields})
+        return self.call(f"POST /api/tasks/{task_id}/annotations", self._sdk.annotations.create, id=task_id,
+                         result=result, request_options=SEND_ONCE, **fields)
 
     def export(self, project_id: int, interpolate: bool = True) -> list[dict[str, Any]]:
         """Annotated tasks as JSON, with every frame of video tracks when `interpolate`."""
-        params = {"exportType": "JSON", "interpolate_key_frames": str(interpolate).lower()}
-        return self.request("GET", f"/api/projects/{project_id}/export", params=params) or []
+        options = {"additional_query_parameters": {"interpolate_key_frames": str(interpolate).lower()}}
+
+        def download() -> list[dict[str, Any]]:
+            chunks = self._sdk.projects.exports.download_sync(project_id, export_type="JSON",
+                                                              request_options=options)
+            body = b"".join(chunks)
+            return json.loads(body) if body else []
+
+        return self.call(f"GET /api/projects/{project_id}/export", download)
 
     def users(self) -> dict[int, str]:
         """User id -> e-mail, to name reviewers."""
-        body = self.request("GET", "/api/users")
-        rows = body.get("results", []) if isinstance(body, dict) else body or []
+        rows = self.call("GET /api/users", self._sdk.users.list) or []
         return {int(u["id"]): u.get("email") or u.get("username") or str(u["id"]) for u in rows}
 
-    def _paged(self, path: str, params: dict[str, Any], key: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        for page in range(1, 1_000_000):
-            body = self.request("GET", path, params={**params, "page": page, "page_size": PAGE_SIZE})
-            batch = body if isinstance(body, list) else body.get(key) or []
-            items += batch
-            total = body.get("total", body.get("count")) if isinstance(body, dict) else None
-            if isinstance(body, list) or not batch or total is None or len(items) >= total:
-                break
-        return items
 
-
-def _detail(response: Any) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:300] or response.reason_phrase
+def _detail(body: Any) -> str:
     if isinstance(body, dict):
         parts = [str(body[k]) for k in ("detail", "validation_errors", "message") if body.get(k)]
         return "; ".join(parts) or json.dumps(body)[:300]
-    return json.dumps(body)[:300]
+    return str(body)[:300]
 
 
 def chunks(items: list[Any], size: int) -> Iterable[list[Any]]:

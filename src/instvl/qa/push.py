@@ -286,7 +286,7 @@ def push_group(client: LabelStudioClient, state: PushState, rows: list[PushRow],
 def authenticate(client: LabelStudioClient, token_env: str) -> str:
     """The e-mail of the token's user; LabelStudioError naming the variable when the server refuses it."""
     try:
-        me = client.request("GET", "/api/current-user/whoami")
+        me = client.whoami()
     except LabelStudioError as err:  # LabelStudioUnavailable (no status) passes through unchanged
         if err.status_code in (401, 403):
             raise LabelStudioError(f"the token in ${token_env} was refused: {err}", err.status_code) from None

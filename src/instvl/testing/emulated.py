@@ -110,7 +110,8 @@ class StillTracker:
     def __init__(self, drift: float = 0.002) -> None:
         self.drift = drift
 
-    def track(self, frames: np.ndarray | Sequence[np.ndarray], seeds: Sequence[TrackSeed]) -> list[TrackedFrame]:
+    def track(self, frames: np.ndarray | Sequence[np.ndarray],
+              seeds: Sequence[TrackSeed]) -> list[TrackedFrame]:
         out = []
         for k in range(len(frames)):
             objects = {}

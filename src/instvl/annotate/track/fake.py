@@ -45,7 +45,7 @@ class FakeTracker:
         1 + motion_prior * (distance / radius)^2, so of two similar candidates the expected one wins."""
         min_inside: float = 0.3
         """Positions where less of the template than this lies inside the frame are not considered."""
-        candidates: int = 16
+        candidates: int = 2
         """Lowest-cost positions compared by the share of the template seen again there."""
         max_coast: int = 8
         """Frames a lost object's position keeps moving at its last velocity."""
