@@ -106,7 +106,8 @@ class PeakRSS:
 
 def config(media: Path, out: Path, mode: str, args: argparse.Namespace, captioner: str) -> AnnotateConfig:
     overrides = [f"input='{media}'", f"output='{out}'", f"out.sources_per_unit={args.clips}",
-                 f"ingest.num_frames={args.frames}", "ingest.max_short_side=128", "trajectories.redetect_every=8",
+                 f"ingest.num_frames={args.frames}", "ingest.max_short_side=128",
+                 "trajectories.redetect_every=8",
                  "out.caption_cache=false", f"engine.mode={mode}", f"engine.clips_in_flight={args.clips}",
                  f"engine.decode_ahead={args.decode_ahead}", f"engine.decode_workers={args.decode_workers}",
                  "engine.detect_batch=8", f"engine.linger_s={args.linger_s}", "out.embed_media=false",
@@ -129,10 +130,10 @@ def run_phase(media: Path, work: Path, mode: str, captioner: str, args: argparse
     if captioner == "openai":
         server = serve_openai(vlm)
         url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-        caption: Any = OpenAICaptioner(OpenAICaptioner.Config(base_url=url, model="emulated", api_key_env=None,
-                                                              concurrency=2 * args.max_num_seqs,
-                                                              max_retries=0,
-                                                              timeout_s=600))
+        caption: Any = OpenAICaptioner(OpenAICaptioner.Config(
+            base_url=url, model="emulated", api_key_env=None, concurrency=2 * args.max_num_seqs,
+            max_retries=0,
+            timeout_s=600))
     else:
         caption = EmulatedCaptioner(cfg.captioner.build(), vlm)
     install_engines(cfg, Engines(detector, tracker, caption, cfg.trajectories.build(detector, tracker)))
@@ -194,8 +195,8 @@ def run_with_prefect(cfg: AnnotateConfig) -> tuple[float, Any]:
         total = time.perf_counter() - started
     finally:
         tasks.run_unit = real  # type: ignore[assignment]
-    from instvl.datasets.manifest import UnitStats
     from instvl.datasets import layout
+    from instvl.datasets.manifest import UnitStats
     return total - sum(unit_wall), UnitStats.read(layout.stats_path(Path(cfg.output), "unit-00000"))
 
 
@@ -225,7 +226,7 @@ def table(phases: dict[str, dict[str, Any]]) -> str:
              "track busy (wall / span) | caption busy (wall / span) | caption batch | caption in flight | "
              "orchestration | peak RSS |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for key, p in phases.items():
+    for p in phases.values():
         serial = phases.get(f"{p['captioner']}/serial", p)
         s = p["stages"]
         speedup = p["clips_per_s_modelled"] / serial["clips_per_s_modelled"]
@@ -251,8 +252,8 @@ def main() -> int:
                         help="captioner prefill per image (0.02: ~400 vision tokens of a 7B VLM on an H100)")
     parser.add_argument("--linger-s", type=float, default=0.01, help="batchers' linger (real seconds)")
     parser.add_argument("--time-scale", type=float, default=0.1, help="real seconds per emulated GPU second")
-    parser.add_argument("--openai", action="store_true", help="also run the openai backend against a local "
-                                                               "OpenAI-compatible server with the latency model")
+    parser.add_argument("--openai", action="store_true",
+                        help="also run the openai backend against a local OpenAI-compatible latency server")
     parser.add_argument("--prefect", action="store_true", help="run each unit as the Prefect build flow")
     parser.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -270,7 +271,8 @@ def main() -> int:
         for mode in ("serial", "stream"):
             result = run_phase(work / "synth" / "media", work, mode, captioner, args)
             phases[f"{captioner}/{mode}"] = result
-            print(f"{captioner}/{mode}: {result['wall_s']:.1f} s wall, {result['rows']} rows", file=sys.stderr)
+            print(f"{captioner}/{mode}: {result['wall_s']:.1f} s wall, {result['rows']} rows",
+                  file=sys.stderr)
         serial_rows, stream_rows = (phases[f"{captioner}/{m}"].pop("_rows") for m in ("serial", "stream"))
         equal = list(serial_rows) == list(stream_rows) and all(
             comparable(stream_rows[k]) == comparable(v) for k, v in serial_rows.items())

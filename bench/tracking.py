@@ -3,7 +3,8 @@
 Scenes come from the `datasets/synth-tracking` preset (occlusions, crossings, same-colour confusers,
 objects entering and leaving). Detection is the ground-truth oracle, degraded: misses, box jitter, false
 positives and synonym labels (`instvl.testing.oracle.OracleDetector`). Tracking is a real tracker (the
-template tracker, `fake`), so only association and track management differ between the two systems:
+template tracker, `fake`; `--tracker` overrides its settings), so only association and track management
+differ between the two systems:
 
 - **instvl**: `TrajectoryBuilder` with the given (or `--set`) `TrajectoryConfig`.
 - **gsam2**: the association of Grounded-SAM-2's continuous-id demo: re-detect every K frames, reset
@@ -16,8 +17,8 @@ where at least half of it is visible; a predicted box on an object less than hal
 (neither a hit nor a false positive), as MOTChallenge does with its distractors. Drift is the share of
 predicted boxes that overlap no object (IoU < 0.5 with every visible or partly visible object).
 
-    python bench/tracking.py --seed 1 --json tracking.json             # report seeds (1, 2)
-    python bench/tracking.py --seed 0 --scenes 12 --sweep               # dev seed: choose settings
+    python bench/tracking.py --seed 1 --seed 2 --seed 3 --json tracking.json    # report seeds
+    python bench/tracking.py --seed 0 --set end_score=0.6 --tracker motion_prior=8  # dev seed: settings
 """
 
 import argparse
@@ -54,7 +55,8 @@ MIN_VISIBLE = 0.5
 """An object is ground truth on frames where at least this share of it is visible."""
 MATCH_IOU = 0.5
 CHOSEN = {"backfill": True, "birth_score": 0.55, "max_unconfirmed": 3, "end_score": 0.3}
-"""Builder settings chosen on the dev seed 0 (16 scenes; `--set` overrides them), beside redetect_every."""
+"""Builder settings chosen on the dev seed 0 (16 scenes; `--set` overrides them), beside redetect_every;
+the template tracker's defaults (`FakeTracker.Config`) were chosen on the same seed."""
 
 
 @dataclass

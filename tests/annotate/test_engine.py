@@ -107,7 +107,8 @@ def test_batcher_coalesces_calls_of_many_threads_oldest_first():
 
     batcher = Batcher("t", run, max_batch=8, linger_s=0.05)
     results: dict[int, int] = {}
-    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, batcher.map([i])[0])) for i in range(20)]
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, batcher.map([i])[0]))
+               for i in range(20)]
     for t in threads:
         t.start()
     time.sleep(0.2)

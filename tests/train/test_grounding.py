@@ -1,5 +1,7 @@
 """Grounding head: box maths against hand values, learnability, metrics and the model-facing loop."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -121,11 +123,12 @@ class PatchModel(nn.Module):
         return nn.functional.normalize((self.words(ids) * mask[..., None]).sum(1), dim=-1)
 
 
-def square_batches(count: int, seed: int):
+def square_batches(count: int, seed: int, frames: int = 2):
+    """Batches of two 16 x 16 samples of `frames` frames (1: images), each with a square and its box."""
     gen = torch.Generator().manual_seed(seed)
     batches = []
     for _ in range(count):
-        video = torch.zeros(2, 3, 2, 16, 16)
+        video = torch.zeros(2, 3, frames, 16, 16)
         corners = torch.randint(0, 12, (2, 2), generator=gen)
         for b, (x, y) in enumerate(corners.tolist()):
             video[b, :, :, y:y + 4, x:x + 4] = 1.0
@@ -133,8 +136,8 @@ def square_batches(count: int, seed: int):
         batches.append({"video": video, "inst_text_ids": torch.ones(2, 3, dtype=torch.long),
                         "inst_text_mask": torch.ones(2, 3, dtype=torch.long),
                         "inst_sample_index": torch.tensor([0, 1]),
-                        "inst_boxes": box[:, None].expand(2, 2, 4).clone(),
-                        "inst_present": torch.ones(2, 2, dtype=torch.bool)})
+                        "inst_boxes": box[:, None].expand(2, frames, 4).clone(),
+                        "inst_present": torch.ones(2, frames, dtype=torch.bool)})
     return batches
 
 
@@ -162,13 +165,13 @@ def test_feature_cache_keeps_one_bf16_scene_per_sample_within_its_budget():
     batches = square_batches(6, seed=0)  # 12 samples of one instance, 2 x 16 = 32 tokens x 24 channels
     per_sample = 2 * 16 * 24
     budget_mb = 5 * per_sample * 2 / 2**20  # five samples' scene tokens in bf16
-    cache = cache_features(model, batches, GroundingConfig(cache_mb=budget_mb), lambda b: b)
+    (cache,) = cache_features(model, batches, GroundingConfig(cache_mb=budget_mb), lambda b: b).values()
     assert cache.scenes.dtype == torch.bfloat16 and cache.scenes.device.type == "cpu"
     assert cache.scenes.numel() == 5 * per_sample and cache.scene_bytes <= budget_mb * 2**20
     assert len(cache) == 5 and cache.scene_of.tolist() == [0, 1, 2, 3, 4]
     # Two instances of one sample share its scene row; minibatches expand it per instance, in float32.
     shared = [square_batches(1, seed=2)[0] | {"inst_sample_index": torch.tensor([0, 0])}]
-    cache = cache_features(model, shared, GroundingConfig(), lambda b: b)
+    (cache,) = cache_features(model, shared, GroundingConfig(), lambda b: b).values()
     assert cache.scenes.shape[0] == 1 and len(cache) == 2
     text, tokens, boxes, present = cache.minibatch(torch.tensor([1, 0]), torch.device("cpu"))
     assert tokens.shape == (2, 32, 24) and tokens.dtype == torch.float32 and torch.equal(tokens[0], tokens[1])
@@ -177,3 +180,23 @@ def test_feature_cache_keeps_one_bf16_scene_per_sample_within_its_budget():
     assert torch.equal(tokens[0], expected)
     with pytest.raises(ValueError, match="cache_mb"):
         cache_features(model, batches, GroundingConfig(cache_mb=1e-6), lambda b: b)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_grounding_on_a_split_of_image_and_video_batches(freeze):
+    """Images are 1-frame samples: their scene tokens and boxes do not stack with videos' (T = 2)."""
+    torch.manual_seed(0)
+    model = PatchModel()
+    mixed = [b for pair in zip(square_batches(4, seed=0), square_batches(4, seed=3, frames=1), strict=True)
+             for b in pair]
+    cfg = GroundingConfig(enabled=True, steps=40, lr=3e-3, hidden_dim=32, batch_size=4,
+                          freeze_backbone=freeze)
+    if freeze:
+        caches = cache_features(model, mixed, cfg, lambda b: b)
+        assert sorted(caches) == [1, 2] and [len(caches[t]) for t in (1, 2)] == [8, 8]
+        assert caches[1].scenes.shape[1:] == (16, 24) and caches[2].scenes.shape[1:] == (32, 24)
+    head, losses = train_grounding_head(model, mixed, cfg)
+    assert len(losses) == 40 and all(math.isfinite(loss) for loss in losses)
+    evaluation = [*square_batches(2, seed=1), *square_batches(3, seed=2, frames=1)]
+    metrics = evaluate_grounding_head(model, head, evaluation, cfg)
+    assert metrics["num_instances"] == 10 and 0 <= metrics["miou"] <= 100

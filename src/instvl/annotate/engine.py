@@ -292,8 +292,8 @@ class ClipDetector:
         key = tuple(phrases)
         if key not in self._prefetched:
             self._prefetched.add(key)
-            for k in self._keyframes:
-                self._queued[(k, key)] = self._submit(self._frames[k], key)
+            for keyframe in self._keyframes:
+                self._queued[(keyframe, key)] = self._submit(self._frames[keyframe], key)
         futures = []
         for frame in frames:
             k = self._index.get(_address(frame)) if isinstance(frame, np.ndarray) and \
@@ -400,7 +400,7 @@ class StreamEngine:
         keys = keyframes(len(frames), self.cfg.trajectories.redetect_every) if \
             self.settings.prefetch_keyframes else []
         detector: Detector = ClipDetector(self.detector, frames, keys, grouped=not self._mixed)
-        tracker: Tracker = self.tracker  # type: ignore[assignment]
+        tracker: Tracker = self.tracker
         return replace(self.engines, detector=detector, tracker=tracker, captioner=self.captioner,
                        builder=self.cfg.trajectories.build(detector, tracker))
 

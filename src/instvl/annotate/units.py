@@ -24,13 +24,15 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
+from instvl.annotate.caption.base import Captioner
 from instvl.annotate.caption_cache import CachedCaptioner, CaptionCache
 from instvl.annotate.config import AnnotateConfig
 from instvl.annotate.engine import ClipJob, MemoryBudget, StreamEngine, plan_memory
@@ -71,7 +73,7 @@ def engines_for(cfg: AnnotateConfig) -> Engines:
                 captioner_cfg = captioner_cfg.model_copy(
                     update={"gpu_memory_utilization": budget.vllm_fraction})
             # vLLM first: it checks at start-up that its share of the GPU is free
-            captioner = captioner_cfg.build()
+            captioner: Captioner = captioner_cfg.build()
             if cache_file is not None:
                 captioner = CachedCaptioner(captioner, CaptionCache(cache_file))
             _ENGINES[key] = Engines.build(cfg, captioner=captioner)
@@ -106,12 +108,14 @@ def caption_cache_file(cfg: AnnotateConfig) -> Path | None:
     """The caption cache of `cfg` (`out.cache_dir`, default OUTPUT/.cache), or None when it is off."""
     if not cfg.out.caption_cache or not (cfg.out.cache_dir or cfg.output):
         return None
-    return Path(cfg.out.cache_dir or Path(cfg.output) / layout.CACHE_DIR) / layout.CACHE_FILE
+    return Path(cfg.out.cache_dir or Path(str(cfg.output)) / layout.CACHE_DIR) / layout.CACHE_FILE
 
 
 def run_unit(cfg: AnnotateConfig, unit_id: str) -> UnitStats:
     """Annotate and write one unit of the plan; returns its stats (skips a unit already done)."""
     cfg = cfg.annotation()  # what the rows and their config hash are made of, whatever section a caller adds
+    if cfg.output is None:
+        raise ValueError("run_unit needs cfg.output, the dataset root")
     root = Path(cfg.output)
     if unit_done(root, unit_id):
         return UnitStats.read(layout.stats_path(root, unit_id))
@@ -324,7 +328,7 @@ def _results(jobs: Iterator[ClipJob | Quarantine | _SourceDone], engines: Engine
     if cfg.engine.mode == "serial":
         for job in jobs:
             if isinstance(job, ClipJob):
-                yield _annotate_clip(job, lambda job=job: _decode(job, cfg), lambda _: engines, cfg)
+                yield _annotate_clip(job, partial(_decode, job, cfg), lambda _: engines, cfg)
             else:
                 yield job
         return

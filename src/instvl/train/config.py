@@ -88,6 +88,10 @@ class DataConfig(BaseConfig):
     decoder: Literal["pyav", "decord", "auto"] = "pyav"
     """pyav: in the loader process; decord/auto: decord in a crash-isolated worker process (auto falls back
     to PyAV), for shards whose media might crash a decoder."""
+    decode_quality: Literal["exact", "fast", "draft"] = "exact"
+    """PyAV/Pillow speed for pixels (`instvl.media.decode.Quality`): exact; fast (shrunk while converting
+    to RGB, JPEGs decoded at 1/2-1/8 size: only the resampling differs); draft (fast, and H.264's
+    deblocking filter skipped: approximate pixels). Frame indices are exact in all three."""
 
     @property
     def short_side(self) -> int:

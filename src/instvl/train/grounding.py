@@ -161,7 +161,12 @@ def trajectory_iou(pred_xyxy: torch.Tensor, target_xyxy: torch.Tensor, present: 
 def grounding_metrics(pred_xyxy: torch.Tensor, target_xyxy: torch.Tensor, present: torch.Tensor,
                       thresholds: tuple[float, ...] = IOU_THRESHOLDS) -> dict[str, float]:
     """IoU@theta (percent of instances) and mIoU under the protocol in the module docstring."""
-    per_instance = trajectory_iou(pred_xyxy, target_xyxy, present)
+    return iou_metrics(trajectory_iou(pred_xyxy, target_xyxy, present), thresholds)
+
+
+def iou_metrics(per_instance: torch.Tensor,
+                thresholds: tuple[float, ...] = IOU_THRESHOLDS) -> dict[str, float]:
+    """IoU@theta and mIoU from per-instance trajectory IoUs [N] (NaN: never present, not counted)."""
     valid = per_instance[~per_instance.isnan()]
     metrics: dict[str, float] = {"num_instances": float(valid.numel())}
     for theta in thresholds:
@@ -286,12 +291,16 @@ class FeatureCache:
 
 
 def cache_features(model: Backbone, batches: Iterable[Batch], cfg: GroundingConfig,
-                   to_device: Callable[[Batch], Batch]) -> FeatureCache:
-    """Embed instances of `batches` once, up to `max_cached_instances` and `cache_mb` of scene tokens."""
+                   to_device: Callable[[Batch], Batch]) -> dict[int, FeatureCache]:
+    """Embed instances of `batches` once, up to `max_cached_instances` and `cache_mb` of scene tokens.
+
+    One cache per frame count T (images are 1-frame samples, videos T-frame ones: their scene tokens and
+    boxes have other shapes), keyed by T.
+    """
     dtype = getattr(torch, cfg.cache_dtype)
     budget = int(cfg.cache_mb * 2**20)
     names = ("text", "boxes", "present", "scene_of", "scenes")
-    columns: dict[str, list[torch.Tensor]] = {k: [] for k in names}
+    groups: dict[int, dict[str, list[torch.Tensor]]] = {}
     instances = used = samples = 0
     full = False
     for raw in batches:  # one pass over a finite loader, or up to the limits of an endless one
@@ -303,6 +312,7 @@ def cache_features(model: Backbone, batches: Iterable[Batch], cfg: GroundingConf
             text = model.encode_text(batch["inst_text_ids"], batch["inst_text_mask"])
             scene = model.scene_tokens(batch["video"])
         store = torch.device("cpu") if cfg.cache_device == "cpu" else scene.device
+        columns = groups.setdefault(int(batch["inst_boxes"].shape[1]), {k: [] for k in names})
         for row in index.unique().tolist():
             size = scene[row].numel() * dtype.itemsize
             mine = (index == row).nonzero().flatten()
@@ -313,7 +323,8 @@ def cache_features(model: Backbone, batches: Iterable[Batch], cfg: GroundingConf
             columns["text"].append(text[mine].float().to(store))
             columns["boxes"].append(batch["inst_boxes"][mine].to(store))
             columns["present"].append(batch["inst_present"][mine].to(store))
-            columns["scene_of"].append(torch.full((len(mine),), samples, dtype=torch.long, device=store))
+            row_in_group = len(columns["scenes"]) - 1
+            columns["scene_of"].append(torch.full((len(mine),), row_in_group, dtype=torch.long, device=store))
             used, instances, samples = used + size, instances + len(mine), samples + 1
         if full:
             break
@@ -323,17 +334,22 @@ def cache_features(model: Backbone, batches: Iterable[Batch], cfg: GroundingConf
     if full:
         log.info("grounding cache full: %d instances of %d samples, %.0f MB of scene tokens", instances,
                  samples, used / 2**20)
-    return FeatureCache(*(torch.cat(columns[k]) for k in names))
+    return {frames: FeatureCache(*(torch.cat(columns[k]) for k in names))
+            for frames, columns in groups.items() if columns["scenes"]}
 
 
 def _cached_inputs(model: Backbone, batches: Iterable[Batch], cfg: GroundingConfig,
                    to_device: Callable[[Batch], Batch]) -> Iterator[Inputs]:
-    """Frozen encoders: embed once (`cache_features`), then deal shuffled minibatches of the cache."""
-    cache = cache_features(model, batches, cfg, to_device)
+    """Frozen encoders: embed once (`cache_features`), then deal shuffled minibatches of the cache, each
+    from one frame count (image and video instances do not stack)."""
+    caches = list(cache_features(model, batches, cfg, to_device).values())
     device = next(iter(model.parameters())).device
     generator = torch.Generator().manual_seed(cfg.seed)
     while True:
-        for index in torch.randperm(len(cache), generator=generator).split(cfg.batch_size):
+        dealt = [(cache, index) for cache in caches
+                 for index in torch.randperm(len(cache), generator=generator).split(cfg.batch_size)]
+        for k in torch.randperm(len(dealt), generator=generator).tolist():
+            cache, index = dealt[k]
             yield cache.minibatch(index, device)
 
 
@@ -375,16 +391,12 @@ def evaluate_grounding_head(model: Backbone, head: GroundingHead, batches: Itera
                             cfg: GroundingConfig,
                             to_device: Callable[[Batch], Batch] = lambda b: b) -> dict[str, float]:
     """IoU@theta and mIoU of the head over every instance of `batches`."""
-    preds, targets, present = [], [], []
+    ious = [torch.zeros(0)]
     for raw in batches:
         batch = to_device(raw)
         if not batch["inst_sample_index"].numel():
             continue
-        preds.append(cxcywh_to_xyxy_torch(predict_boxes(model, head, batch).boxes).cpu())
-        targets.append(batch["inst_boxes"].cpu())
-        present.append(batch["inst_present"].cpu())
-    if not preds:
-        empty = torch.zeros(0, 1, 4)
-        return grounding_metrics(empty, empty, torch.zeros(0, 1), cfg.thresholds)
-    # All batches of one eval run share the frame count T, so instances concatenate along N.
-    return grounding_metrics(torch.cat(preds), torch.cat(targets), torch.cat(present), cfg.thresholds)
+        pred = cxcywh_to_xyxy_torch(predict_boxes(model, head, batch).boxes)
+        # per-instance IoU per batch: image (T = 1) and video batches have other frame counts
+        ious.append(trajectory_iou(pred, batch["inst_boxes"], batch["inst_present"]).cpu())
+    return iou_metrics(torch.cat(ious), cfg.thresholds)

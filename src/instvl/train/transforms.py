@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from instvl.datasets.schema import InstanceRow, SampleRow
-from instvl.media.decode import DecoderName, decode_frames, media_of, resize_to
+from instvl.media.decode import DecoderName, Quality, decode_frames, media_of, resize_to
 from instvl.media.fetch import Media, MediaError, fetch_media
 
 if TYPE_CHECKING:  # torch is imported where it is used, so this module loads without it
@@ -139,13 +139,14 @@ def video_length(row: SampleRow, media: Media, uri: str) -> int:
 
 
 def load_frames(row: SampleRow, num: int, rng: np.random.Generator | None, decoder: DecoderName = "pyav",
-                short_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                short_side: int | None = None, quality: Quality = "exact") -> tuple[np.ndarray, np.ndarray]:
     """(T, H, W, 3) uint8 frames of a row and the clip frame indices they were taken at.
 
     A video gives T = `num` frames; an image gives T = 1 (frame index 0). Frames are shrunk while
     decoding so that their short side is at most `short_side`. Indices past the last decodable frame
     repeat the last frame, so a clip whose metadata promises more frames than it holds still gives a
-    full sample. `decoder="auto"` or "decord" decodes in a crash-isolated worker process; raises MediaError.
+    full sample. `decoder="auto"` or "decord" decodes in a crash-isolated worker process; `quality` trades
+    pixels for decoding speed (`instvl.media.decode.Quality`). Raises MediaError.
     """
     media, uri = row_media(row)
     if row.get("media_type") == "image":
@@ -153,7 +154,7 @@ def load_frames(row: SampleRow, num: int, rng: np.random.Generator | None, decod
     else:
         sampled = frame_indices(video_length(row, media, uri), num, rng)
     decoded = decode_frames(media, uri, sampled, decoder=decoder, max_short_side=short_side,
-                            on_missing="repeat")
+                            on_missing="repeat", quality=quality)
     return decoded.frames, sampled
 
 
@@ -226,7 +227,7 @@ def prepare_sample(row: SampleRow, cfg: "DataConfig", epoch: int, train: bool) -
     """
     sample_id = row["sample_id"]
     rng = sample_rng(cfg.seed, epoch, sample_id) if train else None
-    frames, sampled = load_frames(row, cfg.num_frames, rng, cfg.decoder, cfg.short_side)
+    frames, sampled = load_frames(row, cfg.num_frames, rng, cfg.decoder, cfg.short_side, cfg.decode_quality)
     window = resize_geometry(frames.shape[1], frames.shape[2], cfg.resize)
     crop_at = crop_positions(len(sampled), cfg.crop_frames)
     instances = [prepare_instance(inst, frames, sampled, crop_at, window, cfg, epoch, sample_id, train)

@@ -99,8 +99,9 @@ def _match(cv2, frame: np.ndarray, template: np.ndarray, weights: np.ndarray, gu
     """Best top-left position of `template` within `radius` pixels of `guess` (it may overhang the frame)
     and the share of its foreground (`weights`) seen there again.
 
-    The mean squared colour difference over the template's foreground pixels inside the frame is
-    computed for every position at once from correlations (|I - T|^2 = I^2 - 2 I T + T^2)."""
+    The cost of a position is the mean squared colour difference over the template's foreground, a
+    fixed cost for its pixels outside the frame; it is computed for every position at once from
+    correlations (|I - T|^2 = I^2 - 2 I T + T^2)."""
     h, w = template.shape[:2]
     height, width = frame.shape[:2]
     gx, gy = int(round(guess[0])), int(round(guess[1]))
@@ -118,13 +119,17 @@ def _match(cv2, frame: np.ndarray, template: np.ndarray, weights: np.ndarray, gu
     count = corr(inside, weights)
     sqdiff = (corr((region ** 2).sum(axis=2), weights) - 2 * corr(region, centred * weights[..., None])
               + corr(inside, (centred ** 2).sum(axis=2) * weights))
-    cost = np.where(count >= cfg.min_inside * weights.sum(), sqdiff / np.maximum(count, 1.0), np.inf)
+    # A template pixel outside the frame costs as much as one barely seen again, so a position inside
+    # the frame wins over an overhanging one that matches as well where it overlaps the frame.
+    total = weights.sum()
+    unseen = (total - count) * cfg.inlier_distance ** 2
+    cost = np.where(count >= cfg.min_inside * total, (np.maximum(sqdiff, 0.0) + unseen) / total, np.inf)
     if prior:
         offset = np.hypot(*np.meshgrid(np.arange(cost.shape[1]) - radius, np.arange(cost.shape[0]) - radius))
-        cost = np.maximum(cost, 0.0) * (1 + prior * (offset / radius) ** 2)
+        cost = cost * (1 + prior * (offset / radius) ** 2)
     # Of the cheapest positions, the one where most of the template is seen again: squared differences
     # alone favour shifting a partly hidden object away from its occluder.
-    order = np.argsort(cost, axis=None)[:cfg.candidates]
+    order = np.argsort(cost, axis=None, kind="stable")[:cfg.candidates]
     best, seen = None, -1.0
     for flat in order:
         by, bx = np.unravel_index(int(flat), cost.shape)
