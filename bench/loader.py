@@ -10,6 +10,7 @@ from the FLOPs per sample (`instvl.train.flops.step_flops`). Supply: `--cores` c
 
     python bench/loader.py                              # vit-b16 and vit-l14, images and videos
     python bench/loader.py --json loader.json --image-share 0.975 --cores 12
+    python bench/loader.py --preset train/vit-b16 --set data.decode_quality=exact   # or fast, draft
 """
 
 import argparse

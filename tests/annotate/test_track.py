@@ -80,8 +80,12 @@ def test_sam2_glue_without_the_package(tmp_path):
     logits[0, 0, 1:3, 2:4] = 5.0
     (frame_idx, objects), = decode_propagation(iter([(0, [7, 8], logits)]))
     assert frame_idx == 0 and objects[7].box_xyxy == pytest.approx((0.25, 0.25, 0.5, 0.75))
-    assert objects[7].score == pytest.approx(1 / (1 + np.exp(-5.0)))
+    assert objects[7].score == pytest.approx(2 / (1 + np.exp(-5.0)) - 1)
     assert objects[8].box_xyxy is None and objects[8].score == 0.0
+    (_, unsure), = decode_propagation(iter([(0, [7, 8], logits, [0.0, None])]))
+    assert unsure[7].score == 0.0 and unsure[7].box_xyxy is not None  # presence undecided: score 0
+    (_, sure), = decode_propagation(iter([(0, [7, 8], logits, [4.0, 4.0])]))
+    assert sure[7].score == pytest.approx(2 / (1 + np.exp(-4.0)) - 1) and sure[8].score == 0.0
 
 
 @pytest.mark.skipif(is_available("sam2"), reason="sam2 is installed")

@@ -14,8 +14,11 @@ becomes lost, and so does an unconfirmed track that converged onto a confirmed o
 IoU when the tracker gives masks, else box IoU, above `merge_iou`). A lost track is no longer
 propagated; a detection near its motion guess revives it with its id, and it ends after `max_missed`
 frames. A new track needs a second confirmation before its frames count, so one-off false positives
-leave no track. A detection starts a track unless it duplicates a prompt of the same label group
-(`duplicate_iou`; other labels only above `cross_label_duplicate_iou`, so a rider on a horse is born).
+leave no track; a detection below `birth_score` keeps a new track alive but is not that confirmation.
+When the clip ends, a track's frames since its last confirmation are kept up to the first one the
+tracker scored below `end_score`. A detection starts a track unless it duplicates a prompt of the same
+label group (`duplicate_iou`; other labels only above `cross_label_duplicate_iou`, so a rider on a horse
+is born).
 With `backfill`, a track born at a keyframe is also tracked backwards through the previous window.
 A track's phrase is the label its detections voted for (score-weighted).
 

@@ -75,6 +75,7 @@ class FakeTracker:
         h, w = template.shape[:2]
         weights = foreground_mask(template).astype(np.float32)
         pos, velocity, lost, moving = np.array([x0, y0], float), np.zeros(2), 0, False
+        last_found = pos  # where the object was last seen, `lost` + 1 frames before this one
         objects = [TrackedObject(seed.obj_id, _norm_box(pos, w, h, width, height), 1.0)]
         for frame in video[1:]:
             guess = pos + velocity
@@ -83,8 +84,9 @@ class FakeTracker:
             # The motion prior only once a velocity is known (the seed frame gives none).
             found, seen = _match(cv2, frame, template, weights, guess, radius, cfg.motion_prior * moving, cfg)
             if found is not None and seen > cfg.min_score:
-                velocity = (found - pos) / (lost + 1) if lost <= cfg.max_coast else velocity
-                pos, lost, moving = found, 0, True
+                velocity = (found - last_found) / (lost + 1)
+                pos = last_found = found
+                lost, moving = 0, True
                 score = (seen - cfg.min_score) / max(1.0 - cfg.min_score, 1e-6)
                 objects.append(TrackedObject(seed.obj_id, _norm_box(pos, w, h, width, height), score))
             else:

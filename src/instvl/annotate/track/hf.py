@@ -3,7 +3,8 @@
 `Sam2VideoProcessor` needs torchvision; the model itself does not, so frames are resized and normalised
 here and the inference session is fed directly. All seeds are added on the window's first frame and
 propagated together; an object is lost on a frame where its mask is empty (SAM2 blanks the mask when its
-object-presence logit is negative).
+object-presence logit is negative). An object's score is 2 * sigmoid(presence logit) - 1, floored at 0:
+0 where SAM2 is undecided whether the object is there, near 1 where it is sure.
 """
 
 import logging
@@ -104,7 +105,8 @@ class HFTracker:
                                         align_corners=False)[:, 0]
         masks = (logits > 0).cpu().numpy()
         if step.object_score_logits is not None:
-            scores = step.object_score_logits.float().sigmoid().reshape(len(masks), -1)[:, 0].cpu().numpy()
+            presence = step.object_score_logits.float().sigmoid().reshape(len(masks), -1)[:, 0]
+            scores = (2 * presence - 1).clamp(min=0).cpu().numpy()
         else:
             scores = np.ones(len(masks), np.float32)
         objects = {}

@@ -1,7 +1,9 @@
 """SAM2 video tracking through the sam2 package's video predictor (`build_sam2_video_predictor`).
 
 The predictor reads a video from a folder of `<index>.jpg` frames, so each window is written to a
-temporary folder, prompted with boxes on its first frame and propagated. Install with
+temporary folder, prompted on its first frame (a seed's mask where it has one, else its box) and
+propagated. An object's score is 2 * sigmoid(object-presence logit) - 1, floored at 0: 0 where SAM2 is
+undecided whether the object is there at all, near 1 where it is sure. Install with
 `pip install 'instvl[sam2]'` (see the notes there: build it with `--no-build-isolation`).
 """
 
@@ -9,7 +11,7 @@ import logging
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -69,10 +71,16 @@ class SAM2Tracker:
             state = self.predictor.init_state(video_path=folder,
                                               offload_video_to_cpu=self.config.offload_video_to_cpu)
             for seed in seeds:
-                self.predictor.add_new_points_or_box(inference_state=state, frame_idx=0, obj_id=seed.obj_id,
-                                                     box=seed_box_pixels(seed, width, height))
-            for local_index, objects in decode_propagation(self.predictor.propagate_in_video(state),
-                                                           self.config.keep_masks):
+                if seed.mask is not None and seed.mask.shape == (height, width) and seed.mask.any():
+                    self.predictor.add_new_mask(inference_state=state, frame_idx=0, obj_id=seed.obj_id,
+                                                mask=seed.mask)
+                else:
+                    box = seed_box_pixels(seed, width, height)
+                    self.predictor.add_new_points_or_box(inference_state=state, frame_idx=0,
+                                                         obj_id=seed.obj_id, box=box)
+            steps = ((frame_idx, obj_ids, logits, presence_logits(state, obj_ids, frame_idx))
+                     for frame_idx, obj_ids, logits in self.predictor.propagate_in_video(state))
+            for local_index, objects in decode_propagation(steps, self.config.keep_masks):
                 out[local_index].objects = objects
         return out
 
@@ -95,18 +103,36 @@ def write_jpeg_folder(video: np.ndarray, folder: Path, quality: int = 95) -> lis
     return paths
 
 
-def decode_propagation(steps: Iterator[tuple[int, Sequence[int], Any]],
-                       keep_masks: bool = True) -> Iterator[tuple[int, dict[int, TrackedObject]]]:
-    """Per-frame objects from the predictor's (frame_idx, obj_ids, mask_logits (N, 1, H, W)) steps.
+def presence_logits(state: dict, obj_ids: Sequence[int], frame_idx: int) -> list[float | None]:
+    """Each object's object-presence logit on `frame_idx` from the predictor's inference state (None
+    where the state holds none)."""
+    found: list[float | None] = []
+    for obj_id in obj_ids:
+        outputs = state["output_dict_per_obj"].get(state["obj_id_to_idx"].get(obj_id), {})
+        out = outputs.get("cond_frame_outputs", {}).get(frame_idx) or \
+            outputs.get("non_cond_frame_outputs", {}).get(frame_idx)
+        logit = out.get("object_score_logits") if out else None
+        found.append(float(logit.float().reshape(-1)[0]) if logit is not None else None)
+    return found
 
-    A mask is the positive logits; its score is the mean foreground probability inside it (0 when empty).
+
+def decode_propagation(steps: Iterator[tuple], keep_masks: bool = True
+                       ) -> Iterator[tuple[int, dict[int, TrackedObject]]]:
+    """Per-frame objects from (frame_idx, obj_ids, mask_logits (N, 1, H, W)[, presence logits]) steps.
+
+    A mask is the positive logits. Its score is 2 * sigmoid(presence logit) - 1 floored at 0 where the
+    logit is known, else 2 * (mean foreground probability inside the mask) - 1; 0 when the mask is empty.
     """
-    for frame_idx, obj_ids, logits in steps:
+    for frame_idx, obj_ids, logits, *rest in steps:
+        presence = rest[0] if rest else [None] * len(obj_ids)
         logits = logits.float().cpu().numpy() if hasattr(logits, "cpu") else np.asarray(logits, np.float32)
         objects = {}
-        for obj_id, obj_logits in zip(obj_ids, logits.reshape(len(obj_ids), *logits.shape[-2:]), strict=True):
+        for obj_id, obj_logits, present in zip(obj_ids, logits.reshape(len(obj_ids), *logits.shape[-2:]),
+                                               presence, strict=True):
             mask = obj_logits > 0
             box = mask_to_box(mask)
-            score = float(np.mean(1 / (1 + np.exp(-obj_logits[mask])))) if box else 0.0
+            probability = 1 / (1 + np.exp(-present)) if present is not None else \
+                float(np.mean(1 / (1 + np.exp(-obj_logits[mask])))) if box else 0.0
+            score = max(0.0, 2 * float(probability) - 1) if box else 0.0
             objects[int(obj_id)] = TrackedObject(int(obj_id), box, score, mask if keep_masks else None)
         yield int(frame_idx), objects
