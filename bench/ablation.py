@@ -140,8 +140,12 @@ def run_arm(args: argparse.Namespace, root: Path, arm: str, seed: int) -> dict[s
     if cached.exists():
         return json.loads(cached.read_text())
     overrides = overrides_for(args, root, run_dir, arm, seed)
+    final = run_dir / "checkpoints" / f"step-{args.steps:07d}.pt"
     started = time.perf_counter()
-    train(load_config(TrainConfig, args.preset, overrides))
+    if final.exists():  # trained before, evaluation unfinished: keep the weights and their training time
+        started -= final.stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime
+    else:
+        train(load_config(TrainConfig, args.preset, overrides))
     trained = time.perf_counter()
     cfg = load_config(EvalConfig, args.preset, overrides + [f"checkpoint={run_dir}",
                                                             f"eval.split={args.eval_split}"])
@@ -151,7 +155,7 @@ def run_arm(args: argparse.Namespace, root: Path, arm: str, seed: int) -> dict[s
     hits = {"global": per_query_hits(emb.text, emb.video),
             "instance": per_query_hits(emb.inst_text, emb.inst_video)}
     for kind in KINDS:  # the bootstrap's per-query hits must give the report's numbers
-        assert abs(hits[kind].mean() * 100 - report[kind]["mean_recall"]) < 1e-6, kind
+        assert abs(hits[kind].mean() * 100 - report[kind]["mean_recall"]) < 1e-3, kind  # float32 report
     result = {"arm": arm, "seed": seed, "overrides": ARMS[arm][1], "train_s": round(trained - started, 1),
               "eval_s": round(time.perf_counter() - trained, 1), "eval_split": args.eval_split,
               "report": {k: report[k] for k in ("num_samples", "num_instances", *KINDS)},

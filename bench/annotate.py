@@ -145,7 +145,7 @@ def run_clips(clips: list[str], cfg: AnnotateConfig, engines: Engines, totals: d
             counts["frames"] += len(decoded.frames)
             sample = annotate_sample(decoded, engines, cfg)
             encode = time.perf_counter()
-            sample.media, sample.media_format = clip_media(spec, cfg.ingest, media)
+            sample.media, sample.media_format = clip_media(spec, cfg.ingest, media, video=cfg.out.video)
             writer.write(sample)
             totals["encode/write"] += time.perf_counter() - encode
             totals["wall"] += time.perf_counter() - wall

@@ -1,16 +1,21 @@
 """Loader throughput per CPU core on realistic media, beside the demand of a GPU at a given MFU.
 
-Media: 10-s 1280x720 30-fps H.264 clips (libx264 veryfast, crf 23: a pan over scikit-image photos with
-sensor-like noise, ~0.8 Mb/s) and 1024x768 JPEGs (quality 90), written with `instvl.media.encode`,
-each row with 8 instances whose boxes move every frame. For each preset it times what one DataLoader
-worker does per sample (`transforms.prepare_sample` + the batch's `collate` and tokenisation) in CPU
-seconds of this process with torch/OpenCV held to one thread, so the figure is per core and does not
-depend on other load on the machine. Demand: samples/s one GPU consumes at `--mfu` of `--peak-tflops`,
-from the FLOPs per sample (`instvl.train.flops.step_flops`). Supply: `--cores` cores per GPU.
+Media: 10-s 30-fps H.264 clips (a pan over scikit-image photos with sensor-like noise) and 1024x768 JPEGs
+(quality 90), written with `instvl.media.encode`, each row with 8 instances whose boxes move every
+frame. Videos come in two kinds: "source" clips as a camera or an upload gives them (1280x720, libx264
+veryfast crf 23 with x264's defaults: a keyframe every 250 frames, B-pyramid; ~0.8 Mb/s), and "shard"
+clips as `media.clips.clip_media` embeds them in rows (the same frames shrunk to the annotate config's
+`ingest.max_short_side`, encoded with `out.video`, `instvl.media.encode.VideoEncoding`: what the trainer
+reads). For each preset it times what one DataLoader worker does per sample (`transforms.prepare_sample`
++ the batch's `collate` and tokenisation) in CPU seconds of this process with torch/OpenCV held to one
+thread, so the figure is per core and does not depend on other load on the machine. Demand: samples/s
+one GPU consumes at `--mfu` of `--peak-tflops`, from the FLOPs per sample (`instvl.train.flops.step_flops`).
+Supply: `--cores` cores per GPU.
 
     python bench/loader.py                              # vit-b16 and vit-l14, images and videos
     python bench/loader.py --json loader.json --image-share 0.975 --cores 12
     python bench/loader.py --preset train/vit-b16 --set data.decode_quality=exact   # or fast, draft
+    python bench/loader.py --preset train/vit-b16 --keyint 16 --keyint 32 --keyint 64 --first-seed 100
 """
 
 import argparse
@@ -19,6 +24,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +34,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 
 from instvl.config import load_config  # noqa: E402
+from instvl.media.decode import resize_frame  # noqa: E402
+from instvl.media.encode import VideoEncoding, encode_image, encode_mp4  # noqa: E402
+from instvl.media.ingest import IngestConfig  # noqa: E402
 from instvl.train.config import TrainConfig  # noqa: E402
 from instvl.train.data import collate  # noqa: E402
 from instvl.train.flops import step_flops  # noqa: E402
@@ -47,26 +56,30 @@ def natural_canvas(width: int, height: int) -> np.ndarray:
     return np.concatenate(tiles, axis=1)[:, : max(width, sum(t.shape[1] for t in tiles))]
 
 
-def video_bytes(seed: int, seconds: float = 10.0, fps: int = 30, width: int = 1280,
-                height: int = 720) -> bytes:
-    from instvl.media.encode import encode_mp4
-
+def video_frames(seed: int, seconds: float = 10.0, fps: int = 30, width: int = 1280,
+                 height: int = 720) -> Iterator[np.ndarray]:
+    """A noisy pan over the photo mosaic, one frame at a time."""
     rng = np.random.default_rng(seed)
     canvas = natural_canvas(width, int(height * 1.3))
-    frames = []
     count = int(seconds * fps)
     for t in range(count):
         x = int((canvas.shape[1] - width) * t / count)
         y = int((canvas.shape[0] - height) * (0.5 + 0.45 * np.sin(t / 40 + seed)))
         noise = rng.integers(-6, 7, (height, width, 1), dtype=np.int16)
         frame = canvas[y:y + height, x:x + width].astype(np.int16) + noise
-        frames.append(np.clip(frame, 0, 255).astype(np.uint8))
-    return encode_mp4(frames, float(fps))
+        yield np.clip(frame, 0, 255).astype(np.uint8)
+
+
+def video_bytes(seed: int, shard: tuple[int | None, VideoEncoding] | None, fps: int = 30) -> bytes:
+    """A source clip (x264's defaults), or with `shard` = (max short side, encoding) the clip a shard
+    row embeds: the same frames shrunk as `clip_media` does and encoded with those settings."""
+    if shard is None:
+        return encode_mp4(video_frames(seed, fps=fps), float(fps))
+    short_side, encoding = shard
+    return encoding.encode((resize_frame(f, short_side) for f in video_frames(seed, fps=fps)), float(fps))
 
 
 def image_bytes(seed: int, width: int = 1024, height: int = 768) -> bytes:
-    from instvl.media.encode import encode_image
-
     rng = np.random.default_rng(seed)
     canvas = natural_canvas(width, height)
     x = int(rng.integers(0, canvas.shape[1] - width + 1))
@@ -90,18 +103,43 @@ def instances(frames: int, count: int, seed: int) -> list[dict[str, Any]]:
     return out
 
 
-def make_rows(folder: Path, videos: int, images: int) -> list[dict[str, Any]]:
-    """Rows with embedded media (generated once into `folder`, reused by later runs)."""
+def media_kinds(short_sides: list[int | None], keyints: list[int | None],
+                bframes: int | None) -> dict[str, tuple[int | None, VideoEncoding] | None]:
+    """{label: shard settings} of the video kinds to measure: the source clips, then every shard kind."""
+    kinds: dict[str, tuple[int | None, VideoEncoding] | None] = {"source 720p k250": None}
+    for side in short_sides:
+        for keyint in keyints:
+            encoding = VideoEncoding(keyint=keyint, bframes=bframes)
+            kinds[f"shard {side or 720}p k{keyint or 250} b{bframes}"] = (side, encoding)
+    return kinds
+
+
+def _file_tag(shard: tuple[int | None, VideoEncoding] | None) -> str:
+    if shard is None:
+        return "source"
+    side, enc = shard
+    return f"s{side}-k{enc.keyint}-b{enc.bframes}-crf{enc.crf}-{enc.preset}"
+
+
+def make_rows(folder: Path, kinds: dict[str, tuple[int | None, VideoEncoding] | None], videos: int,
+              images: int, first_seed: int) -> dict[str, list[dict[str, Any]]]:
+    """{media kind: rows with embedded media} (generated once into `folder`, reused by later runs)."""
     folder.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for kind, count, make, frames in (("video", videos, video_bytes, 300), ("image", images, image_bytes, 1)):
-        for i in range(count):
-            path = folder / f"{kind}-{i}.{'mp4' if kind == 'video' else 'jpg'}"
+    rows: dict[str, list[dict[str, Any]]] = {}
+    jobs: list[tuple[str, str, Any, int]] = [
+        (label, f"video-{{}}-{_file_tag(shard)}.mp4", lambda i, shard=shard: video_bytes(i, shard), 300)
+        for label, shard in kinds.items()]
+    jobs.append(("image", "image-{}.jpg", image_bytes, 1))
+    for label, name, make, frames in jobs:
+        for i in range(first_seed, first_seed + (images if label == "image" else videos)):
+            path = folder / name.format(i)
             if not path.exists():
                 path.write_bytes(make(i))
-            rows.append({"sample_id": f"{kind}-{i}", "media_type": kind, "media": path.read_bytes(),
-                         "num_frames": frames, "global_caption": "a scene. things move in it.",
-                         "instances": instances(frames, 8, i), "source": {"uri": str(path)}})
+            rows.setdefault(label, []).append({
+                "sample_id": f"{label}-{i}", "media_type": "image" if label == "image" else "video",
+                "media": path.read_bytes(), "num_frames": frames,
+                "global_caption": "a scene. things move in it.", "instances": instances(frames, 8, i),
+                "source": {"uri": str(path)}})
     return rows
 
 
@@ -117,14 +155,26 @@ def time_samples(cfg: TrainConfig, rows: list[dict[str, Any]], tokenizer: Any, r
     return times
 
 
+def _int_or_none(text: str) -> int | None:
+    return None if text.lower() in ("none", "null", "x264") else int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", action="append", help="presets (default: vit-b16 and vit-l14)")
     parser.add_argument("--media-dir", default=os.path.join(tempfile.gettempdir(), "instvl-bench-loader"),
                         help="where the generated media are kept between runs")
-    parser.add_argument("--videos", type=int, default=3)
+    parser.add_argument("--videos", type=int, default=3, help="clips of each video kind")
     parser.add_argument("--images", type=int, default=12)
+    parser.add_argument("--first-seed", type=int, default=0, help="seed of the first clip and image "
+                        "(another value gives another set: choose settings on one, report on another)")
     parser.add_argument("--repeats", type=int, default=2, help="epochs over the rows (other frames each)")
+    parser.add_argument("--short-side", type=_int_or_none, action="append",
+                        help="shard clips' max short side (repeatable; none: 720p as the source; default: "
+                             "720 as the gpu annotate presets store, and ingest.max_short_side)")
+    parser.add_argument("--keyint", type=_int_or_none, action="append",
+                        help="shard clips' keyframe interval (repeatable; default: VideoEncoding's)")
+    parser.add_argument("--bframes", type=_int_or_none, default=VideoEncoding().bframes)
     parser.add_argument("--cores", type=int, default=12, help="CPU cores per GPU")
     parser.add_argument("--mfu", type=float, default=0.4)
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="H100 bf16 dense")
@@ -138,35 +188,43 @@ def main() -> None:
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    rows = make_rows(Path(args.media_dir), args.videos, args.images)
+    sides = args.short_side or [None, IngestConfig().max_short_side]
+    kinds = media_kinds(sides, args.keyint or [VideoEncoding().keyint], args.bframes)
+    rows = make_rows(Path(args.media_dir), kinds, args.videos, args.images, args.first_seed)
     results = []
     print(f"{args.cores} cores per GPU, demand at {args.mfu:.0%} MFU of {args.peak_tflops:g} TFLOP/s; "
           f"mix = {args.image_share:.1%} images\n")
-    print("| preset | media | CPU s/sample (median) | per-core samples/s | TFLOP/sample | "
+    print("| preset | media | KiB/sample | CPU s/sample (median) | per-core samples/s | TFLOP/sample | "
           f"GPU demand samples/s | {args.cores}-core supply samples/s | supply/demand |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for preset in args.preset or PRESETS:
         cfg = load_config(TrainConfig, preset, args.set)
         tokenizer = load_tokenizer(cfg.model.text.model_copy(update={"model": "minilm"}))
         entry: dict[str, Any] = {"preset": preset, "overrides": args.set}
-        for media in ("video", "image"):
-            times = time_samples(cfg, [r for r in rows if r["media_type"] == media], tokenizer, args.repeats)
+        for media in ("image", *kinds):
+            kind = "image" if media == "image" else "video"
+            times = time_samples(cfg, rows[media], tokenizer, args.repeats)
             seconds = statistics.median(times)
-            flops = step_flops(cfg, media)["total"]  # type: ignore[arg-type]
+            size = statistics.mean(len(r["media"]) for r in rows[media])
+            flops = step_flops(cfg, kind)["total"]  # type: ignore[arg-type]
             demand = args.mfu * args.peak_tflops * 1e12 / flops
             supply = args.cores / seconds
-            entry[media] = {"cpu_s_per_sample": seconds, "cpu_s_all": times, "flops_per_sample": flops,
-                            "demand_per_gpu": demand, "supply_per_gpu": supply, "ratio": supply / demand}
-            print(f"| {preset} | {media} | {seconds:.4f} | {1 / seconds:.1f} | {flops / 1e12:.3f} | "
+            entry[media] = {"cpu_s_per_sample": seconds, "cpu_s_all": times, "bytes_per_sample": size,
+                            "flops_per_sample": flops, "demand_per_gpu": demand, "supply_per_gpu": supply,
+                            "ratio": supply / demand}
+            print(f"| {preset} | {media} | {size / 1024:.0f} | {seconds:.4f} | {1 / seconds:.1f} | "
+                  f"{flops / 1e12:.3f} | {demand:.0f} | {supply:.0f} | {supply / demand:.2f}x |", flush=True)
+        share, image = args.image_share, entry["image"]
+        for media in kinds:
+            video = entry[media]
+            cpu = share * image["cpu_s_per_sample"] + (1 - share) * video["cpu_s_per_sample"]
+            gpu = share * image["flops_per_sample"] + (1 - share) * video["flops_per_sample"]
+            demand, supply = args.mfu * args.peak_tflops * 1e12 / gpu, args.cores / cpu
+            entry[f"mix ({media})"] = {"image_share": share, "cpu_s_per_sample": cpu, "flops_per_sample": gpu,
+                                       "demand_per_gpu": demand, "supply_per_gpu": supply,
+                                       "ratio": supply / demand}
+            print(f"| {preset} | mix ({media}) | | {cpu:.4f} | {1 / cpu:.1f} | {gpu / 1e12:.3f} | "
                   f"{demand:.0f} | {supply:.0f} | {supply / demand:.2f}x |", flush=True)
-        share = args.image_share
-        cpu = share * entry["image"]["cpu_s_per_sample"] + (1 - share) * entry["video"]["cpu_s_per_sample"]
-        gpu = (share * entry["image"]["flops_per_sample"] + (1 - share) * entry["video"]["flops_per_sample"])
-        demand, supply = args.mfu * args.peak_tflops * 1e12 / gpu, args.cores / cpu
-        entry["mix"] = {"image_share": share, "cpu_s_per_sample": cpu, "flops_per_sample": gpu,
-                        "demand_per_gpu": demand, "supply_per_gpu": supply, "ratio": supply / demand}
-        print(f"| {preset} | mix | {cpu:.4f} | {1 / cpu:.1f} | {gpu / 1e12:.3f} | {demand:.0f} | "
-              f"{supply:.0f} | {supply / demand:.2f}x |", flush=True)
         results.append(entry)
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))

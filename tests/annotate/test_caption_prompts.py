@@ -104,3 +104,42 @@ def test_instance_info_refuses_a_clip_frame_trajectory() -> None:
     stored = Instance(5, "car", "a car", Trajectory([0, 6, 12], [[0, 0, 0.1, 0.1]] * 3))  # as rows hold it
     with pytest.raises(ValueError, match="sampled_index"):
         InstanceInfo.from_instance(stored, num_frames=3)
+
+
+def prefix(**visual) -> PromptConfig:
+    return PromptConfig(visual=VisualPromptConfig(mode="prefix", max_images=4, max_side=160, **visual))
+
+
+def test_prefix_prompt_gives_the_boxes_as_coordinates_of_the_shared_frames() -> None:
+    frames = noise_frames(5, 320, 180)  # shown at 168x84: 160x90, sides rounded to multiples of 28
+    target = InstanceInfo(1, "cup", [(0.1, 0.1, 0.5, 0.6), None, (0.25, 0.5, 0.75, 1.0), None, None])
+    other = InstanceInfo(2, "dog", [None, (0.5, 0.4, 0.9, 0.9), None, None, (0.0, 0.0, 1.0, 1.0)])
+    request = make_request("instance", frames, prefix(), target, [other])
+    # The 3 shared frames are sampled frames 0, 2, 4; the marked frame (frame 2, the largest box) follows.
+    assert "You are shown 3 frames sampled in order" in request.prompt
+    coordinates = ("ID: 1, is given by its bounding box [x_min, y_min, x_max, y_max] in pixels of the 168x84 "
+                   "frames: frame 1 [16, 8, 84, 51], frame 2 [42, 42, 126, 84]; not visible in frame 3.")
+    assert coordinates in request.prompt
+    assert 'The last image repeats a frame with it marked by a green box labelled "ID: 1".' in request.prompt
+    assert 'ID: 2 ("dog", blue box; frame 3 [0, 0, 168, 84]; not visible in frames 1, 2)' in request.prompt
+    per_mille = make_request("instance", frames, prefix(coordinates="per-mille", marked_frames=0), target)
+    assert "in thousandths (0 to 1000)" in per_mille.prompt  # 4 shared frames now: 0, 1, 3, 4
+    assert "frame 1 [100, 100, 500, 600]; not visible in frames 2, 3, 4." in per_mille.prompt
+    assert "marked by" not in per_mille.prompt.split("\n")[0]  # no marked frame: coordinates only
+    unit = make_request("instance", frames, prefix(coordinates="unit", draw_others=False), target, [other])
+    assert "frame 1 [0.100, 0.100, 0.500, 0.600]" in unit.prompt and 'ID: 2 ("dog")' in unit.prompt
+
+
+def test_media_counts_follow_the_mode() -> None:
+    frames = noise_frames(10, 32, 24)
+    assert "You are shown 3 frames" in make_request("global", frames, prefix()).prompt  # 4 images, 1 marked
+    video = PromptConfig(visual=VisualPromptConfig(video=True))
+    assert "You are shown a video clip." in make_request("entities", frames, video).prompt
+    assert "You are shown 4 frames" in make_request("instance", frames[:4], video, moving(1, "cup")).prompt
+
+
+def test_prefix_mode_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match=r"marked_frames must be in \[0, max_images\)"):
+        VisualPromptConfig(mode="prefix", max_images=2, marked_frames=2)
+    assert VisualPromptConfig(mode="prefix", max_images=2, marked_frames=1).shared_frames() == 1
+    assert VisualPromptConfig(max_images=2, marked_frames=5).shared_frames() == 2  # only 'prefix' marks

@@ -49,7 +49,7 @@ def test_engine_and_sampling_params_come_from_the_config(fake_vllm: Recorder) ->
     assert captioner.model_id == "Qwen/Qwen2.5-VL-7B-Instruct"
     engine = fake_vllm.engine_kwargs
     assert engine["model"] == "Qwen/Qwen2.5-VL-7B-Instruct"
-    assert engine["limit_mm_per_prompt"] == {"image": 5}
+    assert engine["limit_mm_per_prompt"] == {"image": 5, "video": 0}  # no memory reserved for videos
     assert engine["tensor_parallel_size"] == 2 and engine["gpu_memory_utilization"] == 0.5
     assert engine["seed"] == 3
     assert engine["mm_processor_kwargs"] == {"max_pixels": 1000} and engine["enable_prefix_caching"] is True
@@ -61,3 +61,8 @@ def test_missing_vllm_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` fail
     with pytest.raises(MissingDependencyError, match=r"pip install 'instvl\[vllm\]'"):
         VLLMCaptioner.Config().build()
+
+
+def test_video_input_allows_one_video_per_prompt(fake_vllm: Recorder) -> None:
+    VLLMCaptioner.Config(prompts={"visual": {"max_images": 6, "video": True}}).build()
+    assert fake_vllm.engine_kwargs["limit_mm_per_prompt"] == {"image": 6, "video": 1}

@@ -4,8 +4,21 @@ import numpy as np
 import pytest
 from pydantic import TypeAdapter
 
-from instvl.annotate.detect import DetectorConfig, FakeDetector, GroundingDinoDetector, HFDetector
-from instvl.annotate.detect.base import decode_queries, nms, phrase_token_spans, suppress_duplicates
+from instvl.annotate.detect import (
+    DetectorConfig,
+    FakeDetector,
+    GroundingDinoDetector,
+    HFDetector,
+    PixelDetector,
+)
+from instvl.annotate.detect.base import (
+    MixedDetector,
+    decode_queries,
+    nms,
+    phrase_token_spans,
+    prompt_jobs,
+    suppress_duplicates,
+)
 from instvl.annotate.tracks import Detection
 from instvl.deps import MissingDependencyError, is_available
 from instvl.geometry import box_iou
@@ -97,3 +110,47 @@ def test_groundingdino_missing_package_names_the_extra(tmp_path):
     with pytest.raises(MissingDependencyError, match=r"instvl\[groundingdino\]"):
         config.build()
 
+
+
+def test_prompt_jobs_run_group_by_group():
+    split = {("a", "b", "c"): [["a", "b"], ["c"]], ("d",): [["d"]]}
+    jobs = prompt_jobs([("a", "b", "c"), ("d",), ("a", "b", "c")], lambda p: split[tuple(p)])
+    assert jobs == [(0, ["a", "b"]), (1, ["d"]), (2, ["a", "b"]), (0, ["c"]), (2, ["c"])]
+    assert prompt_jobs([], lambda p: [list(p)]) == []
+
+
+def assert_same_detections(got, want):
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert [d.phrase for d in g] == [d.phrase for d in w]
+        np.testing.assert_allclose([d.box_xyxy for d in g], [d.box_xyxy for d in w], atol=1e-4)
+        np.testing.assert_allclose([d.score for d in g], [d.score for d in w], atol=1e-4)
+
+
+PHRASE_LISTS = [["red ball", "a dog"], ["cube"], ["a very long phrase about a striped cat", "dog"], ["cube"]]
+
+
+def test_hf_detect_many_mixes_prompts_in_one_batch():
+    """Frames with different phrase lists (prompts of different lengths, padded) in one batch answer as
+    they do alone."""
+    detector = HFDetector.Config(tiny_random=True, box_threshold=0.0, text_threshold=0.0, min_side=64,
+                                 max_side=96, batch_size=4, max_detections=10).build()
+    assert isinstance(detector, MixedDetector)
+    frames = noise_frames(4)
+    mixed = detector.detect_many(frames, PHRASE_LISTS)
+    alone = [detector.detect([frame], phrases)[0]
+             for frame, phrases in zip(frames, PHRASE_LISTS, strict=True)]
+    assert_same_detections(mixed, alone)
+    assert all(mixed)
+
+
+@pytest.mark.parametrize("config", [FakeDetector.Config(seed=1, max_detections=4), PixelDetector.Config()])
+def test_weight_free_detect_many_matches_detect(config):
+    detector = config.build()
+    assert isinstance(detector, MixedDetector)
+    frames = noise_frames(4)
+    alone = [detector.detect([frame], phrases)[0]
+             for frame, phrases in zip(frames, PHRASE_LISTS, strict=True)]
+    assert detector.detect_many(frames, PHRASE_LISTS) == alone
+    with pytest.raises(ValueError):
+        detector.detect_many(frames, PHRASE_LISTS[:2])

@@ -135,6 +135,51 @@ def test_grouped_batcher_never_mixes_keys():
     assert all(len(s) == 1 for s in seen)
 
 
+def test_held_items_go_in_waves_when_full_flushed_or_too_old():
+    calls: list[list[int]] = []
+    flush = threading.Event()
+
+    def run(items):
+        calls.append(list(items))
+        return items
+
+    batcher = Batcher("h", run, max_batch=1, linger_s=0.0, calls=16, fill=5, hold_s=30.0,
+                      flush=flush.is_set)
+    held = [batcher.submit(i, urgent=False) for i in range(4)]
+    time.sleep(0.1)
+    assert not calls  # 4 < fill: held
+    fifth = batcher.submit(4, urgent=False)
+    assert [f.result(5) for f in [*held, fifth]] == [0, 1, 2, 3, 4] and batcher.waves == 1
+    late = batcher.submit(5, urgent=False)
+    time.sleep(0.1)
+    assert not late.done()
+    flush.set()  # nothing more will come: the engine says so and pokes
+    batcher.poke()
+    assert late.result(5) == 5 and batcher.waves == 2
+    batcher.close()
+
+    old = Batcher("o", run, max_batch=4, linger_s=0.0, fill=100, hold_s=0.05)
+    started = time.monotonic()
+    assert old.map([7, 8], urgent=False) == [7, 8]
+    assert 0.04 <= time.monotonic() - started < 2
+    old.close()
+
+
+def test_a_held_batch_that_fails_is_retried_item_by_item():
+    def run(items):
+        if 3 in items:
+            raise RuntimeError("item 3 is bad")
+        return [i * 2 for i in items]
+
+    batcher = Batcher("f", run, max_batch=8, linger_s=0.0, fill=6, hold_s=5.0)
+    futures = [batcher.submit(i, urgent=False) for i in range(6)]
+    assert [f.result(5) for f in futures if f is not futures[3]] == [0, 2, 4, 8, 10]
+    with pytest.raises(RuntimeError, match="item 3"):
+        futures[3].result(5)
+    assert batcher.stats.max_batch == 6
+    batcher.close()
+
+
 def test_keyframes_follow_the_builder_windows():
     assert list(keyframes(16, 8)) == [0, 8] and list(keyframes(17, 8)) == [0, 8, 16]
     assert list(keyframes(1, 4)) == [0]

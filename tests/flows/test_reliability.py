@@ -1,4 +1,5 @@
-"""Unattended builds: one build per root, SIGTERM stops the build and its server, a dead server is reported.
+"""Unattended builds: one build per root, SIGTERM or kill -9 stops the build and its server, a dead server
+is reported.
 
 Each test runs `python -m instvl build` (or `annotate run`) as its own process group, as a supervisor would.
 """
@@ -66,6 +67,30 @@ def test_sigterm_stops_the_build_and_its_server_and_the_rerun_resumes(prefect_ha
     assert process.returncode != 0, log_file.read_text()
     summary = build_module.build_corpus(make_config(media, out, "out.sources_per_unit=1"))
     assert summary["failed"] == {} and len(done_units(out)) == 8
+    report = validate_dataset(out)
+    assert report.ok and not report.warnings, report.summary()
+
+
+def test_kill_9_of_the_driver_alone_takes_its_server_along_and_the_rerun_resumes(prefect_harness, synth_media,
+                                                                                   make_config, tmp_path):
+    media, out = synth_media(num_samples=8, image_fraction=0.25), tmp_path / "corpus"
+    log_file = tmp_path / "build.log"
+    process = start_build(media, out, log_file, "out.sources_per_unit=1")
+    try:
+        wait_for_first_unit(process, out, log_file)
+        (server,) = prefect_server_pids(ancestor=process.pid)
+        os.kill(process.pid, signal.SIGKILL)  # the driver only: no Python code runs, Linux signals the server
+        process.wait(timeout=60)
+        killed = time.monotonic()
+        while server in prefect_server_pids() and time.monotonic() - killed < 10:
+            time.sleep(0.1)
+        assert server not in prefect_server_pids(), "the embedded server outlived its killed build"
+    finally:
+        if group_members(process.pid):
+            kill_group(process.pid)
+    assert process.returncode == -signal.SIGKILL
+    summary = build_module.build_corpus(make_config(media, out, "out.sources_per_unit=1"))
+    assert summary["failed"] == {} and len(done_units(out)) == 8 and summary["ran"] < 8
     report = validate_dataset(out)
     assert report.ok and not report.warnings, report.summary()
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from instvl.media.clips import DecodedClip, clip_media, decode_clip, sample_frames, sample_indices
+from instvl.media.encode import VideoEncoding
 from instvl.media.ingest import Failure, IngestConfig, ingest
 
 PYAV = IngestConfig(decoder="pyav", max_clip_s=None, shots={"enabled": False})
@@ -91,6 +92,18 @@ def test_clip_media_is_a_faststart_mp4_of_exactly_the_span(video_specs):
     source = sample_frames(spec, str(path), num=None, decoder="pyav").frames
     assert frames.shape == source.shape == (spec.num_frames, 48, 64, 3)
     assert np.abs(frames.astype(int) - source.astype(int)).mean() < 6  # one extra lossy generation
+
+
+def test_clip_media_encodes_with_the_output_settings(video_specs):
+    import av
+
+    cfg = IngestConfig(decoder="pyav", max_clip_s=None)
+    path, specs = video_specs(cfg, num_frames=40, fps=8)
+    data, _ = clip_media(specs[0], cfg, str(path), video=VideoEncoding(keyint=4, crf=30))
+    with av.open(io.BytesIO(data)) as container:
+        keyframes = [i for i, p in enumerate(p for p in container.demux(video=0) if p.size) if p.is_keyframe]
+    assert keyframes[0] == 0 and max(np.diff([*keyframes, 40])) <= 4
+    assert decode_all(data).shape == (40, 48, 64, 3)
 
 
 def test_image_media_keeps_png_bytes_and_reencodes_bmp(image_spec):

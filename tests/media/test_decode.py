@@ -120,7 +120,7 @@ def test_missing_frames_raise_repeat_the_nearest_earlier_frame_or_drop(make_vide
 def test_a_stream_that_breaks_off_keeps_its_frames_unless_asked_to_raise(long_video, tmp_path):
     data = remux(long_video, tmp_path / "faststart.mp4", options={"movflags": "+faststart"})
     cut = data[: len(data) * 3 // 4]  # the index is first: the frames before the cut still decode
-    with pytest.raises(MediaError, match="truncated: decoding stopped after frame"):
+    with pytest.raises(MediaError, match="truncated: "):  # frames no wanted one needs are never decoded
         decode_frames(cut, "cut.mp4", [1, 79], decoder="pyav")
     repeated = decode_frames(cut, "cut.mp4", [1, 79], decoder="pyav", on_missing="repeat")
     np.testing.assert_array_equal(repeated.frames[1], repeated.frames[0])

@@ -41,6 +41,8 @@ def test_legacy_token_is_sent_and_tasks_are_paged(mock_client):
     def handler(request):
         seen.append(request.headers["Authorization"])
         page = int(request.url.params["page"])
+        if page > 2:
+            return httpx.Response(404, json={"detail": "Invalid page."})  # what the server says past the end
         tasks = [{"id": page * 100 + k, "data": {"sample_id": f"s{page}-{k}", "dataset_id": "d",
                                                   "fingerprint": "f" if k else ""}}
                  for k in range(100 if page == 1 else 3)]
@@ -48,7 +50,7 @@ def test_legacy_token_is_sent_and_tasks_are_paged(mock_client):
 
     index = mock_client(handler).task_ids_by_key(1)
     assert len(index) == 101 and index[("d", "s2-1", "f")] == [201]  # tasks without a full key are left out
-    assert set(seen) == {f"Token {SECRET}"} and len(seen) == 2
+    assert set(seen) == {f"Token {SECRET}"} and len(seen) == 3
 
 
 def jwt(**claims) -> str:

@@ -1,5 +1,7 @@
 """Trajectories <-> Label Studio results: frames, percent boxes, gaps, interpolation, reviewer edits."""
 
+import copy
+
 import pytest
 
 from instvl.datasets.reader import read_table
@@ -8,6 +10,7 @@ from instvl.qa.convert import (
     interpolate_sequence,
     parse_result,
     percent_to_box,
+    prediction_fingerprint,
     row_to_result,
     sequence_to_trajectory,
     trajectory_to_sequence,
@@ -133,3 +136,15 @@ def test_strided_tracks_interpolate_across_their_span():
     exported = [dict(box, frame=f, auto=f - 1 not in frames) for f, box in covered.items()]
     back = sequence_to_trajectory(exported, 46)
     assert back.frame_index == frames and back.box == [pytest.approx([0.1, 0.1, 0.3, 0.3])] * len(frames)
+
+
+def test_the_fingerprint_follows_what_a_reviewer_judges(synth_rows):
+    row = next(r for r in synth_rows if r["media_type"] == "video" and r["instances"])
+    rescored = copy.deepcopy(row)
+    rescored["instances"][0]["score"] = 0.01
+    rescored["instances"][0]["trajectory"]["score"] = [0.01] * len(row["instances"][0]["trajectory"]["score"])
+    moved = copy.deepcopy(row)
+    moved["instances"][0]["trajectory"]["box"][0][0] += 0.01
+    recaptioned = dict(row, global_caption="another caption")
+    assert prediction_fingerprint(rescored) == prediction_fingerprint(row)
+    assert len({prediction_fingerprint(r) for r in (row, moved, recaptioned)}) == 3

@@ -79,7 +79,7 @@ class VLLMServer:
                 "--served-model-name", "tiny-qwen2-vl", "--host", "127.0.0.1", "--port", str(self.port),
                 "--enforce-eager", "--dtype", "float32", "--max-model-len", "1024",
                 "--max-num-seqs", str(self.max_num_seqs),
-                "--limit-mm-per-prompt", json.dumps({"image": self.max_images})]
+                "--limit-mm-per-prompt", json.dumps({"image": self.max_images, "video": 1})]
 
     def start(self, wait: bool = True) -> None:
         self.starts += 1

@@ -109,3 +109,17 @@ def test_a_server_restart_mid_batch_is_retried_and_loses_nothing(vllm_server, ca
     assert any("retrying" in r.getMessage() for r in caplog.records)
     assert len(texts) == len(reference) == 8
     assert texts == reference  # greedy answers from the same weights: the restart changed nothing
+
+
+def test_a_video_request_is_answered_with_its_frames_as_one_video(vllm_server):
+    """A global request with video input: one `data:video/jpeg` URL of its frames, which the server decodes
+    frame by frame (no video codec); its vision tokens count once per two frames (temporal merging)."""
+    captioner = make_captioner(vllm_server, prompts={"visual": {"max_images": vllm_server.max_images,
+                                                                "max_side": 112, "video": True}})
+    request = captioner.request("global", noise_frames(6, 112, 112, seed=3))
+    assert len(render_request(request)) == 6 > vllm_server.max_images  # over the image limit, as images
+    before = prompt_tokens_total(vllm_server)
+    (text,) = captioner.caption([request])
+    assert isinstance(text, str)
+    # 6 frames of 112x112 px: 3 temporal patches x 16 tokens, plus the prompt's words.
+    assert prompt_tokens_total(vllm_server) - before >= 3 * 16 + len(request.prompt.split())

@@ -1,5 +1,6 @@
 """The `vllm` captioner on vLLM's real offline engine (CPU), with a tiny random Qwen2-VL: one `LLM.chat`
-call per batch, every request answered in order, the images inside the prompts, sampling applied."""
+call per batch, every request answered in order, the images inside the prompts, sampling applied; PIL
+images handed over without encoding, 'prefix' requests hitting the prefix cache, video input."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,8 +9,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from instvl.annotate.caption import CaptionRequest, InstanceInfo, VLLMCaptioner, render_request
+from instvl.annotate.caption import (
+    CaptionRequest,
+    InstanceInfo,
+    PromptConfig,
+    VisualPromptConfig,
+    VLLMCaptioner,
+    make_request,
+    render_request,
+)
 from instvl.testing.media import noise_frames
 
 pytestmark = pytest.mark.vllm
@@ -19,9 +29,13 @@ SAMPLING = {"max_tokens": 12, "temperature": 1.0, "top_p": 0.9, "seed": 7, "repe
 
 @pytest.fixture(scope="module")
 def captioner(vllm: ModuleType, tiny_vlm: Path) -> Iterator[VLLMCaptioner]:
-    """One engine for the module (start-up is the slow part); float32 and eager, as vLLM's CPU path wants."""
-    cfg = VLLMCaptioner.Config(model=str(tiny_vlm), dtype="float32", max_model_len=1024, enforce_eager=True,
+    """One engine for the module (start-up is the slow part); float32 and eager, as vLLM's CPU path wants.
+    Blocks of 32 tokens (the CPU default is 128), so that a few tiny images fill cacheable prefix blocks; one
+    video per prompt allowed for the video requests, which the tests build with their own prompt settings."""
+    cfg = VLLMCaptioner.Config(model=str(tiny_vlm), dtype="float32", max_model_len=2048, enforce_eager=True,
                                batch_size=64, prompts={"visual": {"max_images": 4, "max_side": 160}},
+                               engine_kwargs={"enable_prefix_caching": True, "block_size": 32,
+                                              "limit_mm_per_prompt": {"image": 4, "video": 1}},
                                **SAMPLING)
     captioner = cfg.build()
     yield captioner
@@ -31,15 +45,25 @@ def captioner(vllm: ModuleType, tiny_vlm: Path) -> Iterator[VLLMCaptioner]:
 @pytest.fixture
 def chat_calls(captioner: VLLMCaptioner, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Every `llm.chat` call of the test: its conversations, sampling parameters and RequestOutputs."""
-    calls: list[dict[str, Any]] = []
-    chat = captioner.llm.chat
+    return record(captioner, "chat", monkeypatch)
 
-    def recording_chat(messages, sampling_params=None, **kwargs):
-        outputs = chat(messages, sampling_params=sampling_params, **kwargs)
+
+@pytest.fixture
+def generate_calls(captioner: VLLMCaptioner, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every `llm.generate` call of the test (video requests): its prompts, parameters and outputs."""
+    return record(captioner, "generate", monkeypatch)
+
+
+def record(captioner: VLLMCaptioner, method: str, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+    call = getattr(captioner.llm, method)
+
+    def recording(messages, sampling_params=None, **kwargs):
+        outputs = call(messages, sampling_params=sampling_params, **kwargs)
         calls.append({"messages": messages, "params": sampling_params, "outputs": outputs})
         return outputs
 
-    monkeypatch.setattr(captioner.llm, "chat", recording_chat)
+    monkeypatch.setattr(captioner.llm, method, recording)
     return calls
 
 
@@ -141,3 +165,94 @@ def test_a_system_prompt_leads_each_conversation(captioner, chat_calls, monkeypa
     for conversation, output in zip(chat_calls[0]["messages"], chat_calls[0]["outputs"], strict=True):
         assert conversation[0] == {"role": "system", "content": "Be precise."}
         assert list(output.prompt_token_ids)[:len(system)] == system  # replaces the template's default
+
+
+def prefix_prompts(**visual: Any) -> PromptConfig:
+    return PromptConfig(visual=VisualPromptConfig(max_images=4, max_side=160, **visual))
+
+
+def prefix_clip(seed: int, prompts: PromptConfig) -> list[CaptionRequest]:
+    """A clip's entities request and two instance requests (112 px frames: 16 vision tokens each)."""
+    frames = noise_frames(5, 112, 112, seed=seed)
+    boxes = [(0.1, 0.1, 0.5, 0.6), None, (0.2, 0.1, 0.6, 0.6), (0.2, 0.2, 0.6, 0.7), None]
+    cup = InstanceInfo(1, "cup", boxes)
+    dog = InstanceInfo(2, "dog", [None, (0.5, 0.4, 0.9, 0.9), (0.5, 0.4, 0.9, 0.9), None, None])
+    return [make_request("entities", frames, prompts), make_request("instance", frames, prompts, cup, [dog]),
+            make_request("instance", frames, prompts, dog, [cup])]
+
+
+def test_prefix_mode_requests_of_a_clip_share_a_prefix_that_the_cache_reuses(captioner, chat_calls):
+    """The clip's entities request runs first (as in the pipeline); its instance requests then find the shared
+    clean frames in vLLM's prefix cache. Drawn-box requests share nothing beyond the chat preamble."""
+    tokenizer = captioner.llm.get_tokenizer()
+    vision_end = tokenizer.convert_tokens_to_ids("<|vision_end|>")
+    entities, *instances = prefix_clip(40, prefix_prompts(mode="prefix", marked_frames=1))
+    captioner.caption([entities])
+    captioner.caption(instances)
+    (first,), (second, third) = chat_calls[0]["messages"], chat_calls[1]["messages"]
+    shared = first[-1]["content"][:3]  # the three shared frames, then the entities prompt
+    assert [part["type"] for part in shared] == ["image_pil"] * 3
+    assert second[-1]["content"][:3] == shared == third[-1]["content"][:3]  # PIL images compare by pixels
+    assert second[-1]["content"][3]["type"] == "image_pil" != first[-1]["content"][3]["type"]  # marked frame
+    ids = [list(call["outputs"][i].prompt_token_ids) for call, i in [(chat_calls[0], 0), (chat_calls[1], 0),
+                                                                     (chat_calls[1], 1)]]
+    end = [i for i, token in enumerate(ids[0]) if token == vision_end][2] + 1  # through the third image
+    assert end >= 64 and ids[1][:end] == ids[0][:end] == ids[2][:end]
+    cached = [output.num_cached_tokens for output in chat_calls[1]["outputs"]]
+    assert all(32 <= hit <= end for hit in cached), (cached, end)  # whole 32-token blocks of the prefix
+    assert all(output.num_cached_tokens < 32 for output in chat_calls[0]["outputs"])  # a new clip: a miss
+
+    entities, *instances = prefix_clip(41, prefix_prompts(mode="boxes"))
+    captioner.caption([entities])
+    captioner.caption(instances)
+    assert all(output.num_cached_tokens < 32 for output in chat_calls[3]["outputs"])
+
+
+def test_pil_images_reach_the_engine_unencoded_and_answer_as_data_urls_do(captioner, chat_calls, monkeypatch):
+    requests = clip_requests(captioner, 50, 96, 64)
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("an image was encoded")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Image.Image, "save", no_encoding)
+        direct = captioner.caption(requests)
+    monkeypatch.setattr(captioner, "cfg", captioner.cfg.model_copy(update={"image_format": "png"}))
+    assert captioner.caption(requests) == direct
+    pil, urls = chat_calls
+    assert {part["type"] for conversation in pil["messages"] for part in conversation[-1]["content"]} \
+        == {"image_pil", "text"}
+    assert any(part["type"] == "image_url" for part in urls["messages"][0][-1]["content"])
+    for a, b in zip(pil["outputs"], urls["outputs"], strict=True):  # same prompts, same seeded answers
+        assert list(a.prompt_token_ids) == list(b.prompt_token_ids)
+        assert list(a.outputs[0].token_ids) == list(b.outputs[0].token_ids)
+
+
+def test_video_requests_are_answered_with_video_tokens_beside_image_requests(
+        captioner, chat_calls, generate_calls, tiny_vlm):
+    import transformers
+
+    prompts = PromptConfig(visual=VisualPromptConfig(max_images=4, max_side=160, video=True))
+    frames = noise_frames(6, 112, 84, seed=60)
+    cup = InstanceInfo(1, "cup", [(0.1, 0.1, 0.5, 0.6)] * 6)
+    requests = [make_request("global", frames, prompts), make_request("instance", frames, prompts, cup),
+                make_request("entities", frames, prompts)]
+    texts = captioner.caption(requests)
+    assert len(texts) == 3 and any(texts)
+    assert len(generate_calls) == 1 and len(chat_calls) == 1  # videos through generate, images through chat
+    assert len(generate_calls[0]["outputs"]) == 2 and len(chat_calls[0]["outputs"]) == 1
+    tokenizer = captioner.llm.get_tokenizer()
+    video_pad, image_pad = tokenizer.convert_tokens_to_ids(["<|video_pad|>", "<|image_pad|>"])
+    processor = transformers.AutoVideoProcessor.from_pretrained(tiny_vlm)
+    grid = processor(videos=[np.stack([np.asarray(im) for im in render_request(requests[0])])],
+                     return_tensors="np")["video_grid_thw"]
+    expected = int(np.prod(grid)) // processor.merge_size ** 2
+    for request, output in zip([requests[0], requests[2]], generate_calls[0]["outputs"], strict=True):
+        ids = list(output.prompt_token_ids)
+        assert ids.count(video_pad) == expected > 0 and image_pad not in ids
+        prompt_ids = tokenizer(request.prompt, add_special_tokens=False)["input_ids"]
+        assert any(ids[i:i + len(prompt_ids)] == prompt_ids for i in range(len(ids)))
+        assert output.finished and 0 < len(output.outputs[0].token_ids) <= SAMPLING["max_tokens"]
+    assert "a video clip" in requests[0].prompt
+    (instance_output,) = chat_calls[0]["outputs"]
+    assert video_pad not in instance_output.prompt_token_ids and image_pad in instance_output.prompt_token_ids

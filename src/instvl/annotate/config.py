@@ -15,6 +15,7 @@ from instvl.annotate.track import FakeTracker, TrackerConfig
 from instvl.annotate.trajectories import TrajectoryConfig
 from instvl.annotate.weights import Weights, check_weights, random_parts, weights_of
 from instvl.config import BaseConfig
+from instvl.media.encode import VideoEncoding
 from instvl.media.ingest import IngestConfig
 from instvl.qa.routing import RoutingConfig
 
@@ -39,6 +40,8 @@ class OutputConfig(BaseConfig):
     row_group_rows: int = Field(16, ge=1)
     embed_media: bool = True
     """Embed the clip (re-encoded MP4) or image bytes in each row; otherwise keep only source.uri."""
+    video: VideoEncoding = Field(default_factory=VideoEncoding)
+    """How embedded clips are encoded: quality (crf) and random access for training (keyint, bframes)."""
     split: Literal["train", "val", "test"] = "train"
     caption_cache: bool = True
     """Cache captions by (model, prompt, settings, pixels, boxes) so reruns do not re-caption."""
@@ -99,6 +102,16 @@ class EngineConfig(BaseConfig):
     """Captioner calls in flight at once; None: the captioner's `concurrency` (openai) or 1."""
     linger_s: float = Field(0.005, ge=0)
     """How long a batcher waits for more work before it launches a batch that is not full."""
+    detect_hold_s: float = Field(0.5, ge=0)
+    """Longest a keyframe waits for a full detector batch (sooner when the tracker would starve)."""
+    caption_fill: int = Field(0, ge=0)
+    """Instance-caption requests held until this many wait, then sent together (0: none held). They go
+    sooner when at most `caption_low_water` clips are ahead of the tracker, or after `caption_hold_s`."""
+    caption_low_water: int = Field(4, ge=0)
+    """Clips ahead of the tracker (detecting, tracking, or with their entities caption running) below
+    which held caption requests go."""
+    caption_hold_s: float = Field(5.0, ge=0)
+    """Longest a caption request is held for `caption_fill`."""
     tracker_sessions: int = Field(1, ge=1)
     """Clips tracked at once (one tracker session each, every object of the window in it)."""
     prefetch_keyframes: bool = True

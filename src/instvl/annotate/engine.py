@@ -36,9 +36,10 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -50,7 +51,7 @@ from instvl.annotate.detect.base import Detector
 from instvl.annotate.pipeline import Engines
 from instvl.annotate.track.base import Tracker
 from instvl.annotate.tracks import Detection, TrackedFrame, TrackSeed
-from instvl.media.fetch import Media
+from instvl.media.fetch import Media, MediaError
 from instvl.media.ingest import ClipSpec
 from instvl.media.worker import DecodeWorker, use_worker
 
@@ -126,19 +127,30 @@ class _Item(Generic[T, R]):
     key: Hashable = field(compare=False)
     arrived: float = field(compare=False)
     future: "Future[R]" = field(compare=False)
+    urgent: bool = field(default=True, compare=False)
 
 
 class Batcher(Generic[T, R]):
     """Coalesces items submitted from many threads into calls of `run(items) -> results` of up to
-    `max_batch` items, `calls` at once. A batch waits at most `linger_s` (from its oldest item) to fill;
-    items of the oldest clips go first; with `grouped`, one call holds items of one key only."""
+    `max_batch` items, `calls` at once; items of the oldest clips go first; with `grouped`, one call holds
+    items of one key only.
+
+    An urgent item goes out within `linger_s` (from the oldest urgent item) unless its batch fills first.
+    With `fill`, items submitted with `urgent=False` are held: they go out when `fill` of them wait, when
+    the oldest waited `hold_s`, when `flush()` says no more will come soon (evaluated again on `poke()`),
+    when the batcher closes, or with an urgent batch (they join it). Once held items go, every held item
+    goes (a wave), in calls of up to `max_batch`. Without `fill` every item is urgent."""
 
     def __init__(self, name: str, run: Callable[[list[T]], Sequence[R]], max_batch: int, linger_s: float,
-                 calls: int = 1, grouped: bool = False) -> None:
+                 calls: int = 1, grouped: bool = False, fill: int = 0, hold_s: float = 0.0,
+                 flush: Callable[[], bool] | None = None) -> None:
         self.name, self._run_fn, self.max_batch, self.linger_s = name, run, max(1, max_batch), linger_s
-        self.grouped = grouped
+        self.grouped, self.fill, self.hold_s, self._flush = grouped, fill, hold_s, flush
         self.stats = StageStats(name)
+        self.waves = 0  # releases of held items
+        self._in_call: dict[Hashable, int] = {}  # items released and not answered, per key
         self._waiting: list[_Item[T, R]] = []
+        self._wave = False  # held items are being released
         self._free = max(1, calls)
         self._cond = threading.Condition()
         self._closed = False
@@ -146,50 +158,77 @@ class Batcher(Generic[T, R]):
         self._thread = threading.Thread(target=self._loop, daemon=True, name=f"instvl-{name}-batcher")
         self._thread.start()
 
-    def submit(self, payload: T, key: Hashable = None) -> "Future[R]":
+    def submit(self, payload: T, key: Hashable = None, urgent: bool = True) -> "Future[R]":
         future: Future[R] = Future()
         with self._cond:
             if self._closed:
                 raise RuntimeError(f"{self.name}: the batcher is closed")
             heapq.heappush(self._waiting, _Item((_priority(), next(_tickets)), payload, key,
-                                                time.monotonic(), future))
+                                                time.monotonic(), future, urgent or not self.fill))
             self._cond.notify_all()
         return future
 
-    def map(self, payloads: Sequence[T], key: Hashable = None) -> list[R]:
-        futures = [self.submit(p, key) for p in payloads]
+    def map(self, payloads: Sequence[T], key: Hashable = None, urgent: bool = True) -> list[R]:
+        futures = [self.submit(p, key, urgent) for p in payloads]
         return [f.result() for f in futures]
+
+    def in_call(self, key: Hashable) -> int:
+        """Items submitted with `key` that are in a call (released, not answered yet)."""
+        return self._in_call.get(key, 0)
+
+    def poke(self) -> None:
+        """Something `flush()` reads has changed: look again."""
+        with self._cond:
+            self._cond.notify_all()
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
         self._thread.join()
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _eligible(self) -> list[_Item[T, R]]:
-        head = self._waiting[0]
-        items = sorted(self._waiting) if len(self._waiting) > 1 else [head]
+        items = sorted(self._waiting, key=lambda item: (not item.urgent, item.ticket))
         if self.grouped:
-            items = [item for item in items if item.key == head.key]
+            items = [item for item in items if item.key == items[0].key]
         return items[: self.max_batch]
+
+    def _due(self) -> tuple[float, bool]:
+        """(seconds until a batch should go, 0: now; whether the held items go as a wave)."""
+        now = time.monotonic()
+        urgent = [item.arrived for item in self._waiting if item.urgent]
+        held = [item.arrived for item in self._waiting if not item.urgent]
+        if held and (self._closed or self._wave or len(held) >= self.fill or
+                     min(held) + self.hold_s <= now or (self._flush is not None and self._flush())):
+            return 0.0, True
+        if not urgent:
+            return (min(held) + self.hold_s - now if held else float("inf")), False
+        if self._closed or len(urgent) >= self.max_batch:
+            return 0.0, False
+        wait = min(urgent) + self.linger_s - now
+        return max(0.0, min(wait, min(held) + self.hold_s - now) if held else wait), False
 
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._closed and (not self._waiting or not self._free):
-                    self._cond.wait()
-                if not self._waiting:
-                    return  # closed and drained
-                while not self._closed:  # linger until the batch is full or its oldest item waited enough
-                    left = self._waiting[0].arrived + self.linger_s - time.monotonic()
-                    if left <= 0 or len(self._eligible()) >= self.max_batch:
+                while True:
+                    if self._closed and not self._waiting:
+                        return  # closed and drained
+                    wait, wave = self._due() if self._waiting and self._free else (float("inf"), False)
+                    if wait <= 0:
                         break
-                    self._cond.wait(min(left, self.linger_s))
-                batch = self._eligible()
+                    self._cond.wait(None if wait == float("inf") else wait)
+                batch = self._eligible()  # urgent items first; held ones fill the rest of the batch
+                for item in batch:
+                    self._in_call[item.key] = self._in_call.get(item.key, 0) + 1
                 taken = {id(item) for item in batch}
                 self._waiting = [item for item in self._waiting if id(item) not in taken]
                 heapq.heapify(self._waiting)
+                if wave and not self._wave:
+                    self.waves += 1
+                # a wave goes on until no held item is left
+                self._wave = wave and any(not item.urgent for item in self._waiting)
                 self._free -= 1
             self._pool.submit(self._run, batch)
 
@@ -199,6 +238,8 @@ class Batcher(Generic[T, R]):
         finally:
             with self._cond:
                 self._free += 1
+                for item in batch:
+                    self._in_call[item.key] -= 1
                 self._cond.notify_all()
 
     def _call(self, batch: list[_Item[T, R]]) -> None:
@@ -281,8 +322,9 @@ class ClipDetector:
     asked for, and a `detect` call on a frame already queued waits for that answer instead."""
 
     def __init__(self, batcher: "Batcher[tuple[np.ndarray, tuple[str, ...]], list[Detection]]",
-                 frames: np.ndarray, keyframes: Sequence[int], grouped: bool) -> None:
-        self._batcher, self._frames, self._grouped = batcher, frames, grouped
+                 frames: np.ndarray, keyframes: Sequence[int], grouped: bool,
+                 blocked: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
+        self._batcher, self._frames, self._grouped, self._blocked = batcher, frames, grouped, blocked
         self._keyframes = list(keyframes)
         self._index = {_address(frames[k]): k for k in range(len(frames))}
         self._queued: dict[tuple[int, tuple[str, ...]], Future[list[Detection]]] = {}
@@ -300,17 +342,24 @@ class ClipDetector:
                 frame.shape == self._frames.shape[1:] else None
             queued = self._queued.pop((k, key), None) if k is not None else None
             futures.append(queued or self._submit(frame, key))
-        return [f.result() for f in futures]
+        with self._blocked():
+            return [f.result() for f in futures]
 
     def _submit(self, frame: np.ndarray, key: tuple[str, ...]) -> "Future[list[Detection]]":
-        return self._batcher.submit((frame, key), key if self._grouped else None)
+        # held: the detector waits for a full batch unless the tracker would starve (see StreamEngine)
+        return self._batcher.submit((frame, key), key if self._grouped else None, urgent=False)
 
 
 class PooledCaptioner:
-    """The shared captioner: requests of many clips coalesced into large calls of the inner captioner."""
+    """The shared captioner: requests of many clips coalesced into large calls of the inner captioner.
 
-    def __init__(self, inner: Captioner, batcher: "Batcher[CaptionRequest, str]") -> None:
-        self.inner, self.batcher = inner, batcher
+    Instance captions end a clip and gate nothing, so they are held (the batcher's `fill`) and go out in
+    waves; the engine's `flush` releases a wave early when the tracker runs low on clips. Entity and
+    global captions gate detection and go out at once (held ones fill the rest of their call)."""
+
+    def __init__(self, inner: Captioner, batcher: "Batcher[CaptionRequest, str]",
+                 blocked: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
+        self.inner, self.batcher, self._blocked = inner, batcher, blocked
         self.model_id = inner.model_id
 
     def request(self, kind: RequestKind, frames: Sequence[np.ndarray], instance: InstanceInfo | None = None,
@@ -321,7 +370,9 @@ class PooledCaptioner:
         return self.inner.key(request)
 
     def caption(self, requests: Sequence[CaptionRequest]) -> list[str]:
-        return self.batcher.map(list(requests))
+        futures = [self.batcher.submit(r, key=r.kind, urgent=r.kind != "instance") for r in requests]
+        with self._blocked():
+            return [f.result() for f in futures]
 
 
 @dataclass
@@ -359,18 +410,75 @@ def _setting(obj: Any, name: str) -> Any:
     return None
 
 
+# Run in a new decode process so that the first clip does not pay for the imports.
+_WARM_UP = """
+import instvl.media.decode
+try:
+    import decord
+except ImportError:
+    pass
+"""
+
+
+class DecodePool:
+    """`workers` crash-isolated decode processes (`media.worker`), each driven by a thread of its own.
+
+    The processes start at once, in the background, so that their start-up (a fresh interpreter that
+    imports the caller's `__main__` and the decoders) overlaps model loading and probing instead of
+    delaying the first clip."""
+
+    def __init__(self, workers: int) -> None:
+        self.stats = StageStats("decode")
+        self._workers = [DecodeWorker() for _ in range(max(1, workers))]
+        self._idle: queue.SimpleQueue[DecodeWorker] = queue.SimpleQueue()
+        self._pool = ThreadPoolExecutor(len(self._workers), thread_name_prefix="instvl-decode")
+        for worker in self._workers:
+            self._pool.submit(self._start, worker)
+
+    def _start(self, worker: DecodeWorker) -> None:
+        try:
+            worker.call(exec, _WARM_UP, uri="(decode worker start-up)")
+        except MediaError as err:  # the first decode restarts it and reports its own error
+            log.warning("a decode worker did not start: %s", err)
+        finally:
+            self._idle.put(worker)
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> "Future[T]":
+        """`fn(*args)` in a decode thread, with that thread's `media.worker` set to a free process."""
+        return self._pool.submit(self._run, fn, *args)
+
+    def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        worker = self._idle.get()
+        self.stats.begin(1)
+        try:
+            with use_worker(worker):
+                return fn(*args)
+        finally:
+            self.stats.end(1)
+            self._idle.put(worker)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for worker in self._workers:
+            worker.close()
+
+
 class StreamEngine:
     """The shared model front-ends of one unit and the bounded, ordered clip stream (see module doc)."""
 
-    def __init__(self, engines: Engines, cfg: AnnotateConfig) -> None:
+    def __init__(self, engines: Engines, cfg: AnnotateConfig, decoders: DecodePool | None = None) -> None:
         self.engines, self.cfg = engines, cfg
         ec: EngineConfig = cfg.engine
         self.settings = ec
+        self._lock = threading.Lock()
+        self._active = 0  # clips decoded and being annotated
+        self._waiting = {"detect": 0, "caption": 0}  # of those, clips waiting on a shared model
         detector = engines.detector
         self._mixed = callable(getattr(detector, "detect_many", None))
         detect_batch = ec.detect_batch or _setting(detector, "batch_size") or 8
         self.detector = Batcher("detect", self._detect_batch, detect_batch, ec.linger_s,
-                                grouped=not self._mixed)
+                                grouped=not self._mixed, fill=detect_batch, hold_s=ec.detect_hold_s,
+                                flush=self._detector_needed)
         self.tracker = GatedTracker(engines.tracker, _Gate("track", ec.tracker_sessions))
         concurrency = _setting(engines.captioner, "concurrency")
         if concurrency:  # a server batches by itself: keep `concurrency` single requests in flight
@@ -379,13 +487,45 @@ class StreamEngine:
             caption_batch = ec.caption_batch or _setting(engines.captioner, "batch_size") or 8
             caption_calls = ec.caption_calls or 1
         self.caption_pool = Batcher("caption", engines.captioner.caption, caption_batch, ec.linger_s,
-                                    calls=caption_calls)
-        self.captioner = PooledCaptioner(engines.captioner, self.caption_pool)
-        self.decode_stats = StageStats("decode")
-        self._decode_pool = ThreadPoolExecutor(ec.decode_workers, thread_name_prefix="instvl-decode")
+                                    calls=caption_calls, fill=ec.caption_fill, hold_s=ec.caption_hold_s,
+                                    flush=self._captions_needed)
+        self.captioner = PooledCaptioner(engines.captioner, self.caption_pool, partial(self._wait, "caption"))
+        self._own_decoders = decoders is None
+        self.decoders = decoders or DecodePool(ec.decode_workers)
+        self.decode_stats = self.decoders.stats
         self._clip_pool = ThreadPoolExecutor(ec.clips_in_flight, thread_name_prefix="instvl-clip")
-        self._workers: dict[int, DecodeWorker] = {}
-        self._workers_lock = threading.Lock()
+
+    # -- when held work must go ---------------------------------------------------------------------
+    def _ahead(self) -> int:
+        """Clips the tracker has or will soon have: waiting on the detector or in the trajectory builder,
+        plus those whose entity (or global) caption is in a captioner call."""
+        pool = self.caption_pool
+        return self._active - self._waiting["caption"] + pool.in_call("entities") + pool.in_call("global")
+
+    def _captions_needed(self) -> bool:
+        """Held captions go when the tracker runs low (`caption_low_water` clips ahead of it)."""
+        return self._ahead() <= self.settings.caption_low_water
+
+    def _detector_needed(self) -> bool:
+        """Held keyframes go when at most `tracker_sessions` clips are in the builder (the tracker would
+        starve waiting for a full detector batch)."""
+        busy = self._active - self._waiting["caption"] - self._waiting["detect"]
+        return busy <= self.settings.tracker_sessions
+
+    def _changed(self) -> None:
+        self.caption_pool.poke()
+        self.detector.poke()
+
+    @contextmanager
+    def _wait(self, stage: str) -> Iterator[None]:
+        with self._lock:
+            self._waiting[stage] += 1
+        self._changed()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waiting[stage] -= 1
 
     # -- models -------------------------------------------------------------------------------------
     def _detect_batch(self, items: list[tuple[np.ndarray, tuple[str, ...]]]) -> list[list[Detection]]:
@@ -399,7 +539,8 @@ class StreamEngine:
         """Engines for one clip: the shared front-ends and a trajectory builder of its own."""
         keys = keyframes(len(frames), self.cfg.trajectories.redetect_every) if \
             self.settings.prefetch_keyframes else []
-        detector: Detector = ClipDetector(self.detector, frames, keys, grouped=not self._mixed)
+        detector: Detector = ClipDetector(self.detector, frames, keys, grouped=not self._mixed,
+                                          blocked=partial(self._wait, "detect"))
         tracker: Tracker = self.tracker
         return replace(self.engines, detector=detector, tracker=tracker, captioner=self.captioner,
                        builder=self.cfg.trajectories.build(detector, tracker))
@@ -426,7 +567,7 @@ class StreamEngine:
                         while not window.acquire(timeout=0.1):
                             if stop.is_set():
                                 return
-                        decoded = self._decode_pool.submit(self._decode, decode, event)
+                        decoded = self.decoders.submit(decode, event)
                         result = self._clip_pool.submit(self._annotate, annotate, event, decoded)
                         ordered.put((event, result))
                     else:
@@ -459,33 +600,26 @@ class StreamEngine:
             stop.set()
             feeder.join()
 
-    def _decode(self, decode: Callable[[ClipJob], T], job: ClipJob) -> T:
-        ident = threading.get_ident()
-        with self._workers_lock:
-            worker = self._workers.setdefault(ident, DecodeWorker())
-        self.decode_stats.begin(1)
-        try:
-            with use_worker(worker):
-                return decode(job)
-        finally:
-            self.decode_stats.end(1)
-
     def _annotate(self, annotate: Callable[[ClipJob, "Future[T]"], R], job: ClipJob,
                   decoded: "Future[T]") -> R:
         _local.seq = job.seq
+        wait([decoded])  # a clip waiting on its frames holds back no held batch
+        with self._lock:
+            self._active += 1
         try:
             return annotate(job, decoded)
         finally:
             _local.seq = 0
+            with self._lock:
+                self._active -= 1
+            self._changed()
 
     def close(self) -> None:
         self._clip_pool.shutdown(wait=True, cancel_futures=True)
-        self._decode_pool.shutdown(wait=True, cancel_futures=True)
+        if self._own_decoders:
+            self.decoders.close()
         self.detector.close()
         self.caption_pool.close()
-        for worker in self._workers.values():
-            worker.close()
-        self._workers.clear()
 
     def __enter__(self) -> "StreamEngine":
         return self

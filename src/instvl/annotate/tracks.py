@@ -29,13 +29,16 @@ class Detection:
 @dataclass(slots=True)
 class TrackSeed:
     """A prompt for the tracker: object `obj_id` is at `box_xyxy` on the first frame of a window; `mask`
-    (frame resolution), when given, is the sharper prompt for trackers that accept masks."""
+    (frame resolution), when given, is the sharper prompt for trackers that accept masks; `velocity`,
+    when known, is how the box centre moved per frame before (normalised dx, dy), for trackers that
+    predict motion (a model tracker such as SAM2 ignores it)."""
 
     obj_id: int
     box_xyxy: Box
     phrase: str = ""
     score: float = 1.0
     mask: np.ndarray | None = None
+    velocity: tuple[float, float] | None = None
 
 
 @dataclass(slots=True)

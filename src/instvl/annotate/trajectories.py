@@ -51,9 +51,11 @@ from instvl.annotate.tracks import Detection, TrackedFrame, TrackedObject, Track
 from instvl.config import BaseConfig
 from instvl.datasets.records import FrameSpace, Instance, Trajectory
 from instvl.deps import require
-from instvl.geometry import Box, as_box, box_iou, clip_boxes
+from instvl.geometry import Box, as_box, box_iou, clip_boxes, to_pixels
 
 log = logging.getLogger(__name__)
+import os
+REVIVE_ACTIVE = bool(int(os.environ.get("RA", "1")))
 
 
 class TrajectoryConfig(BaseConfig):
@@ -86,6 +88,15 @@ class TrajectoryConfig(BaseConfig):
     """Detections scored below this confirm tracks but start none."""
     backfill: bool = False
     """Track objects born at a keyframe backwards through the previous window."""
+    seed_velocity: bool = True
+    """Tell the tracker each continuing track's recent velocity (`TrackSeed.velocity`)."""
+    revive_similarity: float = 0.7
+    """A detection no box matched revives a lost or unconfirmed track whose appearance (colour
+    histogram of its confirming detections) it matches at least this much (0: no revival by looks)."""
+    revive_distance: float = 2.0
+    """... within this many of the track's box sizes of its last confirmed box or its motion guess."""
+    look_update: float = 0.3
+    """Weight of each new confirming detection in a track's running appearance."""
     max_missed: int = 8
     """Consecutive frames a track may be lost (occluded, undetected) before it ends."""
     min_score: float = 0.0
@@ -135,6 +146,7 @@ class _LiveTrack:
     det_scores: list[tuple[int, float]] = field(default_factory=list)  # (keyframe, confirming score or 0)
     votes: dict[str, float] = field(default_factory=dict)  # label -> summed detector confidence
     frame_scores: dict[int, float] = field(default_factory=dict)  # keyframe -> detector confidence
+    look: np.ndarray | None = None  # appearance (`appearance`) of its confirming detections, averaged
 
     @property
     def trajectory(self) -> Trajectory:
@@ -149,6 +161,18 @@ class _LiveTrack:
         box = boxes[-1] + velocity * gap
         centre, half = (box[:2] + box[2:]) / 2, (box[2:] - box[:2]) / 2 * (1 + growth * gap)
         return as_box(clip_boxes(np.concatenate([centre - half, centre + half]))[0])
+
+    def velocity(self, keyframe: int) -> tuple[float, float] | None:
+        """Per-frame motion of the box centre over the track's recent frames up to `keyframe` (None
+        before the track has two)."""
+        frames, boxes = self.recent()
+        keep = frames <= keyframe
+        frames, boxes = frames[keep], boxes[keep]
+        if len(frames) < 2:
+            return None
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        dx, dy = (centres[-1] - centres[0]) / (frames[-1] - frames[0])
+        return float(dx), float(dy)
 
     def recent(self, history: int = 4, confirmed: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Frame indices and boxes of the last `history` + 1 frames seen (the birth box before any);
@@ -188,7 +212,7 @@ class TrajectoryBuilder:
         self._next_id = 0
         self._previous: list[np.ndarray] = []
         self.stats = {"frames": 0, "windows": 0, "detections": 0, "tracks_started": 0, "tracks_dropped": 0,
-                      "frames_dropped": 0, "duplicates_lost": 0, "backfilled": 0}
+                      "frames_dropped": 0, "duplicates_lost": 0, "backfilled": 0, "revived": 0}
         window: list[np.ndarray] = []
         start = 0
         for index, frame in enumerate(frames):
@@ -206,7 +230,7 @@ class TrajectoryBuilder:
         self._last_keyframe = start
         detections = self.detector.detect(window[:1], phrases)[0]
         self.stats["detections"] += len(detections)
-        seeds, born = self._seeds(detections, start)
+        seeds, born = self._seeds(detections, start, window[0])
         if born and self.config.backfill and self._previous:
             self._backfill(born, seeds, start)
         tracked = self.tracker.track(np.stack(window), seeds) if seeds else \
@@ -226,19 +250,24 @@ class TrajectoryBuilder:
         voted = max(live.votes, key=live.votes.__getitem__) if live.votes else live.instance.phrase
         return self._label(voted)
 
-    def _seeds(self, detections: list[Detection],
-               keyframe: int) -> tuple[list[TrackSeed], list[_LiveTrack]]:
+    def _seeds(self, detections: list[Detection], keyframe: int,
+               image: np.ndarray) -> tuple[list[TrackSeed], list[_LiveTrack]]:
         """Match detections to live tracks, confirm, suspend or re-prompt each track, and start new ones;
         the tracker prompts for this keyframe and the tracks born on it."""
         cfg = self.config
         detections = sorted(detections, key=lambda d: -d.score)
+        looks = [appearance(image, d.box_xyxy) for d in detections]
         matches, via_tracker = self._associate(detections, keyframe)
+        matches.update(self._revive(detections, looks, matches, keyframe))
         seeds: list[TrackSeed] = []
         confirmed: list[tuple[_LiveTrack, TrackSeed]] = []
         for d, live in matches.items():
             det = detections[d]
-            self._confirm(live, det, keyframe, via_tracker[d])
-            seed = TrackSeed(live.instance.instance_id, det.box_xyxy, det.phrase, det.score)
+            self._confirm(live, det, keyframe, via_tracker.get(d, False))
+            live.look = looks[d] if live.look is None else (1 - cfg.look_update) * live.look + \
+                cfg.look_update * looks[d]
+            seed = TrackSeed(live.instance.instance_id, det.box_xyxy, det.phrase, det.score,
+                             velocity=live.velocity(keyframe) if cfg.seed_velocity else None)
             seeds.append(seed)
             confirmed.append((live, seed))
         matched = {id(live) for live in matches.values()}
@@ -261,7 +290,7 @@ class TrajectoryBuilder:
                 self._suspend(live, drop=True)
                 continue
             seed = TrackSeed(live.instance.instance_id, live.pending, live.instance.phrase, live.det_score,
-                             live.pending_mask)
+                             live.pending_mask, live.velocity(keyframe) if cfg.seed_velocity else None)
             seeds.append(seed)
             confirmed.append((live, seed))
         for live in self._live:
@@ -273,6 +302,7 @@ class TrajectoryBuilder:
                 continue
             if not self._duplicate(det, seeds):
                 seed, live = self._start_track(det, keyframe)
+                live.look = looks[d]
                 seeds.append(seed)
                 born.append(live)
         return seeds[: cfg.max_tracks], born
@@ -297,13 +327,48 @@ class TrajectoryBuilder:
         same = np.array([[self._label(d.phrase) == self._track_label(live) for live in self._live]
                          for d in detections])
         score = np.where(same, score, 0.0 if cfg.class_aware else score - cfg.label_penalty)
-        rows, cols = optimize.linear_sum_assignment(-score)
+        # Pairs below the threshold cannot match, so they must not steer the assignment either.
+        rows, cols = optimize.linear_sum_assignment(-np.where(score >= cfg.match_iou, score, 0.0))
         matches, via = {}, {}
         for r, c in zip(rows, cols, strict=True):
             if score[r, c] >= cfg.match_iou:
                 matches[int(r)] = self._live[c]
                 via[int(r)] = bool(tracker[r, c] >= cfg.match_iou)
         return matches, via
+
+    def _revive(self, detections: list[Detection], looks: list[np.ndarray], matches: dict[int, _LiveTrack],
+                keyframe: int) -> dict[int, _LiveTrack]:
+        """Second chance for detections the boxes matched to no track: a track that is lost, or that the
+        detector has not confirmed since the last keyframe (its tracker may have slid onto a lookalike),
+        takes a detection that looks like it (`revive_similarity`) within `revive_distance` of where it
+        was last confirmed or is expected; Hungarian on appearance. This re-finds an object that came
+        back out of an occlusion or into the frame somewhere its straight-line motion did not predict."""
+        cfg = self.config
+        taken = {id(live) for live in matches.values()}
+        tracks = [live for live in self._live if id(live) not in taken and live.look is not None
+                  and (not live.active or (REVIVE_ACTIVE and live.unconfirmed > 0))]
+        free = [d for d in range(len(detections)) if d not in matches and detections[d].score >= cfg.birth_score]
+        if not cfg.revive_similarity or not tracks or not free:
+            return {}
+        optimize = require("scipy.optimize", "annotate")
+        similarity = np.zeros((len(free), len(tracks)))
+        for j, live in enumerate(tracks):
+            last = np.asarray(live.last_box, float)
+            size = max(last[2] - last[0], last[3] - last[1], 1e-6)
+            anchors = np.array([last, live.predicted_box(keyframe, 0.0, confirmed=True)])
+            anchor_centres = (anchors[:, :2] + anchors[:, 2:]) / 2
+            for i, d in enumerate(free):
+                box = np.asarray(detections[d].box_xyxy, float)
+                centre = (box[:2] + box[2:]) / 2
+                distance = np.linalg.norm(anchor_centres - centre, axis=1).min() / size
+                if distance <= cfg.revive_distance:
+                    similarity[i, j] = look_similarity(looks[d], live.look)
+        rows, cols = optimize.linear_sum_assignment(-np.where(similarity >= cfg.revive_similarity,
+                                                              similarity, 0.0))
+        revived = {free[r]: tracks[c] for r, c in zip(rows, cols, strict=True)
+                   if similarity[r, c] >= cfg.revive_similarity}
+        self.stats["revived"] += len(revived)
+        return revived
 
     def _confirm(self, live: _LiveTrack, det: Detection, keyframe: int, via_tracker: bool) -> None:
         """A detection matched the track: its tentative frames count unless the tracker, still reporting
@@ -467,6 +532,20 @@ def _stored(trajectory: Trajectory, store: Sequence[int]) -> Trajectory:
                       score=[trajectory.score[i] for i in keep],
                       mask_rle=[trajectory.mask_rle[i] for i in keep] if trajectory.mask_rle else [],
                       space=FrameSpace.SAMPLED)
+
+
+def appearance(frame: np.ndarray, box: Box, bins: int = 8) -> np.ndarray:
+    """A normalised joint RGB histogram (bins^3) of the box's pixels on `frame`."""
+    height, width = frame.shape[:2]
+    x0, y0, x1, y1 = to_pixels(box, width, height)
+    crop = frame[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)].reshape(-1, 3).astype(np.int64) * bins // 256
+    counts = np.bincount((crop[:, 0] * bins + crop[:, 1]) * bins + crop[:, 2], minlength=bins ** 3)
+    return counts / max(counts.sum(), 1)
+
+
+def look_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Bhattacharyya coefficient of two appearance histograms: 1 for the same colours, 0 for disjoint."""
+    return float(np.sqrt(a * b).sum())
 
 
 def encode_rle(mask: np.ndarray) -> str:

@@ -35,7 +35,7 @@ from typing import TypeVar
 from instvl.annotate.caption.base import Captioner
 from instvl.annotate.caption_cache import CachedCaptioner, CaptionCache
 from instvl.annotate.config import AnnotateConfig
-from instvl.annotate.engine import ClipJob, MemoryBudget, StreamEngine, plan_memory
+from instvl.annotate.engine import ClipJob, DecodePool, MemoryBudget, StreamEngine, plan_memory
 from instvl.annotate.pipeline import Engines, annotate_sample
 from instvl.annotate.plan import Unit, require_plan
 from instvl.annotate.progress import clear_progress, write_progress
@@ -121,12 +121,14 @@ def run_unit(cfg: AnnotateConfig, unit_id: str) -> UnitStats:
         return UnitStats.read(layout.stats_path(root, unit_id))
     unit = require_plan(root).unit(unit_id)
     log.info("%s: annotating %d files", unit_id, len(unit.sources))
-    engines = engines_for(cfg)
+    # the decode processes start while the models load
+    decoders = DecodePool(cfg.engine.decode_workers) if cfg.engine.mode == "stream" else None
     try:
+        engines = engines_for(cfg)
         with UnitWriter(root, unit_id, config=cfg, target_shard_bytes=cfg.out.target_shard_bytes,
                         row_group_rows=cfg.out.row_group_rows, sources=len(unit.sources)) as writer, \
                 tempfile.TemporaryDirectory(prefix="instvl-unit-") as scratch:
-            for event in _results(_clip_jobs(unit, cfg, Path(scratch)), engines, cfg):
+            for event in _results(_clip_jobs(unit, cfg, Path(scratch)), engines, cfg, decoders):
                 if isinstance(event, _SourceDone):
                     if event.spilled is not None:
                         event.spilled.unlink(missing_ok=True)
@@ -137,6 +139,8 @@ def run_unit(cfg: AnnotateConfig, unit_id: str) -> UnitStats:
                     writer.write(event)
     finally:
         clear_progress(root, unit_id)
+        if decoders is not None:
+            decoders.close()
     assert writer.stats is not None  # set when the with block ends without an exception
     return writer.stats
 
@@ -290,7 +294,7 @@ def _decode(job: ClipJob, cfg: AnnotateConfig) -> _Decoded:
     if isinstance(decoded, Failure) or not cfg.out.embed_media:
         return decoded, None
     try:
-        return decoded, clip_media(job.spec, cfg.ingest, job.media)
+        return decoded, clip_media(job.spec, cfg.ingest, job.media, video=cfg.out.video)
     except Exception as err:
         return decoded, err
 
@@ -322,8 +326,8 @@ def _annotate_clip(job: ClipJob, decoded: Callable[[], _Decoded], engines: Calla
     return sample
 
 
-def _results(jobs: Iterator[ClipJob | Quarantine | _SourceDone], engines: Engines,
-             cfg: AnnotateConfig) -> Iterator[Sample | Quarantine | _SourceDone]:
+def _results(jobs: Iterator[ClipJob | Quarantine | _SourceDone], engines: Engines, cfg: AnnotateConfig,
+             decoders: DecodePool | None = None) -> Iterator[Sample | Quarantine | _SourceDone]:
     """Rows, quarantines and file markers in input order, from the serial path or the stream engine."""
     if cfg.engine.mode == "serial":
         for job in jobs:
@@ -333,7 +337,7 @@ def _results(jobs: Iterator[ClipJob | Quarantine | _SourceDone], engines: Engine
                 yield job
         return
     started = time.perf_counter()
-    with StreamEngine(engines, cfg) as stream:
+    with StreamEngine(engines, cfg, decoders) as stream:
         def annotate(job: ClipJob, decoded: Future[_Decoded]) -> Sample | Quarantine:
             return _annotate_clip(job, decoded.result, lambda clip: stream.clip_engines(clip.frames), cfg)
 

@@ -2,7 +2,7 @@
 
     media = fetch_media(spec.uri)                                    # once per file, shared by its clips
     clip = sample_frames(spec, media, num=16, max_short_side=480)    # DecodedClip: (T, H, W, 3) uint8
-    data, media_format = clip_media(spec, cfg, media)                # H.264 MP4 of the span, or the image
+    data, media_format = clip_media(spec, cfg, media, video=out.video)  # H.264 MP4 of the span, or the image
 """
 
 import logging
@@ -20,7 +20,7 @@ from instvl.media.decode import (
     resize_frame,
     scaled_size,
 )
-from instvl.media.encode import encode_image, encode_mp4
+from instvl.media.encode import VideoEncoding, encode_image
 from instvl.media.fetch import Media, MediaError, read_bytes, read_head
 from instvl.media.ingest import ClipSpec, Failure, IngestConfig
 from instvl.media.probe import sniff_format
@@ -82,17 +82,20 @@ def decode_clip(spec: ClipSpec, cfg: IngestConfig, media: Media) -> DecodedClip 
         return Failure(spec.uri, "decode", err.reason)
 
 
-def clip_media(spec: ClipSpec, cfg: IngestConfig, media: Media) -> tuple[bytes, str]:
+def clip_media(spec: ClipSpec, cfg: IngestConfig, media: Media, *,
+               video: VideoEncoding | None = None) -> tuple[bytes, str]:
     """Bytes to embed in the shard row and their format: the clip re-encoded as MP4, or the image.
 
-    Images keep their original bytes when already JPEG/PNG/WebP, small enough and upright; others are
-    re-encoded (upright, without orientation metadata). Raises MediaError on unreadable input.
+    A clip is encoded with `video` (the annotate config's `out.video`; None: its defaults, short GOPs so
+    the trainer reaches any frame cheaply). Images keep their original bytes when already JPEG/PNG/WebP,
+    small enough and upright; others are re-encoded (upright, without orientation metadata). Raises
+    MediaError on unreadable input.
     """
     if spec.media_type == "image":
         return _image_media(media, spec, cfg.max_short_side)
     frames = _span_frames(media, spec, cfg.max_short_side)
     try:
-        return encode_mp4(frames, spec.fps or 30.0, crf=cfg.crf), "mp4"
+        return (video or VideoEncoding()).encode(frames, spec.fps or 30.0), "mp4"
     except ValueError as err:
         raise MediaError(spec.uri, f"no frames in [{spec.start_frame}, {spec.end_frame}): {err}",
                          stage="decode") from err

@@ -249,29 +249,85 @@ class _Untimed(Exception):
 
 def _sparse(stream: Any, packets: Iterable[tuple[Any, int | None]], wanted: Collection[int],
             index_of: Any = None) -> Iterator[tuple[int, Any]]:
-    """Frames decoded from (packet, index) pairs; a non-reference frame outside `wanted` is skipped.
+    """Frames decoded from (packet, index) pairs; frames no wanted frame needs are not decoded.
 
-    The decoder's skip_frame is switched per packet: NONREF drops a frame only when no other frame is
-    predicted from it (H.264/HEVC nal_ref_idc, MPEG B-frames), so the frames that are decoded are
-    bit-exact; a decoder that ignores the setting decodes everything. Frames are indexed by their pts:
-    through the packets' indices (rank of pts) or `index_of(pts)` after a seek.
+    A packet is held back until a wanted packet follows it in the same GOP (decode order: every frame
+    is predicted only from frames decoded before it), and dropped when the next keyframe comes first,
+    so a GOP is decoded only up to its last wanted frame and a GOP without one not at all. An open GOP's
+    leading pictures (shown before their keyframe, predicted from the previous GOP) bring the held-back
+    tail of that GOP with them when one of them is wanted. Among the packets that are decoded, the
+    decoder's skip_frame is switched per packet: NONREF drops a frame only when no other frame is
+    predicted from it (H.264/HEVC nal_ref_idc, MPEG B-frames). Every decoded frame is bit-exact; a
+    decoder that ignores skip_frame decodes more. Frames are indexed by their pts: through the packets'
+    indices (rank of pts) or `index_of(pts)` after a seek.
     """
     codec = stream.codec_context
     index_by_pts: dict[int, int] = {}
-    skipping = False
+    skipping = started = dropped = False  # dropped: packets were left out since the last one decoded
+    held: list[tuple[Any, int | None]] = []  # this GOP's packets since its last wanted one
+    previous: list[tuple[Any, int | None]] = []  # the previous GOP's tail, for open-GOP leading pictures
+    keyframe_index: int | None = None
+    waiting = False  # the keyframe is wanted: whether its leading pictures need `previous` is not known yet
+    remaining = set(wanted)  # wanted frames not yet sent to the decoder
+
+    def send(batch: list[tuple[Any, int | None]]) -> Iterator[tuple[int, Any]]:
+        nonlocal skipping, started, dropped
+        if dropped and started:
+            # as after a seek: take the frames the decoder holds, then restart it at the keyframe
+            # (a non-IDR keyframe does not reset H.264's picture order count and frame numbers)
+            for frame in codec.decode(None):
+                yield _frame_index(frame, index_by_pts, index_of), frame
+            codec.flush_buffers()
+        dropped = False
+        for fed, fed_index in batch:
+            skip = fed_index is not None and fed_index not in wanted
+            if skip != skipping:
+                codec.skip_frame, skipping = ("NONREF" if skip else "DEFAULT"), skip
+            remaining.discard(fed_index)
+            started = True
+            for frame in codec.decode(fed):
+                yield _frame_index(frame, index_by_pts, index_of), frame
+
     for packet, index in packets:
         if index is not None and packet.pts is not None:
             index_by_pts[packet.pts] = index
-        skip = index is not None and index not in wanted
-        if skip != skipping:
-            codec.skip_frame, skipping = ("NONREF" if skip else "DEFAULT"), skip
-        for frame in codec.decode(packet):
-            if index_of is not None:
-                yield index_of(frame.pts), frame
-            elif frame.pts in index_by_pts:
-                yield index_by_pts[frame.pts], frame
-            else:
-                raise _Untimed("a frame without a known timestamp")
+        if packet.size and packet.pts is None:
+            raise _Untimed("a packet without a timestamp")
+        leading = bool(packet.size) and not packet.is_keyframe and keyframe_index is not None and \
+            index is not None and index < keyframe_index
+        if waiting and not leading:  # the keyframe's leading pictures are over, none of them wanted
+            dropped, previous, waiting = dropped or bool(previous), [], False
+            yield from send(held)
+            held = []
+        if packet.is_keyframe:
+            dropped |= bool(previous)
+            previous, held, keyframe_index = held, [], index
+        if not packet.size:  # the flush packet: the stream ended
+            yield from send([(packet, index)])
+            return
+        held.append((packet, index))
+        if index is None or index not in wanted:
+            continue
+        if leading:
+            batch, previous, held, waiting = [*previous, *held], [], [], False
+        elif previous and packet.is_keyframe:
+            waiting = True
+            continue
+        else:
+            batch, dropped, previous, held = held, dropped or bool(previous), [], []
+        yield from send(batch)
+        if not remaining:  # drain the frames the decoder still holds rather than demux to the end
+            for frame in codec.decode(None):
+                yield _frame_index(frame, index_by_pts, index_of), frame
+            return
+
+
+def _frame_index(frame: Any, index_by_pts: dict[int, int], index_of: Any) -> int:
+    if index_of is not None:
+        return int(index_of(frame.pts))
+    if frame.pts in index_by_pts:
+        return index_by_pts[frame.pts]
+    raise _Untimed("a frame without a known timestamp")
 
 
 def pyav_frames(media: Media, uri: str, indices: Sequence[int], max_short_side: int | None = None,

@@ -1,6 +1,8 @@
 """Encode RGB frames for a shard row or a render: H.264 MP4 (faststart) or a still image.
 
     data = encode_mp4(frames, fps=8.0)          # (T, H, W, 3) uint8 frames -> MP4 bytes
+    data = encode_mp4(frames, 30.0, keyint=32, bframes=3)   # random access for the trainer
+    data = VideoEncoding().encode(frames, 30.0)  # a shard row's clip, with the config's settings
     data = encode_image(frame, "jpeg")          # (H, W, 3) uint8 -> JPEG bytes (no EXIF: upright as given)
 """
 
@@ -11,6 +13,33 @@ from collections.abc import Iterable
 from fractions import Fraction
 
 import numpy as np
+from pydantic import Field
+
+from instvl.config import BaseConfig
+
+
+class VideoEncoding(BaseConfig):
+    """How a clip is stored in a shard row (H.264 MP4): quality, and how cheaply the trainer reaches a frame.
+
+    The trainer decodes a few frames per clip (16 of ~300), and a frame costs the decoding of every
+    reference frame between the keyframe before it and itself. Short GOPs with non-reference B-frames
+    make that chain short; they cost file size (`docs/BENCHMARKS.md`, loader section, has the figures).
+    """
+
+    crf: int = Field(23, ge=0, le=51)
+    """libx264 quality (lower is better and larger)."""
+    preset: str = "veryfast"
+    """libx264 speed preset: slower presets are smaller at the same quality but take longer to encode."""
+    keyint: int | None = Field(32, ge=1)
+    """Keyframes at most this many frames apart (more at scene cuts); null: x264's 250. A frame is
+    reached by decoding at most this many frames: shorter is faster to train from and larger."""
+    bframes: int | None = Field(3, ge=0, le=16)
+    """B-frames between reference frames, never used as references themselves (no B-pyramid), so a
+    reader skips the ones it does not want; null: x264's default (3, the middle one a reference)."""
+
+    def encode(self, frames: Iterable[np.ndarray], fps: float) -> bytes:
+        """The frames as MP4 bytes with these settings."""
+        return encode_mp4(frames, fps, self.crf, self.preset, keyint=self.keyint, bframes=self.bframes)
 
 
 def mp4_size(width: int, height: int) -> tuple[int, int]:
@@ -18,12 +47,23 @@ def mp4_size(width: int, height: int) -> tuple[int, int]:
     return max(2, width // 2 * 2), max(2, height // 2 * 2)
 
 
-def encode_mp4(frames: Iterable[np.ndarray], fps: float, crf: int = 23, preset: str = "veryfast") -> bytes:
-    """Encode RGB uint8 frames as an H.264 (yuv420p) MP4 with the index first (faststart)."""
+def encode_mp4(frames: Iterable[np.ndarray], fps: float, crf: int = 23, preset: str = "veryfast", *,
+               keyint: int | None = None, bframes: int | None = None) -> bytes:
+    """Encode RGB uint8 frames as an H.264 (yuv420p) MP4 with the index first (faststart).
+
+    `keyint`: keyframes at most this many frames apart; `bframes`: B-frames between references, none of
+    them a reference (`VideoEncoding` says why); None leaves x264's defaults.
+    """
+    options: dict[str, object] = {"crf": str(crf), "preset": preset}
+    params = [f"keyint={keyint}"] if keyint is not None else []
+    if bframes is not None:
+        params += [f"bframes={bframes}", "b-pyramid=none"]
+    if params:
+        options["x264-params"] = ":".join(params)
     # faststart rewrites the file by name in a second pass, so it cannot target a BytesIO
     with tempfile.TemporaryDirectory(prefix="instvl-encode-") as tmp:
         path = os.path.join(tmp, "clip.mp4")
-        _encode_to(path, frames, fps, {"crf": str(crf), "preset": preset})
+        _encode_to(path, frames, fps, options)
         with open(path, "rb") as f:
             return f.read()
 

@@ -53,8 +53,6 @@ class IngestConfig(BaseConfig):
     """auto: decord in a worker process, PyAV when decord fails or is not installed."""
     worker_timeout_s: float = Field(60.0, gt=0)
     """A decode worker that takes longer is killed and the clip fails with 'decoder timed out'."""
-    crf: int = Field(23, ge=0, le=51)
-    """libx264 quality of re-encoded clips embedded in shards (lower is better)."""
 
     @model_validator(mode="after")
     def _check_lengths(self) -> "IngestConfig":

@@ -101,12 +101,21 @@ class LabelStudioClient:
     """The calls push, pull and the tests make, through the SDK."""
 
     def __init__(self, url: str, token: str, timeout_s: float = 30.0, http: Any = None):
-        sdk = require("label_studio_sdk", "labelstudio")
+        self._api_error = require("label_studio_sdk.core.api_error", "labelstudio").ApiError
         self.url = url.rstrip("/")
         self._http = http or _httpx().Client(timeout=timeout_s)
-        self._sdk = sdk.LabelStudio(base_url=self.url, api_key=token, timeout=timeout_s,
-                                    max_retries=READ_RETRIES, httpx_client=self._http)
-        self._api_error = require("label_studio_sdk.core.api_error", "labelstudio").ApiError
+        # Built at the first call: the SDK checks a JWT-shaped token when it is made, and that failure
+        # must come out as a LabelStudioError like any other refusal.
+        self._make_sdk = lambda: require("label_studio_sdk", "labelstudio").LabelStudio(
+            base_url=self.url, api_key=token, timeout=timeout_s, max_retries=READ_RETRIES,
+            httpx_client=self._http)
+        self._built: Any = None
+
+    @property
+    def _sdk(self) -> Any:
+        if self._built is None:
+            self._built = self._make_sdk()
+        return self._built
 
     def __repr__(self) -> str:
         return f"LabelStudioClient(url={self.url!r})"
@@ -120,12 +129,12 @@ class LabelStudioClient:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """`fn(*args, **kwargs)` (an SDK method), its result as plain data and its failures as ours;
-        `what` ('GET /api/projects') names the call in errors."""
+    def call(self, what: str, fn: Callable[[], Any]) -> Any:
+        """`fn()` (SDK calls), its result as plain data and its failures as ours; `what` ('GET /api/projects')
+        names the call in errors. `fn` reaches the SDK through `self._sdk`, made at the first call."""
         httpx = _httpx()
         try:
-            return _plain(fn(*args, **kwargs))
+            return _plain(fn())
         except self._api_error as err:
             raise LabelStudioError(f"Label Studio at {self.url}: {what} failed with HTTP {err.status_code}: "
                                    f"{_detail(err.body)}", err.status_code) from None
@@ -134,13 +143,30 @@ class LabelStudioClient:
             message = f"Label Studio at {self.url} is unavailable ({reason}): {err}"
             raise LabelStudioUnavailable(message) from None
 
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Any endpoint the SDK has no method for, through its authenticated HTTP client (`params`,
+        `json`); the decoded JSON body (None when empty). Only reads are retried."""
+        def send() -> Any:
+            http = self._sdk._client_wrapper.httpx_client  # the SDK's own client: auth, base URL, retries
+            response = http.request(path.lstrip("/"), method=method,
+                                    request_options=None if method == "GET" else SEND_ONCE, **kwargs)
+            if response.status_code >= 400:
+                try:
+                    body = response.json()
+                except ValueError:
+                    body = response.text[:300]
+                raise self._api_error(status_code=response.status_code, body=body)
+            return response.json() if response.content else None
+
+        return self.call(f"{method} {path}", send)
+
     def whoami(self) -> dict[str, Any]:
         """The token's user."""
-        return self.call("GET /api/current-user/whoami", self._sdk.users.whoami)
+        return self.call("GET /api/current-user/whoami", lambda: self._sdk.users.whoami())
 
     def get_media(self, url: str) -> Any:
         """GET a media URL of a task with the client's credentials (the raw httpx response)."""
-        headers = self._sdk._client_wrapper.get_headers()  # the SDK's auth, refreshed when it expires
+        headers = self.call(f"GET {url}", lambda: self._sdk._client_wrapper.get_headers())  # the SDK's auth
         return self._http.get(f"{self.url}{url}" if url.startswith("/") else url, headers=headers)
 
     # -- projects -----------------------------------------------------------------------------------
@@ -157,29 +183,30 @@ class LabelStudioClient:
         if found is not None:
             return found
         log.info("creating Label Studio project %r", title)
-        return self.call("POST /api/projects", self._sdk.projects.create, title=title,
-                         label_config=label_config, request_options=SEND_ONCE)
+        return self.call("POST /api/projects", lambda: self._sdk.projects.create(
+            title=title, label_config=label_config, request_options=SEND_ONCE))
 
     def update_label_config(self, project_id: int, label_config: str) -> dict[str, Any]:
-        return self.call(f"PATCH /api/projects/{project_id}", self._sdk.projects.update, id=project_id,
-                         label_config=label_config)
+        return self.call(f"PATCH /api/projects/{project_id}", lambda: self._sdk.projects.update(
+            id=project_id, label_config=label_config))
 
     # -- storage ------------------------------------------------------------------------------------
     def ensure_local_storage(self, project_id: int, path: str, title: str = "instvl media") -> dict[str, Any]:
         """A Local Files storage row covering `path`, which authorises the server to serve files under it."""
-        local = self._sdk.import_storage.local
-        for row in self.call("GET /api/storages/localfiles", local.list, project=project_id) or []:
+        rows = self.call("GET /api/storages/localfiles",
+                         lambda: self._sdk.import_storage.local.list(project=project_id))
+        for row in rows or []:
             if row.get("path") == path:
                 return row
-        return self.call("POST /api/storages/localfiles", local.create, project=project_id, path=path,
-                         title=title[:256], use_blob_urls=True, regex_filter=r".*\.(mp4|jpg)$",
-                         request_options=SEND_ONCE)
+        return self.call("POST /api/storages/localfiles", lambda: self._sdk.import_storage.local.create(
+            project=project_id, path=path, title=title[:256], use_blob_urls=True,
+            regex_filter=r".*\.(mp4|jpg)$", request_options=SEND_ONCE))
 
     # -- tasks --------------------------------------------------------------------------------------
     def import_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> list[int]:
         """Create tasks (with their predictions), sent once; returns the new task ids in order."""
-        body = self.call(f"POST /api/projects/{project_id}/import", self._sdk.projects.import_tasks,
-                         id=project_id, request=tasks, return_task_ids=True, request_options=SEND_ONCE)
+        body = self.call(f"POST /api/projects/{project_id}/import", lambda: self._sdk.projects.import_tasks(
+            id=project_id, request=tasks, return_task_ids=True, request_options=SEND_ONCE))
         return [int(i) for i in body.get("task_ids") or []]
 
     def tasks(self, project_id: int, sample_id: str | None = None,
@@ -205,15 +232,15 @@ class LabelStudioClient:
         return {key: sorted(ids) for key, ids in index.items()}
 
     def task(self, task_id: int) -> dict[str, Any]:
-        return self.call(f"GET /api/tasks/{task_id}", self._sdk.tasks.get, id=str(task_id))
+        return self.call(f"GET /api/tasks/{task_id}", lambda: self._sdk.tasks.get(id=str(task_id)))
 
     def predictions(self, task_id: int) -> list[dict[str, Any]]:
-        return self.call("GET /api/predictions", self._sdk.predictions.list, task=task_id) or []
+        return self.call("GET /api/predictions", lambda: self._sdk.predictions.list(task=task_id)) or []
 
     def create_annotation(self, task_id: int, result: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
         """What a reviewer's submit does: an annotation with `result` on the task."""
-        return self.call(f"POST /api/tasks/{task_id}/annotations", self._sdk.annotations.create, id=task_id,
-                         result=result, request_options=SEND_ONCE, **fields)
+        return self.call(f"POST /api/tasks/{task_id}/annotations", lambda: self._sdk.annotations.create(
+            id=task_id, result=result, request_options=SEND_ONCE, **fields))
 
     def export(self, project_id: int, interpolate: bool = True) -> list[dict[str, Any]]:
         """Annotated tasks as JSON, with every frame of video tracks when `interpolate`."""
@@ -229,7 +256,7 @@ class LabelStudioClient:
 
     def users(self) -> dict[int, str]:
         """User id -> e-mail, to name reviewers."""
-        rows = self.call("GET /api/users", self._sdk.users.list) or []
+        rows = self.call("GET /api/users", lambda: self._sdk.users.list()) or []
         return {int(u["id"]): u.get("email") or u.get("username") or str(u["id"]) for u in rows}
 
 

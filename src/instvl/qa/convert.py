@@ -39,8 +39,15 @@ def review_fps(row: SampleRow) -> float:
 
 
 def prediction_fingerprint(row: SampleRow) -> str:
-    """A digest of the result `row` is pushed as: equal exactly when a task's prediction is this row."""
-    canonical = json.dumps(row_to_result(row), sort_keys=True, separators=(",", ":"))
+    """A digest of what a reviewer judges in `row`: its boxes, labels and captions (not scores or masks,
+    and not how they are encoded for Label Studio, so a change of that encoding keeps old tasks valid)."""
+    instances = [{"id": i["instance_id"], "phrase": i.get("phrase"), "caption": i.get("caption"),
+                  "frames": list((i.get("trajectory") or {}).get("frame_index") or []),
+                  "boxes": [list(b) for b in (i.get("trajectory") or {}).get("box") or []]}
+                 for i in row.get("instances") or []]
+    judged = {"media_type": row["media_type"], "num_frames": row.get("num_frames"),
+              "global_caption": row.get("global_caption"), "instances": instances}
+    canonical = json.dumps(judged, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
 

@@ -52,7 +52,6 @@ the next free port), so a server it did not start is never reported as its own.
 """
 
 import contextlib
-import ctypes
 import hashlib
 import json
 import logging
@@ -65,11 +64,12 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from instvl.procs import die_with_parent
 from instvl.qa.client import LabelStudioUnavailable, wait_healthy
 from instvl.qa.settings import QASettings, ServeOptions
 
@@ -99,7 +99,6 @@ OWNER_FILE = "instvl-serve.json"
 """In the data dir: who runs the server on it (see `ServerOwner`)."""
 NONCE_ENV = "INSTVL_SERVE_NONCE"
 """Carried only by the environment of a server `LabelStudioServer.start` made: proof of ownership."""
-PR_SET_PDEATHSIG = 1
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -379,23 +378,6 @@ class ServerOwner:
         record = self.read()
         if record is not None and record.get("nonce") == nonce:
             self.path.unlink(missing_ok=True)
-
-
-def die_with_parent(parent: int) -> Callable[[], None] | None:
-    """A `preexec_fn` asking Linux to SIGTERM the child when `parent` (the starting thread) dies."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before fork: the child only calls it
-    except (OSError, AttributeError):
-        return None
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before the request took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return preexec
 
 
 def server_env(data_dir: Path, document_root: Path | None, credentials: Credentials) -> dict[str, str]:

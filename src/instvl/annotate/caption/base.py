@@ -31,9 +31,7 @@ def make_request(kind: RequestKind, frames: Sequence[np.ndarray], prompts: Promp
     prompts = prompts or PromptConfig()
     others = [o for o in others if instance is None or o.instance_id != instance.instance_id]
     frames = list(frames)
-    num_images = len(frames) if instance is None else sum(b is not None for b in instance.boxes)
-    shown = min(num_images, prompts.visual.max_images)
-    prompt = render_prompt(kind, prompts, shown, instance, others)
+    prompt = render_prompt(kind, prompts, frames, instance, others)
     return CaptionRequest(kind, frames, prompt, instance, list(others), prompts.visual)
 
 

@@ -1,8 +1,11 @@
 """Caption through any OpenAI-compatible chat-completions endpoint (`vllm serve`, TGI, hosted APIs).
 
-Plain HTTP with the standard library: images travel as base64 data URLs, a batch is sent with a
-thread pool, and 429/5xx/connection errors/timeouts are retried with exponential backoff. The API key
-is read from the environment variable named in the config and is never logged.
+Plain HTTP with the standard library: images travel as base64 data URLs (a video request's frames as one
+`data:video/jpeg` URL, as `vllm serve` reads it), a batch is sent with a thread pool, and
+429/5xx/connection errors/timeouts are retried with exponential backoff. The API key is read from the
+environment variable named in the config and is never logged. A `vllm serve` endpoint must allow
+`prompts.visual.max_images` images per prompt, and one video when `prompts.visual.video` is on:
+`--limit-mm-per-prompt '{"image": 8, "video": 1}'` (the README's command line).
 """
 
 import http.client
@@ -38,14 +41,35 @@ class _RetryableError(Exception):
         self.retry_after = retry_after
 
 
+ImageFormat = Literal["pil", "jpeg", "png"]
+
+
 def chat_messages(request: CaptionRequest, images: list[Image.Image], system_prompt: str | None = None,
-                  image_format: Literal["jpeg", "png"] = "jpeg", quality: int = 90) -> list[dict[str, Any]]:
-    """OpenAI chat messages for one request: the images as data URLs, then the prompt text."""
-    urls = [to_data_url(image, image_format, quality) for image in images]
-    content: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": url}} for url in urls]
+                  image_format: ImageFormat = "jpeg", quality: int = 90) -> list[dict[str, Any]]:
+    """OpenAI chat messages for one request: its images (or its video), then the prompt text.
+
+    Images are data URLs, or with `image_format="pil"` the PIL images themselves (`image_pil` parts, which
+    vLLM's offline `LLM.chat` takes without encoding). A video request's frames are one `video_url` part,
+    `data:video/jpeg;base64,<frame>,<frame>,...` (vLLM's frame-list video URL: no video encoding)."""
+    if request.as_video:
+        if image_format == "pil":
+            raise ValueError("a video request cannot be sent as PIL images; pass its frames as video data")
+        content: list[dict[str, Any]] = [{"type": "video_url", "video_url": {"url": video_data_url(images,
+                                                                                                    quality)}}]
+    elif image_format == "pil":
+        content = [{"type": "image_pil", "image_pil": image} for image in images]
+    else:
+        content = [{"type": "image_url", "image_url": {"url": to_data_url(image, image_format, quality)}}
+                   for image in images]
     content.append({"type": "text", "text": request.prompt})
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     return [*messages, {"role": "user", "content": content}]
+
+
+def video_data_url(frames: Sequence[Image.Image], quality: int = 90) -> str:
+    """`data:video/jpeg;base64,` and the JPEG frames in base64, comma-separated (vLLM's video frame list)."""
+    parts = [to_data_url(frame, "jpeg", quality).split(",", 1)[1] for frame in frames]
+    return "data:video/jpeg;base64," + ",".join(parts)
 
 
 class OpenAICaptioner(BatchCaptioner):
@@ -185,7 +209,7 @@ def _error_detail(payload: bytes) -> str:
     return payload[:300].decode("utf-8", "replace")
 
 
-def _image_count(body: dict[str, Any]) -> int:
+def _image_count(body: dict[str, Any]) -> int:  # a video counts as none
     return sum(isinstance(part, dict) and part.get("type") == "image_url"
                for message in body.get("messages", []) if isinstance(message.get("content"), list)
                for part in message["content"])

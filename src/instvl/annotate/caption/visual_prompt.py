@@ -1,8 +1,9 @@
-"""Show the VLM which instance to describe: coloured boxes labelled "ID: k" drawn on frames, or crops.
+"""The images of a request: clean frames, frames with coloured boxes labelled "ID: k", crops, video frames.
 
 As in InstAP's pipeline, the VLM sees the sampled frames with box prompts drawn on them (Set-of-Mark
 style). Each instance id keeps its palette colour (`geometry.instance_colour`), so the prompt can name
-it ("the red box") and the report and renders show it in the same colour.
+it ("the red box") and the report and renders show it in the same colour. In 'prefix' mode every request
+of a clip opens with the same clean frames, so an engine's prefix cache reuses them (`VisualPromptConfig`).
 """
 
 import base64
@@ -13,8 +14,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from instvl.annotate.caption.request import CaptionRequest
-from instvl.geometry import BoxLike, grow_box, instance_colour, label_text_colour, to_pixels
+from instvl.annotate.caption.request import CaptionRequest, InstanceInfo, VisualPromptConfig
+from instvl.geometry import BoxLike, box_area, grow_box, instance_colour, label_text_colour, to_pixels
 
 
 def draw_boxes(frame: np.ndarray, marks: Sequence[tuple[int, BoxLike]], line_width: float = 0.008,
@@ -61,6 +62,15 @@ def fit_max_side(image: Image.Image, max_side: int) -> Image.Image:
     return image.resize(size, Image.Resampling.BICUBIC)
 
 
+def prefix_size(width: int, height: int, cfg: VisualPromptConfig) -> tuple[int, int]:
+    """The (width, height) of a 'prefix'-mode image of a width x height frame: at most `max_side`, sides
+    rounded to `pixel_multiple` (as Qwen2.5-VL's processor rounds them, so it leaves the image alone)."""
+    scale = min(1.0, cfg.max_side / max(width, height))
+    step = cfg.pixel_multiple
+    return tuple(max(step, round(max(1, round(side * scale)) / step) * step)  # type: ignore[return-value]
+                 for side in (width, height))
+
+
 def subsample_indices(count: int, limit: int) -> list[int]:
     """At most `limit` evenly spaced indices of `count` items, first and last included."""
     if count <= limit:
@@ -68,10 +78,31 @@ def subsample_indices(count: int, limit: int) -> list[int]:
     return sorted({round(i * (count - 1) / (limit - 1)) for i in range(limit)}) if limit > 1 else [0]
 
 
+def shared_indices(request: CaptionRequest) -> list[int]:
+    """The frames a request shows clean: those of a global or entities request, and in 'prefix' mode the
+    shared frames that open every request of the clip (the same for all of them)."""
+    return subsample_indices(len(request.frames), request.visual.shared_frames())
+
+
+def marked_indices(target: InstanceInfo, count: int) -> list[int]:
+    """The frames drawn with boxes after the shared frames in 'prefix' mode: `count` evenly spaced frames
+    where the instance is visible; for one, the frame where its box is largest."""
+    visible = [t for t, box in enumerate(target.boxes) if box is not None]
+    if count == 1 and visible:
+        return [max(visible, key=lambda t: box_area(target.boxes[t]))]  # type: ignore[arg-type]
+    return [visible[i] for i in subsample_indices(len(visible), count)] if count else []
+
+
 def render_request(request: CaptionRequest) -> list[Image.Image]:
-    """The images a VLM receives for one request, following the request's visual prompt settings."""
+    """The images a VLM receives for one request, following the request's visual prompt settings; in
+    'prefix' mode the shared clean frames come first, and for a video request the images are its frames."""
     cfg = request.visual
     target = request.instance
+    if request.as_video:
+        keep = subsample_indices(len(request.frames), cfg.max_video_frames)
+        return [fit_max_side(Image.fromarray(_as_rgb(request.frames[t])), cfg.max_side) for t in keep]
+    if cfg.mode == "prefix":
+        return _render_prefix(request)
     if target is None:
         images = [Image.fromarray(_as_rgb(frame)) for frame in request.frames]
     else:
@@ -81,6 +112,26 @@ def render_request(request: CaptionRequest) -> list[Image.Image]:
         images = [_render_instance_frame(request, target.instance_id, t, box) for t, box in visible]
     keep = subsample_indices(len(images), cfg.max_images)
     return [fit_max_side(images[i], cfg.max_side) for i in keep]
+
+
+def _render_prefix(request: CaptionRequest) -> list[Image.Image]:
+    """The shared clean frames (identical for every request of the clip), then the instance's marked ones."""
+    cfg, target = request.visual, request.instance
+    height, width = _as_rgb(request.frames[0]).shape[:2]
+    size = prefix_size(width, height, cfg)
+    images = [_resized(Image.fromarray(_as_rgb(request.frames[t])), size) for t in shared_indices(request)]
+    if target is not None:
+        if not any(box is not None for box in target.boxes):
+            raise ValueError(f"instance {target.instance_id} ({target.phrase!r}) has no box on any frame")
+        for t in marked_indices(target, cfg.marked_frames):
+            box = target.boxes[t]
+            assert box is not None  # marked frames are frames where the instance is visible
+            images.append(_resized(_render_instance_frame(request, target.instance_id, t, box), size))
+    return images
+
+
+def _resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    return image if image.size == size else image.resize(size, Image.Resampling.BICUBIC)
 
 
 def _render_instance_frame(request: CaptionRequest, instance_id: int, t: int, box: BoxLike) -> Image.Image:

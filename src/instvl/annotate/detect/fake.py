@@ -36,9 +36,14 @@ class FakeDetector:
     model_id = "fake"
 
     def detect(self, frames: Sequence[np.ndarray], phrases: Sequence[str]) -> list[list[Detection]]:
+        return self.detect_many(frames, [phrases] * len(frames))
+
+    def detect_many(self, frames: Sequence[np.ndarray],
+                    phrase_lists: Sequence[Sequence[str]]) -> list[list[Detection]]:
+        """One phrase list per frame (`detect.base.MixedDetector`)."""
         check_frames(frames)
-        wanted = unique_phrases(phrases)
-        return [self._random(frame, wanted) for frame in frames]
+        return [self._random(frame, unique_phrases(phrases))
+                for frame, phrases in zip(frames, phrase_lists, strict=True)]
 
     def _random(self, frame: np.ndarray, phrases: list[str]) -> list[Detection]:
         if not phrases:

@@ -16,8 +16,9 @@ from instvl.annotate.detect.base import (
     GroundingSettings,
     check_frames,
     decode_queries,
+    merge_found,
     phrase_token_spans,
-    suppress_duplicates,
+    prompt_jobs,
 )
 from instvl.annotate.phrases import batch_phrases, to_prompt, unique_phrases
 from instvl.annotate.tracks import Detection
@@ -59,19 +60,23 @@ class GroundingDinoDetector:
         return len(self.model.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def detect(self, frames: Sequence[np.ndarray], phrases: Sequence[str]) -> list[list[Detection]]:
-        check_frames(frames)
-        results: list[list[Detection]] = [[] for _ in frames]
-        for group in batch_phrases(unique_phrases(phrases), MAX_TEXT_LEN, lambda t: self.count_pieces(t) + 2):
-            spans = phrase_token_spans(self.count_pieces, group)
-            for start in range(0, len(frames), self.config.batch_size):
-                batch = frames[start:start + self.config.batch_size]
-                for offset, found in enumerate(self._detect_batch(batch, group, spans)):
-                    results[start + offset] += found
-        c = self.config
-        return [suppress_duplicates(sorted(r, key=lambda d: -d.score), c.class_iou, c.cross_iou,
-                                    c.max_detections) for r in results]
+        return self.detect_many(frames, [phrases] * len(frames))
 
-    def _detect_batch(self, frames, phrases, spans) -> list[list[Detection]]:
+    def detect_many(self, frames: Sequence[np.ndarray],
+                    phrase_lists: Sequence[Sequence[str]]) -> list[list[Detection]]:
+        """One phrase list per frame (`detect.base.MixedDetector`): the model takes a caption per image."""
+        check_frames(frames)
+        found: list[list[Detection]] = [[] for _ in frames]
+        jobs = prompt_jobs(phrase_lists, lambda phrases: batch_phrases(
+            unique_phrases(phrases), MAX_TEXT_LEN, lambda t: self.count_pieces(t) + 2))
+        for start in range(0, len(jobs), self.config.batch_size):
+            chunk = jobs[start:start + self.config.batch_size]
+            batch = self._detect_batch([frames[i] for i, _ in chunk], [group for _, group in chunk])
+            for (i, _), dets in zip(chunk, batch, strict=True):
+                found[i] += dets
+        return merge_found(found, self.config)
+
+    def _detect_batch(self, frames, groups: Sequence[list[str]]) -> list[list[Detection]]:
         from instvl.annotate.detect.hf import preprocess_frames
 
         pixels, mask = preprocess_frames(frames, self.config.min_side, self.config.max_side)
@@ -79,14 +84,13 @@ class GroundingDinoDetector:
         images = [pixels[i, :, : int(mask[i, :, 0].sum()), : int(mask[i, 0].sum())].to(self.config.device)
                   for i in range(len(frames))]
         samples = require("groundingdino.util.misc", EXTRA).nested_tensor_from_tensor_list(images)
-        prompt = to_prompt(phrases)
         with self._torch.no_grad():
-            out = self.model(samples, captions=[prompt] * len(images))
+            out = self.model(samples, captions=[to_prompt(group) for group in groups])
         probs = out["pred_logits"].float().sigmoid().cpu().numpy()
         boxes = out["pred_boxes"].float().cpu().numpy()
         c = self.config
-        return [decode_queries(probs[i], boxes[i], spans, phrases, c.box_threshold, c.text_threshold)
-                for i in range(len(frames))]
+        return [decode_queries(probs[i], boxes[i], phrase_token_spans(self.count_pieces, group), group,
+                               c.box_threshold, c.text_threshold) for i, group in enumerate(groups)]
 
 
 def load_model(config: GroundingDinoDetector.Config, torch: Any) -> Any:

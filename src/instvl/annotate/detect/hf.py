@@ -17,8 +17,9 @@ from instvl.annotate.detect.base import (
     GroundingSettings,
     check_frames,
     decode_queries,
+    merge_found,
     phrase_token_spans,
-    suppress_duplicates,
+    prompt_jobs,
 )
 from instvl.annotate.phrases import batch_phrases, to_prompt, unique_phrases
 from instvl.annotate.tracks import Detection
@@ -62,20 +63,30 @@ class HFDetector:
         return len(self.tokenizer(text).input_ids)
 
     def detect(self, frames: Sequence[np.ndarray], phrases: Sequence[str]) -> list[list[Detection]]:
-        check_frames(frames)
-        results: list[list[Detection]] = [[] for _ in frames]
-        groups = batch_phrases(unique_phrases(phrases), self.max_text_len, self.count_tokens)
-        for group in groups:
-            input_ids, spans = self._encode(group)
-            for start in range(0, len(frames), self.config.batch_size):
-                batch = frames[start:start + self.config.batch_size]
-                for offset, found in enumerate(self._detect_batch(batch, input_ids, spans, group)):
-                    results[start + offset] += found
-        c = self.config
-        return [suppress_duplicates(sorted(r, key=lambda d: -d.score), c.class_iou, c.cross_iou,
-                                    c.max_detections) for r in results]
+        return self.detect_many(frames, [phrases] * len(frames))
 
-    def _encode(self, phrases: Sequence[str]):
+    def detect_many(self, frames: Sequence[np.ndarray],
+                    phrase_lists: Sequence[Sequence[str]]) -> list[list[Detection]]:
+        """One phrase list per frame (`detect.base.MixedDetector`): prompts of different lengths share a
+        batch, padded, with the attention mask marking each one's tokens (as GroundingDinoProcessor pads a
+        list of texts)."""
+        check_frames(frames)
+        found: list[list[Detection]] = [[] for _ in frames]
+        jobs = prompt_jobs(phrase_lists, lambda phrases: batch_phrases(
+            unique_phrases(phrases), self.max_text_len, self.count_tokens))
+        encoded: dict[tuple[str, ...], tuple[list[int], list[tuple[int, int]]]] = {}
+        for _, group in jobs:
+            if tuple(group) not in encoded:
+                encoded[tuple(group)] = self._encode(group)
+        for start in range(0, len(jobs), self.config.batch_size):
+            chunk = jobs[start:start + self.config.batch_size]
+            prompts = [(group, *encoded[tuple(group)]) for _, group in chunk]
+            batch = self._detect_batch([frames[i] for i, _ in chunk], prompts)
+            for (i, _), dets in zip(chunk, batch, strict=True):
+                found[i] += dets
+        return merge_found(found, self.config)
+
+    def _encode(self, phrases: Sequence[str]) -> tuple[list[int], list[tuple[int, int]]]:
         """Token ids of '[CLS] p1 . p2 . [SEP]' and each phrase's token span."""
         tok = self.tokenizer
         ids = tok(to_prompt(phrases)).input_ids
@@ -83,25 +94,31 @@ class HFDetector:
         if spans[-1][1] + 2 != len(ids):
             raise RuntimeError(f"tokenizer split the prompt {to_prompt(phrases)!r} differently from its "
                                "phrases")
-        return self._torch.tensor([ids], device=self.config.device), spans
+        return ids, spans
 
-    def _detect_batch(self, frames, input_ids, spans, phrases) -> list[list[Detection]]:
+    def _detect_batch(self, frames: Sequence[np.ndarray],
+                      prompts: Sequence[tuple[list[str], list[int], list[tuple[int, int]]]]
+                      ) -> list[list[Detection]]:
+        """One forward pass: frame k with prompt k = (phrases, token ids, phrase spans)."""
         torch = self._torch
         pixel_values, pixel_mask = preprocess_frames(frames, self.config.min_side, self.config.max_side)
         dtype = getattr(torch, self.config.dtype)
         pixel_values = pixel_values.to(self.config.device, dtype)
         pixel_mask = pixel_mask.to(self.config.device)
-        n = pixel_values.shape[0]
+        length = max(len(ids) for _, ids, _ in prompts)
+        pad = self.tokenizer.pad_token_id or 0
+        input_ids = torch.tensor([ids + [pad] * (length - len(ids)) for _, ids, _ in prompts],
+                                 device=self.config.device)
+        attention_mask = torch.tensor([[1] * len(ids) + [0] * (length - len(ids)) for _, ids, _ in prompts],
+                                      device=self.config.device)
         with torch.inference_mode():
-            out = self.model(pixel_values=pixel_values, pixel_mask=pixel_mask,
-                             input_ids=input_ids.expand(n, -1),
-                             attention_mask=torch.ones_like(input_ids).expand(n, -1),
-                             token_type_ids=torch.zeros_like(input_ids).expand(n, -1))
-        probs = out.logits.float().sigmoid()[..., : input_ids.shape[1]].cpu().numpy()
+            out = self.model(pixel_values=pixel_values, pixel_mask=pixel_mask, input_ids=input_ids,
+                             attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids))
+        probs = out.logits.float().sigmoid().cpu().numpy()
         boxes = out.pred_boxes.float().cpu().numpy()
         c = self.config
-        return [decode_queries(probs[i], boxes[i], spans, phrases, c.box_threshold, c.text_threshold)
-                for i in range(n)]
+        return [decode_queries(probs[i, :, : len(ids)], boxes[i], spans, phrases, c.box_threshold,
+                               c.text_threshold) for i, (phrases, ids, spans) in enumerate(prompts)]
 
 
 def preprocess_frames(frames: Sequence[np.ndarray], min_side: int, max_side: int):

@@ -80,10 +80,15 @@ class PixelDetector:
     model_id = "colour-segmentation"
 
     def detect(self, frames: Sequence[np.ndarray], phrases: Sequence[str]) -> list[list[Detection]]:
+        return self.detect_many(frames, [phrases] * len(frames))
+
+    def detect_many(self, frames: Sequence[np.ndarray],
+                    phrase_lists: Sequence[Sequence[str]]) -> list[list[Detection]]:
+        """One phrase list per frame (`detect.base.MixedDetector`)."""
         check_frames(frames)
-        wanted = unique_phrases(phrases)
         out = []
-        for frame in frames:
+        for frame, phrases in zip(frames, phrase_lists, strict=True):
+            wanted = unique_phrases(phrases)
             found = []
             for region in self.regions(frame):
                 phrase = match_phrase(region, wanted)

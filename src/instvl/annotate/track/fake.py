@@ -74,7 +74,10 @@ class FakeTracker:
         template = video[0, y0:y1, x0:x1].astype(np.float32)
         h, w = template.shape[:2]
         weights = foreground_mask(template).astype(np.float32)
-        pos, velocity, lost, moving = np.array([x0, y0], float), np.zeros(2), 0, False
+        # The builder's velocity, when it gives one, lets the motion prior work from the first frame.
+        moving = seed.velocity is not None
+        velocity = np.array(seed.velocity, float) * (width, height) if seed.velocity is not None else np.zeros(2)
+        pos, lost = np.array([x0, y0], float), 0
         last_found = pos  # where the object was last seen, `lost` + 1 frames before this one
         objects = [TrackedObject(seed.obj_id, _norm_box(pos, w, h, width, height), 1.0)]
         for frame in video[1:]:
