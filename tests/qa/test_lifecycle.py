@@ -30,7 +30,7 @@ from instvl.qa.server import (
     port_in_use,
     stop_on_signals,
 )
-from instvl.qa.settings import ServeOptions
+from instvl.qa.settings import ServeStepConfig
 from instvl.testing.labelstudio import TEST_PASSWORD, TEST_TOKEN, TEST_USER, TOKEN_ENV
 
 CLI = [sys.executable, "-c", "import sys; from instvl.cli import main; sys.exit(main())"]
@@ -150,7 +150,7 @@ def test_a_foreign_listener_is_named_and_never_taken_for_ours(tmp_path):
         foreign.bind(("127.0.0.1", 0))
         foreign.listen()
         port = foreign.getsockname()[1]
-        options = ServeOptions(label_studio_bin=str(fake), data_dir=str(tmp_path / "data"),
+        options = ServeStepConfig(label_studio_bin=str(fake), data_dir=str(tmp_path / "data"),
                                template_cache=None)
         server = LabelStudioServer(options, Credentials("a@b.c", "pw-123456", "token-123456"),
                                    tmp_path / "media", port=port)

@@ -19,7 +19,7 @@ from instvl.qa.server import (
     server_env,
     stage_file,
 )
-from instvl.qa.settings import QASettings, ServeOptions
+from instvl.qa.settings import QAConfig, ServeStepConfig
 
 CREDS = Credentials("a@b.c", "pw-123456", "token-123456")
 
@@ -84,19 +84,19 @@ def test_a_dedicated_folder_is_accepted_resolved(host, tmp_path):
 
 
 def test_default_review_media_root_sits_beside_the_data_dir(tmp_path):
-    cfg = QASettings(serve={"data_dir": str(tmp_path / "ls" / "data"),
+    cfg = QAConfig(serve={"data_dir": str(tmp_path / "ls" / "data"),
                             "template_cache": str(tmp_path / "cache")})
     assert review_media_root(cfg) == tmp_path / "ls" / "data-media"
-    explicit = QASettings(server={"document_root": str(tmp_path / "ls")}, serve=cfg.serve)
+    explicit = QAConfig(server={"document_root": str(tmp_path / "ls")}, serve=cfg.serve)
     with pytest.raises(ValueError, match="contains the Label Studio data dir"):
         review_media_root(explicit)
-    assert QASettings().server.document_root is None
+    assert QAConfig().server.document_root is None
 
 
 def test_the_server_refuses_an_unsafe_root_before_starting_anything(tmp_path):
     fake = tmp_path / "label-studio"
     fake.write_text("#!/bin/sh\nexit 1\n")
-    options = ServeOptions(label_studio_bin=str(fake), data_dir=str(tmp_path / "ls" / "data"),
+    options = ServeStepConfig(label_studio_bin=str(fake), data_dir=str(tmp_path / "ls" / "data"),
                            template_cache=None)
     for unsafe in ("/", tmp_path / "ls", tmp_path / "ls" / "data"):
         with pytest.raises(ValueError, match="server.document_root"):

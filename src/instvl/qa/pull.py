@@ -33,12 +33,12 @@ from instvl.qa.convert import prediction_fingerprint, review_fps
 from instvl.qa.merge import Review, merge_review, review_from_task
 from instvl.qa.projects import project_title
 from instvl.qa.push import load_push_state, task_key
-from instvl.qa.settings import QASettings
+from instvl.qa.settings import QAConfig
 
 log = logging.getLogger(__name__)
 
 
-class PullConfig(QASettings):
+class PullConfig(QAConfig):
     """`instvl qa pull ROOT OUT`: merge reviewed tasks of ROOT's samples into a new version at OUT."""
 
     root: str

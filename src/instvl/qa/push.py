@@ -37,7 +37,7 @@ from instvl.qa.convert import IMAGE_KEY, VIDEO_KEY, prediction_fingerprint, revi
 from instvl.qa.projects import ensure_project, project_title
 from instvl.qa.routing import route_row
 from instvl.qa.server import check_dataset_root, review_folder, review_media_root, stage_file
-from instvl.qa.settings import QASettings
+from instvl.qa.settings import QAConfig
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ META_COLUMNS = ["sample_id", "media_type", "width", "height", "fps", "num_frames
                 "global_caption", "instances", "qc", "provenance"]
 
 
-class PushConfig(QASettings):
+class PushConfig(QAConfig):
     """`instvl qa push ROOT`: send routed samples of a dataset to Label Studio for review."""
 
     root: str

@@ -8,10 +8,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from instvl.qa.settings import QASettings
+from instvl.qa.settings import QAConfig
 
 
-class QCRoundConfig(QASettings):
+class QCRoundConfig(QAConfig):
     """The `qa/local` sections plus the round's stage and its dataset roots."""
 
     stage: Literal["push", "pull"] = "push"
@@ -24,7 +24,7 @@ class QCRoundConfig(QASettings):
 
     def sections(self) -> dict[str, Any]:
         """The `qa/local` sections alone (JSON-ready), to build a push or pull config from."""
-        return self.model_dump(mode="json", include=set(QASettings.model_fields))
+        return self.model_dump(mode="json", include=set(QAConfig.model_fields))
 
 
 def summary_dict(summary: Any) -> dict[str, Any]:

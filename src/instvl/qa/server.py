@@ -71,7 +71,7 @@ from typing import Any
 
 from instvl.procs import die_with_parent
 from instvl.qa.client import LabelStudioUnavailable, wait_healthy
-from instvl.qa.settings import QASettings, ServeOptions
+from instvl.qa.settings import QAConfig, ServeStepConfig
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def check_document_root(document_root: str | Path, *, data_dir: str | Path, cach
     return root
 
 
-def review_media_root(cfg: QASettings) -> Path:
+def review_media_root(cfg: QAConfig) -> Path:
     """The folder the server serves: `server.document_root`, else `<serve.data_dir>-media`; checked."""
     configured = cfg.server.document_root or cfg.serve.data_dir.rstrip("/") + MEDIA_ROOT_SUFFIX
     return check_document_root(configured, data_dir=cfg.serve.data_dir, cache=cfg.serve.template_cache)
@@ -211,7 +211,7 @@ def stage_file(source: Path, folder: Path) -> Path:
     return target
 
 
-class ServeConfig(QASettings):
+class ServeConfig(QAConfig):
     """`instvl qa serve`: start a local Label Studio and keep it running until interrupted."""
 
 
@@ -447,7 +447,7 @@ class LabelStudioServer:
     (see "Lifecycle" in the module docstring).
     """
 
-    def __init__(self, options: ServeOptions, credentials: Credentials, document_root: str | Path,
+    def __init__(self, options: ServeStepConfig, credentials: Credentials, document_root: str | Path,
                  port: int | None = None):
         self.options, self.credentials = options, credentials
         self.executable = find_label_studio(options.label_studio_bin)

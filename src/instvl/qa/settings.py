@@ -1,6 +1,6 @@
 """The configuration shared by `instvl qa serve|push|pull`: one preset (`qa/local`) with a section per step.
 
-Every command's config class derives from `QASettings`, so all of them accept the whole preset and
+Every command's config class derives from `QAConfig`, so all of them accept the whole preset and
 differ only in their positional fields (`root`, `output`).
 """
 
@@ -13,7 +13,7 @@ from instvl.qa.client import ClientConfig
 from instvl.qa.routing import RoutingConfig
 
 
-class ServeOptions(BaseConfig):
+class ServeStepConfig(BaseConfig):
     """How `instvl qa serve` (and the test fixture) start a local server."""
 
     label_studio_bin: str | None = None
@@ -35,7 +35,7 @@ class ServeOptions(BaseConfig):
     """How long to wait for /health after starting (migrations on a loaded machine are slow)."""
 
 
-class PushOptions(BaseConfig):
+class PushStepConfig(BaseConfig):
     """What `instvl qa push` sends."""
 
     select: Literal["routed", "all"] = "routed"
@@ -52,7 +52,7 @@ class PushOptions(BaseConfig):
     preset's `routing`); true: route every row again with this preset's `routing` thresholds instead."""
 
 
-class PullOptions(BaseConfig):
+class PullStepConfig(BaseConfig):
     """How `instvl qa pull` merges reviews."""
 
     box_tolerance: float = Field(0.005, ge=0)
@@ -61,11 +61,11 @@ class PullOptions(BaseConfig):
     """Replace units already written at the output root."""
 
 
-class QASettings(BaseConfig):
+class QAConfig(BaseConfig):
     """Sections of the `qa/local` preset."""
 
     server: ClientConfig = ClientConfig()
-    serve: ServeOptions = ServeOptions()
+    serve: ServeStepConfig = ServeStepConfig()
     routing: RoutingConfig = RoutingConfig()
-    push: PushOptions = PushOptions()
-    pull: PullOptions = PullOptions()
+    push: PushStepConfig = PushStepConfig()
+    pull: PullStepConfig = PullStepConfig()

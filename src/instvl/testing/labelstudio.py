@@ -16,7 +16,7 @@ from typing import Any
 from instvl.qa.client import LabelStudioClient
 from instvl.qa.convert import VERDICT
 from instvl.qa.server import INSTALL_HINT, Credentials, LabelStudioServer, find_label_studio
-from instvl.qa.settings import ServeOptions
+from instvl.qa.settings import ServeStepConfig
 from instvl.testing.components import require_component
 
 TOKEN_ENV = "INSTVL_TEST_LS_TOKEN"
@@ -40,7 +40,7 @@ def label_studio_server(data_dir: Path, document_root: Path) -> Iterator[LabelSt
     """
     require_component("Label Studio", label_studio_available(), f"install it with: {INSTALL_HINT}")
     cache = os.environ.get("INSTVL_TEST_CACHE", str(Path.home() / ".cache" / "instvl"))
-    options = ServeOptions(data_dir=str(data_dir), port=None, template_cache=cache, start_timeout_s=300)
+    options = ServeStepConfig(data_dir=str(data_dir), port=None, template_cache=cache, start_timeout_s=300)
     previous = os.environ.get(TOKEN_ENV)
     os.environ[TOKEN_ENV] = TEST_TOKEN
     try:
