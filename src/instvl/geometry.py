@@ -14,13 +14,14 @@ blue box"), the report's thumbnails and captions, and renders.
 """
 
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
+from numpy.typing import NDArray
 
 Box = tuple[float, float, float, float]
 """A normalised xyxy box (x0, y0, x1, y1)."""
-BoxLike = Sequence[float] | np.ndarray
+BoxLike = Sequence[float] | NDArray[Any]
 """Anything holding four numbers x0, y0, x1, y1 (a Box, a row's list, an array)."""
 BoxMode = Literal["exact", "hold", "interpolate"]
 
@@ -40,20 +41,20 @@ def box_area(box: BoxLike) -> float:
     return max(0.0, x1 - x0) * max(0.0, y1 - y0)
 
 
-def clip_boxes(boxes: np.ndarray | Sequence[BoxLike]) -> np.ndarray:
+def clip_boxes(boxes: NDArray[Any] | Sequence[BoxLike]) -> NDArray[Any]:
     """(N, 4) float32 normalised xyxy boxes clipped to [0, 1], with x0 <= x1 and y0 <= y1."""
     boxes = np.clip(np.asarray(boxes, dtype=np.float32).reshape(-1, 4), 0.0, 1.0)
     return np.concatenate([np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])], 1)
 
 
-def cxcywh_to_xyxy(boxes: np.ndarray | Sequence[BoxLike]) -> np.ndarray:
+def cxcywh_to_xyxy(boxes: NDArray[Any] | Sequence[BoxLike]) -> NDArray[Any]:
     """Centre-size boxes (..., 4) to corner boxes (..., 4), float32, same units."""
     boxes = np.asarray(boxes, dtype=np.float32)
     centre, size = boxes[..., :2], boxes[..., 2:]
     return np.concatenate([centre - size / 2, centre + size / 2], axis=-1)
 
 
-def box_iou(a: np.ndarray | Sequence[BoxLike], b: np.ndarray | Sequence[BoxLike]) -> np.ndarray:
+def box_iou(a: NDArray[Any] | Sequence[BoxLike], b: NDArray[Any] | Sequence[BoxLike]) -> NDArray[Any]:
     """Pairwise IoU (N, M) of xyxy boxes a (N, 4) and b (M, 4); one box may be passed as (4,).
 
     Degenerate boxes have area 0; a pair whose union is empty has IoU 0 (two empty boxes do not match).
@@ -66,7 +67,7 @@ def box_iou(a: np.ndarray | Sequence[BoxLike], b: np.ndarray | Sequence[BoxLike]
     area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
     area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
     union = area_a[:, None] + area_b[None, :] - inter
-    iou: np.ndarray = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    iou: NDArray[Any] = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
     return iou
 
 
@@ -88,8 +89,9 @@ def to_pixels(box: BoxLike, width: int, height: int) -> tuple[int, int, int, int
     return x0, y0, x1, y1
 
 
-def boxes_at(keyframes: Sequence[int] | np.ndarray, boxes: np.ndarray | Sequence[BoxLike],
-             frames: Sequence[int] | np.ndarray, *, mode: BoxMode = "exact") -> tuple[np.ndarray, np.ndarray]:
+def boxes_at(keyframes: Sequence[int] | NDArray[Any], boxes: NDArray[Any] | Sequence[BoxLike],
+             frames: Sequence[int] | NDArray[Any], *,
+             mode: BoxMode = "exact") -> tuple[NDArray[Any], NDArray[Any]]:
     """A trajectory read at `frames`: boxes (T, 4) float64 and a (T,) bool mask of frames where it is present.
 
     `keyframes` are the trajectory's frame indices (strictly increasing) and `boxes` one xyxy box each.
@@ -121,7 +123,7 @@ def boxes_at(keyframes: Sequence[int] | np.ndarray, boxes: np.ndarray | Sequence
     return out, present
 
 
-def box_at(keyframes: Sequence[int] | np.ndarray, boxes: np.ndarray | Sequence[BoxLike], frame: int, *,
+def box_at(keyframes: Sequence[int] | NDArray[Any], boxes: NDArray[Any] | Sequence[BoxLike], frame: int, *,
            mode: BoxMode = "exact") -> Box | None:
     """A trajectory's box at one frame (see `boxes_at` for the modes), or None where it is absent."""
     out, present = boxes_at(keyframes, boxes, [frame], mode=mode)

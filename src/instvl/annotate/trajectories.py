@@ -55,6 +55,7 @@ from instvl.geometry import Box, as_box, box_iou, clip_boxes, to_pixels
 
 log = logging.getLogger(__name__)
 import os
+
 REVIVE_ACTIVE = bool(int(os.environ.get("RA", "1")))
 
 

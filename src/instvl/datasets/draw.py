@@ -8,13 +8,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 
 from instvl.datasets.schema import InstanceRow
 from instvl.geometry import box_at, instance_colour, label_text_colour, to_pixels
 
 
-def draw_trajectories(frame: np.ndarray | Image.Image, instances: Sequence[InstanceRow], clip_frame: int, *,
+def draw_trajectories(frame: NDArray[Any] | Image.Image, instances: Sequence[InstanceRow], clip_frame: int, *,
                       line_width: int | None = None, labels: bool = True) -> Image.Image:
     """A copy of `frame` with each instance's box at `clip_frame` drawn in its colour and labelled.
 

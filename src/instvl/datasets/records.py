@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from instvl import __version__
 from instvl.datasets.schema import InstanceRow, ProvenanceRow, QCRow, SampleRow, SourceRow, TrajectoryRow
@@ -43,7 +45,7 @@ class Trajectory:
     mask_rle: list[str] = field(default_factory=list)
     space: FrameSpace = FrameSpace.CLIP
 
-    def boxes_array(self) -> np.ndarray:
+    def boxes_array(self) -> NDArray[Any]:
         """The boxes as a (T, 4) float32 array."""
         return np.asarray(self.box, dtype=np.float32).reshape(-1, 4)
 
@@ -65,7 +67,7 @@ class Trajectory:
             raise ValueError(f"{purpose} needs a trajectory in {FrameSpace(space).value} space; "
                              f"this one counts {FrameSpace(self.space).value}")
 
-    def to_clip_frames(self, clip_frames: Sequence[int] | np.ndarray) -> "Trajectory":
+    def to_clip_frames(self, clip_frames: Sequence[int] | NDArray[Any]) -> "Trajectory":
         """This sampled-space trajectory in clip frames: sampled index k becomes `clip_frames[k]`
         (`DecodedClip.clip_frames`, the clip frame of each sampled frame)."""
         self.require_space(FrameSpace.SAMPLED, "to_clip_frames")

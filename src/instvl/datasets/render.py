@@ -15,9 +15,10 @@ import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 
 from instvl.config import BaseConfig
@@ -131,7 +132,7 @@ def held_boxes(instances: Sequence[InstanceRow], clip_frame: int) -> list[Instan
     return held
 
 
-def compose(frame: np.ndarray, row: SampleRow, frame_index: int, total: int, layout: Layout) -> Image.Image:
+def compose(frame: NDArray[Any], row: SampleRow, frame_index: int, total: int, layout: Layout) -> Image.Image:
     """One rendered frame: header band, picture with boxes (held ones faded), footer band."""
     picture = Image.fromarray(frame).convert("RGB").resize((layout.width, layout.picture_height),
                                                             Image.Resampling.LANCZOS)
@@ -157,7 +158,7 @@ def _text_lines(draw: ImageDraw.ImageDraw, layout: Layout, lines: list[tuple[str
         draw.text((6, y), text, fill=colour, font=layout.font)
 
 
-def sample_frames(row: SampleRow) -> list[tuple[int, np.ndarray]]:
+def sample_frames(row: SampleRow) -> list[tuple[int, NDArray[Any]]]:
     """Every decodable frame of the sample's media, in order; raises RenderError."""
     media = media_of(row)
     if media is None:

@@ -19,6 +19,7 @@ from string import Template
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image
 
 from instvl import __version__
@@ -67,7 +68,7 @@ def evenly_spaced(indices: list[int], count: int) -> list[int]:
     return [indices[p] for p in dict.fromkeys(positions.tolist())]
 
 
-def scale_to_width(frame: np.ndarray, width: int) -> Image.Image:
+def scale_to_width(frame: NDArray[Any], width: int) -> Image.Image:
     """The frame resized to `width` (aspect kept); boxes are drawn afterwards so labels stay legible."""
     image = Image.fromarray(frame)
     height = max(1, round(image.height * width / image.width))

@@ -47,7 +47,8 @@ def qc_pull_flow(config: dict[str, Any]) -> dict[str, Any]:
     # A retried pull rewrites units a failed attempt may have finished: only safe with overwrite.
     retries = cfg.retries if cfg.pull.overwrite else 0
     retrying = pull_task.with_options(retries=retries, retry_delay_seconds=cfg.retry_delay_s)
-    summary = retrying(config, cfg.root, cfg.output)
-    report_task(cfg.output)
-    get_run_logger().info("merged reviews of %s into %s: %s", cfg.root, cfg.output, summary)
+    output = cfg.pull_output()
+    summary = retrying(config, cfg.root, output)
+    report_task(output)
+    get_run_logger().info("merged reviews of %s into %s: %s", cfg.root, output, summary)
     return summary

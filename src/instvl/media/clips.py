@@ -8,8 +8,10 @@
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from instvl.media.decode import (
     DecoderName,
@@ -35,17 +37,17 @@ class DecodedClip:
     """Frames decoded from one clip: `source_frames` are their frame numbers in the source video."""
 
     spec: ClipSpec
-    source_frames: np.ndarray
-    frames: np.ndarray
+    source_frames: NDArray[Any]
+    frames: NDArray[Any]
     decoder: str
 
     @property
-    def clip_frames(self) -> np.ndarray:
+    def clip_frames(self) -> NDArray[Any]:
         """The frame numbers relative to the clip's first frame (what shard trajectories store)."""
         return self.source_frames - self.spec.start_frame
 
 
-def sample_indices(start: int, end: int, num: int | None = None, stride: int | None = None) -> np.ndarray:
+def sample_indices(start: int, end: int, num: int | None = None, stride: int | None = None) -> NDArray[Any]:
     """Every `stride`-th frame of [start, end), thinned to `num` evenly spread frames when there are more."""
     if end <= start:
         raise ValueError(f"empty frame span [{start}, {end})")
@@ -101,7 +103,7 @@ def clip_media(spec: ClipSpec, cfg: IngestConfig, media: Media, *,
                          stage="decode") from err
 
 
-def _span_frames(media: Media, spec: ClipSpec, max_short_side: int | None) -> Iterable[np.ndarray]:
+def _span_frames(media: Media, spec: ClipSpec, max_short_side: int | None) -> Iterable[NDArray[Any]]:
     """Every frame of the clip span, failing if the stream ends early (a short clip would be wrong)."""
     count = 0
     for _, frame in iter_pyav_frames(media, spec.uri, spec.start_frame, spec.end_frame):

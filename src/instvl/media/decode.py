@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
 from instvl.deps import is_available, require
 from instvl.log import warn_once
@@ -52,8 +53,8 @@ _ORIENTATION_TAG = 0x0112  # EXIF
 class DecodedFrames:
     """Frames (T, H, W, 3) uint8 RGB at `indices` (the requested ones; without the missing after 'drop')."""
 
-    indices: np.ndarray
-    frames: np.ndarray
+    indices: NDArray[Any]
+    frames: NDArray[Any]
     decoder: str
 
 
@@ -65,7 +66,7 @@ def scaled_size(width: int, height: int, max_short_side: int | None) -> tuple[in
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def resize_frame(frame: np.ndarray, max_short_side: int | None) -> np.ndarray:
+def resize_frame(frame: NDArray[Any], max_short_side: int | None) -> NDArray[Any]:
     """One (H, W, 3) frame shrunk with area interpolation (the same for every decoder)."""
     size = scaled_size(frame.shape[1], frame.shape[0], max_short_side)
     if size == (frame.shape[1], frame.shape[0]):
@@ -74,7 +75,7 @@ def resize_frame(frame: np.ndarray, max_short_side: int | None) -> np.ndarray:
     return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
 
 
-def resize_to(image: np.ndarray, width: int, height: int) -> np.ndarray:
+def resize_to(image: NDArray[Any], width: int, height: int) -> NDArray[Any]:
     """An (h, w, 3) uint8 picture at (width, height): area averaging to shrink, bilinear to enlarge."""
     if image.shape[1] == width and image.shape[0] == height:
         return image
@@ -83,7 +84,7 @@ def resize_to(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def resize_short_side(frames: np.ndarray, max_short_side: int | None) -> np.ndarray:
+def resize_short_side(frames: NDArray[Any], max_short_side: int | None) -> NDArray[Any]:
     """(T, H, W, 3) frames shrunk so min(H, W) <= max_short_side."""
     if scaled_size(frames.shape[2], frames.shape[1], max_short_side) == (frames.shape[2], frames.shape[1]):
         return frames
@@ -91,7 +92,7 @@ def resize_short_side(frames: np.ndarray, max_short_side: int | None) -> np.ndar
 
 
 def decord_batch(path: str, indices: list[int],
-                 max_short_side: int | None) -> tuple[list[int], np.ndarray | None]:
+                 max_short_side: int | None) -> tuple[list[int], NDArray[Any] | None]:
     """The indices the video holds and their frames, with decord (runs inside the worker process)."""
     import decord
 
@@ -114,7 +115,7 @@ def decord_batch(path: str, indices: list[int],
 _PADDED_ROWS_ERROR = "DECORDArrayCopyFromTo"
 
 
-def unpad_rows(frame: np.ndarray) -> np.ndarray:
+def unpad_rows(frame: NDArray[Any]) -> NDArray[Any]:
     """An (H, W, C > 3) decord frame whose C counts row padding, as the (H, W, 3) RGB picture it holds."""
     height, width, channels = frame.shape
     if channels == 3:
@@ -124,7 +125,7 @@ def unpad_rows(frame: np.ndarray) -> np.ndarray:
 
 
 def decord_frames(media: Media, uri: str, indices: Sequence[int], max_short_side: int | None = None,
-                  timeout_s: float = 60.0, worker: DecodeWorker | None = None) -> dict[int, np.ndarray]:
+                  timeout_s: float = 60.0, worker: DecodeWorker | None = None) -> dict[int, NDArray[Any]]:
     """{index: frame} of the `indices` the video holds, decoded by decord in the worker process.
 
     decord is fed a path: bytes are written to a temporary file first.
@@ -331,7 +332,7 @@ def _frame_index(frame: Any, index_by_pts: dict[int, int], index_of: Any) -> int
 
 
 def pyav_frames(media: Media, uri: str, indices: Sequence[int], max_short_side: int | None = None,
-                partial: bool = False, quality: Quality = "exact") -> dict[int, np.ndarray]:
+                partial: bool = False, quality: Quality = "exact") -> dict[int, NDArray[Any]]:
     """{index: frame} of the `indices` the video holds, decoded in-process.
 
     Only the reference frames (those others are predicted from) and the wanted frames are decoded.
@@ -345,8 +346,8 @@ def pyav_frames(media: Media, uri: str, indices: Sequence[int], max_short_side: 
 
 
 def _pyav_collect(media: Media, uri: str, wanted: set[int], max_short_side: int | None, partial: bool,
-                  quality: Quality, sparse: bool) -> dict[int, np.ndarray]:
-    found: dict[int, np.ndarray] = {}
+                  quality: Quality, sparse: bool) -> dict[int, NDArray[Any]]:
+    found: dict[int, NDArray[Any]] = {}
     try:
         for index, frame in iter_pyav_frames(media, uri, min(wanted), max(wanted) + 1,
                                              wanted=wanted if sparse else None,
@@ -359,7 +360,7 @@ def _pyav_collect(media: Media, uri: str, wanted: set[int], max_short_side: int 
     return found
 
 
-def _frame_rgb(frame: Any, max_short_side: int | None, quality: Quality) -> np.ndarray:
+def _frame_rgb(frame: Any, max_short_side: int | None, quality: Quality) -> NDArray[Any]:
     """An av.VideoFrame as (H, W, 3) RGB at most max_short_side on its short side."""
     if quality == "exact":
         return resize_frame(frame.to_ndarray(format="rgb24"), max_short_side)
@@ -367,7 +368,7 @@ def _frame_rgb(frame: Any, max_short_side: int | None, quality: Quality) -> np.n
     return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
 
 
-def decode_frames(media: Media, uri: str, indices: Sequence[int] | np.ndarray, *,
+def decode_frames(media: Media, uri: str, indices: Sequence[int] | NDArray[Any], *,
                   decoder: DecoderName = "auto", max_short_side: int | None = None,
                   on_missing: OnMissing = "raise", timeout_s: float = 60.0,
                   quality: Quality = "exact") -> DecodedFrames:
@@ -392,7 +393,7 @@ def decode_frames(media: Media, uri: str, indices: Sequence[int] | np.ndarray, *
     return _assemble(uri, wanted, found, used, on_missing)
 
 
-def _assemble(uri: str, wanted: list[int], found: dict[int, np.ndarray], decoder: str,
+def _assemble(uri: str, wanted: list[int], found: dict[int, NDArray[Any]], decoder: str,
               on_missing: OnMissing) -> DecodedFrames:
     """The wanted frames in order, the missing ones raised, repeated or dropped."""
     missing = [i for i in wanted if i not in found]
@@ -417,7 +418,7 @@ def _nearest_before(known: list[int], index: int) -> int:
 
 def _video_frames(media: Media, uri: str, targets: list[int], decoder: DecoderName,
                   max_short_side: int | None, timeout_s: float, on_missing: OnMissing,
-                  quality: Quality = "exact") -> tuple[dict[int, np.ndarray], str]:
+                  quality: Quality = "exact") -> tuple[dict[int, NDArray[Any]], str]:
     """The frames at sorted, distinct `targets` that the video holds, and the decoder that gave them."""
     partial = on_missing != "raise"
     if decoder == "pyav" or (decoder == "auto" and not is_available("decord")):
@@ -441,7 +442,7 @@ def _video_frames(media: Media, uri: str, targets: list[int], decoder: DecoderNa
         raise MediaError(uri, f"{err.reason} (decord: {reason})", stage="decode") from err
 
 
-def load_image(media: Media, uri: str, draft_short_side: int | None = None) -> np.ndarray:
+def load_image(media: Media, uri: str, draft_short_side: int | None = None) -> NDArray[Any]:
     """An image as (H, W, 3) uint8 RGB, turned upright by its EXIF orientation.
 
     With `draft_short_side`, a JPEG whose short side is at least twice that is decoded straight at

@@ -11,8 +11,10 @@ import os
 import tempfile
 from collections.abc import Iterable
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import Field
 
 from instvl.config import BaseConfig
@@ -21,23 +23,26 @@ from instvl.config import BaseConfig
 class VideoEncoding(BaseConfig):
     """How a clip is stored in a shard row (H.264 MP4): quality, and how cheaply the trainer reaches a frame.
 
-    The trainer decodes a few frames per clip (16 of ~300), and a frame costs the decoding of every
-    reference frame between the keyframe before it and itself. Short GOPs with non-reference B-frames
-    make that chain short; they cost file size (`docs/BENCHMARKS.md`, loader section, has the figures).
+    The trainer decodes a few frames per clip (16 of ~300): a frame costs decoding the keyframe before it
+    and the reference frames between them (`media.decode` skips the rest), and decoding time follows the
+    bytes decoded. The picture size (`ingest.max_short_side`) matters most: at 480p a sample takes 0.12 s
+    of one core, at 720p 0.27-0.30 s whatever the GOP (`docs/BENCHMARKS.md`, loader section).
     """
 
     crf: int = Field(23, ge=0, le=51)
     """libx264 quality (lower is better and larger)."""
     preset: str = "veryfast"
     """libx264 speed preset: slower presets are smaller at the same quality but take longer to encode."""
-    keyint: int | None = Field(32, ge=1)
-    """Keyframes at most this many frames apart (more at scene cuts); null: x264's 250. A frame is
-    reached by decoding at most this many frames: shorter is faster to train from and larger."""
+    keyint: int | None = Field(64, ge=1)
+    """Keyframes at most this many frames apart (more at scene cuts); null: x264's 250. Reaching a frame
+    takes decoding its keyframe and the reference frames after it, so a short interval bounds that on long
+    clips, but keyframes are large (decoding costs about its bytes): on 10-s 30-fps clips 16 and 32 give
+    no faster sampling than 64 and are 1.9x and 1.3x larger, 250 is 20% smaller."""
     bframes: int | None = Field(3, ge=0, le=16)
     """B-frames between reference frames, never used as references themselves (no B-pyramid), so a
     reader skips the ones it does not want; null: x264's default (3, the middle one a reference)."""
 
-    def encode(self, frames: Iterable[np.ndarray], fps: float) -> bytes:
+    def encode(self, frames: Iterable[NDArray[Any]], fps: float) -> bytes:
         """The frames as MP4 bytes with these settings."""
         return encode_mp4(frames, fps, self.crf, self.preset, keyint=self.keyint, bframes=self.bframes)
 
@@ -47,7 +52,7 @@ def mp4_size(width: int, height: int) -> tuple[int, int]:
     return max(2, width // 2 * 2), max(2, height // 2 * 2)
 
 
-def encode_mp4(frames: Iterable[np.ndarray], fps: float, crf: int = 23, preset: str = "veryfast", *,
+def encode_mp4(frames: Iterable[NDArray[Any]], fps: float, crf: int = 23, preset: str = "veryfast", *,
                keyint: int | None = None, bframes: int | None = None) -> bytes:
     """Encode RGB uint8 frames as an H.264 (yuv420p) MP4 with the index first (faststart).
 
@@ -68,7 +73,7 @@ def encode_mp4(frames: Iterable[np.ndarray], fps: float, crf: int = 23, preset: 
             return f.read()
 
 
-def _encode_to(path: str, frames: Iterable[np.ndarray], fps: float, options: dict[str, object]) -> None:
+def _encode_to(path: str, frames: Iterable[NDArray[Any]], fps: float, options: dict[str, object]) -> None:
     import av
 
     with av.open(path, "w", format="mp4", options={"movflags": "+faststart"}) as container:
@@ -88,7 +93,7 @@ def _encode_to(path: str, frames: Iterable[np.ndarray], fps: float, options: dic
         container.mux(stream.encode())
 
 
-def encode_image(frame: np.ndarray, format: str = "jpeg", quality: int = 95) -> bytes:
+def encode_image(frame: NDArray[Any], format: str = "jpeg", quality: int = 95) -> bytes:
     """One (H, W, 3) uint8 RGB frame as image bytes (JPEG, PNG or WebP), without orientation metadata."""
     from PIL import Image
 

@@ -10,9 +10,10 @@ fixed threshold ignores steady motion and codec keyframe pops and still catches 
 
 import logging
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
 from instvl.config import BaseConfig
 from instvl.media.fetch import Media, MediaError, as_file
@@ -39,7 +40,7 @@ class ShotConfig(BaseConfig):
     """Frames are scaled to this width before scoring (speed; cuts survive downscaling)."""
 
 
-def rgb_to_hsv(frame: np.ndarray) -> np.ndarray:
+def rgb_to_hsv(frame: NDArray[Any]) -> NDArray[Any]:
     """(H, W, 3) uint8 RGB -> float32 HSV with hue in [0, 180) and saturation/value in [0, 255]."""
     rgb = frame.astype(np.float32)
     value = rgb.max(axis=-1)
@@ -53,14 +54,14 @@ def rgb_to_hsv(frame: np.ndarray) -> np.ndarray:
     return np.stack([hue, saturation, value], axis=-1).astype(np.float32)
 
 
-def content_score(previous_hsv: np.ndarray, current_hsv: np.ndarray) -> float:
+def content_score(previous_hsv: NDArray[Any], current_hsv: NDArray[Any]) -> float:
     """Mean absolute HSV difference of two frames (hue difference taken around the colour circle)."""
     delta = np.abs(current_hsv - previous_hsv)
     hue = np.minimum(delta[..., 0], 180.0 - delta[..., 0])
     return float((hue.mean() + delta[..., 1].mean() + delta[..., 2].mean()) / 3.0)
 
 
-def content_scores(frames: Iterable[np.ndarray]) -> np.ndarray:
+def content_scores(frames: Iterable[NDArray[Any]]) -> NDArray[Any]:
     """Scores of a frame stream; the first frame scores 0 (nothing to compare with)."""
     scores, previous = [], None
     for frame in frames:
@@ -70,7 +71,7 @@ def content_scores(frames: Iterable[np.ndarray]) -> np.ndarray:
     return np.asarray(scores, dtype=np.float32)
 
 
-def find_cuts(scores: np.ndarray, cfg: ShotConfig, fps: float) -> list[int]:
+def find_cuts(scores: NDArray[Any], cfg: ShotConfig, fps: float) -> list[int]:
     """Frame indices where a new shot starts, from per-frame scores (adaptive ratio rule)."""
     min_gap = max(1, round(cfg.min_shot_s * fps))
     cuts, last_cut = [], 0
@@ -107,7 +108,7 @@ def detect_shots(media: Media, uri: str, fps: float, cfg: ShotConfig) -> list[tu
     return cuts_to_shots(find_cuts(scores, cfg, fps), int(scores.size))
 
 
-def _scan_frames(media: Media, uri: str, width: int) -> Iterable[np.ndarray]:
+def _scan_frames(media: Media, uri: str, width: int) -> Iterable[NDArray[Any]]:
     import av
 
     index = 0

@@ -22,6 +22,13 @@ class QCRoundConfig(QAConfig):
     retries: int = Field(3, ge=0)
     retry_delay_s: float = Field(5.0, ge=0)
 
+    def pull_output(self) -> str:
+        """The new version's root for the pull stage; a clear error when it is not set."""
+        if not self.output:
+            raise ValueError("the pull stage writes a new dataset version: set `output` "
+                             "(instvl qa round ROOT OUT)")
+        return self.output
+
     def sections(self) -> dict[str, Any]:
         """The `qa/local` sections alone (JSON-ready), to build a push or pull config from."""
         return self.model_dump(mode="json", include=set(QAConfig.model_fields))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+from numpy.typing import NDArray
 
 from instvl import __version__
 from instvl.deps import require
@@ -33,7 +34,7 @@ class CheckpointError(ValueError):
 
 def rng_state() -> dict[str, Any]:
     """Python, numpy and torch (CPU and CUDA) RNG states, as weights-only-loadable values."""
-    legacy = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))
+    legacy = cast(tuple[str, NDArray[Any], int, int, float], np.random.get_state(legacy=True))
     kind, keys, pos, has_gauss, gauss = legacy
     state = {"python": _to_lists(random.getstate()), "torch": torch.get_rng_state(),
              "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),

@@ -5,20 +5,23 @@ Boxes are xyxy normalised to [0, 1]. The boxes at the sampled frames come from
 outside the track's span (where the frame is marked absent).
 """
 
+from typing import Any
+
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from instvl.geometry import grow_box, to_pixels
 from instvl.media.decode import resize_to
 
 
-def single_boxes(boxes: ArrayLike, num: int) -> tuple[np.ndarray, np.ndarray]:
+def single_boxes(boxes: ArrayLike, num: int) -> tuple[NDArray[Any], NDArray[Any]]:
     """The trajectory's first box repeated for all `num` frames (the 'single box' ablation), all present."""
     first = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)[0]
     return np.repeat(first[None], num, axis=0), np.ones(num, dtype=bool)
 
 
-def to_window(boxes: np.ndarray, window: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+def to_window(boxes: NDArray[Any],
+              window: tuple[float, float, float, float]) -> tuple[NDArray[Any], NDArray[Any]]:
     """Boxes re-expressed in a crop window of the frame (both normalised), clipped to it.
 
     Returns the boxes and a mask of boxes that keep a positive area inside the window.
@@ -31,7 +34,7 @@ def to_window(boxes: np.ndarray, window: tuple[float, float, float, float]) -> t
     return moved.astype(np.float32), visible
 
 
-def crop_clip(frames: np.ndarray, boxes: np.ndarray, size: int, pad: float) -> np.ndarray:
+def crop_clip(frames: NDArray[Any], boxes: NDArray[Any], size: int, pad: float) -> NDArray[Any]:
     """One instance's crop clip (T, size, size, 3) uint8 from frames (T, H, W, 3), one box per frame grown
     by `pad` of its size on each side (pixels by `geometry.to_pixels`), resized with OpenCV."""
     height, width = frames.shape[1:3]

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from instvl.datasets import layout
 from instvl.datasets.reader import ShardReader
@@ -131,7 +132,7 @@ class Mixer:
         self.counts = dict(zip(self.keys, counts.tolist(), strict=True))
         self.seed, self.block = seed, block
         self._slots = np.repeat(np.arange(len(self.keys)), counts)
-        self._cached: tuple[int, np.ndarray] | None = None
+        self._cached: tuple[int, NDArray[Any]] | None = None
 
     def choose(self, k: int) -> str:
         number, position = divmod(k, self.block)

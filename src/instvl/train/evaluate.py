@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from numpy.typing import NDArray
 
 from instvl.deps import require
 from instvl.geometry import cxcywh_to_xyxy
@@ -59,8 +59,8 @@ class Embeddings:
     instance_captions: list[str] = field(default_factory=list)
     inst_areas: list[float] = field(default_factory=list)
     """Mean normalised box area of each instance over its present frames."""
-    thumbnails: list[np.ndarray] = field(default_factory=list)
-    inst_thumbnails: list[np.ndarray] = field(default_factory=list)
+    thumbnails: list[NDArray[Any]] = field(default_factory=list)
+    inst_thumbnails: list[NDArray[Any]] = field(default_factory=list)
 
 
 def _mean_areas(boxes: Any, present: Any) -> list[float]:
@@ -69,7 +69,7 @@ def _mean_areas(boxes: Any, present: Any) -> list[float]:
     return (areas * mask).sum(-1).div(mask.sum(-1).clamp(min=1)).tolist()
 
 
-def _middle_frames(clips: Any) -> list[np.ndarray]:
+def _middle_frames(clips: Any) -> list[NDArray[Any]]:
     middle = clips.shape[2] // 2
     frames = clips[:, :, middle].float().cpu()
     small = torch.nn.functional.interpolate(frames, size=(THUMB, THUMB), mode="bilinear")

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from instvl.datasets.schema import InstanceRow, SampleRow
 from instvl.media.decode import DecoderName, Quality, decode_frames, media_of, resize_to
@@ -44,7 +45,7 @@ def sample_rng(seed: int, epoch: int, sample_id: str) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, stable_hash(sample_id)])
 
 
-def frame_indices(total: int, num: int, rng: np.random.Generator | None) -> np.ndarray:
+def frame_indices(total: int, num: int, rng: np.random.Generator | None) -> NDArray[Any]:
     """`num` indices into `total` frames: one per equal segment, random within it (train) or its middle."""
     bounds = np.linspace(0, max(total, 1), num + 1)
     starts, ends = np.floor(bounds[:-1]).astype(int), np.maximum(np.floor(bounds[1:]).astype(int), 1)
@@ -76,7 +77,7 @@ def window_pixels(height: int, width: int, window: Window) -> tuple[int, int, in
     return top, left, top + round((y1 - y0) * height), left + round((x1 - x0) * width)
 
 
-def resize_frames(frames: np.ndarray, size: int, mode: str) -> np.ndarray:
+def resize_frames(frames: NDArray[Any], size: int, mode: str) -> NDArray[Any]:
     """(T, H, W, 3) uint8 frames -> (T, size, size, 3) uint8: centre square crop then resize, or squash."""
     height, width = frames.shape[1], frames.shape[2]
     top, left, bottom, right = window_pixels(height, width, resize_geometry(height, width, mode))
@@ -84,7 +85,7 @@ def resize_frames(frames: np.ndarray, size: int, mode: str) -> np.ndarray:
                      for f in frames])
 
 
-def normalise(frames: np.ndarray, kind: str) -> "torch.Tensor":
+def normalise(frames: NDArray[Any], kind: str) -> "torch.Tensor":
     """(T, h, w, 3) uint8 frames -> (3, T, h, w) float32, minus the mean and over the std of `kind`."""
     import torch
 
@@ -139,7 +140,8 @@ def video_length(row: SampleRow, media: Media, uri: str) -> int:
 
 
 def load_frames(row: SampleRow, num: int, rng: np.random.Generator | None, decoder: DecoderName = "pyav",
-                short_side: int | None = None, quality: Quality = "exact") -> tuple[np.ndarray, np.ndarray]:
+                short_side: int | None = None,
+                quality: Quality = "exact") -> tuple[NDArray[Any], NDArray[Any]]:
     """(T, H, W, 3) uint8 frames of a row and the clip frame indices they were taken at.
 
     A video gives T = `num` frames; an image gives T = 1 (frame index 0). Frames are shrunk while
@@ -149,6 +151,7 @@ def load_frames(row: SampleRow, num: int, rng: np.random.Generator | None, decod
     pixels for decoding speed (`instvl.media.decode.Quality`). Raises MediaError.
     """
     media, uri = row_media(row)
+    sampled: NDArray[Any]
     if row.get("media_type") == "image":
         sampled = np.zeros(1, dtype=np.int64)
     else:
@@ -158,7 +161,7 @@ def load_frames(row: SampleRow, num: int, rng: np.random.Generator | None, decod
     return decoded.frames, sampled
 
 
-def crop_positions(num_frames: int, crop_frames: int | None) -> np.ndarray:
+def crop_positions(num_frames: int, crop_frames: int | None) -> NDArray[Any]:
     """Which of a sample's `num_frames` frames its crop clips use: `crop_frames` of them, evenly spread."""
     if crop_frames is None or crop_frames >= num_frames:
         return np.arange(num_frames)
@@ -196,7 +199,7 @@ def choose_instances(instances: list[InstanceRow] | None, limit: int,
     return [usable[i] for i in sorted(rng.choice(len(usable), limit, replace=False))]
 
 
-def prepare_instance(inst: InstanceRow, frames: np.ndarray, sampled: np.ndarray, crop_at: np.ndarray,
+def prepare_instance(inst: InstanceRow, frames: NDArray[Any], sampled: NDArray[Any], crop_at: NDArray[Any],
                      window: Window, cfg: "DataConfig", epoch: int, key: str,
                      train: bool) -> dict[str, Any]:
     """Crop clip (3, Tc, c, c) at the `crop_at` frames, boxes (T, 4) in model-input coordinates and the

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 
 GAP = 6
@@ -20,7 +21,7 @@ CORRECT, WRONG = (40, 180, 70), (220, 50, 50)
 PRED_BOX, TRUE_BOX = (250, 220, 40), (40, 220, 90)
 
 
-def clip_to_uint8(video: Any) -> np.ndarray:
+def clip_to_uint8(video: Any) -> NDArray[Any]:
     """A model-input clip [3, T, H, W] (any normalisation) as display frames [T, H, W, 3] uint8."""
     array = np.asarray(video.detach().cpu().float() if hasattr(video, "detach") else video, dtype=np.float32)
     if array.ndim != 4 or array.shape[0] != 3:
@@ -30,7 +31,7 @@ def clip_to_uint8(video: Any) -> np.ndarray:
     return (scaled.transpose(1, 2, 3, 0) * 255).round().astype(np.uint8)
 
 
-def _thumbnail(frame: np.ndarray, size: int) -> Image.Image:
+def _thumbnail(frame: NDArray[Any], size: int) -> Image.Image:
     image = Image.fromarray(np.asarray(frame, dtype=np.uint8)).convert("RGB")
     return image.resize((size, size), Image.Resampling.BILINEAR)
 
@@ -42,7 +43,7 @@ def _save(image: Image.Image, path: str | Path) -> Path:
     return path
 
 
-def retrieval_grid(path: str | Path, queries: Sequence[str], thumbnails: Sequence[np.ndarray],
+def retrieval_grid(path: str | Path, queries: Sequence[str], thumbnails: Sequence[NDArray[Any]],
                    ranked: Sequence[Sequence[int]], correct: Sequence[Sequence[bool]],
                    thumb_size: int = 96, text_width: int = 260) -> Path:
     """Draw each query caption beside its ranked gallery frames (indices into `thumbnails`).
@@ -70,14 +71,14 @@ def retrieval_grid(path: str | Path, queries: Sequence[str], thumbnails: Sequenc
     return _save(canvas, path)
 
 
-def heat_colours(values: np.ndarray) -> np.ndarray:
+def heat_colours(values: NDArray[Any]) -> NDArray[Any]:
     """Values in [0, 1] -> jet-like RGB uint8 (blue low, red high)."""
     x = np.clip(values, 0, 1)[..., None]
     centres = np.array([0.75, 0.5, 0.25])  # red, green, blue peaks
     return (np.clip(1.5 - np.abs(4 * (x - centres)), 0, 1) * 255).astype(np.uint8)
 
 
-def _overlay_frame(frame: np.ndarray, attention: np.ndarray, alpha: float) -> Image.Image:
+def _overlay_frame(frame: NDArray[Any], attention: NDArray[Any], alpha: float) -> Image.Image:
     height, width = frame.shape[:2]
     peak = float(attention.max())
     normalised = attention / peak if peak > 0 else attention
@@ -95,8 +96,8 @@ def _draw_box(draw: ImageDraw.ImageDraw, box: Sequence[float], left: int, top: i
                    outline=colour, width=2)
 
 
-def attention_overlay(path: str | Path, frames: np.ndarray, attention: np.ndarray, caption: str = "",
-                      pred_boxes: np.ndarray | None = None, true_boxes: np.ndarray | None = None,
+def attention_overlay(path: str | Path, frames: NDArray[Any], attention: NDArray[Any], caption: str = "",
+                      pred_boxes: NDArray[Any] | None = None, true_boxes: NDArray[Any] | None = None,
                       alpha: float = 0.5, scale: int = 1) -> Path:
     """Frames [T, H, W, 3] side by side with attention [t, h, w] (t token frames spread over T) on top.
 

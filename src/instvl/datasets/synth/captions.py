@@ -8,8 +8,10 @@ Captions are lower-case without final punctuation, the style of the paper's exam
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from instvl.datasets.synth.render import DESCRIPTIONS, Track
 from instvl.datasets.synth.scene import Scene, SceneObject, boxes_over_time
@@ -47,13 +49,13 @@ def leaves_frame(obj: SceneObject, scene: Scene) -> bool:
     return bool(outside.any())
 
 
-def mean_centre(track: Track) -> np.ndarray:
+def mean_centre(track: Track) -> NDArray[Any]:
     """Mean (x, y) of the visible boxes' centres, normalised to [0, 1]."""
     b = track.boxes
     return np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], axis=1).mean(axis=0)
 
 
-def region_phrase(centre: np.ndarray) -> str:
+def region_phrase(centre: NDArray[Any]) -> str:
     """'near the top left', 'near the bottom', 'in the centre' from a normalised (x, y)."""
     x, y = float(centre[0]), float(centre[1])
     vertical = "top" if y < 1 / 3 else "bottom" if y > 2 / 3 else ""

@@ -6,14 +6,15 @@ frames always give the same bytes.
 
 import io
 from fractions import Fraction
+from typing import Any
 
-import numpy as np
+from numpy.typing import NDArray
 from PIL import Image
 
 from instvl.deps import require
 
 
-def encode_mp4(frames: np.ndarray, fps: float, crf: int = 18) -> bytes:
+def encode_mp4(frames: NDArray[Any], fps: float, crf: int = 18) -> bytes:
     """(T, H, W, 3) uint8 RGB frames (even H and W) -> MP4 bytes, H.264 yuv420p."""
     t_count, height, width, _ = frames.shape
     if width % 2 or height % 2:
@@ -32,7 +33,7 @@ def encode_mp4(frames: np.ndarray, fps: float, crf: int = 18) -> bytes:
     return buffer.getvalue()
 
 
-def encode_jpeg(frame: np.ndarray, quality: int = 92) -> bytes:
+def encode_jpeg(frame: NDArray[Any], quality: int = 92) -> bytes:
     """(H, W, 3) uint8 RGB -> JPEG bytes."""
     buffer = io.BytesIO()
     Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)

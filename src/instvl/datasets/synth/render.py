@@ -4,8 +4,10 @@ ground truth read back from what was drawn (so boxes and masks match the pixels,
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image, ImageDraw
 
 from instvl.datasets.synth.scene import COLOURS, Scene
@@ -29,8 +31,8 @@ SHADE = 0.5
 class Rendered:
     """Frames (T, H, W, 3) uint8 and, per pixel, the id of the front-most object there (-1: background)."""
 
-    frames: np.ndarray
-    labels: np.ndarray
+    frames: NDArray[Any]
+    labels: NDArray[Any]
 
 
 @dataclass(slots=True)
@@ -38,12 +40,12 @@ class Track:
     """Where one object is visible: frame indices, xyxy boxes normalised to [0, 1], optional COCO RLEs."""
 
     frame_index: list[int]
-    boxes: np.ndarray
+    boxes: NDArray[Any]
     mask_rle: list[str]
 
 
 @lru_cache(maxsize=len(PHOTOS))
-def load_photo(name: str) -> np.ndarray:
+def load_photo(name: str) -> NDArray[Any]:
     """A scikit-image sample photo as (H, W, 3) uint8 (grey photos are replicated to three channels)."""
     from instvl.deps import require
 
@@ -56,7 +58,7 @@ def load_photo(name: str) -> np.ndarray:
     return image
 
 
-def background_image(rng: np.random.Generator, name: str, width: int, height: int) -> np.ndarray:
+def background_image(rng: np.random.Generator, name: str, width: int, height: int) -> NDArray[Any]:
     """A random crop of photo `name`, resized to (height, width); or a plain grey gradient."""
     if name == PLAIN:
         level = rng.uniform(70, 170)
@@ -71,7 +73,7 @@ def background_image(rng: np.random.Generator, name: str, width: int, height: in
     return np.asarray(crop.resize((width, height), Image.Resampling.BILINEAR))
 
 
-def _shape_mask(shape: str, side: int) -> np.ndarray:
+def _shape_mask(shape: str, side: int) -> NDArray[Any]:
     """(side, side) bool silhouette of `shape`."""
     if shape in ("square", "cross", "ring"):
         c = (np.arange(side) + 0.5) / side * 2 - 1
@@ -105,7 +107,7 @@ def _polygon(shape: str, side: int) -> list[tuple[float, float]]:
     return [(centre + radius * x, centre + radius * y) for x, y in unit]
 
 
-def _texture_pattern(texture: str, side: int) -> np.ndarray:
+def _texture_pattern(texture: str, side: int) -> NDArray[Any]:
     """(side, side) bool: True where the texture shows the darker shade."""
     i, j = np.mgrid[0:side, 0:side]
     period = max(2, side // 5)
@@ -123,7 +125,7 @@ def _texture_pattern(texture: str, side: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=4096)
-def sprite(shape: str, colour: str, texture: str, side: int) -> tuple[np.ndarray, np.ndarray]:
+def sprite(shape: str, colour: str, texture: str, side: int) -> tuple[NDArray[Any], NDArray[Any]]:
     """(mask (side, side) bool, pixels (side, side, 3) uint8) of one object's look; cached, read-only."""
     base = np.asarray(COLOURS[colour], np.float32)
     dark = _texture_pattern(texture, side)
@@ -133,7 +135,7 @@ def sprite(shape: str, colour: str, texture: str, side: int) -> tuple[np.ndarray
     return mask, pixels
 
 
-def render(scene: Scene, background: np.ndarray) -> Rendered:
+def render(scene: Scene, background: NDArray[Any]) -> Rendered:
     """Draw every object over `background` at each frame, back to front."""
     t_count, h, w = scene.num_frames, scene.height, scene.width
     frames = np.repeat(background[None], t_count, axis=0)
@@ -147,7 +149,7 @@ def render(scene: Scene, background: np.ndarray) -> Rendered:
     return Rendered(frames, labels)
 
 
-def _paste(frame: np.ndarray, labels: np.ndarray, k: int, mask: np.ndarray, pixels: np.ndarray,
+def _paste(frame: NDArray[Any], labels: NDArray[Any], k: int, mask: NDArray[Any], pixels: NDArray[Any],
            x0: int, y0: int) -> None:
     """Draw a sprite with its top-left corner at (x0, y0), clipped to the frame."""
     side, (h, w) = mask.shape[0], labels.shape
@@ -159,7 +161,7 @@ def _paste(frame: np.ndarray, labels: np.ndarray, k: int, mask: np.ndarray, pixe
     labels[fy0:fy1, fx0:fx1][sub] = k
 
 
-def tracks(labels: np.ndarray, num_objects: int, masks: bool = False) -> list[Track]:
+def tracks(labels: NDArray[Any], num_objects: int, masks: bool = False) -> list[Track]:
     """Per object, the frames where any of its pixels is visible, with the box of those pixels."""
     t_count, h, w = labels.shape
     scale = np.array([w, h, w, h], np.float32)
@@ -180,7 +182,7 @@ def tracks(labels: np.ndarray, num_objects: int, masks: bool = False) -> list[Tr
     return out
 
 
-def encode_rle(mask: np.ndarray) -> str:
+def encode_rle(mask: NDArray[Any]) -> str:
     """COCO RLE counts string of a (H, W) bool mask."""
     from instvl.deps import require
 

@@ -7,8 +7,10 @@ needs grounding (multi-object confusion).
 """
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30), "green": (30, 175, 50), "blue": (30, 70, 230), "yellow": (240, 220, 30),
@@ -51,7 +53,7 @@ class SceneObject:
     def looks(self) -> tuple[str, str, str, str]:
         return self.shape, self.colour, self.texture, self.size
 
-    def centres(self, num_frames: int) -> np.ndarray:
+    def centres(self, num_frames: int) -> NDArray[Any]:
         """(T, 2) float centres (x, y) in pixels at each frame."""
         s = np.linspace(0.0, 1.0, num_frames) if num_frames > 1 else np.zeros(1)
         if self.motion == "back_and_forth":
@@ -160,7 +162,7 @@ def place(rng: np.random.Generator, obj: SceneObject, width: int, height: int, o
     return replace(obj, start=(rng.uniform(lo_x, hi_x), rng.uniform(lo_y, hi_y)))
 
 
-def boxes_over_time(obj: SceneObject, num_frames: int) -> np.ndarray:
+def boxes_over_time(obj: SceneObject, num_frames: int) -> NDArray[Any]:
     """(T, 4) pixel boxes x0, y0, x1, y1 of the whole object (visible or not)."""
     centres = obj.centres(num_frames)
     half = obj.side / 2
