@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from instvl.annotate.config import AnnotateConfig, MemoryPlan, ModelMemory
+from instvl.annotate.config import AnnotateConfig, MemoryPlanConfig, ModelMemoryConfig
 from instvl.annotate.engine import Batcher, MemoryPlanError, keyframes, plan_memory
 from instvl.annotate.plan import make_plan
 from instvl.annotate.units import engines_for, memory_budget, run_unit
@@ -185,10 +185,10 @@ def test_keyframes_follow_the_builder_windows():
     assert list(keyframes(1, 4)) == [0]
 
 
-def gpu_plan(gib: float) -> MemoryPlan:
-    return MemoryPlan(gpu_gib=gib, detector=ModelMemory(weights_gib=0.5, working_gib=2.5),
-                      tracker=ModelMemory(weights_gib=0.5, working_gib=3.5),
-                      captioner=ModelMemory(weights_gib=15.5, working_gib=4.0), reserve_gib=1.5)
+def gpu_plan(gib: float) -> MemoryPlanConfig:
+    return MemoryPlanConfig(gpu_gib=gib, detector=ModelMemoryConfig(weights_gib=0.5, working_gib=2.5),
+                      tracker=ModelMemoryConfig(weights_gib=0.5, working_gib=3.5),
+                      captioner=ModelMemoryConfig(weights_gib=15.5, working_gib=4.0), reserve_gib=1.5)
 
 
 def test_memory_plan_gives_vllm_what_the_other_models_leave():

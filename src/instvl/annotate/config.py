@@ -50,7 +50,7 @@ class OutputConfig(BaseConfig):
     folder (e.g. a rebuild into a new output after changing a tracker threshold) to share captions."""
 
 
-class ModelMemory(BaseConfig):
+class ModelMemoryConfig(BaseConfig):
     """What one model may take on the GPU: weights plus its working memory (activations, buffers)."""
 
     weights_gib: float = Field(0.0, ge=0)
@@ -61,7 +61,7 @@ class ModelMemory(BaseConfig):
         return self.weights_gib + self.working_gib
 
 
-class MemoryPlan(BaseConfig):
+class MemoryPlanConfig(BaseConfig):
     """How one GPU is shared by the unit's models: the detector and tracker take what they state, the
     CUDA context and allocator slack take `reserve_gib`, and a vLLM captioner gets the rest as its
     `gpu_memory_utilization` (weights + KV cache). A plan that cannot fit fails before any model loads,
@@ -70,9 +70,9 @@ class MemoryPlan(BaseConfig):
     gpu_gib: float | None = Field(None, gt=0)
     """The GPU's memory; None: read from the device (torch.cuda). Set it to plan for a smaller card."""
     device: int = 0
-    detector: ModelMemory = Field(default_factory=ModelMemory)
-    tracker: ModelMemory = Field(default_factory=ModelMemory)
-    captioner: ModelMemory = Field(default_factory=ModelMemory)
+    detector: ModelMemoryConfig = Field(default_factory=ModelMemoryConfig)
+    tracker: ModelMemoryConfig = Field(default_factory=ModelMemoryConfig)
+    captioner: ModelMemoryConfig = Field(default_factory=ModelMemoryConfig)
     """For an in-process vLLM captioner: its weights, and the least KV cache worth running with."""
     reserve_gib: float = Field(1.5, ge=0)
     """CUDA contexts, the caching allocator's fragmentation, NCCL/cuBLAS workspaces."""
@@ -116,7 +116,7 @@ class EngineConfig(BaseConfig):
     """Clips tracked at once (one tracker session each, every object of the window in it)."""
     prefetch_keyframes: bool = True
     """Detect all keyframes of a clip as soon as its phrases are known (the builder then finds them done)."""
-    memory: MemoryPlan | None = None
+    memory: MemoryPlanConfig | None = None
     """The GPU memory plan; None: no plan (CPU backends, or models on separate devices)."""
 
 

@@ -46,7 +46,7 @@ import numpy as np
 
 from instvl.annotate.caption.base import Captioner
 from instvl.annotate.caption.request import CaptionRequest, InstanceInfo, RequestKind
-from instvl.annotate.config import AnnotateConfig, EngineConfig, MemoryPlan
+from instvl.annotate.config import AnnotateConfig, EngineConfig, MemoryPlanConfig
 from instvl.annotate.detect.base import Detector
 from instvl.annotate.pipeline import Engines
 from instvl.annotate.track.base import Tracker
@@ -662,7 +662,7 @@ def gpu_memory_gib(device: int = 0) -> float | None:
     return torch.cuda.get_device_properties(device).total_memory / 2**30
 
 
-def plan_memory(plan: MemoryPlan, captioner_in_process: bool) -> MemoryBudget | None:
+def plan_memory(plan: MemoryPlanConfig, captioner_in_process: bool) -> MemoryBudget | None:
     """Check that the models fit and set vLLM's share from what the detector, tracker and reserve leave.
 
     `captioner_in_process`: the captioner is a vLLM engine on this GPU (else it is a server elsewhere, or

@@ -17,8 +17,8 @@ from pydantic import Field
 from instvl.annotate.caption.base import (
     BatchCaptioner,
     Captioner,
+    CaptionerBaseConfig,
     CaptionError,
-    CaptionerSettings,
     make_request,
     request_key,
 )
@@ -39,7 +39,7 @@ CaptionerConfig = Annotated[
 ]
 
 __all__ = [
-    "BatchCaptioner", "CaptionError", "CaptionRequest", "Captioner", "CaptionerConfig", "CaptionerSettings",
+    "BatchCaptioner", "CaptionError", "CaptionRequest", "Captioner", "CaptionerConfig", "CaptionerBaseConfig",
     "CleaningConfig", "FakeCaptioner", "HFCaptioner", "InstanceInfo", "OpenAICaptioner", "PixelCaptioner",
     "PromptConfig",
     "RequestKind", "VLLMCaptioner", "VisualPromptConfig", "caption_defects", "clean_caption", "draw_boxes",

@@ -70,7 +70,7 @@ class Captioner(Protocol):
     def caption(self, requests: Sequence[CaptionRequest]) -> list[str]: ...
 
 
-class CaptionerSettings(BaseConfig):
+class CaptionerBaseConfig(BaseConfig):
     """Settings every captioner backend shares."""
 
     prompts: PromptConfig = PromptConfig()
@@ -85,7 +85,7 @@ class BatchCaptioner(ABC):
     generation_fields: tuple[str, ...] = ()
     """Config fields that change the model's answers; they enter the cache key."""
 
-    def __init__(self, cfg: CaptionerSettings, model_id: str) -> None:
+    def __init__(self, cfg: CaptionerBaseConfig, model_id: str) -> None:
         if cfg.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {cfg.batch_size}")
         self.cfg = cfg

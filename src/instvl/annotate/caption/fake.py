@@ -11,7 +11,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from instvl.annotate.caption.base import BatchCaptioner, CaptionerSettings
+from instvl.annotate.caption.base import BatchCaptioner, CaptionerBaseConfig
 from instvl.annotate.caption.request import CaptionRequest, InstanceInfo
 
 # Reference colours for naming a region's mean colour.
@@ -93,7 +93,7 @@ class FakeCaptioner(BatchCaptioner):
 
     generation_fields = ("entities",)
 
-    class Config(CaptionerSettings):
+    class Config(CaptionerBaseConfig):
         kind: Literal["fake"] = "fake"
         entities: list[str] = ["object"]
         """Phrases returned as salient entities by 'entities' requests."""

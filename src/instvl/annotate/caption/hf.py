@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from instvl.annotate.caption.base import BatchCaptioner, CaptionerSettings
+from instvl.annotate.caption.base import BatchCaptioner, CaptionerBaseConfig
 from instvl.annotate.caption.request import CaptionRequest
 from instvl.deps import require
 
@@ -61,7 +61,7 @@ class HFCaptioner(BatchCaptioner):
     generation_fields = ("tiny_random", "dtype", "max_new_tokens", "do_sample", "temperature", "top_p",
                          "repetition_penalty", "seed", "min_pixels", "max_pixels", "system_prompt")
 
-    class Config(CaptionerSettings):
+    class Config(CaptionerBaseConfig):
         kind: Literal["hf"] = "hf"
         model: str = "Qwen/Qwen2-VL-2B-Instruct"
         """Hub id or local directory of a Qwen2-VL-family model."""

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from instvl.annotate.caption.base import BatchCaptioner, CaptionError, CaptionerSettings
+from instvl.annotate.caption.base import BatchCaptioner, CaptionerBaseConfig, CaptionError
 from instvl.annotate.caption.request import CaptionRequest
 from instvl.annotate.caption.visual_prompt import to_data_url
 
@@ -78,7 +78,7 @@ class OpenAICaptioner(BatchCaptioner):
     generation_fields = ("max_tokens", "temperature", "top_p", "seed", "system_prompt", "image_format",
                          "image_quality")
 
-    class Config(CaptionerSettings):
+    class Config(CaptionerBaseConfig):
         kind: Literal["openai"] = "openai"
         base_url: str = "http://127.0.0.1:8000/v1"
         """The API root; requests go to `<base_url>/chat/completions`."""

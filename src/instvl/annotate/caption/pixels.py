@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from instvl.annotate.caption.base import BatchCaptioner, CaptionerSettings
+from instvl.annotate.caption.base import BatchCaptioner, CaptionerBaseConfig
 from instvl.annotate.caption.fake import describe_place, describe_relation, describe_size, region_colour
 from instvl.annotate.caption.request import CaptionRequest, InstanceInfo
 from instvl.annotate.detect.pixels import NAMED_COLOURS, PixelDetector, nearest_colour
@@ -70,7 +70,7 @@ def instance_colour(frames: Sequence[np.ndarray], info: InstanceInfo, tolerance:
 class PixelCaptioner(BatchCaptioner):
     """Captions computed from the request's pixels and boxes; the prompt text is not read."""
 
-    class Config(CaptionerSettings):
+    class Config(CaptionerBaseConfig):
         kind: Literal["pixels"] = "pixels"
         max_entities: int = 8
 

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from instvl.annotate.caption.base import BatchCaptioner, CaptionError, CaptionerSettings
+from instvl.annotate.caption.base import BatchCaptioner, CaptionerBaseConfig, CaptionError
 from instvl.annotate.caption.openai import chat_messages
 from instvl.annotate.caption.request import CaptionRequest
 from instvl.deps import require
@@ -33,7 +33,7 @@ class VLLMCaptioner(BatchCaptioner):
     generation_fields = ("dtype", "max_tokens", "temperature", "top_p", "repetition_penalty", "seed",
                          "system_prompt", "image_format", "mm_processor_kwargs")
 
-    class Config(CaptionerSettings):
+    class Config(CaptionerBaseConfig):
         kind: Literal["vllm"] = "vllm"
         model: str = "Qwen/Qwen2.5-VL-7B-Instruct"
         """Hub id or local directory of a vision-language model that vLLM supports."""

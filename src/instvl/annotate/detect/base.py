@@ -13,7 +13,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class GroundingSettings(BaseConfig):
+class GroundingDinoBaseConfig(BaseConfig):
     """Thresholds, suppression and batching shared by the GroundingDINO backends."""
 
     box_threshold: float = 0.35
@@ -59,7 +59,8 @@ def prompt_jobs(phrase_lists: Sequence[Sequence[str]],
             for i, frame_groups in enumerate(groups) if g < len(frame_groups)]
 
 
-def merge_found(found: Sequence[Sequence[Detection]], settings: GroundingSettings) -> list[list[Detection]]:
+def merge_found(found: Sequence[Sequence[Detection]],
+                settings: GroundingDinoBaseConfig) -> list[list[Detection]]:
     """One frame's detections over all its prompts, best first, duplicates suppressed."""
     c = settings
     return [suppress_duplicates(sorted(f, key=lambda d: -d.score), c.class_iou, c.cross_iou, c.max_detections)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from instvl.annotate.detect.base import (
-    GroundingSettings,
+    GroundingDinoBaseConfig,
     check_frames,
     decode_queries,
     merge_found,
@@ -34,7 +34,7 @@ MAX_TEXT_LEN = 256
 class GroundingDinoDetector:
     """Open-vocabulary detection with the reference GroundingDINO implementation."""
 
-    class Config(GroundingSettings):
+    class Config(GroundingDinoBaseConfig):
         kind: Literal["groundingdino"] = "groundingdino"
         config_path: Path | None = None
         """Model config (.py), e.g. GroundingDINO_SwinT_OGC.py; default: the one shipped with the package."""

@@ -14,7 +14,7 @@ import numpy as np
 from instvl.annotate.detect.base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    GroundingSettings,
+    GroundingDinoBaseConfig,
     check_frames,
     decode_queries,
     merge_found,
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 class HFDetector:
     """Open-vocabulary detection with a transformers GroundingDINO model."""
 
-    class Config(GroundingSettings):
+    class Config(GroundingDinoBaseConfig):
         kind: Literal["hf"] = "hf"
         model: str = "IDEA-Research/grounding-dino-tiny"
         """Hub id or local directory of a GroundingDINO checkpoint (ignored with `tiny_random`)."""
