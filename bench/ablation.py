@@ -270,7 +270,8 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         f"Training: `{meta['preset']}` with {shared}, {meta['steps']} steps of batch {meta['batch_size']} "
         f"per run; seeds "
         f"{summary['complete_seeds']} (model init, masks, loader order; the data are the same). "
-        f"Machine: {meta['machine']}; {meta['minutes']:.0f} minutes of runs for this table.", "",
+        f"Machine: {meta['machine']}; the runs took {meta['minutes']:.0f} minutes in all (summed over runs, "
+        "training plus scoring).", "",
         "Mean recall, mean over seeds [95% t-interval]; R@k columns are means over seeds.", "",
         "| arm | glob mean R | inst mean R | inst T2V R@1 | inst T2V R@5 | inst T2V R@10 "
         "| inst V2T R@1 | inst V2T R@5 | inst V2T R@10 | train s/run |",

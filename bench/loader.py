@@ -5,7 +5,7 @@ Media: 10-s 30-fps H.264 clips (a pan over scikit-image photos with sensor-like 
 frame. Videos come in two kinds: "source" clips as a camera or an upload gives them (1280x720, libx264
 veryfast crf 23 with x264's defaults: a keyframe every 250 frames, B-pyramid; ~0.8 Mb/s), and "shard"
 clips as `media.clips.clip_media` embeds them in rows (the same frames shrunk to the annotate config's
-`ingest.max_short_side`, encoded with `out.video`, `instvl.media.encode.VideoEncoding`: what the trainer
+`ingest.max_short_side`, encoded with `out.video`, `instvl.media.encode.VideoEncodingConfig`: what the trainer
 reads). For each preset it times what one DataLoader worker does per sample (`transforms.prepare_sample`
 + the batch's `collate` and tokenisation) in CPU seconds of this process with torch/OpenCV held to one
 thread, so the figure is per core and does not depend on other load on the machine. Demand: samples/s
@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 
 from instvl.config import load_config  # noqa: E402
 from instvl.media.decode import resize_frame  # noqa: E402
-from instvl.media.encode import VideoEncoding, encode_image, encode_mp4  # noqa: E402
+from instvl.media.encode import VideoEncodingConfig, encode_image, encode_mp4  # noqa: E402
 from instvl.media.ingest import IngestConfig  # noqa: E402
 from instvl.train.config import TrainConfig  # noqa: E402
 from instvl.train.data import collate  # noqa: E402
@@ -70,7 +70,7 @@ def video_frames(seed: int, seconds: float = 10.0, fps: int = 30, width: int = 1
         yield np.clip(frame, 0, 255).astype(np.uint8)
 
 
-def video_bytes(seed: int, shard: tuple[int | None, VideoEncoding] | None, fps: int = 30) -> bytes:
+def video_bytes(seed: int, shard: tuple[int | None, VideoEncodingConfig] | None, fps: int = 30) -> bytes:
     """A source clip (x264's defaults), or with `shard` = (max short side, encoding) the clip a shard
     row embeds: the same frames shrunk as `clip_media` does and encoded with those settings."""
     if shard is None:
@@ -104,24 +104,24 @@ def instances(frames: int, count: int, seed: int) -> list[dict[str, Any]]:
 
 
 def media_kinds(short_sides: list[int | None], keyints: list[int | None],
-                bframes: int | None) -> dict[str, tuple[int | None, VideoEncoding] | None]:
+                bframes: int | None) -> dict[str, tuple[int | None, VideoEncodingConfig] | None]:
     """{label: shard settings} of the video kinds to measure: the source clips, then every shard kind."""
-    kinds: dict[str, tuple[int | None, VideoEncoding] | None] = {"source 720p k250": None}
+    kinds: dict[str, tuple[int | None, VideoEncodingConfig] | None] = {"source 720p k250": None}
     for side in short_sides:
         for keyint in keyints:
-            encoding = VideoEncoding(keyint=keyint, bframes=bframes)
+            encoding = VideoEncodingConfig(keyint=keyint, bframes=bframes)
             kinds[f"shard {side or 720}p k{keyint or 250} b{bframes}"] = (side, encoding)
     return kinds
 
 
-def _file_tag(shard: tuple[int | None, VideoEncoding] | None) -> str:
+def _file_tag(shard: tuple[int | None, VideoEncodingConfig] | None) -> str:
     if shard is None:
         return "source"
     side, enc = shard
     return f"s{side}-k{enc.keyint}-b{enc.bframes}-crf{enc.crf}-{enc.preset}"
 
 
-def make_rows(folder: Path, kinds: dict[str, tuple[int | None, VideoEncoding] | None], videos: int,
+def make_rows(folder: Path, kinds: dict[str, tuple[int | None, VideoEncodingConfig] | None], videos: int,
               images: int, first_seed: int) -> dict[str, list[dict[str, Any]]]:
     """{media kind: rows with embedded media} (generated once into `folder`, reused by later runs)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -173,8 +173,8 @@ def main() -> None:
                         help="shard clips' max short side (repeatable; none: 720p as the source; default: "
                              "720 as the gpu annotate presets store, and ingest.max_short_side)")
     parser.add_argument("--keyint", type=_int_or_none, action="append",
-                        help="shard clips' keyframe interval (repeatable; default: VideoEncoding's)")
-    parser.add_argument("--bframes", type=_int_or_none, default=VideoEncoding().bframes)
+                        help="shard clips' keyframe interval (repeatable; default: VideoEncodingConfig's)")
+    parser.add_argument("--bframes", type=_int_or_none, default=VideoEncodingConfig().bframes)
     parser.add_argument("--cores", type=int, default=12, help="CPU cores per GPU")
     parser.add_argument("--mfu", type=float, default=0.4)
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="H100 bf16 dense")
@@ -189,7 +189,7 @@ def main() -> None:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     sides = args.short_side or [None, IngestConfig().max_short_side]
-    kinds = media_kinds(sides, args.keyint or [VideoEncoding().keyint], args.bframes)
+    kinds = media_kinds(sides, args.keyint or [VideoEncodingConfig().keyint], args.bframes)
     rows = make_rows(Path(args.media_dir), kinds, args.videos, args.images, args.first_seed)
     results = []
     print(f"{args.cores} cores per GPU, demand at {args.mfu:.0%} MFU of {args.peak_tflops:g} TFLOP/s; "

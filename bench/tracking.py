@@ -54,8 +54,9 @@ SYNONYMS = {"circle": ["disc", "round shape"], "square": ["box", "block"], "tria
 MIN_VISIBLE = 0.5
 """An object is ground truth on frames where at least this share of it is visible."""
 MATCH_IOU = 0.5
-CHOSEN = {"backfill": True, "birth_score": 0.55, "max_unconfirmed": 3, "end_score": 0.3}
-"""Builder settings chosen on the dev seed 0 (16 scenes; `--set` overrides them), beside redetect_every;
+CHOSEN = {"backfill": True, "birth_score": 0.55, "max_unconfirmed": 3, "end_score": 0.3, "max_missed": 16}
+"""Builder settings chosen on the dev seeds 0 and 4-8 (16 scenes each; `--set` overrides them), beside
+redetect_every (`max_missed` and the revival settings in this round, the rest on seed 0 before);
 the template tracker's defaults (`FakeTracker.Config`) were chosen on the same seed."""
 
 

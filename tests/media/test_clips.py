@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from instvl.media.clips import DecodedClip, clip_media, decode_clip, sample_frames, sample_indices
-from instvl.media.encode import VideoEncoding
+from instvl.media.encode import VideoEncodingConfig
 from instvl.media.ingest import Failure, IngestConfig, ingest
 
 PYAV = IngestConfig(decoder="pyav", max_clip_s=None, shots={"enabled": False})
@@ -99,7 +99,7 @@ def test_clip_media_encodes_with_the_output_settings(video_specs):
 
     cfg = IngestConfig(decoder="pyav", max_clip_s=None)
     path, specs = video_specs(cfg, num_frames=40, fps=8)
-    data, _ = clip_media(specs[0], cfg, str(path), video=VideoEncoding(keyint=4, crf=30))
+    data, _ = clip_media(specs[0], cfg, str(path), video=VideoEncodingConfig(keyint=4, crf=30))
     with av.open(io.BytesIO(data)) as container:
         keyframes = [i for i, p in enumerate(p for p in container.demux(video=0) if p.size) if p.is_keyframe]
     assert keyframes[0] == 0 and max(np.diff([*keyframes, 40])) <= 4

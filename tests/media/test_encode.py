@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from instvl.media.encode import VideoEncoding, encode_image, encode_mp4, mp4_size
+from instvl.media.encode import VideoEncodingConfig, encode_image, encode_mp4, mp4_size
 
 
 def decode_all(data: bytes) -> np.ndarray:
@@ -69,7 +69,7 @@ def test_short_gops_decode_fewer_frames_for_sparse_samples_and_the_same_pixels()
     from instvl.media.decode import decode_frames, iter_pyav_frames
 
     frames, wanted = pan(), [7, 22, 41, 58, 70, 89, 101, 118]
-    long, short = encode_mp4(frames, fps=30), VideoEncoding(keyint=16).encode(frames, 30)
+    long, short = encode_mp4(frames, fps=30), VideoEncodingConfig(keyint=16).encode(frames, 30)
     decoded = {}
     for name, data in (("long", long), ("short", short)):
         seen = [i for i, _ in iter_pyav_frames(data, name, 0, 119, wanted=set(wanted))]

@@ -15,7 +15,7 @@ from instvl.annotate.track import FakeTracker, TrackerConfig
 from instvl.annotate.trajectories import TrajectoryConfig
 from instvl.annotate.weights import Weights, check_weights, random_parts, weights_of
 from instvl.config import BaseConfig
-from instvl.media.encode import VideoEncoding
+from instvl.media.encode import VideoEncodingConfig
 from instvl.media.ingest import IngestConfig
 from instvl.qa.routing import RoutingConfig
 
@@ -40,7 +40,7 @@ class OutputConfig(BaseConfig):
     row_group_rows: int = Field(16, ge=1)
     embed_media: bool = True
     """Embed the clip (re-encoded MP4) or image bytes in each row; otherwise keep only source.uri."""
-    video: VideoEncoding = Field(default_factory=VideoEncoding)
+    video: VideoEncodingConfig = Field(default_factory=VideoEncodingConfig)
     """How embedded clips are encoded: quality (crf) and random access for training (keyint, bframes)."""
     split: Literal["train", "val", "test"] = "train"
     caption_cache: bool = True

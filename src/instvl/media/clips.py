@@ -22,7 +22,7 @@ from instvl.media.decode import (
     resize_frame,
     scaled_size,
 )
-from instvl.media.encode import VideoEncoding, encode_image
+from instvl.media.encode import VideoEncodingConfig, encode_image
 from instvl.media.fetch import Media, MediaError, read_bytes, read_head
 from instvl.media.ingest import ClipSpec, Failure, IngestConfig
 from instvl.media.probe import sniff_format
@@ -85,7 +85,7 @@ def decode_clip(spec: ClipSpec, cfg: IngestConfig, media: Media) -> DecodedClip 
 
 
 def clip_media(spec: ClipSpec, cfg: IngestConfig, media: Media, *,
-               video: VideoEncoding | None = None) -> tuple[bytes, str]:
+               video: VideoEncodingConfig | None = None) -> tuple[bytes, str]:
     """Bytes to embed in the shard row and their format: the clip re-encoded as MP4, or the image.
 
     A clip is encoded with `video` (the annotate config's `out.video`; None: its defaults, short GOPs so
@@ -97,7 +97,7 @@ def clip_media(spec: ClipSpec, cfg: IngestConfig, media: Media, *,
         return _image_media(media, spec, cfg.max_short_side)
     frames = _span_frames(media, spec, cfg.max_short_side)
     try:
-        return (video or VideoEncoding()).encode(frames, spec.fps or 30.0), "mp4"
+        return (video or VideoEncodingConfig()).encode(frames, spec.fps or 30.0), "mp4"
     except ValueError as err:
         raise MediaError(spec.uri, f"no frames in [{spec.start_frame}, {spec.end_frame}): {err}",
                          stage="decode") from err

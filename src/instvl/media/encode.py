@@ -2,7 +2,7 @@
 
     data = encode_mp4(frames, fps=8.0)          # (T, H, W, 3) uint8 frames -> MP4 bytes
     data = encode_mp4(frames, 30.0, keyint=32, bframes=3)   # random access for the trainer
-    data = VideoEncoding().encode(frames, 30.0)  # a shard row's clip, with the config's settings
+    data = VideoEncodingConfig().encode(frames, 30.0)  # a shard row's clip, with the config's settings
     data = encode_image(frame, "jpeg")          # (H, W, 3) uint8 -> JPEG bytes (no EXIF: upright as given)
 """
 
@@ -20,7 +20,7 @@ from pydantic import Field
 from instvl.config import BaseConfig
 
 
-class VideoEncoding(BaseConfig):
+class VideoEncodingConfig(BaseConfig):
     """How a clip is stored in a shard row (H.264 MP4): quality, and how cheaply the trainer reaches a frame.
 
     The trainer decodes a few frames per clip (16 of ~300): a frame costs decoding the keyframe before it
@@ -57,7 +57,7 @@ def encode_mp4(frames: Iterable[NDArray[Any]], fps: float, crf: int = 23, preset
     """Encode RGB uint8 frames as an H.264 (yuv420p) MP4 with the index first (faststart).
 
     `keyint`: keyframes at most this many frames apart; `bframes`: B-frames between references, none of
-    them a reference (`VideoEncoding` says why); None leaves x264's defaults.
+    them a reference (`VideoEncodingConfig` says why); None leaves x264's defaults.
     """
     options: dict[str, object] = {"crf": str(crf), "preset": preset}
     params = [f"keyint={keyint}"] if keyint is not None else []
