@@ -39,11 +39,13 @@ from instvl.annotate.track import FakeTracker  # noqa: E402
 from instvl.annotate.tracks import TrackSeed  # noqa: E402
 from instvl.annotate.trajectories import TrajectoryConfig  # noqa: E402
 from instvl.config import apply_override, load_config  # noqa: E402
+from instvl.datasets.records import Instance  # noqa: E402
 from instvl.datasets.synth import SynthConfig, draw_scene  # noqa: E402
 from instvl.datasets.synth.render import sprite  # noqa: E402
 from instvl.datasets.synth.scene import boxes_over_time  # noqa: E402
 from instvl.deps import require  # noqa: E402
 from instvl.geometry import box_iou, clip_boxes  # noqa: E402
+from instvl.qa.routing import RoutingConfig, reason_code, track_problems  # noqa: E402
 from instvl.testing.oracle import OracleDetector  # noqa: E402
 
 log = logging.getLogger("instvl.bench.tracking")
@@ -68,6 +70,8 @@ class Clip:
     truth: np.ndarray
     partial: np.ndarray
     phrases: list[str]
+    index: int = 0
+    """The scene's number within its seed (the detector's noise is drawn per seed and scene)."""
 
 
 def make_clips(seed: int, count: int, preset: str = "datasets/synth-tracking") -> list[Clip]:
@@ -88,7 +92,7 @@ def make_clips(seed: int, count: int, preset: str = "datasets/synth-tracking") -
             truth[visible >= MIN_VISIBLE, k] = boxes[visible >= MIN_VISIBLE]
             some = (visible > 0) & (visible < MIN_VISIBLE)
             partial[some, k] = boxes[some]
-        clips.append(Clip(drawn.rendered.frames, truth, partial, [o.shape for o in scene.objects]))
+        clips.append(Clip(drawn.rendered.frames, truth, partial, [o.shape for o in scene.objects], index))
     return clips
 
 
@@ -96,7 +100,7 @@ def detector_for(clip: Clip, args: argparse.Namespace, seed: int) -> OracleDetec
     """The degraded oracle: it sees objects at least half visible."""
     return OracleDetector(clip.frames, clip.truth, clip.phrases, jitter=args.jitter, miss_rate=args.miss_rate,
                           false_positive_rate=args.fp_rate, score_spread=0.3,
-                          synonyms=SYNONYMS if args.synonyms else None, seed=seed)
+                          synonyms=SYNONYMS if args.synonyms else None, seed=seed * 1000 + clip.index)
 
 
 def prompt_phrases(clip: Clip, synonyms: bool) -> list[str]:
@@ -105,13 +109,49 @@ def prompt_phrases(clip: Clip, synonyms: bool) -> list[str]:
 
 
 def run_instvl(clip: Clip, detector: OracleDetector, cfg: TrajectoryConfig, tracker: FakeTracker,
-               synonyms: bool) -> np.ndarray:
-    """Predicted boxes (T, M, 4), NaN where track m has no box."""
+               synonyms: bool) -> tuple[np.ndarray, list[Instance]]:
+    """Predicted boxes (T, M, 4), NaN where track m has no box, and the M instances."""
     tracks = cfg.build(detector, tracker).build(iter(clip.frames), prompt_phrases(clip, synonyms))
     out = np.full((len(clip.frames), len(tracks), 4), np.nan, np.float32)
     for m, track in enumerate(tracks):
         out[track.trajectory.frame_index, m] = track.trajectory.box
-    return out
+    return out, tracks
+
+
+def track_quality(clip: Clip, predicted: np.ndarray) -> list[float]:
+    """Per predicted track, its mean box IoU over its frames with the ground-truth object it overlaps
+    most (0 on frames where that object is not ground truth, partly visible counting as ground truth)."""
+    truth = np.where(np.isnan(clip.truth), clip.partial, clip.truth)
+    quality = []
+    for m in range(predicted.shape[1]):
+        frames = np.flatnonzero(~np.isnan(predicted[:, m, 0]))
+        ious = np.array([box_iou(predicted[t, m][None], np.nan_to_num(truth[t], nan=-1.0))[0]
+                         for t in frames])
+        quality.append(float(ious.mean(axis=0).max()) if ious.size else 0.0)
+    return quality
+
+
+def routing_labels(clips: list[Clip], runs: list[tuple[np.ndarray, list[Instance]]],
+                   routing: RoutingConfig) -> dict[str, Any]:
+    """Per instance: good or bad (mean IoU with its ground-truth object < MATCH_IOU, or none), its
+    scores and whether review routing (`qa.routing.track_problems`) sends it to review; routing's
+    precision and recall on the bad tracks."""
+    rows = []
+    for c, (clip, (predicted, tracks)) in enumerate(zip(clips, runs, strict=True)):
+        for track, quality in zip(tracks, track_quality(clip, predicted), strict=True):
+            row: Any = {"instance_id": track.instance_id, "score": track.score,
+                        "trajectory": {"frame_index": track.trajectory.frame_index,
+                                       "score": track.trajectory.score}}
+            reasons = track_problems(row, "video", routing)
+            rows.append({"clip": c, "instance_id": track.instance_id, "iou": round(quality, 4),
+                         "bad": quality < MATCH_IOU, "score": round(track.score or 0.0, 4),
+                         "min_frame_score": round(min(track.trajectory.score, default=0.0), 4),
+                         "routed": [reason_code(r) for r in reasons]})
+    bad = np.array([r["bad"] for r in rows], bool)
+    routed = np.array([bool(r["routed"]) for r in rows], bool)
+    return {"instances": rows, "bad": int(bad.sum()), "routed": int(routed.sum()),
+            "precision": float((bad & routed).sum() / max(1, routed.sum())),
+            "recall": float((bad & routed).sum() / max(1, bad.sum()))}
 
 
 def run_gsam2(clip: Clip, detector: OracleDetector, tracker: FakeTracker, step: int, inherit_iou: float,
@@ -252,11 +292,17 @@ def evaluate(clips: list[Clip], args: argparse.Namespace, seed: int, overrides: 
         apply_override(tracker_data, override)
     tracker = FakeTracker(FakeTracker.Config.model_validate(tracker_data))
     started = time.perf_counter()
-    ours = [run_instvl(c, detector_for(c, args, seed), cfg, tracker, args.synonyms) for c in clips]
+    runs = [run_instvl(c, detector_for(c, args, seed), cfg, tracker, args.synonyms) for c in clips]
+    ours = [predicted for predicted, _ in runs]
     middle = time.perf_counter()
     base = [run_gsam2(c, detector_for(c, args, seed), tracker, args.redetect_every, args.inherit_iou,
                       args.synonyms) for c in clips]
+    routing_data: dict[str, Any] = {}
+    for override in args.routing:
+        apply_override(routing_data, override)
+    routing = RoutingConfig.model_validate(routing_data)
     return {"instvl": {**score(clips, ours), "seconds": middle - started},
+            "routing": {**routing_labels(clips, runs, routing), "config": routing.model_dump(mode="json")},
             "gsam2": {**score(clips, base), "seconds": time.perf_counter() - middle},
             "builder": cfg.model_dump(mode="json"), "tracker": tracker.config.model_dump(mode="json")}
 
@@ -277,6 +323,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="A=B", help="TrajectoryConfig override")
     parser.add_argument("--tracker", action="append", default=[], metavar="A=B",
                         help="template tracker (FakeTracker.Config) override")
+    parser.add_argument("--routing", action="append", default=[], metavar="A=B",
+                        help="review routing (qa.routing.RoutingConfig) override")
     parser.add_argument("--json", help="write the results to this file")
     return parser.parse_args()
 
@@ -296,6 +344,12 @@ def main() -> None:
             table.append(f"| {name} (seed {seed}) | {m['idf1']:.3f} | {m['hota']:.3f} | {m['mota']:.3f} | "
                          f"{m['switches_per_10_tracks']:.2f} | {m['drift']:.1%} | {m['recall']:.3f} | "
                          f"{m['pred_tracks']} ({m['gt_tracks']}) |")
+    table += ["", "| seed | instances | bad (IoU < 0.5) | routed | routing precision | routing recall |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for seed, res in results["seeds"].items():
+        r = res["routing"]
+        table.append(f"| {seed} | {len(r['instances'])} | {r['bad']} | {r['routed']} | "
+                     f"{r['precision']:.2f} | {r['recall']:.2f} |")
     print("\n".join(table))
     if args.json:
         with open(args.json, "w") as f:

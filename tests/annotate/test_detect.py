@@ -154,3 +154,23 @@ def test_weight_free_detect_many_matches_detect(config):
     assert detector.detect_many(frames, PHRASE_LISTS) == alone
     with pytest.raises(ValueError):
         detector.detect_many(frames, PHRASE_LISTS[:2])
+
+
+def test_hf_detector_pixels_match_the_transformers_image_processor():
+    """`detect.hf.preprocess_frames` builds GroundingDINO's input itself; the official image processor
+    (the PIL one: .venv has no torchvision) must give the same size, padding mask and pixels, within
+    one uint8 step (it rounds the resized image to uint8 before normalising, we do not)."""
+    transformers = pytest.importorskip("transformers")
+    cv2 = pytest.importorskip("cv2")
+    from instvl.annotate.detect.hf import preprocess_frames
+
+    rng = np.random.default_rng(0)
+    frames = [cv2.GaussianBlur(rng.integers(0, 256, shape, dtype=np.uint8), (0, 0), 3)
+              for shape in [(48, 64, 3), (70, 40, 3)]]  # two sizes: padding to the larger one
+    ours, mask = preprocess_frames(frames, 96, 160)
+    processor = transformers.GroundingDinoImageProcessorPil(size={"shortest_edge": 96, "longest_edge": 160})
+    reference = processor(images=frames, return_tensors="pt")
+    assert ours.shape == reference["pixel_values"].shape
+    assert (mask == reference["pixel_mask"]).all()
+    difference = (ours - reference["pixel_values"]).abs()
+    assert float(difference.max()) < 1.5 / 255 / 0.224 and float(difference.mean()) < 0.01

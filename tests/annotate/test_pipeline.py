@@ -21,6 +21,7 @@ from instvl.datasets.schema import SCHEMA
 from instvl.datasets.synth import SynthConfig, generate, generate_sample
 from instvl.datasets.validate import validate_dataset
 from instvl.deps import is_available
+from instvl.geometry import box_iou
 from instvl.media.clips import DecodedClip, clip_media, decode_clip
 from instvl.media.decode import decode_frames
 from instvl.media.fetch import fetch_media
@@ -68,7 +69,8 @@ def check_sample(sample: Sample, decoded, cfg: AnnotateConfig) -> None:
         assert set(inst.trajectory.frame_index) <= sampled  # indices into the clip, not into the sample
         assert inst.trajectory.frame_index == sorted(inst.trajectory.frame_index)
         boxes = np.asarray(inst.trajectory.box)
-        assert boxes.shape == (len(inst.trajectory.frame_index), 4) and (boxes >= 0).all() and (boxes <= 1).all()
+        assert boxes.shape == (len(inst.trajectory.frame_index), 4)
+        assert (boxes >= 0).all() and (boxes <= 1).all()
 
 
 def test_annotate_sample_with_the_fake_preset(synth_media):
@@ -87,14 +89,16 @@ def test_annotate_sample_with_the_fake_preset(synth_media):
 
 
 def test_every_row_records_its_review_routing(synth_media):
-    strict = load_config(AnnotateConfig, "annotate/fake", ["ingest.num_frames=6", "routing.min_caption_words=50",
-                                                           "routing.audit_fraction=0"])
+    strict = load_config(AnnotateConfig, "annotate/fake", [
+        "ingest.num_frames=6", "routing.min_caption_words=50", "routing.audit_fraction=0"])
     sample = annotate_file(first_video(synth_media), strict, Engines.build(strict))[1]
-    assert any(r.startswith("caption") or "caption" in r for r in sample.qc.route_reasons), sample.qc.route_reasons
+    reasons = sample.qc.route_reasons
+    assert any(r.startswith("caption") or "caption" in r for r in reasons), reasons
     lenient = load_config(AnnotateConfig, "annotate/fake", [
         "ingest.num_frames=6", "routing.min_caption_words=1", "routing.audit_fraction=0",
         "routing.min_instance_score=0", "routing.min_frame_score=0", "routing.min_track_frames=1",
-        "routing.max_track_gaps=100", "routing.require_phrase_in_caption=false", "routing.max_repeat_share=1"])
+        "routing.max_track_gaps=100", "routing.require_phrase_in_caption=false",
+        "routing.max_repeat_share=1"])
     sample = annotate_file(first_video(synth_media), lenient, Engines.build(lenient))[1]
     assert sample.qc.route_reasons == [] and sample.qc.status == "auto"
 
@@ -118,7 +122,8 @@ def test_annotate_sample_with_the_tiny_real_models(synth_media):
 @pytest.fixture(scope="module")
 def built(synth_media, tmp_path_factory) -> tuple[Path, AnnotateConfig]:
     """`annotate run` (fake preset) over the synth clips, the JPEG and a corrupt MP4."""
-    (synth_media / "media" / "zz-corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    corrupt = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8
+    (synth_media / "media" / "zz-corrupt.mp4").write_bytes(corrupt)
     output = tmp_path_factory.mktemp("annotated") / "corpus"
     cfg = load_config(AnnotateConfig, "annotate/fake", [f"input={synth_media / 'media'}", f"output={output}",
                                                          "out.sources_per_unit=3"])
@@ -216,3 +221,36 @@ def test_strided_sampling_stores_the_clip_frames_the_boxes_were_seen_on():
         seen = [n for n, phrase in enumerate(phrases) if phrase == inst.phrase
                 and np.allclose(inst.trajectory.box, truth[frames, n], atol=1e-5)]
         assert seen, f"instance {inst.instance_id}: its boxes are not the truth at clip frames {frames}"
+
+
+def test_dense_tracking_tracks_every_decoded_frame_and_stores_the_sampled_ones():
+    """With `trajectories.track_fps` the clip holds dense frames and marks the sampled ones: the tracker
+    sees every dense frame, captions and the row only the sampled ones, in clip frames."""
+    synth = SynthConfig(output="unused", width=96, height=80, num_frames=24, image_fraction=0.0,
+                        min_objects=2, max_objects=3, seed=7)
+    sample = generate_sample(synth, 0)
+    truth, phrases = ground_truth_from_instances(sample.instances, sample.num_frames)
+    spec = ClipSpec("dense", "memory://clip.mp4", "video", "0" * 64, 96, 80, start_frame=0,
+                    end_frame=sample.num_frames, fps=24.0)
+    dense_frames = np.arange(0, 24, 2)
+    stored = np.array([0, 3, 6, 9, 11])  # clip frames 0, 6, 12, 18, 22
+    pixels = np.zeros((len(dense_frames), 80, 96, 3), np.uint8)
+    pixels[:, 0, 0, 0] = np.arange(len(dense_frames))  # the oracles tell the frames apart by their pixels
+    decoded = DecodedClip(spec, dense_frames, pixels, "test", stored=stored)
+    detector, tracker = OracleDetector(pixels, truth[dense_frames], phrases), \
+        OracleTracker(pixels, truth[dense_frames])
+    seen: list[int] = []
+    track = tracker.track
+    tracker.track = lambda frames, seeds: seen.extend(int(f[0, 0, 0]) for f in frames) or track(frames, seeds)
+    overrides = ["phrases.source=vocabulary", "filter.max_instances=8", "trajectories.min_frames=1",
+                 "trajectories.min_area=0"]
+    cfg = load_config(AnnotateConfig, "annotate/fake", overrides)
+    cfg = cfg.model_copy(update={"phrases": cfg.phrases.model_copy(update={"vocabulary": phrases})})
+    builder = cfg.trajectories.build(detector, tracker)
+    out = annotate_sample(decoded, Engines(detector, tracker, cfg.captioner.build(), builder), cfg)
+    assert set(seen) == set(range(len(dense_frames)))  # tracking used every dense frame
+    assert out.instances
+    for inst in out.instances:
+        assert set(inst.trajectory.frame_index) <= {0, 6, 12, 18, 22}  # stored: the sampled clip frames
+        for frame, box in zip(inst.trajectory.frame_index, inst.trajectory.box, strict=True):
+            assert np.nanmax(box_iou(np.array([box]), np.nan_to_num(truth[frame], nan=-1.0))) > 0.99

@@ -36,6 +36,49 @@ def test_hf_tiny_random_tracks_two_objects():
     assert tracker.track(frames[:2], []) [0].objects == {}
 
 
+@pytest.fixture(scope="module")
+def tiny_hf_tracker():
+    return HFTracker.Config(tiny_random=True, tiny_image_size=64).build()
+
+
+def test_hf_box_prompt_reaches_the_prompt_encoder_in_model_pixels(tiny_hf_tracker):
+    """Random weights cannot show where a box points, so check what SAM2's prompt encoder is given: the
+    box as a (top-left, bottom-right) point pair with labels 2, 3, scaled to the 64-px model input, on
+    the conditioning frame only; a moved box moves the prompt."""
+    frames, _ = moving_square(3)
+    seen: list[dict] = []
+
+    def record(module, args, kwargs):
+        if kwargs["input_labels"] is not None and (kwargs["input_labels"] >= 2).any():
+            seen.append({k: v.clone() for k, v in kwargs.items() if v is not None})
+
+    hook = tiny_hf_tracker.model.prompt_encoder.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        for box in [(0.1, 0.2, 0.5, 0.6), (0.5, 0.25, 0.75, 0.9)]:
+            tiny_hf_tracker.track(frames, [TrackSeed(3, box)])
+    finally:
+        hook.remove()
+    assert len(seen) == 2
+    for prompt, box in zip(seen, [(0.1, 0.2, 0.5, 0.6), (0.5, 0.25, 0.75, 0.9)], strict=True):
+        np.testing.assert_allclose(prompt["input_points"].reshape(-1).numpy(), np.array(box) * 64, rtol=1e-6)
+        assert prompt["input_labels"].reshape(-1).tolist() == [2, 3]
+
+
+def test_hf_mask_prompt_is_the_first_frames_mask_and_moves_with_it(tiny_hf_tracker):
+    """A seed's mask is SAM2's prompt (its mask input is taken as the conditioning frame's output), so
+    whatever the weights, frame 0 returns the prompted mask, and a moved mask moves the output."""
+    frames, _ = moving_square(4)
+    outputs = []
+    for box in [(0.1, 0.1, 0.4, 0.5), (0.55, 0.4, 0.9, 0.9)]:
+        prompt = box_mask(box, 64, 48)
+        far = (0.0, 0.0, 0.05, 0.05)  # the box must not be what is used
+        out = tiny_hf_tracker.track(frames, [TrackSeed(1, far, mask=prompt)])
+        mask = out[0].objects[1].mask
+        assert (mask & prompt).sum() / (mask | prompt).sum() > 0.9
+        outputs.append(mask)
+    assert (outputs[0] & outputs[1]).sum() == 0
+
+
 def test_tracker_input_errors():
     frames, boxes = moving_square(4)
     tracker = FakeTracker()
@@ -108,3 +151,21 @@ def test_sam2_package_tracks_a_box_for_real():
         if obj.box_xyxy is not None:
             x0, y0, x1, y1 = obj.box_xyxy
             assert 0 <= x0 <= x1 <= 1 and 0 <= y0 <= y1 <= 1
+
+
+def test_fake_tracker_uses_the_seed_velocity_from_the_first_frame():
+    """A small square moving 8 px a frame is beyond the first frame's search radius (half its side, 4 px)
+    unless the seed says how it moves (`TrackSeed.velocity`, as the builder's `seed_velocity` passes it)."""
+    from instvl.testing.media import paint_boxes
+
+    width, height, side, step = 96, 32, 8, 8
+    left = np.array([8 + step * t for t in range(4)], float)
+    boxes = np.stack([left / width, np.full(4, 12 / height), (left + side) / width,
+                      np.full(4, (12 + side) / height)], axis=1)[:, None]
+    frames = paint_boxes(boxes, width, height, [(220, 40, 40)])
+    still = FakeTracker().track(frames, [TrackSeed(1, tuple(boxes[0, 0]))])
+    moving = FakeTracker().track(frames, [TrackSeed(1, tuple(boxes[0, 0]), velocity=(step / width, 0.0))])
+    found = still[1].objects[1].box_xyxy  # at best half on the square, at its search radius's edge
+    assert found is None or found != pytest.approx(tuple(boxes[1, 0]), abs=2 / width)
+    for t in range(1, 4):
+        assert moving[t].objects[1].box_xyxy == pytest.approx(tuple(boxes[t, 0]), abs=1e-6)

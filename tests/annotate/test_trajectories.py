@@ -9,7 +9,7 @@ from instvl.annotate.track import FakeTracker, HFTracker
 from instvl.annotate.trajectories import TrajectoryConfig, decode_rle, encode_rle
 from instvl.datasets.records import FrameSpace, Instance, Sample
 from instvl.geometry import box_iou
-from instvl.testing.media import crossing_scene
+from instvl.testing.media import crossing_scene, paint_boxes
 from instvl.testing.oracle import OracleDetector, OracleTracker
 
 
@@ -255,3 +255,29 @@ def test_scores_hold_detector_confidence_and_dense_tracking_stores_the_sampled_f
     for dense, sparse in zip(tracks, stored, strict=True):
         expected = [store.index(f) for f in dense.trajectory.frame_index if f in store]
         assert sparse.trajectory.frame_index == expected
+
+
+def leave_and_return_scene(num_frames: int = 28) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A red square moving up out of the frame and back down (back-and-forth), a blue one standing by:
+    the red one comes back where its straight-line motion does not predict."""
+    t = np.arange(num_frames)
+    top = 0.45 - 0.06 * np.minimum(t, num_frames - 1 - t)  # up for half the clip, then down again
+    red = np.stack([np.full(num_frames, 0.2), top, np.full(num_frames, 0.4), top + 0.25], axis=1)
+    blue = np.tile([0.65, 0.55, 0.85, 0.8], (num_frames, 1))
+    drawn = np.stack([red, blue], axis=1)
+    frames = paint_boxes(np.clip(drawn, 0, 1), 96, 64, [(220, 40, 40), (40, 60, 220)])
+    visible = drawn[:, :, 1] >= 0  # ground truth: the red square while wholly inside the frame
+    gt = np.where(visible[..., None], drawn, np.nan)
+    return frames, gt, ["red square", "blue square"]
+
+
+@pytest.mark.parametrize(("revive_similarity", "red_tracks"), [(0.8, 1), (0.0, 2)])
+def test_an_object_back_from_outside_the_frame_is_revived_by_its_looks(make_builder, revive_similarity,
+                                                                       red_tracks):
+    frames, gt, phrases = leave_and_return_scene()
+    builder = make_builder(frames, gt, phrases, redetect_every=4, max_missed=16,
+                           revive_similarity=revive_similarity)
+    red = [t for t in builder.build(frames, phrases) if t.phrase == "red square"]
+    assert len(red) == red_tracks  # without revival, the returning square is a new track
+    assert builder.stats["revived"] == (red_tracks == 1)
+    assert all(1 not in ground_truth_ids(t, gt) for t in red)  # never on the blue square

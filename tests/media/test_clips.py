@@ -116,3 +116,17 @@ def test_image_media_keeps_png_bytes_and_reencodes_bmp(image_spec):
     from PIL import Image
 
     assert Image.open(io.BytesIO(small)).size == (21, 16)
+
+
+def test_decode_clip_with_track_fps_adds_dense_frames_and_marks_the_sampled_ones(video_specs):
+    path, specs = video_specs(num_frames=24, fps=8)
+    cfg = PYAV.model_copy(update={"num_frames": 5})
+    sampled = decode_clip(specs[0], cfg, str(path))
+    dense = decode_clip(specs[0], cfg, str(path), track_fps=4.0)  # every 2nd frame, plus the sampled ones
+    assert isinstance(sampled, DecodedClip) and isinstance(dense, DecodedClip)
+    assert sampled.stored is None and sampled.source_frames.tolist() == [0, 6, 12, 17, 23]
+    assert dense.source_frames.tolist() == sorted(set(range(0, 24, 2)) | {17, 23})
+    assert dense.source_frames[dense.store].tolist() == sampled.source_frames.tolist()
+    np.testing.assert_array_equal(dense.sampled_frames, sampled.frames)
+    assert dense.sampled_clip_frames.tolist() == sampled.clip_frames.tolist()
+    assert decode_clip(specs[0], cfg, str(path), track_fps=0.3).stored is None  # frame 0 only: nothing new

@@ -47,7 +47,7 @@ def test_clean_sample_is_not_routed(make_row):
 
 @pytest.mark.parametrize(("instances", "expected"), [
     (lambda inst: [inst(0, "red ball", "a red ball rolling left", score=0.1)], "low_instance_score"),
-    (lambda inst: [inst(0, "red ball", "a red ball rolling left", frame_scores=[0.9, 0.05, 0.9, 0.9])],
+    (lambda inst: [inst(0, "red ball", "a red ball rolling left", frame_scores=[0.9, 0.01, 0.9, 0.9])],
      "low_frame_score"),
     (lambda inst: [inst(0, "red ball", "a red ball rolling left", frames=[3])], "short_track"),
     (lambda inst: [inst(0, "red ball", "a red ball rolling left", frames=[0, 1, 5, 6, 10, 11, 12])],

@@ -67,3 +67,37 @@ def test_ground_truth_from_sample_instances():
     np.testing.assert_allclose(boxes[2, 0], [0.3, 0.1, 0.4, 0.2])
     with pytest.raises(ValueError, match="instance 0: frame 2 outside"):
         ground_truth_from_instances(instances, num_frames=1)
+
+
+def test_false_positives_lie_on_no_object_score_lower_and_are_seeded():
+    frames = noise_frames(2)
+    truth = OracleDetector(frames, GT, ["dog", "cat"], score=0.9)
+    noisy = OracleDetector(frames, GT, ["dog", "cat"], score=0.9, false_positive_rate=3.0,
+                           false_positive_score=0.4, score_spread=0.1, seed=1)
+    found = noisy.detect(frames, ["dog", "cat"])
+    true_boxes = [np.array([d.box_xyxy for d in frame]) for frame in truth.detect(frames, ["dog", "cat"])]
+    false = [d for frame, real in zip(found, true_boxes, strict=True) for d in frame
+             if not np.isclose(real, d.box_xyxy).all(axis=1).any()]
+    assert len(false) >= 4  # about 3 x 2 objects per frame
+    assert all(0.3 - 1e-6 <= d.score <= 0.5 + 1e-6 and d.phrase in {"dog", "cat"} for d in false)
+    assert all(0 <= c <= 1 for d in false for c in d.box_xyxy)
+    assert noisy.detect(frames, ["dog", "cat"]) == found  # the same draws every time
+    reseeded = OracleDetector(frames, GT, ["dog", "cat"], false_positive_rate=3.0, seed=2)
+    other = reseeded.detect(frames, ["dog"])
+    assert [d.box_xyxy for d in other[0]] != [d.box_xyxy for d in found[0] if d.phrase == "dog"]
+    # Only wanted labels: a prompt without "cat" gets no false cat.
+    assert all(d.phrase == "dog" for frame in noisy.detect(frames, ["dog"]) for d in frame)
+
+
+def test_synonym_labels_are_drawn_among_the_wanted_names():
+    frames = noise_frames(2)
+    detector = OracleDetector(frames, GT, ["dog", "cat"], synonyms={"dog": ["puppy", "hound"]}, seed=3)
+    assert detector.names("dog") == ["dog", "puppy", "hound"]
+    labels = {d.phrase for seed in range(12) for frame in OracleDetector(
+        frames, GT, ["dog", "cat"], synonyms={"dog": ["puppy", "hound"]}, seed=seed).detect(
+        frames, ["dog", "puppy", "hound", "cat"]) for d in frame}
+    assert labels == {"dog", "puppy", "hound", "cat"}
+    # A synonym that was not prompted is never given; the object is still found under the others.
+    only = detector.detect(frames, ["hound"])
+    assert [d.phrase for d in only[1]] == ["hound"] and only[0][0].phrase == "hound"
+    assert detector.detect(frames, ["wolf"]) == [[], []]

@@ -3,7 +3,7 @@
 Usable without Prefect:
 
     engines = Engines.build(cfg)
-    decoded = decode_clip(spec, cfg.ingest, fetch_media(spec.uri))
+    decoded = decode_clip(spec, cfg.ingest, fetch_media(spec.uri), track_fps=cfg.trajectories.track_fps)
     sample = annotate_sample(decoded, engines, cfg)
 """
 
@@ -47,11 +47,16 @@ class Engines:
 
 def annotate_sample(decoded: DecodedClip, engines: Engines, cfg: AnnotateConfig,
                     media: tuple[bytes, str] | None = None) -> Sample:
-    """Annotate one clip or image; `media` is the (bytes, format) to embed in the row."""
-    frames = list(decoded.frames)
+    """Annotate one clip or image; `media` is the (bytes, format) to embed in the row.
+
+    Tracking runs on all of `decoded.frames` (dense with `trajectories.track_fps`); captions see, and
+    trajectories keep, only the sampled ones (`decoded.stored`)."""
+    frames = list(decoded.sampled_frames)
     caption, phrases = describe_scene(frames, engines.captioner, cfg)
-    tracked = keep_best(engines.builder.build(frames, phrases), cfg.filter.max_instances)
-    instances = caption_instances(frames, tracked, engines.captioner, cfg, decoded.clip_frames)
+    store = None if decoded.stored is None else decoded.stored.tolist()
+    tracked = keep_best(engines.builder.build(list(decoded.frames), phrases, store=store),
+                        cfg.filter.max_instances)
+    instances = caption_instances(frames, tracked, engines.captioner, cfg, decoded.sampled_clip_frames)
     height, width = decoded.frames.shape[1:3]
     fields = decoded.spec.sample_fields()
     if decoded.spec.media_type == "video":  # the embedded MP4 has these sizes

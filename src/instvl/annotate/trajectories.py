@@ -12,20 +12,23 @@ through the motion guess (the tracker drifted or lost it), they are dropped. A t
 not confirmed for more than `max_unconfirmed` keyframes is cut back to its last confirmed frame and
 becomes lost, and so does an unconfirmed track that converged onto a confirmed one (a duplicate: mask
 IoU when the tracker gives masks, else box IoU, above `merge_iou`). A lost track is no longer
-propagated; a detection near its motion guess revives it with its id, and it ends after `max_missed`
-frames. A new track needs a second confirmation before its frames count, so one-off false positives
-leave no track; a detection below `birth_score` keeps a new track alive but is not that confirmation.
-When the clip ends, a track's frames since its last confirmation are kept up to the first one the
-tracker scored below `end_score`. A detection starts a track unless it duplicates a prompt of the same
-label group (`duplicate_iou`; other labels only above `cross_label_duplicate_iou`, so a rider on a horse
-is born).
-With `backfill`, a track born at a keyframe is also tracked backwards through the previous window.
-A track's phrase is the label its detections voted for (score-weighted).
+propagated; a detection near its motion guess revives it with its id, and so does a detection no box
+matched that looks like it (colour histogram) within a few box sizes of where it was last confirmed (an
+object back from behind an occluder or from outside the frame, where straight-line motion did not
+predict it); it ends after `max_missed` frames. A new track needs a second confirmation before its
+frames count, so one-off false positives leave no track; a detection below `birth_score` keeps a new
+track alive but is not that confirmation. When the clip ends, a track's frames since its last
+confirmation are kept up to the first one the tracker scored below `end_score`. A detection starts a
+track unless it duplicates a prompt of the same label group (`duplicate_iou`; other labels only above
+`cross_label_duplicate_iou`, so a rider on a horse is born). With `backfill`, a track born at a keyframe
+is also tracked backwards through the previous window. A track's phrase is the label its detections
+voted for (score-weighted).
 
 Scores. `Trajectory.score[i]` is the detector's confidence on a keyframe that confirmed the track, and
 elsewhere the last confirming confidence times the tracker's score on that frame (each tracker
 documents a score in [0, 1] that is low when it is unsure). `Instance.score` is the mean detector
-confidence over the keyframes of the track's span, counting 0 where the detector did not confirm it.
+confidence over the keyframes within the track's span (backfilled frames included), counting 0 where
+the detector did not confirm it: a track confirmed once scores low however confident that detection was.
 
 Trackers re-prompt continuing tracks with their last mask where they have one (`TrackSeed.mask`). With
 `keep_masks`, the tracker's masks are stored as COCO RLE; a tracker without masks stores none (never a
@@ -54,9 +57,6 @@ from instvl.deps import require
 from instvl.geometry import Box, as_box, box_iou, clip_boxes, to_pixels
 
 log = logging.getLogger(__name__)
-import os
-
-REVIVE_ACTIVE = bool(int(os.environ.get("RA", "1")))
 
 
 class TrajectoryConfig(BaseConfig):
@@ -93,8 +93,9 @@ class TrajectoryConfig(BaseConfig):
     """Tell the tracker each continuing track's recent velocity (`TrackSeed.velocity`). Off: on the
     tracking benchmark's dev seeds it changed ID switches by noise only (0.56 vs 0.61 per 10 tracks)."""
     revive_similarity: float = 0.8
-    """A detection no box matched revives a lost or unconfirmed track whose appearance (colour
-    histogram of its confirming detections) it matches at least this much (0: no revival by looks)."""
+    """A detection no box matched (scored at least `birth_score`) revives a lost track whose appearance
+    (colour histogram of its confirming detections) it matches at least this much (0: no revival by
+    looks)."""
     revive_distance: float = 2.0
     """... within this many of the track's box sizes of its last confirmed box or its motion guess."""
     look_update: float = 0.3
@@ -357,7 +358,8 @@ class TrajectoryBuilder:
         optimize = require("scipy.optimize", "annotate")
         similarity = np.zeros((len(free), len(tracks)))
         for j, live in enumerate(tracks):
-            last = np.asarray(live.last_box, float)
+            look, last = live.look, np.asarray(live.last_box, float)
+            assert look is not None
             size = max(last[2] - last[0], last[3] - last[1], 1e-6)
             anchors = np.array([last, live.predicted_box(keyframe, 0.0, confirmed=True)])
             anchor_centres = (anchors[:, :2] + anchors[:, 2:]) / 2
@@ -366,7 +368,7 @@ class TrajectoryBuilder:
                 centre = (box[:2] + box[2:]) / 2
                 distance = np.linalg.norm(anchor_centres - centre, axis=1).min() / size
                 if distance <= cfg.revive_distance:
-                    similarity[i, j] = look_similarity(looks[d], live.look)
+                    similarity[i, j] = look_similarity(looks[d], look)
         rows, cols = optimize.linear_sum_assignment(-np.where(similarity >= cfg.revive_similarity,
                                                               similarity, 0.0))
         revived = {free[r]: tracks[c] for r, c in zip(rows, cols, strict=True)
@@ -510,9 +512,11 @@ class TrajectoryBuilder:
             if live.votes:
                 instance.phrase = max(live.votes, key=live.votes.__getitem__)
             if instance.trajectory.frame_index:
-                last = instance.trajectory.frame_index[-1]
-                scores = [s for k, s in live.det_scores if k <= last]
-                instance.score = float(np.mean(scores)) if scores else 0.0
+                first, last = instance.trajectory.frame_index[0], instance.trajectory.frame_index[-1]
+                step = self.config.redetect_every
+                keyframes = range(-(-first // step) * step, last + 1, step)  # those within its span
+                instance.score = float(np.mean([live.frame_scores.get(k, 0.0) for k in keyframes])) \
+                    if len(keyframes) else 0.0
             if store is not None:
                 instance.trajectory = _stored(instance.trajectory, store)
             tracks.append(instance)

@@ -290,7 +290,7 @@ _Decoded = tuple[DecodedClip | Failure, tuple[bytes, str] | Exception | None]
 def _decode(job: ClipJob, cfg: AnnotateConfig) -> _Decoded:
     """The clip's sampled frames and the media to embed in its row (an embedding error is kept, to be
     raised where the serial path met it)."""
-    decoded = decode_clip(job.spec, cfg.ingest, job.media)
+    decoded = decode_clip(job.spec, cfg.ingest, job.media, track_fps=cfg.trajectories.track_fps)
     if isinstance(decoded, Failure) or not cfg.out.embed_media:
         return decoded, None
     try:

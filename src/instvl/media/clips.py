@@ -34,17 +34,35 @@ _EMBED_AS_IS = ("jpeg", "png", "webp")
 
 @dataclass(slots=True)
 class DecodedClip:
-    """Frames decoded from one clip: `source_frames` are their frame numbers in the source video."""
+    """Frames decoded from one clip: `source_frames` are their frame numbers in the source video.
+
+    With dense tracking (`decode_clip(track_fps=...)`) `frames` are the frames to track on and `stored`
+    the positions among them of the sampled frames, the ones a row stores and captions see; None: all.
+    """
 
     spec: ClipSpec
     source_frames: NDArray[Any]
     frames: NDArray[Any]
     decoder: str
+    stored: NDArray[Any] | None = None
 
     @property
     def clip_frames(self) -> NDArray[Any]:
         """The frame numbers relative to the clip's first frame (what shard trajectories store)."""
         return self.source_frames - self.spec.start_frame
+
+    @property
+    def store(self) -> NDArray[Any]:
+        """Positions among `frames` of the stored (sampled) frames."""
+        return np.arange(len(self.frames)) if self.stored is None else self.stored
+
+    @property
+    def sampled_frames(self) -> NDArray[Any]:
+        return self.frames if self.stored is None else self.frames[self.stored]
+
+    @property
+    def sampled_clip_frames(self) -> NDArray[Any]:
+        return self.clip_frames if self.stored is None else self.clip_frames[self.stored]
 
 
 def sample_indices(start: int, end: int, num: int | None = None, stride: int | None = None) -> NDArray[Any]:
@@ -71,14 +89,28 @@ def sample_frames(spec: ClipSpec, media: Media, num: int | None = 16, stride: in
     return DecodedClip(spec, indices, decoded.frames, decoded.decoder)
 
 
-def decode_clip(spec: ClipSpec, cfg: IngestConfig, media: Media) -> DecodedClip | Failure:
-    """`sample_frames` with the config's sampling settings; a bad file becomes a Failure, not an error."""
+def decode_clip(spec: ClipSpec, cfg: IngestConfig, media: Media, *,
+                track_fps: float | None = None) -> DecodedClip | Failure:
+    """`sample_frames` with the config's sampling settings; a bad file becomes a Failure, not an error.
+
+    With `track_fps` (a video's `trajectories.track_fps`) the frames at that rate are decoded too: the
+    clip's `frames` are the union to track on, `stored` marks the sampled ones among them."""
     stride = None
     if cfg.sample_fps and spec.fps:
         stride = max(1, round(spec.fps / cfg.sample_fps))
     try:
-        return sample_frames(spec, media, cfg.num_frames, stride, max_short_side=cfg.max_short_side,
+        clip = sample_frames(spec, media, cfg.num_frames, stride, max_short_side=cfg.max_short_side,
                              decoder=cfg.decoder, timeout_s=cfg.worker_timeout_s)
+        if not track_fps or spec.media_type == "image" or not spec.fps:
+            return clip
+        dense = np.union1d(sample_indices(spec.start_frame, spec.end_frame,
+                                          stride=max(1, round(spec.fps / track_fps))), clip.source_frames)
+        if len(dense) == len(clip.source_frames):
+            return clip  # tracking rate no denser than the sampling
+        decoded = decode_frames(media, spec.uri, dense, decoder=cfg.decoder,
+                                max_short_side=cfg.max_short_side, timeout_s=cfg.worker_timeout_s)
+        return DecodedClip(spec, dense, decoded.frames, decoded.decoder,
+                           stored=np.searchsorted(dense, clip.source_frames))
     except MediaError as err:
         log.warning("cannot decode %s [%d, %d): %s", spec.uri, spec.start_frame, spec.end_frame, err.reason)
         return Failure(spec.uri, "decode", err.reason)

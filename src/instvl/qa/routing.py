@@ -25,9 +25,13 @@ class RoutingConfig(BaseConfig):
     """Thresholds of the review routing."""
 
     min_instance_score: float = Field(0.35, ge=0, le=1)
-    """Instances scored below this are reviewed."""
-    min_frame_score: float = Field(0.2, ge=0, le=1)
-    """A track with any frame scored below this is reviewed."""
+    """Instances scored below this are reviewed (`Instance.score`: mean detector confidence over the
+    keyframes of the track's span, 0 where unconfirmed). The two score thresholds were chosen on the
+    tracking benchmark's dev seed 0 (`bench/tracking.py`, docs/BENCHMARKS.md) to route its bad tracks;
+    they assume a detector whose true boxes score about 0.6-0.9, so recalibrate for another detector."""
+    min_frame_score: float = Field(0.05, ge=0, le=1)
+    """A track with any frame scored below this is reviewed (0.2 routed a third of the good tracks:
+    the tracker is rightly unsure while an object is half hidden)."""
     min_track_frames: int = Field(2, ge=1)
     """Video tracks with fewer boxes are reviewed."""
     max_track_gaps: int = Field(1, ge=0)

@@ -13,6 +13,7 @@ from instvl.annotate.track.fake import FakeTracker
 from instvl.annotate.track.hf import HFTracker
 from instvl.annotate.track.sam2 import SAM2Tracker
 
-TrackerConfig = Annotated[HFTracker.Config | SAM2Tracker.Config | FakeTracker.Config, Field(discriminator="kind")]
+TrackerConfig = Annotated[HFTracker.Config | SAM2Tracker.Config | FakeTracker.Config,
+                          Field(discriminator="kind")]
 
 __all__ = ["FakeTracker", "HFTracker", "SAM2Tracker", "Tracker", "TrackerConfig", "mask_to_box"]

@@ -76,7 +76,7 @@ class FakeTracker:
         weights = foreground_mask(template).astype(np.float32)
         # The builder's velocity, when it gives one, lets the motion prior work from the first frame.
         moving = seed.velocity is not None
-        velocity = np.array(seed.velocity, float) * (width, height) if seed.velocity is not None else np.zeros(2)
+        velocity = np.array(seed.velocity or (0.0, 0.0), float) * (width, height)
         pos, lost = np.array([x0, y0], float), 0
         last_found = pos  # where the object was last seen, `lost` + 1 frames before this one
         objects = [TrackedObject(seed.obj_id, _norm_box(pos, w, h, width, height), 1.0)]

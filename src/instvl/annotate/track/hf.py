@@ -1,10 +1,11 @@
 """SAM2 video tracking through transformers (`Sam2VideoModel`), without the video processor.
 
 `Sam2VideoProcessor` needs torchvision; the model itself does not, so frames are resized and normalised
-here and the inference session is fed directly. All seeds are added on the window's first frame and
-propagated together; an object is lost on a frame where its mask is empty (SAM2 blanks the mask when its
-object-presence logit is negative). An object's score is 2 * sigmoid(presence logit) - 1, floored at 0:
-0 where SAM2 is undecided whether the object is there, near 1 where it is sure.
+here and the inference session is fed directly. All seeds are added on the window's first frame (a
+seed's mask where it has one, else its box) and propagated together; an object is lost on a frame where
+its mask is empty (SAM2 blanks the mask when its object-presence logit is negative). An object's score
+is 2 * sigmoid(presence logit) - 1, floored at 0: 0 where SAM2 is undecided whether the object is
+there, near 1 where it is sure.
 """
 
 import logging
@@ -21,6 +22,7 @@ from instvl.config import BaseConfig
 from instvl.deps import require
 
 log = logging.getLogger(__name__)
+
 
 class HFTracker:
     """Box-prompted video segmentation and tracking with a transformers SAM2 video model."""
@@ -64,7 +66,7 @@ class HFTracker:
         if not seeds:
             return out
         session = self._new_session(video)
-        self._add_box_prompts(session, seeds)
+        self._add_prompts(session, seeds, video.shape[1], video.shape[2])
         torch = self._torch
         with torch.inference_mode():
             self.model(inference_session=session, frame_idx=0)
@@ -87,11 +89,22 @@ class HFTracker:
                            inference_device=device, inference_state_device=device,
                            video_storage_device=device, dtype=self._dtype)
 
-    def _add_box_prompts(self, session, seeds: Sequence[TrackSeed]) -> None:
-        """Box prompts as SAM2 point pairs (labels 2, 3) in model-input pixels, all on frame 0."""
+    def _add_prompts(self, session, seeds: Sequence[TrackSeed], height: int, width: int) -> None:
+        """All on frame 0, as `Sam2VideoProcessor.add_inputs_to_inference_session` would add them: a seed's
+        mask where it has one (resized to the model's input, kept where >= 0.5), else its box as a SAM2
+        point pair (labels 2, 3) in model-input pixels."""
         torch = self._torch
+        import torch.nn.functional as functional
+
         for seed in seeds:
             obj_idx = session.obj_id_to_idx(seed.obj_id)
+            if seed.mask is not None and seed.mask.shape == (height, width) and seed.mask.any():
+                mask = torch.from_numpy(np.ascontiguousarray(seed.mask)).float()[None, None]
+                mask = functional.interpolate(mask, size=(self.image_size, self.image_size), mode="bilinear",
+                                              align_corners=False, antialias=True)
+                session.add_mask_inputs(obj_idx, 0, (mask >= 0.5).float())
+                session.remove_point_inputs(obj_idx, 0)
+                continue
             coords = torch.tensor(seed.box_xyxy, dtype=torch.float32).view(1, 1, 2, 2) * self.image_size
             labels = torch.tensor([[[2, 3]]], dtype=torch.int32)
             session.add_point_inputs(obj_idx, 0, {"point_coords": coords, "point_labels": labels})

@@ -2,7 +2,7 @@
 
 import hashlib
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -86,7 +86,7 @@ class SynthConfig(BaseConfig):
             raise ValueError("val_fraction + test_fraction must not exceed 1")
         return self
 
-    def dataset_config(self) -> dict:
+    def dataset_config(self) -> dict[str, Any]:
         """The resolved config without `output`: where a dataset lives is not part of what it is. The
         difficulty settings added later appear only when set, so older datasets keep their hash."""
         fields = type(self).model_fields

@@ -91,7 +91,7 @@ class Difficulty:
 
 
 def sample_looks(rng: np.random.Generator, taken: list[SceneObject], confuser_fraction: float,
-                 same_colour: bool = False) -> dict:
+                 same_colour: bool = False) -> dict[str, Any]:
     """Shape, colour, texture and size for a new object, distinct from those in `taken`."""
     attributes = tuple(a for a in ATTRIBUTES if a != "colour") if same_colour else ATTRIBUTES
     for _ in range(100):
@@ -117,7 +117,7 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
 
 
 def sample_motion(rng: np.random.Generator, short_side: int, is_video: bool,
-                  speed_scale: float = 1.0) -> dict:
+                  speed_scale: float = 1.0) -> dict[str, Any]:
     """Motion kind, direction, speed and displacement (pixels over the whole clip)."""
     if not is_video:
         return {}
