@@ -1,7 +1,7 @@
 """`qa pull` against a real Label Studio: reviews land only in the row their task was pushed as.
 
-Each test reproduces a failure seen in the QC audit (review-2026-12/qc.md): B2, reviews leaking between
-datasets that share clips; B1, a second pull from a reviewed version flipping corrections to accepted and
+Each test reproduces a failure seen when reviewing with a real server: reviews leaking between
+datasets that share clips; a second pull from a reviewed version flipping corrections to accepted and
 dropping the review history; a clip without fps crashing push and pull; a submit without a verdict
 merged as accepted.
 """
