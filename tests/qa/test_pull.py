@@ -58,7 +58,7 @@ def move_one_keyframe(result: list[dict]) -> None:
 
 
 def test_datasets_sharing_clips_get_their_own_tasks_and_reviews(dataset_dir, qa_settings):
-    """B2: the same clips annotated twice; before, the second push found 'already there' and the pull
+    """The same clips annotated twice; before, the second push found 'already there' and the pull
     wrote the first dataset's instances into the second."""
     sections = qa_settings(push={"select": "all"})
     first = write_dataset(dataset_dir("a"), samples())
@@ -78,7 +78,7 @@ def test_datasets_sharing_clips_get_their_own_tasks_and_reviews(dataset_dir, qa_
 
 
 def test_a_second_pull_keeps_corrections_and_the_review_history(dataset_dir, qa_settings):
-    """B1: `qa pull v2 v3` used to re-merge v2's reviews against corrected rows (corrected -> accepted)
+    """`qa pull v2 v3` used to re-merge v2's reviews against corrected rows (corrected -> accepted)
     and drop v2's review log. Also: a corrected track keeps scores and masks where no box moved."""
     sections = qa_settings(push={"select": "all"})
 
