@@ -12,6 +12,7 @@ pytest.importorskip("groundingdino",
                     reason="groundingdino-py lives in its own venv: scripts/test-groundingdino.sh")
 
 from instvl.annotate.detect import GroundingDinoDetector  # noqa: E402
+from instvl.annotate.weights import WeightsError  # noqa: E402
 from instvl.testing.media import moving_square  # noqa: E402
 
 
@@ -51,5 +52,5 @@ def test_batching_does_not_change_results(detector):
 
 def test_a_missing_checkpoint_is_named(tmp_path):
     config = GroundingDinoDetector.Config(checkpoint_path=tmp_path / "groundingdino_swint_ogc.pth")
-    with pytest.raises(FileNotFoundError, match="groundingdino_swint_ogc.pth"):
+    with pytest.raises(WeightsError, match=r"groundingdino_swint_ogc\.pth.*--set detector\.checkpoint_path"):
         config.build()
