@@ -14,6 +14,7 @@ from instvl.annotate.units import caption_cache_file, engines_for, run_unit
 from instvl.config import load_config
 from instvl.datasets.layout import PROGRESS_DIR, stats_path
 from instvl.datasets.manifest import UnitStats
+from instvl.testing.media import huge_png
 
 
 @pytest.fixture
@@ -86,21 +87,6 @@ def test_models_are_built_once_per_config_and_cache(unit_config, tmp_path):
     other_cache = cfg.model_copy(update={"out": other_out})
     assert engines_for(other_cache) is not engines_for(cfg)
     assert caption_cache_file(other_cache) == Path(tmp_path / "c" / "captions.sqlite")
-
-
-def huge_png(width: int = 20000, height: int = 10000) -> bytes:
-    """A valid 1-bit PNG of width x height (200 Mpx by default) in a few kB: PIL refuses it as a bomb."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    row = b"\x00" + bytes(-(-width // 8))
-    compressor = zlib.compressobj(9)
-    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def quarantine_rows(root: Path) -> list[dict]:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from instvl.datasets.schema import reason_code
-from instvl.testing.media import jpeg_bytes, moving_square, mp4_bytes, png_bytes
+from instvl.testing.media import huge_png, jpeg_bytes, moving_square, mp4_bytes, png_bytes
 
 MUTATIONS = ("flip", "truncate", "insert", "zero", "duplicate")
 
@@ -49,21 +49,6 @@ def seeds() -> dict[str, bytes]:
     """The valid files every mutation starts from (small: a build of them is quick)."""
     frames, _boxes = moving_square(8, 64, 48, seed=3)
     return {"mp4": mp4_bytes(frames), "jpg": jpeg_bytes(frames[0]), "png": png_bytes(frames[0])}
-
-
-def huge_png(width: int = 20000, height: int = 10000) -> bytes:
-    """A valid 1-bit PNG of width x height (200 Mpx by default) in a few kB: Pillow calls it a bomb."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    row = b"\x00" + bytes(-(-width // 8))
-    compressor = zlib.compressobj(9)
-    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def encode_video(frames: np.ndarray, container: str, codec: str, pix_fmt: str = "yuv420p",

@@ -146,3 +146,17 @@ def exif_rotated_jpeg(upright: np.ndarray, orientation: int = 6, quality: int = 
     image.save(buffer, format="JPEG", quality=quality, exif=exif)
     return buffer.getvalue()
 
+
+def huge_png(width: int = 20000, height: int = 10000) -> bytes:
+    """A valid 1-bit PNG of width x height (200 Mpx by default) in a few kB: Pillow calls it a bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" + bytes(-(-width // 8))
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
