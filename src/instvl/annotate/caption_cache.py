@@ -10,10 +10,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from instvl.annotate.caption.base import Captioner
-from instvl.annotate.caption.request import CaptionRequest, InstanceInfo, RequestKind
+from instvl.annotate.caption.base import Captioner, WrappedCaptioner
+from instvl.annotate.caption.request import CaptionRequest
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +50,14 @@ class CaptionCache:
         return self._connect().execute("SELECT count(*) FROM captions").fetchone()[0]
 
 
-class CachedCaptioner:
+class CachedCaptioner(WrappedCaptioner):
     """A `Captioner` that wraps another: cached requests (by `inner.key`) are answered from the cache, the
     rest in one batch. Requests and keys are the inner captioner's."""
 
     def __init__(self, inner: Captioner, cache: CaptionCache):
-        self.inner, self.cache = inner, cache
-        self.model_id = inner.model_id
+        super().__init__(inner)
+        self.cache = cache
         self.hits = self.misses = 0
-
-    def request(self, kind: RequestKind, frames: Sequence[np.ndarray], instance: InstanceInfo | None = None,
-                others: Sequence[InstanceInfo] = ()) -> CaptionRequest:
-        return self.inner.request(kind, frames, instance, others)
-
-    def key(self, request: CaptionRequest) -> str:
-        return self.inner.key(request)
 
     def caption(self, requests: Sequence[CaptionRequest]) -> list[str]:
         keys = [self.inner.key(r) for r in requests]

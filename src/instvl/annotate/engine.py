@@ -44,8 +44,8 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from instvl.annotate.caption.base import Captioner
-from instvl.annotate.caption.request import CaptionRequest, InstanceInfo, RequestKind
+from instvl.annotate.caption.base import Captioner, WrappedCaptioner
+from instvl.annotate.caption.request import CaptionRequest
 from instvl.annotate.config import AnnotateConfig, EngineConfig, MemoryPlanConfig
 from instvl.annotate.detect.base import Detector
 from instvl.annotate.pipeline import Engines
@@ -350,7 +350,7 @@ class ClipDetector:
         return self._batcher.submit((frame, key), key if self._grouped else None, urgent=False)
 
 
-class PooledCaptioner:
+class PooledCaptioner(WrappedCaptioner):
     """The shared captioner: requests of many clips coalesced into large calls of the inner captioner.
 
     Instance captions end a clip and gate nothing, so they are held (the batcher's `fill`) and go out in
@@ -359,15 +359,8 @@ class PooledCaptioner:
 
     def __init__(self, inner: Captioner, batcher: "Batcher[CaptionRequest, str]",
                  blocked: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
-        self.inner, self.batcher, self._blocked = inner, batcher, blocked
-        self.model_id = inner.model_id
-
-    def request(self, kind: RequestKind, frames: Sequence[np.ndarray], instance: InstanceInfo | None = None,
-                others: Sequence[InstanceInfo] = ()) -> CaptionRequest:
-        return self.inner.request(kind, frames, instance, others)
-
-    def key(self, request: CaptionRequest) -> str:
-        return self.inner.key(request)
+        super().__init__(inner)
+        self.batcher, self._blocked = batcher, blocked
 
     def caption(self, requests: Sequence[CaptionRequest]) -> list[str]:
         futures = [self.batcher.submit(r, key=r.kind, urgent=r.kind != "instance") for r in requests]

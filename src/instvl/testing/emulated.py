@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from instvl.annotate.caption.base import BatchCaptioner, Captioner
-from instvl.annotate.caption.request import CaptionRequest, InstanceInfo, RequestKind
+from instvl.annotate.caption.base import BatchCaptioner, Captioner, WrappedCaptioner
+from instvl.annotate.caption.request import CaptionRequest
 from instvl.annotate.detect.base import Detector
 from instvl.annotate.engine import StageStats
 from instvl.annotate.track.base import Tracker
@@ -237,22 +237,15 @@ def request_images(request: CaptionRequest) -> int:
     return max(1, min(shown, request.visual.max_images))
 
 
-class EmulatedCaptioner:
+class EmulatedCaptioner(WrappedCaptioner):
     """A captioner with vLLM-like cost: answers from `inner`, time from a shared `ContinuousBatching`.
 
     Concurrent `caption` calls share the engine (like `AsyncLLM` or a server); one call's requests join
     the running batch together."""
 
     def __init__(self, inner: Captioner, engine: ContinuousBatching, render: bool = False) -> None:
-        self.inner, self.engine, self.render = inner, engine, render
-        self.model_id = inner.model_id
-
-    def request(self, kind: RequestKind, frames: Sequence[np.ndarray], instance: InstanceInfo | None = None,
-                others: Sequence[InstanceInfo] = ()) -> CaptionRequest:
-        return self.inner.request(kind, frames, instance, others)
-
-    def key(self, request: CaptionRequest) -> str:
-        return self.inner.key(request)
+        super().__init__(inner)
+        self.engine, self.render = engine, render
 
     def caption(self, requests: Sequence[CaptionRequest]) -> list[str]:
         texts = self._answers(requests)

@@ -70,6 +70,22 @@ class Captioner(Protocol):
     def caption(self, requests: Sequence[CaptionRequest]) -> list[str]: ...
 
 
+class WrappedCaptioner:
+    """The base of captioners that wrap another (a cache, a batcher, a cost model): requests, keys and the
+    model id are the inner captioner's; subclasses define `caption`."""
+
+    def __init__(self, inner: Captioner) -> None:
+        self.inner = inner
+        self.model_id = inner.model_id
+
+    def request(self, kind: RequestKind, frames: Sequence[np.ndarray], instance: InstanceInfo | None = None,
+                others: Sequence[InstanceInfo] = ()) -> CaptionRequest:
+        return self.inner.request(kind, frames, instance, others)
+
+    def key(self, request: CaptionRequest) -> str:
+        return self.inner.key(request)
+
+
 class CaptionerBaseConfig(BaseConfig):
     """Settings every captioner backend shares."""
 
