@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.flows.procs import group_members, prefect_server_pids
@@ -26,6 +28,28 @@ HOLD_ROOT = textwrap.dedent("""
         print("held", flush=True)
         time.sleep(120)
 """)
+
+
+@contextmanager
+def build_past_its_first_unit(media: Path, out: Path, log_file: Path) -> Iterator[subprocess.Popen]:
+    """`instvl build` (one file per unit) in its own process group, once its first unit is done; whatever
+    the test did to it, the group is gone afterwards."""
+    process = start_build(media, out, log_file, "out.sources_per_unit=1")
+    try:
+        wait_for_first_unit(process, out, log_file)
+        yield process
+    finally:
+        if group_members(process.pid):
+            kill_group(process.pid)
+
+
+def resume_and_validate(make_config, media: Path, out: Path) -> dict:
+    """Rerun the build in this process: every unit done, a valid dataset; returns the summary."""
+    summary = build_module.build_corpus(make_config(media, out, "out.sources_per_unit=1"))
+    assert summary["failed"] == {} and len(done_units(out)) == 8
+    report = validate_dataset(out)
+    assert report.ok and not report.warnings, report.summary()
+    return summary
 
 
 def test_second_build_on_the_same_root_is_refused_while_the_first_runs(synth_media, make_config, tmp_path):
@@ -50,9 +74,7 @@ def test_sigterm_stops_the_build_and_its_server_and_the_rerun_resumes(prefect_ha
                                                                       make_config, tmp_path):
     media, out = synth_media(num_samples=8, image_fraction=0.25), tmp_path / "corpus"
     log_file = tmp_path / "build.log"
-    process = start_build(media, out, log_file, "out.sources_per_unit=1")
-    try:
-        wait_for_first_unit(process, out, log_file)
+    with build_past_its_first_unit(media, out, log_file) as process:
         servers = set(prefect_server_pids(ancestor=process.pid))
         assert servers
         os.kill(process.pid, signal.SIGTERM)  # the driver only, as `kill PID` or a supervisor does
@@ -61,23 +83,15 @@ def test_sigterm_stops_the_build_and_its_server_and_the_rerun_resumes(prefect_ha
         while servers & set(prefect_server_pids()) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not servers & set(prefect_server_pids()), "the embedded server outlived its build"
-    finally:
-        if group_members(process.pid):
-            kill_group(process.pid)
     assert process.returncode != 0, log_file.read_text()
-    summary = build_module.build_corpus(make_config(media, out, "out.sources_per_unit=1"))
-    assert summary["failed"] == {} and len(done_units(out)) == 8
-    report = validate_dataset(out)
-    assert report.ok and not report.warnings, report.summary()
+    resume_and_validate(make_config, media, out)
 
 
 def test_kill_9_of_the_driver_alone_takes_its_server_along_and_the_rerun_resumes(prefect_harness, synth_media,
                                                                                    make_config, tmp_path):
     media, out = synth_media(num_samples=8, image_fraction=0.25), tmp_path / "corpus"
     log_file = tmp_path / "build.log"
-    process = start_build(media, out, log_file, "out.sources_per_unit=1")
-    try:
-        wait_for_first_unit(process, out, log_file)
+    with build_past_its_first_unit(media, out, log_file) as process:
         (server,) = prefect_server_pids(ancestor=process.pid)
         os.kill(process.pid, signal.SIGKILL)  # the driver only: no Python code runs, Linux signals the server
         process.wait(timeout=60)
@@ -85,30 +99,19 @@ def test_kill_9_of_the_driver_alone_takes_its_server_along_and_the_rerun_resumes
         while server in prefect_server_pids() and time.monotonic() - killed < 10:
             time.sleep(0.1)
         assert server not in prefect_server_pids(), "the embedded server outlived its killed build"
-    finally:
-        if group_members(process.pid):
-            kill_group(process.pid)
     assert process.returncode == -signal.SIGKILL
-    summary = build_module.build_corpus(make_config(media, out, "out.sources_per_unit=1"))
-    assert summary["failed"] == {} and len(done_units(out)) == 8 and summary["ran"] < 8
-    report = validate_dataset(out)
-    assert report.ok and not report.warnings, report.summary()
+    assert resume_and_validate(make_config, media, out)["ran"] < 8
 
 
 def test_a_server_that_dies_mid_build_is_reported_within_seconds(synth_media, tmp_path):
     media, out = synth_media(num_samples=8, image_fraction=0.25), tmp_path / "corpus"
     log_file = tmp_path / "build.log"
-    process = start_build(media, out, log_file, "out.sources_per_unit=1")
-    try:
-        wait_for_first_unit(process, out, log_file)
+    with build_past_its_first_unit(media, out, log_file) as process:
         (server,) = prefect_server_pids(ancestor=process.pid)
         os.kill(server, signal.SIGKILL)
         killed = time.monotonic()
         process.wait(timeout=60)
         assert time.monotonic() - killed < 30
-    finally:
-        if group_members(process.pid):
-            kill_group(process.pid)
     printed = Path(log_file).read_text()
     assert process.returncode == 3, printed
     assert "the Prefect API server" in printed and "rerun the same command to resume" in printed
