@@ -191,6 +191,17 @@ def test_trajectories_from_synth_ground_truth_keep_its_ids(index):
         np.testing.assert_allclose(track.trajectory.box, inst.trajectory.box, atol=1e-5)
 
 
+def oracle_engines(detector: OracleDetector, tracker: OracleTracker,
+                   phrases: list[str]) -> tuple[Engines, AnnotateConfig]:
+    """The `annotate/fake` pipeline around oracle backends: every truth phrase detected, no track dropped."""
+    overrides = ["phrases.source=vocabulary", "filter.max_instances=8", "trajectories.min_frames=1",
+                 "trajectories.min_area=0"]
+    cfg = load_config(AnnotateConfig, "annotate/fake", overrides)
+    cfg = cfg.model_copy(update={"phrases": cfg.phrases.model_copy(update={"vocabulary": phrases})})
+    builder = cfg.trajectories.build(detector, tracker)
+    return Engines(detector, tracker, cfg.captioner.build(), builder), cfg
+
+
 def test_strided_sampling_stores_the_clip_frames_the_boxes_were_seen_on():
     """Every third frame of a clip starting at source frame 10 is sampled: the builder counts sampled
     indices 0..7, the row must hold clip frames 0, 3, ..., 21, each with the box seen on that frame."""
@@ -207,12 +218,7 @@ def test_strided_sampling_stores_the_clip_frames_the_boxes_were_seen_on():
     assert decoded.clip_frames.tolist() == clip_frames.tolist()
     sampled_truth = truth[clip_frames]  # the engines see the sampled frames only
     detector, tracker = OracleDetector(pixels, sampled_truth, phrases), OracleTracker(pixels, sampled_truth)
-    overrides = ["phrases.source=vocabulary", "filter.max_instances=8", "trajectories.min_frames=1",
-                 "trajectories.min_area=0"]
-    cfg = load_config(AnnotateConfig, "annotate/fake", overrides)
-    cfg = cfg.model_copy(update={"phrases": cfg.phrases.model_copy(update={"vocabulary": phrases})})
-    builder = cfg.trajectories.build(detector, tracker)
-    sample_out = annotate_sample(decoded, Engines(detector, tracker, cfg.captioner.build(), builder), cfg)
+    sample_out = annotate_sample(decoded, *oracle_engines(detector, tracker, phrases))
     assert len(sample_out.instances) == len(sample.instances)
     for inst in sample_out.instances:
         frames = inst.trajectory.frame_index
@@ -242,12 +248,7 @@ def test_dense_tracking_tracks_every_decoded_frame_and_stores_the_sampled_ones()
     seen: list[int] = []
     track = tracker.track
     tracker.track = lambda frames, seeds: seen.extend(int(f[0, 0, 0]) for f in frames) or track(frames, seeds)
-    overrides = ["phrases.source=vocabulary", "filter.max_instances=8", "trajectories.min_frames=1",
-                 "trajectories.min_area=0"]
-    cfg = load_config(AnnotateConfig, "annotate/fake", overrides)
-    cfg = cfg.model_copy(update={"phrases": cfg.phrases.model_copy(update={"vocabulary": phrases})})
-    builder = cfg.trajectories.build(detector, tracker)
-    out = annotate_sample(decoded, Engines(detector, tracker, cfg.captioner.build(), builder), cfg)
+    out = annotate_sample(decoded, *oracle_engines(detector, tracker, phrases))
     assert set(seen) == set(range(len(dense_frames)))  # tracking used every dense frame
     assert out.instances
     for inst in out.instances:
