@@ -7,7 +7,7 @@ import pytest
 from instvl.deps import is_available
 from instvl.media.decode import decode_frames, exif_orientation, load_image, media_of, resize_short_side
 from instvl.media.fetch import MediaError
-from instvl.testing.media import exif_rotated_jpeg, png_bytes
+from instvl.testing.media import exif_rotated_jpeg, png_bytes, raw_h264
 
 needs_decord = pytest.mark.skipif(not is_available("decord"), reason="decord is not installed")
 
@@ -56,16 +56,9 @@ def test_decoding_from_bytes_equals_decoding_from_file(long_video, decoder):
 
 @needs_decord
 def test_auto_falls_back_to_pyav_when_decord_cannot_read(make_video, tmp_path):
-    import av
 
     source, _ = make_video(num_frames=12, fps=6)
-    raw = tmp_path / "stream.h264"  # no container timing: decord refuses it, PyAV decodes it
-    with av.open(str(source)) as src, av.open(str(raw), "w", format="h264") as dst:
-        out = dst.add_stream("libx264", rate=6)
-        out.width, out.height, out.pix_fmt = 64, 48, "yuv420p"
-        for frame in src.decode(video=0):
-            dst.mux(out.encode(frame.reformat(format="yuv420p")))
-        dst.mux(out.encode())
+    raw = raw_h264(source, tmp_path / "stream.h264", 6, 64, 48)  # no container timing: decord refuses it
     decoded = decode_frames(str(raw), str(raw), [0, 5, 11], decoder="auto")
     assert decoded.decoder == "pyav" and decoded.frames.shape == (3, 48, 64, 3)
     with pytest.raises(MediaError, match="stream.h264"):

@@ -5,6 +5,7 @@ import pytest
 
 from instvl.media.fetch import MediaError
 from instvl.media.probe import check_mp4_boxes, probe, sniff_format
+from instvl.testing.media import raw_h264
 
 
 @pytest.fixture
@@ -36,16 +37,9 @@ def test_probe_from_bytes_equals_path(make_video):
 
 
 def test_probe_raw_h264_stream_uses_guessed_rate(make_video, tmp_path):
-    import av
 
     path, _ = make_video(num_frames=20, fps=10)
-    raw = tmp_path / "raw.h264"
-    with av.open(str(path)) as src, av.open(str(raw), "w", format="h264") as dst:
-        out = dst.add_stream("libx264", rate=10)
-        out.width, out.height, out.pix_fmt = 64, 48, "yuv420p"
-        for frame in src.decode(video=0):
-            dst.mux(out.encode(frame.reformat(format="yuv420p")))
-        dst.mux(out.encode())
+    raw = raw_h264(path, tmp_path / "raw.h264", 10, 64, 48)
     info = probe(str(raw), str(raw), "video")
     assert info.num_frames == 20
     assert info.fps == pytest.approx(10.0)

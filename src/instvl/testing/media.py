@@ -115,6 +115,20 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 8.0, crf: int =
     return path
 
 
+def raw_h264(source: str | Path, dest: str | Path, fps: int, width: int, height: int) -> Path:
+    """The video at `source` re-encoded at width x height as a raw H.264 elementary stream (no container,
+    no timestamps): what decoders and probes meet in `.h264` files."""
+    import av
+
+    with av.open(str(source)) as src, av.open(str(dest), "w", format="h264") as dst:
+        out = dst.add_stream("libx264", rate=fps)
+        out.width, out.height, out.pix_fmt = width, height, "yuv420p"
+        for frame in src.decode(video=0):
+            dst.mux(out.encode(frame.reformat(format="yuv420p")))
+        dst.mux(out.encode())
+    return Path(dest)
+
+
 def png_bytes(frame: np.ndarray) -> bytes:
     """An (H, W, 3) frame as PNG bytes (lossless), through the production encoder."""
     from instvl.media.encode import encode_image
