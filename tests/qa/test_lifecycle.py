@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from instvl.qa.confinement import check_dataset_root
 from instvl.qa.server import (
     OWNER_FILE,
     Credentials,
     LabelStudioServer,
     ServerConflict,
     Stopped,
-    check_dataset_root,
     free_port,
     port_in_use,
     stop_on_signals,

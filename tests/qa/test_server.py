@@ -7,18 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from instvl.qa.server import (
-    HARDENED_ENV,
-    Credentials,
-    LabelStudioServer,
+from instvl.qa.confinement import (
     check_document_root,
     private_dir,
     restrict_tree,
     review_folder,
     review_media_root,
-    server_env,
     stage_file,
 )
+from instvl.qa.server import HARDENED_ENV, Credentials, LabelStudioServer, server_env
 from instvl.qa.settings import QAConfig, ServeStepConfig
 
 CREDS = Credentials("a@b.c", "pw-123456", "token-123456")

@@ -53,7 +53,8 @@ class ClientConfig(BaseConfig):
     document_root: str | None = None
     """The server's review-media folder (its LOCAL_FILES_DOCUMENT_ROOT): push links media into it, and
     every reviewer can read all of it. Null: `<serve.data_dir>-media`. Never `/`, the home folder, or a
-    folder holding the server's data dir or template cache (refused, see `qa.server.check_document_root`)."""
+    folder holding the server's data dir or template cache (refused, see
+    `qa.confinement.check_document_root`)."""
     video_project: str = Field("instvl-video", min_length=3, max_length=40)
     """Title prefix of the projects holding video review tasks (one per frame rate: '-8fps' is appended)."""
     image_project: str = Field("instvl-image", min_length=3, max_length=50)

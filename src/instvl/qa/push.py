@@ -2,7 +2,7 @@
 
 Media are written to ROOT/media/<sample_id>.mp4|.jpg (atomically, once; videos lower than
 `push.review_height` scaled up, as Label Studio never draws a video above its own size), then hard-linked
-(or copied) into this dataset's folder under the server's review-media root (`qa.server.review_folder`),
+(or copied) into this dataset's folder under the server's review-media root (`qa.confinement.review_folder`),
 the only folder the server serves; a local-files storage row on that folder lets reviewers load them. A
 task is identified by (dataset id, sample id, prediction fingerprint), all three in its `data`: the
 dataset id names the dataset's lineage (made from the root's path at its first push, kept in the push
@@ -12,7 +12,7 @@ into another dataset, or annotated again, get tasks of their own. The push state
 ROOT/qa/push_state.json, is rewritten atomically after every batch, so a push cut short by the server
 going away resumes where it stopped. Every push first checks the token with the server (also one with
 nothing new to send), and refuses a dataset root inside the review-media root
-(`qa.server.check_dataset_root`).
+(`qa.confinement.check_dataset_root`).
 """
 
 import hashlib
@@ -33,10 +33,10 @@ from instvl.datasets.layout import atomic_write_bytes
 from instvl.datasets.reader import ShardReader
 from instvl.datasets.schema import ProvenanceRow, QCRow, SampleRow
 from instvl.qa.client import LabelStudioClient, LabelStudioError, LabelStudioUnavailable, chunks
+from instvl.qa.confinement import check_dataset_root, review_folder, review_media_root, stage_file
 from instvl.qa.convert import IMAGE_KEY, VIDEO_KEY, prediction_fingerprint, review_fps, row_to_result
 from instvl.qa.projects import ensure_project, project_title
 from instvl.qa.routing import route_row
-from instvl.qa.server import check_dataset_root, review_folder, review_media_root, stage_file
 from instvl.qa.settings import QAConfig
 
 log = logging.getLogger(__name__)
