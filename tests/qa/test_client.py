@@ -7,9 +7,10 @@ import logging
 import httpx
 import pytest
 
+from instvl.procs import free_port
 from instvl.qa.client import ClientConfig, LabelStudioClient, LabelStudioError, LabelStudioUnavailable
 from instvl.qa.projects import config_labels, label_config
-from instvl.qa.server import Credentials, free_port, server_env
+from instvl.qa.server import Credentials, server_env
 
 SECRET = "secret-token-do-not-leak-42"
 

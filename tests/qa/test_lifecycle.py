@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from instvl.procs import free_port, port_in_use
 from instvl.qa.confinement import check_dataset_root
 from instvl.qa.server import (
     OWNER_FILE,
@@ -26,8 +27,6 @@ from instvl.qa.server import (
     LabelStudioServer,
     ServerConflict,
     Stopped,
-    free_port,
-    port_in_use,
     stop_on_signals,
 )
 from instvl.qa.settings import ServeStepConfig

@@ -14,7 +14,6 @@ import atexit
 import contextlib
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from instvl.procs import die_with_parent
+from instvl.procs import die_with_parent, free_port
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ class EmbeddedServer:
 
     def launch(self) -> None:
         """Start the process on a free port; returns at once (see `wait_ready`)."""
-        self.port, self.ready = _free_port(), False
+        self.port, self.ready = free_port(), False
         command = [sys.executable, "-m", "uvicorn", "--app-dir", str(_prefect_dir().parent), "--factory",
                    "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
                    "--log-level", "error", "--lifespan", "on"]
@@ -197,12 +196,6 @@ def server_alive(timeout_s: float = 3.0) -> bool:
         return httpx.get(f"{url.rstrip('/')}/health", timeout=timeout_s).status_code < 500
     except httpx.HTTPError:
         return False
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _prefect_dir() -> Path:

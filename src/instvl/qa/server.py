@@ -50,7 +50,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -59,7 +58,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from instvl.procs import die_with_parent
+from instvl.procs import describe_listener, die_with_parent, free_port, listening_pids, port_in_use
 from instvl.qa.client import LabelStudioUnavailable, wait_healthy
 from instvl.qa.confinement import check_document_root, private_dir, restrict_tree, review_media_root
 from instvl.qa.settings import QAConfig, ServeStepConfig
@@ -162,45 +161,6 @@ def label_studio_version(executable: Path) -> str:
     return out.stdout.strip().splitlines()[0] if out.stdout.strip() else "unknown"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """Whether something accepts connections on host:port (what Label Studio checks before binding)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.settimeout(2.0)
-        return sock.connect_ex((host, port)) == 0
-
-
-def listening_pids(port: int) -> set[int] | None:
-    """PIDs of the processes holding a listening TCP socket on `port`, from /proc (Linux).
-
-    None where /proc is missing; empty when the listener is not readable (another user's process).
-    """
-    tables = [Path(t) for t in ("/proc/net/tcp", "/proc/net/tcp6") if Path(t).is_file()]
-    if not tables:
-        return None
-    sockets = set()
-    for table in tables:
-        for line in table.read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
-                sockets.add(f"socket:[{fields[9]}]")
-    pids: set[int] = set()
-    if not sockets:
-        return pids
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):  # gone, or not ours to read
-            if any(os.readlink(fd.path) in sockets for fd in os.scandir(f"/proc/{entry.name}/fd")):
-                pids.add(int(entry.name))
-    return pids
-
-
 def process_nonce(pid: int) -> str | None:
     """The ownership nonce in the environment of process `pid`; None when absent or unreadable."""
     try:
@@ -210,24 +170,6 @@ def process_nonce(pid: int) -> str | None:
     prefix = f"{NONCE_ENV}=".encode()
     values = (item[len(prefix):].decode() for item in environ.split(b"\0") if item.startswith(prefix))
     return next(values, None)
-
-
-def describe_process(pid: int) -> str:
-    """'pid N (command line)' as far as /proc tells."""
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        command = ""
-    return f"pid {pid} ({command.strip()[:200]})" if command.strip() else f"pid {pid}"
-
-
-def describe_listener(port: int) -> str:
-    pids = listening_pids(port)
-    if pids is None:
-        return "a process (no /proc to name it)"
-    if not pids:
-        return "a process this user cannot identify"
-    return ", ".join(describe_process(pid) for pid in sorted(pids))
 
 
 class ServerOwner:
