@@ -9,8 +9,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from instvl.annotate.batching import Batcher
 from instvl.annotate.config import AnnotateConfig, MemoryPlanConfig, ModelMemoryConfig
-from instvl.annotate.engine import Batcher, MemoryPlanError, keyframes, plan_memory
+from instvl.annotate.engine import keyframes
+from instvl.annotate.memory import MemoryPlanError, plan_memory
 from instvl.annotate.plan import make_plan
 from instvl.annotate.units import engines_for, memory_budget, run_unit
 from instvl.config import load_config

@@ -25,28 +25,25 @@ The rows are those of the serial path: every backend answers an item independent
 with. The per-input fault boundary holds: a batched call that raises is retried item by item, so only
 the clip whose item fails sees the error (and is quarantined by the caller).
 
-`plan_memory` is the GPU memory plan: each model's stated share, vLLM's fraction from what remains, and
-an error with the numbers when the models cannot fit.
+The batcher and the gate are in `annotate.batching`; the GPU memory plan in `annotate.memory`.
 """
 
-import heapq
-import itertools
 import logging
 import queue
 import threading
-import time
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
+from instvl.annotate.batching import Batcher, Gate, StageStats, set_priority
 from instvl.annotate.caption.base import Captioner, WrappedCaptioner
 from instvl.annotate.caption.request import CaptionRequest
-from instvl.annotate.config import AnnotateConfig, EngineConfig, MemoryPlanConfig
+from instvl.annotate.config import AnnotateConfig, EngineConfig
 from instvl.annotate.detect.base import Detector
 from instvl.annotate.pipeline import Engines
 from instvl.annotate.track.base import Tracker
@@ -59,249 +56,12 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
-_local = threading.local()
-_tickets = itertools.count()
-
-
-def _priority() -> int:
-    """The clip sequence number of the calling thread: older clips are served first (0 outside clips)."""
-    return getattr(_local, "seq", 0)
-
-
-@dataclass
-class StageStats:
-    """What one shared stage did: calls, items, busy time (any call running) and items in flight."""
-
-    name: str
-    calls: int = 0
-    items: int = 0
-    max_batch: int = 0
-    busy_s: float = 0.0
-    in_flight_s: float = 0.0  # integral of items in flight over time
-    first_s: float | None = None
-    last_s: float | None = None
-    _running: int = 0
-    _items_running: int = 0
-    _since: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def begin(self, items: int) -> None:
-        with self._lock:
-            now = time.perf_counter()
-            self._advance(now)
-            self.first_s = now if self.first_s is None else self.first_s
-            self._running += 1
-            self._items_running += items
-            self.calls += 1
-            self.items += items
-            self.max_batch = max(self.max_batch, items)
-
-    def end(self, items: int) -> None:
-        with self._lock:
-            now = time.perf_counter()
-            self._advance(now)
-            self._running -= 1
-            self._items_running -= items
-            self.last_s = now
-
-    def _advance(self, now: float) -> None:
-        if self._running:
-            self.busy_s += now - self._since
-            self.in_flight_s += self._items_running * (now - self._since)
-        self._since = now
-
-    def summary(self, wall_s: float) -> dict[str, float]:
-        span = (self.last_s - self.first_s) if self.first_s is not None and self.last_s is not None else 0.0
-        return {"calls": self.calls, "items": self.items,
-                "mean_batch": self.items / self.calls if self.calls else 0.0, "max_batch": self.max_batch,
-                "busy_s": self.busy_s,
-                "busy_of_wall": self.busy_s / wall_s if wall_s else 0.0,
-                "busy_of_phase": self.busy_s / span if span else 0.0,
-                "in_flight": self.in_flight_s / self.busy_s if self.busy_s else 0.0}
-
-
-@dataclass(order=True)
-class _Item(Generic[T, R]):
-    ticket: tuple[int, int]
-    payload: T = field(compare=False)
-    key: Hashable = field(compare=False)
-    arrived: float = field(compare=False)
-    future: "Future[R]" = field(compare=False)
-    urgent: bool = field(default=True, compare=False)
-
-
-class Batcher(Generic[T, R]):
-    """Coalesces items submitted from many threads into calls of `run(items) -> results` of up to
-    `max_batch` items, `calls` at once; items of the oldest clips go first; with `grouped`, one call holds
-    items of one key only.
-
-    An urgent item goes out within `linger_s` (from the oldest urgent item) unless its batch fills first.
-    With `fill`, items submitted with `urgent=False` are held: they go out when `fill` of them wait, when
-    the oldest waited `hold_s`, when `flush()` says no more will come soon (evaluated again on `poke()`),
-    when the batcher closes, or with an urgent batch (they join it). Once held items go, every held item
-    goes (a wave), in calls of up to `max_batch`. Without `fill` every item is urgent."""
-
-    def __init__(self, name: str, run: Callable[[list[T]], Sequence[R]], max_batch: int, linger_s: float,
-                 calls: int = 1, grouped: bool = False, fill: int = 0, hold_s: float = 0.0,
-                 flush: Callable[[], bool] | None = None) -> None:
-        self.name, self._run_fn, self.max_batch, self.linger_s = name, run, max(1, max_batch), linger_s
-        self.grouped, self.fill, self.hold_s, self._flush = grouped, fill, hold_s, flush
-        self.stats = StageStats(name)
-        self.waves = 0  # releases of held items
-        self._in_call: dict[Hashable, int] = {}  # items released and not answered, per key
-        self._waiting: list[_Item[T, R]] = []
-        self._wave = False  # held items are being released
-        self._free = max(1, calls)
-        self._cond = threading.Condition()
-        self._closed = False
-        self._pool = ThreadPoolExecutor(max(1, calls), thread_name_prefix=f"instvl-{name}")
-        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"instvl-{name}-batcher")
-        self._thread.start()
-
-    def submit(self, payload: T, key: Hashable = None, urgent: bool = True) -> "Future[R]":
-        future: Future[R] = Future()
-        with self._cond:
-            if self._closed:
-                raise RuntimeError(f"{self.name}: the batcher is closed")
-            heapq.heappush(self._waiting, _Item((_priority(), next(_tickets)), payload, key,
-                                                time.monotonic(), future, urgent or not self.fill))
-            self._cond.notify_all()
-        return future
-
-    def map(self, payloads: Sequence[T], key: Hashable = None, urgent: bool = True) -> list[R]:
-        futures = [self.submit(p, key, urgent) for p in payloads]
-        return [f.result() for f in futures]
-
-    def in_call(self, key: Hashable) -> int:
-        """Items submitted with `key` that are in a call (released, not answered yet)."""
-        return self._in_call.get(key, 0)
-
-    def poke(self) -> None:
-        """Something `flush()` reads has changed: look again."""
-        with self._cond:
-            self._cond.notify_all()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        self._thread.join()
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def _eligible(self) -> list[_Item[T, R]]:
-        items = sorted(self._waiting, key=lambda item: (not item.urgent, item.ticket))
-        if self.grouped:
-            items = [item for item in items if item.key == items[0].key]
-        return items[: self.max_batch]
-
-    def _due(self) -> tuple[float, bool]:
-        """(seconds until a batch should go, 0: now; whether the held items go as a wave)."""
-        now = time.monotonic()
-        urgent = [item.arrived for item in self._waiting if item.urgent]
-        held = [item.arrived for item in self._waiting if not item.urgent]
-        if held and (self._closed or self._wave or len(held) >= self.fill or
-                     min(held) + self.hold_s <= now or (self._flush is not None and self._flush())):
-            return 0.0, True
-        if not urgent:
-            return (min(held) + self.hold_s - now if held else float("inf")), False
-        if self._closed or len(urgent) >= self.max_batch:
-            return 0.0, False
-        wait = min(urgent) + self.linger_s - now
-        return max(0.0, min(wait, min(held) + self.hold_s - now) if held else wait), False
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while True:
-                    if self._closed and not self._waiting:
-                        return  # closed and drained
-                    wait, wave = self._due() if self._waiting and self._free else (float("inf"), False)
-                    if wait <= 0:
-                        break
-                    self._cond.wait(None if wait == float("inf") else wait)
-                batch = self._eligible()  # urgent items first; held ones fill the rest of the batch
-                for item in batch:
-                    self._in_call[item.key] = self._in_call.get(item.key, 0) + 1
-                taken = {id(item) for item in batch}
-                self._waiting = [item for item in self._waiting if id(item) not in taken]
-                heapq.heapify(self._waiting)
-                if wave and not self._wave:
-                    self.waves += 1
-                # a wave goes on until no held item is left
-                self._wave = wave and any(not item.urgent for item in self._waiting)
-                self._free -= 1
-            self._pool.submit(self._run, batch)
-
-    def _run(self, batch: list[_Item[T, R]]) -> None:
-        try:
-            self._call(batch)
-        finally:
-            with self._cond:
-                self._free += 1
-                for item in batch:
-                    self._in_call[item.key] -= 1
-                self._cond.notify_all()
-
-    def _call(self, batch: list[_Item[T, R]]) -> None:
-        self.stats.begin(len(batch))
-        try:
-            results = list(self._run_fn([item.payload for item in batch]))
-            if len(results) != len(batch):
-                raise RuntimeError(f"{self.name}: {len(results)} results for {len(batch)} items")
-        except Exception as err:
-            self.stats.end(len(batch))
-            if len(batch) == 1:
-                batch[0].future.set_exception(err)
-                return
-            # The fault boundary: find the item that fails, so that only its clip is quarantined.
-            log.warning("%s: a batch of %d failed (%s: %s); retrying its items one by one", self.name,
-                        len(batch), type(err).__name__, err)
-            for item in batch:
-                self._call([item])
-            return
-        except BaseException as err:
-            self.stats.end(len(batch))
-            for item in batch:
-                item.future.set_exception(err)
-            raise
-        self.stats.end(len(batch))
-        for item, result in zip(batch, results, strict=True):
-            item.future.set_result(result)
-
-
-class _Gate:
-    """At most `slots` holders at once; waiting threads enter oldest clip first."""
-
-    def __init__(self, name: str, slots: int) -> None:
-        self.stats = StageStats(name)
-        self._free = slots
-        self._waiting: list[tuple[int, int]] = []
-        self._cond = threading.Condition()
-
-    @contextmanager
-    def hold(self, items: int = 1) -> Iterator[None]:
-        ticket = (_priority(), next(_tickets))
-        with self._cond:
-            heapq.heappush(self._waiting, ticket)
-            while not self._free or self._waiting[0] != ticket:
-                self._cond.wait()
-            heapq.heappop(self._waiting)
-            self._free -= 1
-            self._cond.notify_all()
-        self.stats.begin(items)
-        try:
-            yield
-        finally:
-            self.stats.end(items)
-            with self._cond:
-                self._free += 1
-                self._cond.notify_all()
 
 
 class GatedTracker:
     """The shared tracker: `slots` clips' windows tracked at once, oldest clip first."""
 
-    def __init__(self, inner: Tracker, gate: _Gate) -> None:
+    def __init__(self, inner: Tracker, gate: Gate) -> None:
         self.inner, self.gate = inner, gate
 
     def track(self, frames: np.ndarray | Sequence[np.ndarray], seeds: Sequence[TrackSeed],
@@ -472,7 +232,7 @@ class StreamEngine:
         self.detector = Batcher("detect", self._detect_batch, detect_batch, ec.linger_s,
                                 grouped=not self._mixed, fill=detect_batch, hold_s=ec.detect_hold_s,
                                 flush=self._detector_needed)
-        self.tracker = GatedTracker(engines.tracker, _Gate("track", ec.tracker_sessions))
+        self.tracker = GatedTracker(engines.tracker, Gate("track", ec.tracker_sessions))
         concurrency = _setting(engines.captioner, "concurrency")
         if concurrency:  # a server batches by itself: keep `concurrency` single requests in flight
             caption_batch, caption_calls = ec.caption_batch or 1, ec.caption_calls or concurrency
@@ -595,14 +355,14 @@ class StreamEngine:
 
     def _annotate(self, annotate: Callable[[ClipJob, "Future[T]"], R], job: ClipJob,
                   decoded: "Future[T]") -> R:
-        _local.seq = job.seq
+        set_priority(job.seq)
         wait([decoded])  # a clip waiting on its frames holds back no held batch
         with self._lock:
             self._active += 1
         try:
             return annotate(job, decoded)
         finally:
-            _local.seq = 0
+            set_priority(0)
             with self._lock:
                 self._active -= 1
             self._changed()
@@ -622,65 +382,3 @@ class StreamEngine:
 
 
 # -- the GPU memory plan ------------------------------------------------------------------------------
-class MemoryPlanError(ValueError):
-    """The models of a preset do not fit on the GPU; the message gives the numbers."""
-
-
-@dataclass(frozen=True)
-class MemoryBudget:
-    """The resolved plan: GiB per model on a GPU of `gpu_gib`, and the fraction vLLM may take."""
-
-    gpu_gib: float
-    detector_gib: float
-    tracker_gib: float
-    reserve_gib: float
-    captioner_gib: float
-    vllm_fraction: float
-
-    def describe(self) -> str:
-        return (f"GPU {self.gpu_gib:.1f} GiB = detector {self.detector_gib:.1f} + tracker "
-                f"{self.tracker_gib:.1f} + reserve {self.reserve_gib:.1f} + captioner "
-                f"{self.captioner_gib:.1f} "
-                f"(vLLM gpu_memory_utilization {self.vllm_fraction:.3f})")
-
-
-def gpu_memory_gib(device: int = 0) -> float | None:
-    """Total memory of CUDA device `device` in GiB, or None without torch or a GPU."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    if not torch.cuda.is_available():
-        return None
-    return torch.cuda.get_device_properties(device).total_memory / 2**30
-
-
-def plan_memory(plan: MemoryPlanConfig, captioner_in_process: bool) -> MemoryBudget | None:
-    """Check that the models fit and set vLLM's share from what the detector, tracker and reserve leave.
-
-    `captioner_in_process`: the captioner is a vLLM engine on this GPU (else it is a server elsewhere, or
-    a node-local `vllm serve` that should be started with the fraction returned here). Returns None when
-    the GPU size is unknown (no GPU and no `gpu_gib`); raises MemoryPlanError when the plan cannot fit.
-    """
-    gpu = plan.gpu_gib if plan.gpu_gib is not None else gpu_memory_gib(plan.device)
-    if gpu is None:
-        return None
-    fixed = plan.detector.total_gib + plan.tracker.total_gib + plan.reserve_gib
-    left = gpu - fixed
-    need = plan.captioner.total_gib
-    parts = (f"detector {plan.detector.total_gib:.1f} GiB (weights {plan.detector.weights_gib:.1f} + working "
-             f"{plan.detector.working_gib:.1f}), tracker {plan.tracker.total_gib:.1f} GiB (weights "
-             f"{plan.tracker.weights_gib:.1f} + working {plan.tracker.working_gib:.1f}), reserve "
-             f"{plan.reserve_gib:.1f} GiB")
-    if left <= 0 or need > left:
-        raise MemoryPlanError(
-            f"the models do not fit on a {gpu:.1f} GiB GPU: {parts} leave {left:.1f} GiB, and the captioner "
-            f"needs {need:.1f} GiB (weights {plan.captioner.weights_gib:.1f} + least KV cache "
-            f"{plan.captioner.working_gib:.1f}). Use a GPU with at least {fixed + need:.1f} GiB, a smaller "
-            "preset, or a `vllm serve` on another GPU (captioner.kind=openai)")
-    fraction = min(plan.max_fraction, left / gpu)
-    if captioner_in_process and fraction * gpu < need:
-        raise MemoryPlanError(f"max_fraction {plan.max_fraction} of a {gpu:.1f} GiB GPU is less than the "
-                              f"captioner's {need:.1f} GiB")
-    return MemoryBudget(gpu, plan.detector.total_gib, plan.tracker.total_gib, plan.reserve_gib,
-                        fraction * gpu, round(fraction, 3))

@@ -35,7 +35,8 @@ from typing import TypeVar
 from instvl.annotate.caption.base import Captioner
 from instvl.annotate.caption_cache import CachedCaptioner, CaptionCache
 from instvl.annotate.config import AnnotateConfig
-from instvl.annotate.engine import ClipJob, DecodePool, MemoryBudget, StreamEngine, plan_memory
+from instvl.annotate.engine import ClipJob, DecodePool, StreamEngine
+from instvl.annotate.memory import MemoryBudget, plan_memory
 from instvl.annotate.pipeline import Engines, annotate_sample
 from instvl.annotate.plan import Unit, require_plan
 from instvl.annotate.progress import clear_progress, write_progress

@@ -14,7 +14,7 @@ and then holds its emulated device for the time a GPU would take (`time.sleep`, 
   `vllm.LLM`/`AsyncLLM`); `serve_openai` puts it behind a local OpenAI-compatible HTTP server so the real
   `openai` captioner backend can be measured with requests in flight.
 
-Every device records `engine.StageStats`: busy time, calls, items per call, items in flight.
+Every device records `batching.StageStats`: busy time, calls, items per call, items in flight.
 """
 
 import json
@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from instvl.annotate.batching import StageStats
 from instvl.annotate.caption.base import BatchCaptioner, Captioner, WrappedCaptioner
 from instvl.annotate.caption.request import CaptionRequest
 from instvl.annotate.detect.base import Detector
-from instvl.annotate.engine import StageStats
 from instvl.annotate.track.base import Tracker
 from instvl.annotate.tracks import Detection, TrackedFrame, TrackedObject, TrackSeed
 from instvl.geometry import as_box
