@@ -37,8 +37,8 @@ from instvl.config import load_config  # noqa: E402
 from instvl.media.decode import resize_frame  # noqa: E402
 from instvl.media.encode import VideoEncodingConfig, encode_image, encode_mp4  # noqa: E402
 from instvl.media.ingest import IngestConfig  # noqa: E402
+from instvl.train.batch import collate  # noqa: E402
 from instvl.train.config import TrainConfig  # noqa: E402
-from instvl.train.data import collate  # noqa: E402
 from instvl.train.flops import step_flops  # noqa: E402
 from instvl.train.model import load_tokenizer  # noqa: E402
 from instvl.train.transforms import prepare_sample  # noqa: E402

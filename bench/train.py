@@ -25,8 +25,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from instvl.config import load_config  # noqa: E402
+from instvl.train.batch import to_device  # noqa: E402
 from instvl.train.config import TrainConfig  # noqa: E402
-from instvl.train.data import InstVLDataset, make_loader, to_device  # noqa: E402
+from instvl.train.data import InstVLDataset, make_loader  # noqa: E402
 from instvl.train.distributed import DistInfo  # noqa: E402
 from instvl.train.main import build_trainer  # noqa: E402
 from instvl.train.model import load_tokenizer  # noqa: E402

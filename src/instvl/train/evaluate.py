@@ -25,8 +25,9 @@ from instvl.train import checkpoint as ckpt
 from instvl.train import distributed as dist_utils
 from instvl.train import visualize
 from instvl.train.annotations import caption_targets, multi_caption_retrieval, read_annotations
+from instvl.train.batch import to_device, tokenize
 from instvl.train.config import EvalConfig, SourceConfig, TrainConfig
-from instvl.train.data import InstVLDataset, to_device, tokenize
+from instvl.train.data import InstVLDataset
 from instvl.train.error_analysis import instance_error_breakdown
 from instvl.train.grounding import (
     evaluate_grounding_head,

@@ -217,7 +217,7 @@ class GroundingConfig(BaseConfig):
 
 
 Batch = dict[str, Any]
-"""A collated batch (the contract is in `instvl.train.data.collate`)."""
+"""A collated batch (the contract is in `instvl.train.batch.collate`)."""
 
 
 class Backbone(Protocol):

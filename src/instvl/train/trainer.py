@@ -20,8 +20,9 @@ from typing import Any
 from instvl.deps import require
 from instvl.train import checkpoint as ckpt
 from instvl.train import distributed as dist_utils
+from instvl.train.batch import to_device
 from instvl.train.config import OptimConfig, RunConfig
-from instvl.train.data import DataState, InstVLDataset, make_loader, to_device
+from instvl.train.data import DataState, InstVLDataset, make_loader
 from instvl.train.sinks import MetricsSink, NullSink
 
 torch = require("torch", "train")
