@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from instvl.annotate.track import FakeTracker, HFTracker
-from instvl.annotate.trajectories import TrajectoryConfig, decode_rle, encode_rle
-from instvl.datasets.records import FrameSpace, Instance, Sample
+from instvl.annotate.trajectories import TrajectoryConfig
+from instvl.datasets.records import FrameSpace, Instance, Sample, decode_rle, encode_rle
 from instvl.geometry import box_iou
 from instvl.testing.media import crossing_scene, paint_boxes
 from instvl.testing.oracle import OracleDetector, OracleTracker

@@ -42,7 +42,6 @@ trajectory counts sampled indices (`FrameSpace.SAMPLED`, positions among the sto
 """
 
 import logging
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -52,7 +51,7 @@ from instvl.annotate.detect.base import Detector
 from instvl.annotate.track.base import Tracker
 from instvl.annotate.tracks import Detection, TrackedFrame, TrackedObject, TrackSeed
 from instvl.config import BaseConfig
-from instvl.datasets.records import FrameSpace, Instance, Trajectory
+from instvl.datasets.records import FrameSpace, Instance, Trajectory, encode_rle
 from instvl.deps import require
 from instvl.geometry import Box, as_box, box_iou, clip_boxes, to_pixels
 
@@ -554,17 +553,3 @@ def appearance(frame: np.ndarray, box: Box, bins: int = 8) -> np.ndarray:
 def look_similarity(a: np.ndarray, b: np.ndarray) -> float:
     """Bhattacharyya coefficient of two appearance histograms: 1 for the same colours, 0 for disjoint."""
     return float(np.sqrt(a * b).sum())
-
-
-def encode_rle(mask: np.ndarray) -> str:
-    """COCO RLE counts of a (H, W) boolean mask, as the ASCII string stored in shards."""
-    mask_api = require("pycocotools.mask", "annotate")
-    return mask_api.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode("ascii")
-
-
-def decode_rle(counts: str, height: int, width: int) -> np.ndarray:
-    """The (H, W) boolean mask of a stored COCO RLE counts string."""
-    mask_api = require("pycocotools.mask", "annotate")
-    with warnings.catch_warnings():  # pycocotools' own numpy-2 copy-keyword deprecation, not ours
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return mask_api.decode({"size": [height, width], "counts": counts}).astype(bool)

@@ -1,4 +1,5 @@
-"""In-memory records for one InstVL row, convertible to and from the Parquet row dicts of `schema.SCHEMA`.
+"""In-memory records for one InstVL row, convertible to and from the Parquet row dicts of `schema.SCHEMA`,
+and the COCO RLE strings its `mask_rle` lists hold.
 
 Every frame index belongs to one of three spaces, named once here (`FrameSpace`) and used everywhere:
 
@@ -10,6 +11,7 @@ A `Trajectory` says which space its `frame_index` counts in. The trajectory buil
 space, `Trajectory.to_clip_frames` maps it once, and only a clip-space trajectory becomes a row.
 """
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +23,7 @@ from numpy.typing import NDArray
 
 from instvl import __version__
 from instvl.datasets.schema import InstanceRow, ProvenanceRow, QCRow, SampleRow, SourceRow, TrajectoryRow
+from instvl.deps import require
 
 
 class FrameSpace(StrEnum):
@@ -191,3 +194,17 @@ class Sample:
             config_hash=prov.get("config_hash"), created_at=prov.get("created_at"),
             split=row.get("split") or "train",
         )
+
+
+def encode_rle(mask: NDArray[Any]) -> str:
+    """COCO RLE counts of a (H, W) boolean mask, as the ASCII string stored in shards."""
+    mask_api = require("pycocotools.mask", "annotate")
+    return mask_api.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode("ascii")
+
+
+def decode_rle(counts: str, height: int, width: int) -> NDArray[Any]:
+    """The (H, W) boolean mask of a stored COCO RLE counts string."""
+    mask_api = require("pycocotools.mask", "annotate")
+    with warnings.catch_warnings():  # pycocotools' own numpy-2 copy-keyword deprecation, not ours
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_api.decode({"size": [height, width], "counts": counts}).astype(bool)

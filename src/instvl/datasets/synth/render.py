@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw
 
+from instvl.datasets.records import encode_rle
 from instvl.datasets.synth.scene import COLOURS, Scene
 
 PHOTOS: dict[str, str] = {
@@ -180,11 +181,3 @@ def tracks(labels: NDArray[Any], num_objects: int, masks: bool = False) -> list[
         rles = [encode_rle(visible[t]) for t in frames] if masks else []
         out.append(Track([int(t) for t in frames], boxes, rles))
     return out
-
-
-def encode_rle(mask: NDArray[Any]) -> str:
-    """COCO RLE counts string of a (H, W) bool mask."""
-    from instvl.deps import require
-
-    coco_mask = require("pycocotools.mask", "annotate")
-    return coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode("ascii")
