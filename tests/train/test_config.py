@@ -27,3 +27,14 @@ def test_eval_reads_what_to_evaluate_from_the_eval_section_only() -> None:
     for old in ("eval_root=/data/b", "eval_split=test", "max_samples=5", "eval_max_instances=3"):
         with pytest.raises(ConfigError):
             load_config(EvalConfig, "train/tiny", [old])
+
+
+def test_the_image_instance_cap_holds_for_training_images_only() -> None:
+    data = load_config(TrainConfig, "train/tiny", ["data.max_instances=5", "data.max_instances_image=2"]).data
+    assert data.instance_cap("image", train=True) == 2
+    assert data.instance_cap("video", train=True) == data.instance_cap(None, train=True) == 5
+    assert data.instance_cap("image", train=False) == 5  # evaluation keeps max_instances
+    uncapped = load_config(TrainConfig, "train/tiny", ["data.max_instances=5"]).data
+    assert uncapped.instance_cap("image", train=True) == 5
+    with pytest.raises(ConfigError, match="instance_text_len"):
+        load_config(TrainConfig, "train/tiny", ["data.instance_text_len=2"])

@@ -12,10 +12,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 av = pytest.importorskip("av")
 
+from instvl.datasets.reader import ShardReader  # noqa: E402
 from instvl.testing.datasets import COLOURS, make_sample, write_dataset  # noqa: E402
 from instvl.train import crops, transforms  # noqa: E402
-from instvl.train.config import DataConfig  # noqa: E402
-from instvl.train.data import DataState, InstVLDataset, Mixer, ShuffleBuffer, make_loader, row_bytes  # noqa: E402
+from instvl.train.config import DataConfig, SourceConfig  # noqa: E402
+from instvl.train.data import (  # noqa: E402
+    DataState,
+    InstVLDataset,
+    Mixer,
+    ShardSource,
+    ShuffleBuffer,
+    make_loader,
+    row_bytes,
+)
 
 
 def tokenizer():
@@ -38,6 +47,14 @@ def dataset_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            status="rejected" if i == 5 else "auto", num_instances=1, keyframe_every=2,
                            with_media=True) for i in range(12)]
     return write_dataset(tmp_path_factory.mktemp("instvl"), samples, units=2)
+
+
+@pytest.fixture(scope="module")
+def crowded_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Four instances per sample; odd samples are images.
+    samples = [make_sample(i, media_type="image" if i % 2 else "video", num_instances=4, with_media=True)
+               for i in range(8)]
+    return write_dataset(tmp_path_factory.mktemp("crowded"), samples)
 
 
 @pytest.fixture(scope="module")
@@ -237,3 +254,60 @@ def test_data_state_round_trips_and_restarts_at_the_next_epoch() -> None:
     old = DataState()  # a checkpoint of the single-stream loader: {worker: [epoch, index]}
     old.load_state_dict({"batches": 9, "workers": {"0": [2, 3], "1": [1, 5]}})
     assert old.start_epoch == 3 and old.workers == {}
+
+
+def test_the_image_instance_cap_applies_to_training_images_and_not_to_videos(crowded_root: Path, tok) -> None:
+    cfg = data_config(crowded_root, max_instances=3, max_instances_image=2)
+    train, held_out = InstVLDataset(cfg, tok), InstVLDataset(cfg, tok, train=False)
+    kept = {(row["media_type"], dataset.train): len(dataset.prepare(row, epoch=0)["instances"])
+            for row in held_out.iter_rows(0) for dataset in (train, held_out)}
+    assert kept == {("image", True): 2, ("image", False): 3, ("video", True): 3, ("video", False): 3}
+    batches = iter(train)
+    image = next(b for b in batches if b["media_type"] == "image")
+    video = next(b for b in batches if b["media_type"] == "video")
+    assert image["inst_sample_index"].tolist() == [0, 0, 1, 1]
+    assert video["inst_sample_index"].tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_instances_over_the_cap_are_drawn_per_sample_and_epoch_from_the_seed(crowded_root: Path, tok) -> None:
+    images = [row for row in InstVLDataset(data_config(crowded_root), tok, train=False).iter_rows(0)
+              if row["media_type"] == "image"]
+
+    def chosen(row: dict, epoch: int, seed: int = 3) -> tuple[int, ...]:
+        dataset = InstVLDataset(data_config(crowded_root, max_instances_image=2, seed=seed), tok)
+        return tuple(inst["instance_id"] for inst in dataset.prepare(row, epoch)["instances"])
+
+    assert chosen(images[0], 0) == chosen(images[0], 0)  # reproducible from (seed, epoch, sample id)
+    assert len({chosen(row, 0) for row in images}) > 1  # differs between samples
+    assert len({chosen(images[0], epoch) for epoch in range(4)}) > 1  # and between epochs
+    assert len({chosen(images[0], 0, seed) for seed in range(4)}) > 1  # and with the seed
+    assert {chosen(row, epoch) for row in images for epoch in range(4)} != {(0, 1)}  # not the first ones
+
+
+def test_instance_captions_are_cut_shorter_in_training_only(dataset_root: Path, tok) -> None:
+    cfg = data_config(dataset_root, instance_text_len=6)
+    train = next(iter(InstVLDataset(cfg, tok, max_text_len=12)))
+    held_out = next(iter(InstVLDataset(cfg, tok, max_text_len=12, train=False)))
+    # "the red square number 0 slides right": 9 tokens with [CLS] and [SEP].
+    assert train["inst_text_ids"].shape[1] == 6 and held_out["inst_text_ids"].shape[1] == 9
+    assert train["text_cut"]["inst"] == (2, 2) and held_out["text_cut"]["inst"] == (0, 2)
+
+
+def test_each_row_group_is_read_once_per_epoch_when_it_holds_one_media(tmp_path: Path, monkeypatch) -> None:
+    samples = [make_sample(i, media_type="image" if i // 2 % 2 else "video") for i in range(8)]
+    root = write_dataset(tmp_path / "ds", samples)  # row groups of 2 rows: video, image, video, image
+    source = ShardSource(SourceConfig(root=str(root)), data_config(root), 0)
+    assert source.counts() == {"video": 4, "image": 4}
+    read: list[tuple[str, int]] = []
+    original = ShardReader.iter_batches
+
+    def recording(self, pieces=None):
+        read.extend((Path(path).name, group) for path, group, _ in pieces)
+        return original(self, pieces)
+
+    monkeypatch.setattr(ShardReader, "iter_batches", recording)
+    for media in ("video", "image"):
+        rows = list(source.epoch_rows(0, 0, 1, shuffle=True, media=media))
+        assert sorted(r["sample_id"] for r in rows) == sorted(s.sample_id for s in samples
+                                                            if s.media_type == media)
+    assert len(read) == len(set(read)) == 4

@@ -1,4 +1,5 @@
-"""FLOPs per sample on meta tensors: they move when the crop settings, the media type or the loss move."""
+"""FLOPs per sample on meta tensors: they move when the crop settings, the media type, the instances per
+image, the instance caption length or the loss move."""
 
 import os
 
@@ -39,3 +40,17 @@ def test_images_cost_less_than_videos_and_follow_the_image_mask_ratio() -> None:
     video, image = flops(), flops(media="image")
     assert image["global_only"] < video["global_only"]
     assert flops("model.masking.image_ratio=0.25", media="image")["global_only"] > image["global_only"]
+
+
+def test_the_image_instance_cap_and_the_instance_text_length_move_the_ratio() -> None:
+    uncapped = flops(media="image", instances=4)
+    capped = step_flops(load_config(TrainConfig, "train/tiny", [*SMALL, "data.max_instances=4",
+                                                                 "data.max_instances_image=1"]), "image")
+    assert capped == flops(media="image", instances=1)  # images default to max_instances_image
+    assert capped["global_only"] == uncapped["global_only"] and capped["ratio"] < uncapped["ratio"]
+    video = step_flops(load_config(TrainConfig, "train/tiny", [*SMALL, "data.max_instances=4",
+                                                               "data.max_instances_image=1"]), "video")
+    assert video == flops(instances=4)  # videos keep max_instances
+    short = flops("data.instance_text_len=8", media="image")
+    assert short["global_only"] == uncapped["global_only"]
+    assert short["instance_branch"] < uncapped["instance_branch"] and short["ratio"] < uncapped["ratio"]

@@ -92,6 +92,7 @@ def test_fit_logs_every_step_and_saves_a_final_checkpoint(root: Path, tmp_path: 
     records = read_jsonl(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6] == [r["step"] for r in history]
     assert all(math.isfinite(r["loss"]) and r["samples"] == 2 and r["grad_norm"] > 0 for r in records)
+    assert all(r["text_cut_global"] == r["text_cut_inst"] == 0 for r in records)  # the captions fit
     assert (tmp_path / "checkpoints" / "step-0000006.pt").is_file()
     assert records[0]["lr"] < records[1]["lr"] and records[-1]["lr"] < records[1]["lr"]
     assert plot_curves(records, tmp_path / "curve.png").stat().st_size > 0

@@ -65,8 +65,15 @@ class DataConfig(BaseConfig):
     """Each instance box grows by this fraction of its size before cropping (context around the object)."""
     resize: Literal["center_crop", "squash"] = "center_crop"
     normalize: Literal["imagenet", "clip"] = "imagenet"
-    max_instances: int = 8
-    """Instances per sample; a random subset (fixed per epoch) when a sample has more."""
+    max_instances: int = Field(8, ge=0)
+    """Instances per sample; when a sample has more, a random subset drawn from (seed, epoch, sample id)."""
+    max_instances_image: int | None = Field(None, ge=0)
+    """Instances per image sample in training (None: max_instances); evaluation keeps max_instances.
+    An image step is a small fraction of a video step (1 frame, half of it masked), so a few instance
+    captions through the text tower outweigh it: a lower cap keeps the instance branch's share in bounds."""
+    instance_text_len: int | None = Field(None, ge=4)
+    """Tokens per instance caption in training (None: model.text.max_len); a longer caption is cut, and
+    the share of cut captions is logged (`text_cut_inst`, `text_cut_global`)."""
     instance_boxes: Literal["trajectory", "single"] = "trajectory"
     """'single' uses the trajectory's first box at every frame (the paper's Table 5 ablation)."""
     caption_sampling: Literal["sentence", "full"] = "sentence"
@@ -101,6 +108,12 @@ class DataConfig(BaseConfig):
     def batch_size_for(self, media_type: str) -> int:
         """Samples per batch of this media type ('image' or 'video')."""
         return (self.image_batch_size or self.batch_size) if media_type == "image" else self.batch_size
+
+    def instance_cap(self, media_type: str | None, train: bool) -> int:
+        """Instances kept per sample of this media type: max_instances_image for training images."""
+        if train and media_type == "image" and self.max_instances_image is not None:
+            return self.max_instances_image
+        return self.max_instances
 
     def all_sources(self) -> list[SourceConfig]:
         """`root` (as the first source) and the extra `sources`."""

@@ -11,12 +11,14 @@ its share.
 
 Readers. Row groups of a shard root (entries of an annotation list) are shuffled per epoch and dealt to
 the `world_size * workers` readers, so ranks and DataLoader workers never read the same row; each stream
-of each reader shuffles its rows through a buffer bounded in rows and in media bytes. Batches are
-collated inside the workers (the DataLoader runs with `batch_size=None`) and carry their
-`data_position` (worker, batch index, and per stream the (epoch, rows taken) after the batch). Workers
-stream without end and the DataLoader deals batches round-robin; `DataState` records what the trainer
-consumed, and a resumed loader rotates the worker roles and fast-forwards every stream to its recorded
-row (reading, not decoding), giving exactly the batches an uninterrupted run would have seen next.
+of each reader shuffles its rows through a buffer bounded in rows and in media bytes. A stream skips the
+row groups that hold none of its media (known from the small filter columns), so a row group is read
+twice per epoch only when it holds both images and videos. Batches are collated inside the workers (the
+DataLoader runs with `batch_size=None`) and carry their `data_position` (worker, batch index, and per
+stream the (epoch, rows taken) after the batch). Workers stream without end and the DataLoader deals
+batches round-robin; `DataState` records what the trainer consumed, and a resumed loader rotates the
+worker roles and fast-forwards every stream to its recorded row (reading, not decoding), giving exactly
+the batches an uninterrupted run would have seen next.
 
 Evaluation (`train=False`) reads `data.root` only (or the `sources` given to the dataset), in order,
 once, and emits image and video batches as they fill.
@@ -154,8 +156,10 @@ class Source:
         """Kept rows per media type."""
         raise NotImplementedError
 
-    def epoch_rows(self, epoch: int, slot: int, slots: int, shuffle: bool) -> Iterator[ShardRow]:
-        """The kept rows of reader `slot` of `slots` in `epoch` (their share shuffled per epoch)."""
+    def epoch_rows(self, epoch: int, slot: int, slots: int, shuffle: bool,
+                   media: str | None = None) -> Iterator[ShardRow]:
+        """The kept rows of reader `slot` of `slots` in `epoch` (their share shuffled per epoch), only those
+        of `media` when given."""
         raise NotImplementedError
 
 
@@ -168,7 +172,7 @@ class ShardSource(Source):
             raise FileNotFoundError(f"{spec.root}: not an InstVL dataset root (no shards/ folder); set "
                                     "data.root to a folder written by `instvl datasets synth` or the build")
         self._pieces: list[tuple[Path, int, int]] | None = None
-        self._counts: dict[str, int] | None = None
+        self._piece_counts: list[Counter[str]] | None = None
 
     def keep(self, row: SampleRow) -> bool:
         if self.spec.split is not None and (row.get("split") or "train") != self.spec.split:
@@ -185,28 +189,41 @@ class ShardSource(Source):
                                     "(is the dataset written?)")
         return self._pieces
 
-    def counts(self) -> dict[str, int]:
-        if self._counts is None:
-            found: Counter[str] = Counter()
-            for row in ShardReader(self.spec.root, FILTER_COLUMNS).iter_rows(self.pieces()):
-                if self.keep(row):
-                    found[row.get("media_type") or "video"] += 1
-            self._counts = dict(found)
-        return self._counts
+    def piece_counts(self) -> list[Counter[str]]:
+        """Kept rows per media type of each row group (from the small filter columns only)."""
+        if self._piece_counts is None:
+            reader = ShardReader(self.spec.root, FILTER_COLUMNS)
+            self._piece_counts = [Counter(row.get("media_type") or "video"
+                                          for row in reader.iter_rows([piece]) if self.keep(row))
+                                  for piece in self.pieces()]
+        return self._piece_counts
 
-    def epoch_rows(self, epoch: int, slot: int, slots: int, shuffle: bool) -> Iterator[ShardRow]:
+    def counts(self) -> dict[str, int]:
+        return dict(sum(self.piece_counts(), Counter()))
+
+    def epoch_rows(self, epoch: int, slot: int, slots: int, shuffle: bool,
+                   media: str | None = None) -> Iterator[ShardRow]:
+        # The image and the video stream of a reader each walk its row groups: a row group without rows
+        # of the stream's media is not read at all, and in a mixed one only the stream's rows become
+        # Python objects (a row group holding both media is still read by both streams).
         pieces = self.pieces()
         if len(pieces) < slots:
             raise ValueError(f"{self.spec.root}: {len(pieces)} row groups cannot feed {slots} readers; use "
                              "fewer workers or write smaller row groups")
         order = (np.random.default_rng([self.cfg.seed, epoch, self.index]).permutation(len(pieces)) if shuffle
                  else np.arange(len(pieces)))
+        wanted = self.piece_counts() if media is not None else None
         reader = ShardReader(self.spec.root, COLUMNS)
         for i in order[slot::slots]:
-            path = pieces[i][0]
-            for row in reader.iter_rows([pieces[i]]):
-                if self.keep(row):
-                    yield {**row, "_shard": str(path)}  # type: ignore[typeddict-item]
+            if wanted is not None and not wanted[i][media]:
+                continue
+            path = str(pieces[i][0])
+            for batch in reader.iter_batches([pieces[i]]):
+                if media is not None:
+                    batch = batch.filter(of_media(batch, media))
+                for row in batch.to_pylist():
+                    if self.keep(row):
+                        yield {**row, "_shard": path}  # type: ignore[typeddict-item]
 
 
 class AnnotationSource(Source):
@@ -221,11 +238,20 @@ class AnnotationSource(Source):
     def counts(self) -> dict[str, int]:
         return dict(Counter(row["media_type"] for row in self.rows))
 
-    def epoch_rows(self, epoch: int, slot: int, slots: int, shuffle: bool) -> Iterator[ShardRow]:
+    def epoch_rows(self, epoch: int, slot: int, slots: int, shuffle: bool,
+                   media: str | None = None) -> Iterator[ShardRow]:
         order = (np.random.default_rng([self.cfg.seed, epoch, self.index]).permutation(len(self.rows))
                  if shuffle else np.arange(len(self.rows)))
         for i in order[slot::slots]:
-            yield self.rows[i]
+            if media is None or self.rows[i]["media_type"] == media:
+                yield self.rows[i]
+
+
+def of_media(batch: Any, media: str) -> Any:
+    """Boolean mask of the rows of an Arrow record batch whose media type is `media` (unset: video)."""
+    import pyarrow.compute as pc
+
+    return pc.fill_null(pc.equal(batch.column("media_type"), media), media == "video")
 
 
 def make_source(spec: SourceConfig, cfg: DataConfig, index: int) -> Source:
@@ -271,7 +297,7 @@ class RowStream:
 
     def _epoch_iter(self, skip: int) -> Iterator[ShardRow]:
         rows: Iterator[ShardRow] = (
-            row for row in self.source.epoch_rows(self.epoch, self.slot, self.slots, self.shuffle)
+            row for row in self.source.epoch_rows(self.epoch, self.slot, self.slots, self.shuffle, self.media)
             if self.media is None or (row.get("media_type") or "video") == self.media)
         if self.shuffle and self.cfg.shuffle_buffer > 1:
             rng = np.random.default_rng([self.cfg.seed, self.epoch, self.slot, self.source.index,
@@ -312,6 +338,9 @@ class InstVLDataset(IterableDataset[dict[str, Any]]):
                  world_size: int = 1, train: bool = True, infinite: bool | None = None,
                  sources: list[SourceConfig] | None = None):
         self.cfg, self.tokenizer, self.max_text_len = cfg, tokenizer, max_text_len
+        # Instance captions are cut shorter in training only (data.instance_text_len); evaluation reads
+        # them at the text tower's max_len, like the global captions.
+        self.inst_text_len = (cfg.instance_text_len or max_text_len) if train else max_text_len
         self.rank, self.world_size, self.train = rank, world_size, train
         self.infinite = train if infinite is None else infinite
         self.state = DataState()
@@ -343,7 +372,7 @@ class InstVLDataset(IterableDataset[dict[str, Any]]):
 
     def _batch(self, rows: list[tuple[int, ShardRow]], position: Any) -> dict[str, Any]:
         samples = [s for s in (self._try_prepare(row, epoch) for epoch, row in rows) if s is not None]
-        batch = collate(samples, self.tokenizer, self.cfg, self.max_text_len)
+        batch = collate(samples, self.tokenizer, self.cfg, self.max_text_len, self.inst_text_len)
         batch["data_position"] = position
         return batch
 

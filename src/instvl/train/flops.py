@@ -5,7 +5,7 @@ teacher or text tower is replaced by a random one of the same shape), fed a synt
 configured shapes, and run forward and backward while torch counts the matmul/attention/conv FLOPs.
 The teacher runs forward only (frozen); activation recomputation (`grad_checkpointing`) is not counted.
 
-    flops = step_flops(cfg, media="video", instances=8)   # {"total": ..., "crop_branch": ..., ...}
+    flops = step_flops(cfg, media="image")   # {"total", "global_only", "instance_branch", "ratio"}
 """
 
 import contextlib
@@ -58,13 +58,15 @@ def random_towers(model: InstAPConfig) -> InstAPConfig:
 
 def synthetic_batch(cfg: TrainConfig, media: Literal["image", "video"], batch: int, instances: int,
                     device: Any) -> dict[str, Any]:
-    """A batch of the configured shapes (`instances` per sample), with fixed-length captions."""
+    """A batch of the configured shapes (`instances` per sample), with captions of the longest length the
+    training batches can have (model.text.max_len; instance captions data.instance_text_len)."""
     data, length = cfg.data, cfg.model.text.max_len
+    inst_length = data.instance_text_len or length
     frames = 1 if media == "image" else data.num_frames
     crop_frames = len(crop_positions(frames, data.crop_frames))
     count = batch * instances
     ids = torch.full((batch, length), 1000, dtype=torch.long, device=device)
-    inst_ids = torch.full((count, length), 1000, dtype=torch.long, device=device)
+    inst_ids = torch.full((count, inst_length), 1000, dtype=torch.long, device=device)
     return {"video": torch.zeros(batch, 3, frames, data.img_size, data.img_size, device=device),
             "text_ids": ids, "text_mask": torch.ones_like(ids),
             "inst_crops": torch.zeros(count, 3, crop_frames, data.crop_size, data.crop_size, device=device),
@@ -86,13 +88,14 @@ def step_flops(cfg: TrainConfig, media: Literal["image", "video"] = "video", ins
                batch: int = 2) -> dict[str, float]:
     """FLOPs per sample of one training forward + backward: the total and the instance branch's share.
 
-    `instances` per sample defaults to `data.max_instances`. Returns {'total', 'global_only',
+    `instances` per sample defaults to what training keeps of this media type (`data.max_instances`, for
+    images `data.max_instances_image` when set). Returns {'total', 'global_only',
     'instance_branch', 'ratio'}: 'global_only' is the same step with the instance loss off, 'ratio' =
     total / global_only (the cost of the instance branch as a multiple of the global-only step).
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    instances = cfg.data.max_instances if instances is None else instances
+    instances = cfg.data.instance_cap(media, train=True) if instances is None else instances
     counts = {}
     for name, inst_loss in (("total", True), ("global_only", False)):
         model_cfg = random_towers(cfg.model)

