@@ -4,13 +4,15 @@ Every arm trains `train/tiny` from scratch on the same benchmark for the same nu
 seed (the seed drives the model init, the masks and the loader order; the data are fixed), and is scored
 on the same split with plain embedding similarity. Arms (`--arms`, comma-separated):
 
-    global      L_rec + L_glob (no instance branch)                    Table 4, row 1
-    inst        + L_inst (lambda 0.1, separate tau, trajectory boxes)  Table 4, row 2
+    global      L_rec + L_glob (no instance branch)                      Table 4, row 1
+    inst        + L_inst (lambda `LAMBDA_INST`, picked on the dev split; separate tau, trajectory boxes)
+                                                                         Table 4, row 2
     gi          g+i: the instance captions as extra global captions of their whole clip, no L_inst
-                (`model.loss.inst_as_global`, weight 1, the global tau) the paper's "UMT (InstVL; g+i)"
-    gi_w01      g+i at L_inst's weight 0.1
-    shared_tau  + L_inst with the global temperature                   Table 5 switches
-    w005, w02   + L_inst with lambda 0.05 / 0.2
+                (`model.loss.inst_as_global`, weight 1 like every global caption, the global tau):
+                the paper's "UMT (InstVL; g+i)"
+    gi_w01      g+i at weight 0.1
+    shared_tau  + L_inst with the global temperature                     Table 5 switches
+    w005, w01, w02  + L_inst with lambda 0.05 / 0.1 (the paper's) / 0.2
     single_box  + L_inst with the trajectory's first box on every frame
 
 Per arm: mean and a 95% t-interval over seeds of global and instance mean recall; per arm against
@@ -48,24 +50,36 @@ GENERATOR = "datasets/synth-ablation"
 """The benchmark's generator preset; `--samples` and `--data-seed` are the only settings changed."""
 SHARED = ["model.text.random_config={hidden_size: 96, num_hidden_layers: 2, num_attention_heads: 4, "
           "intermediate_size: 192}", "model.text.pooling=mean", "data.batch_size=16", "optim.lr=5e-4",
-          "optim.warmup_steps=20"]
+          "optim.warmup_steps=20", "model.instance.crop_mask_ratio=0"]
 """Overrides of train/tiny shared by every arm. The text tower is a 2-layer BERT of width 96 trained from
 scratch on the MiniLM tokenizer: MiniLM (even frozen) dominated the time of a step and of the evaluation
 on CPU, and the synthetic captions use a few dozen words. Batch 16 (picked on the dev split): the same
-recall per training sample as batch 4, at about a third of the CPU time per sample."""
+recall per training sample as batch 4, at about a third of the CPU time per sample. Unmasked crops in
+training (the paper's; train/tiny masks half of a crop's 4 tokens for speed): picked on the dev split, and
+read only by arms that train on crops."""
+LAMBDA_INST = 1.0
+"""lambda_inst of the + L_inst arm, picked on the dev split (the paper's 0.1 is the `w01` arm): a model
+trained from scratch needs the instance signal at the weight of the global one (docs/BENCHMARKS.md)."""
+INST = ["model.loss.inst_loss=true", f"model.loss.w_inst={LAMBDA_INST}"]
+GI = ["model.loss.inst_as_global=true", "model.loss.inst_temperature=shared"]
 ARMS: dict[str, tuple[str, list[str]]] = {
     "global": ("L_rec + L_glob", ["model.loss.inst_loss=false"]),
-    "inst": ("+ L_inst", ["model.loss.inst_loss=true"]),
-    "gi": ("g+i (inst. captions as global, w 1)",
-           ["model.loss.inst_as_global=true", "model.loss.inst_temperature=shared", "model.loss.w_inst=1.0"]),
-    "gi_w01": ("g+i (w 0.1)", ["model.loss.inst_as_global=true", "model.loss.inst_temperature=shared",
-                               "model.loss.w_inst=0.1"]),
-    "shared_tau": ("+ L_inst, shared tau", ["model.loss.inst_temperature=shared"]),
-    "w005": ("+ L_inst, lambda 0.05", ["model.loss.w_inst=0.05"]),
-    "w02": ("+ L_inst, lambda 0.2", ["model.loss.w_inst=0.2"]),
-    "single_box": ("+ L_inst, single box", ["data.instance_boxes=single"]),
+    "inst": (f"+ L_inst (lambda {LAMBDA_INST:g})", INST),
+    "gi": ("g+i (inst. captions as global, w 1)", [*GI, "model.loss.w_inst=1.0"]),
+    "gi_w01": ("g+i (w 0.1)", [*GI, "model.loss.w_inst=0.1"]),
+    "shared_tau": ("+ L_inst, shared tau", [*INST, "model.loss.inst_temperature=shared"]),
+    "w005": ("+ L_inst, lambda 0.05", [*INST, "model.loss.w_inst=0.05"]),
+    "w01": ("+ L_inst, lambda 0.1 (the paper's)", [*INST, "model.loss.w_inst=0.1"]),
+    "w02": ("+ L_inst, lambda 0.2", [*INST, "model.loss.w_inst=0.2"]),
+    "single_box": ("+ L_inst, single box", [*INST, "data.instance_boxes=single"]),
 }
-TABLE5 = ("shared_tau", "w005", "w02", "single_box")
+CROP_INPUT = ("data.crop_size", "data.crop_frames", "data.crop_pad", "model.instance.crop_mask_ratio")
+"""Settings of the instance crops only. An arm that trains no instance branch on crops (`global`, the g+i
+arms) reads them only when it is scored, so a finished run of it is re-scored, not retrained, when only
+these change."""
+UNCHECKED = ("run.", "eval.")
+"""Config sections that do not change what a run learns (paths, logging, in-training evaluation)."""
+TABLE5 = ("shared_tau", "w005", "w01", "w02", "single_box")
 """Arms that change one setting of + L_inst: also compared with it."""
 COLUMNS = ("t2v_r1", "t2v_r5", "t2v_r10", "v2t_r1", "v2t_r5", "v2t_r10")
 KINDS = ("global", "instance")
@@ -115,7 +129,48 @@ def overrides_for(args: argparse.Namespace, root: Path, run_dir: Path, arm: str,
     """Overrides of one (arm, seed) run, shared by its training and its evaluation."""
     return [f"data.root={root}", f"run.output_dir={run_dir}", f"optim.steps={args.steps}", f"run.seed={seed}",
             f"data.seed={seed}", "run.ckpt_every=0", "run.progress=false", "run.tensorboard=false",
-            "eval.every=0", "run.log_every=50", *SHARED, *args.set, *ARMS[arm][1]]
+            "eval.every=0", "run.log_every=50", *SHARED, *ARMS[arm][1], *args.set]  # --set wins
+
+
+def trains_crops(arm: str) -> bool:
+    """Whether the arm's training encodes instance crops (L_inst proper, not g+i, not global only)."""
+    return not {"model.loss.inst_loss=false", "model.loss.inst_as_global=true"} & set(ARMS[arm][1])
+
+
+def flat(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """A resolved config as dotted key -> value."""
+    items = cfg.model_dump(mode="json").items() if prefix == "" else cfg.items()
+    out: dict[str, Any] = {}
+    for key, value in items:
+        out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def recorded(run_dir: Path) -> dict[str, Any]:
+    """The resolved settings a run was trained with (its config.yaml), as dotted key -> value."""
+    from instvl.train.config import TrainConfig
+
+    return flat(load_config(TrainConfig, run_dir / "config.yaml"))
+
+
+def plan_run(arm: str, done: dict[str, Any] | None, now: dict[str, Any],
+             previous: dict[str, Any] | None) -> str:
+    """What a run folder needs, from the settings it was trained with (`done`, None: never started), those
+    asked for now and its result: 'train' (no result yet), 'reuse', or 'rescore' (same training; scored
+    before the within-scene score, or on other crops by an arm that trains none). A run trained with
+    other settings is never reused: SystemExit."""
+    if done is None:
+        return "train"
+    changed = sorted(k for k in done.keys() | now.keys()
+                     if not k.startswith(UNCHECKED) and done.get(k) != now.get(k))
+    if [k for k in changed if trains_crops(arm) or k not in CROP_INPUT]:
+        raise SystemExit(f"{now.get('run.output_dir')} was trained with other settings "
+                         f"({', '.join(changed)}): use another --out or delete it")
+    if previous is None:
+        return "train"
+    scored = previous.get("scored_with", {k: done[k] for k in CROP_INPUT})
+    fresh = "within_scene" in previous and scored == {k: now[k] for k in CROP_INPUT}
+    return "reuse" if fresh else "rescore"
 
 
 def per_query_hits(text: Any, video: Any) -> np.ndarray:
@@ -131,23 +186,38 @@ def per_query_hits(text: Any, video: Any) -> np.ndarray:
 
 
 def run_arm(args: argparse.Namespace, root: Path, arm: str, seed: int) -> dict[str, Any]:
-    """Train one arm at one seed from scratch, embed the eval split, score it; cached in result.json."""
+    """Train one arm at one seed from scratch, embed the eval split, score it; cached in result.json.
+
+    A finished run is reused only if it was trained with the settings asked for now (else: SystemExit).
+    It is re-scored from its final checkpoint (the training time kept) when its result predates the
+    within-scene score or was scored on other crops (`CROP_INPUT`, for an arm that trains no crops).
+    """
     from instvl.train.config import EvalConfig, TrainConfig
+    from instvl.train.error_analysis import within_scene_ranks
     from instvl.train.evaluate import embed_split, eval_dataset, load_model, retrieval_report
     from instvl.train.main import main as train
     from instvl.train.model import load_tokenizer
+    from instvl.train.retrieval import Similarity
 
     run_dir = Path(args.out) / arm / f"seed-{seed}"
     cached = run_dir / "result.json"
-    if cached.exists():
-        return json.loads(cached.read_text())
+    previous = json.loads(cached.read_text()) if cached.exists() else None
     overrides = overrides_for(args, root, run_dir, arm, seed)
+    wanted = load_config(TrainConfig, args.preset, overrides)
+    now = flat(wanted)
+    done = recorded(run_dir) if (run_dir / "config.yaml").exists() else None
+    if plan_run(arm, done, now, previous) == "reuse":
+        return previous  # type: ignore[return-value]
     final = run_dir / "checkpoints" / f"step-{args.steps:07d}.pt"
     started = time.perf_counter()
-    if final.exists():  # trained before, evaluation unfinished: keep the weights and their training time
+    if previous is not None:
+        if not final.exists():
+            raise SystemExit(f"{cached} must be re-scored but {final} is gone: delete the run")
+        started -= previous["train_s"]
+    elif final.exists():  # trained before, evaluation unfinished: keep the weights and their training time
         started -= final.stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime
     else:
-        train(load_config(TrainConfig, args.preset, overrides))
+        train(wanted)
     trained = time.perf_counter()
     cfg = load_config(EvalConfig, args.preset, overrides + [f"checkpoint={run_dir}",
                                                             f"eval.split={args.eval_split}"])
@@ -158,16 +228,21 @@ def run_arm(args: argparse.Namespace, root: Path, arm: str, seed: int) -> dict[s
             "instance": per_query_hits(emb.inst_text, emb.inst_video)}
     for kind in KINDS:  # the bootstrap's per-query hits must give the report's numbers
         assert abs(hits[kind].mean() * 100 - report[kind]["mean_recall"]) < 1e-3, kind  # float32 report
+    inst_sim = Similarity.from_embeddings(emb.inst_text, emb.inst_video)
     result = {"arm": arm, "seed": seed, "overrides": ARMS[arm][1], "train_s": round(trained - started, 1),
               "eval_s": round(time.perf_counter() - trained, 1), "eval_split": args.eval_split,
+              "scored_with": {k: now[k] for k in CROP_INPUT},
               "report": {k: report[k] for k in ("num_samples", "num_instances", *KINDS)},
               "errors": {d: {k: report["errors"][d][k] for k in ("num_queries", "num_errors", "counts")}
                          for d in ("v2t", "t2v")},
+              "within_scene": {d: within_scene_ranks(inst_sim, emb.inst_sample_ids, d).to_dict()
+                               for d in ("v2t", "t2v")},
               "hits": {k: np.packbits(v, axis=1).tolist() for k, v in hits.items()},
               "num_queries": {k: int(v.shape[1]) for k, v in hits.items()}}
     cached.write_text(json.dumps(result))
-    log.info("%s seed %d: global %.2f, instance %.2f (train %.0f s)", arm, seed,
-             report["global"]["mean_recall"], report["instance"]["mean_recall"], result["train_s"])
+    log.info("%s seed %d: global %.2f, instance %.2f, within-scene top-1 %.1f (train %.0f s)", arm, seed,
+             report["global"]["mean_recall"], report["instance"]["mean_recall"],
+             result["within_scene"]["v2t"]["top1"], result["train_s"])
     return result
 
 
@@ -216,6 +291,11 @@ def summarize(results: list[dict[str, Any]], arms: list[str], seeds: list[int]) 
             entry[f"errors_{direction}"] = {
                 "error_rate": 100.0 * total / max(1, sum(e["num_queries"] for e in errors)),
                 **{c: 100.0 * sum(e["counts"][c] for e in errors) / max(1, total) for c in ERRORS}}
+        entry["within_scene"] = {
+            d: {"top1": t_interval([r["within_scene"][d]["top1"] for r in runs]),
+                "chance_top1": float(np.mean([r["within_scene"][d]["chance_top1"] for r in runs])),
+                "mean_rank": float(np.mean([r["within_scene"][d]["mean_rank"] for r in runs]))}
+            for d in ("v2t", "t2v")}
         summary["arms"][arm] = entry
     pairs = [(arm, "global") for arm in arms if arm != "global" and "global" in arms]
     pairs += [("inst", gi) for gi in ("gi", "gi_w01") if gi in arms and "inst" in arms]
@@ -300,6 +380,18 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         err = e["errors_v2t"]
         shares = " | ".join(f"{err[c]:.1f}%" for c in ERRORS)
         lines.append(f"| {e['name']} | {err['error_rate']:.1f}% | {shares} |")
+    chance = next(iter(arms.values()))["within_scene"]["v2t"]["chance_top1"]
+    lines += ["", "Within-scene rank (`instvl.train.error_analysis.within_scene_ranks`): for an instance "
+              "query, the rank of its own instance among the instances of its own clip only, whatever the "
+              f"other clips score (chance top-1 {chance:.1f}%: 1/k for a clip of k instances). Top-1 share, "
+              "mean over seeds [95% t-interval], and the mean rank scaled to 0 (always first) .. 0.5 "
+              "(chance) .. 1 (always last).", "",
+              "| arm | within-scene top-1, V2T | within-scene top-1, T2V | scaled rank V2T / T2V |",
+              "|---|---|---|---|"]
+    for e in arms.values():
+        ws = e["within_scene"]
+        lines.append(f"| {e['name']} | {fmt(ws['v2t']['top1'])} | {fmt(ws['t2v']['top1'])} "
+                     f"| {ws['v2t']['mean_rank']:.3f} / {ws['t2v']['mean_rank']:.3f} |")
     names = {"instance_gain_10": "instance mean recall +10 or more with L_inst",
              "instance_gain_ci_excludes_0": "its 95% interval excludes 0",
              "beats_gi": "L_inst above the g+i control (interval above 0)",

@@ -60,6 +60,8 @@ def fake_result(arm: str, seed: int, shift: float, n: int = 40) -> dict[str, Any
         result["report"][kind] = {**columns, "mean_recall": float(means.mean())}
     counts = {"multi_object_confusion": 3, "cross_sample": 5, "duplicate_caption": 0}
     result["errors"] = {d: {"num_queries": n, "num_errors": 8, "counts": counts} for d in ("v2t", "t2v")}
+    result["within_scene"] = {d: {"direction": d, "num_queries": n, "top1": 40.0 + 100 * shift + seed,
+                                  "chance_top1": 31.25, "mean_rank": 0.4} for d in ("v2t", "t2v")}
     return result
 
 
@@ -81,9 +83,59 @@ def test_summary_intervals_bootstrap_and_doc_block(ablation, tmp_path) -> None:
             "eval_split": "val", "preset": "train/tiny", "shared": [], "steps": 1, "batch_size": 4,
             "counts": {"global": 40, "instance": 40}, "machine": "m", "minutes": 1.0}
     block = ablation.markdown(summary, meta)
-    assert "| + L_inst |" in block and "multi-object confusion" in block and "37.5%" in block
+    inst = ablation.ARMS["inst"][0]
+    assert f"| {inst} |" in block and "multi-object confusion" in block and "37.5%" in block
+    assert "chance top-1 31.2%" in block and f"| {inst} | 81.00 [" in block
     doc = tmp_path / "doc.md"
     doc.write_text(f"head\n{ablation.BEGIN}\nold\n{ablation.END}\ntail\n")
     ablation.write_doc(doc, block)
     text = doc.read_text()
     assert "old" not in text and block in text and text.startswith("head") and text.endswith("tail\n")
+
+
+def test_only_arms_without_crop_training_may_be_rescored_on_other_crops(ablation) -> None:
+    assert [arm for arm in ablation.ARMS if not ablation.trains_crops(arm)] == ["global", "gi", "gi_w01"]
+    cfg = load_config(TrainConfig, "train/tiny", ["data.crop_size=48"])
+    flat = ablation.flat(cfg)
+    assert flat["data.crop_size"] == 48 and flat["model.loss.w_inst"] == cfg.model.loss.w_inst
+    assert all(key in flat for key in ablation.CROP_INPUT)
+
+
+def test_a_run_trained_with_other_settings_is_never_reused(ablation, tmp_path) -> None:
+    from instvl.config import to_yaml
+
+    def settings(*overrides: str) -> dict[str, Any]:
+        return ablation.flat(load_config(TrainConfig, "train/tiny", list(overrides)))
+
+    run = tmp_path / "inst" / "seed-0"
+    run.mkdir(parents=True)
+    trained = load_config(TrainConfig, "train/tiny", ["model.loss.w_inst=0.1"])
+    (run / "config.yaml").write_text(to_yaml(trained))
+    done = ablation.recorded(run)
+    scored = {"within_scene": {}}
+    assert ablation.plan_run("inst", None, settings(), None) == "train"
+    assert ablation.plan_run("inst", done, settings("model.loss.w_inst=0.1", "run.output_dir=x"), scored) \
+        == "reuse"
+    assert ablation.plan_run("inst", done, settings("model.loss.w_inst=0.1"), {}) == "rescore"
+    with pytest.raises(SystemExit, match="model.loss.w_inst"):
+        ablation.plan_run("inst", done, settings("model.loss.w_inst=1.0"), scored)
+    with pytest.raises(SystemExit, match="data.crop_size"):  # inst trains on its crops
+        ablation.plan_run("inst", done, settings("model.loss.w_inst=0.1", "data.crop_size=48"), scored)
+    # global trains no crops: other crops only mean scoring it again, once.
+    other_crops = settings("model.loss.w_inst=0.1", "data.crop_size=48")
+    assert ablation.plan_run("global", done, other_crops, scored) == "rescore"
+    rescored = {**scored, "scored_with": {k: other_crops[k] for k in ablation.CROP_INPUT}}
+    assert ablation.plan_run("global", done, other_crops, rescored) == "reuse"
+    with pytest.raises(SystemExit, match="optim.steps"):
+        ablation.plan_run("global", done, settings("model.loss.w_inst=0.1", "optim.steps=7"), scored)
+
+
+def test_set_overrides_the_arm_for_dev_sweeps(ablation, tmp_path) -> None:
+    import argparse
+
+    args = argparse.Namespace(steps=10, set=["model.loss.w_inst=2.0"])
+    overrides = ablation.overrides_for(args, tmp_path, tmp_path / "run", "inst", 0)
+    assert load_config(TrainConfig, "train/tiny", overrides).model.loss.w_inst == 2.0
+    args.set = []
+    overrides = ablation.overrides_for(args, tmp_path, tmp_path / "run", "inst", 0)
+    assert load_config(TrainConfig, "train/tiny", overrides).model.loss.w_inst == ablation.LAMBDA_INST

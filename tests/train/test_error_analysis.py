@@ -3,7 +3,12 @@
 import pytest
 import torch
 
-from instvl.train.error_analysis import InstanceRef, classify_error, instance_error_breakdown
+from instvl.train.error_analysis import (
+    InstanceRef,
+    classify_error,
+    instance_error_breakdown,
+    within_scene_ranks,
+)
 
 SAMPLES = ["s0", "s0", "s1", "s1", "s2"]
 IDS = [0, 1, 0, 1, 0]
@@ -74,3 +79,32 @@ def test_mismatched_lengths_are_reported():
         instance_error_breakdown(torch.eye(5), SAMPLES[:4], CAPTIONS, IDS)
     with pytest.raises(ValueError, match="square"):
         instance_error_breakdown(torch.ones(5, 4), SAMPLES, CAPTIONS, IDS)
+
+
+def test_within_scene_ignores_other_samples_and_skips_lone_instances():
+    # Every crop's best caption is another sample's (all top-1 errors are cross-sample), yet each crop
+    # still prefers its own caption over its sibling's: within-scene top-1 is perfect.
+    scores = crop_to_text([2, 3, 0, 1, 0])
+    scores[0, 1] = scores[1, 0] = scores[2, 3] = scores[3, 2] = 0.1
+    result = within_scene_ranks(scores.T, SAMPLES, direction="v2t")
+    assert instance_error_breakdown(scores.T, SAMPLES, CAPTIONS, IDS).counts["cross_sample"] == 5
+    assert result.num_queries == 4  # s2 has one instance: no choice to make
+    assert (result.top1, result.chance_top1, result.mean_rank) == (100.0, 50.0, 0.0)
+
+
+def test_within_scene_counts_siblings_above_and_ties_as_misses():
+    scores = torch.eye(5)
+    scores[0, 1] = 2.0  # crop 0 prefers its sibling's caption
+    scores[2, 3] = 1.0  # crop 2 ties its own caption with its sibling's
+    result = within_scene_ranks(scores.T, SAMPLES, direction="v2t")
+    assert (result.top1, result.mean_rank) == (50.0, 0.5)
+    # Captions query crops: caption 1's row holds the 2.0 (above its own crop), caption 3's the tie.
+    assert within_scene_ranks(scores, SAMPLES, direction="t2v").top1 == 50.0
+    assert within_scene_ranks(torch.eye(5), SAMPLES, direction="t2v").top1 == 100.0
+
+
+def test_within_scene_chance_follows_scene_sizes():
+    result = within_scene_ranks(torch.eye(5), ["a", "a", "a", "b", "b"])
+    assert result.chance_top1 == pytest.approx(100 * (3 / 3 + 2 / 2) / 5)
+    with pytest.raises(ValueError, match="square"):
+        within_scene_ranks(torch.ones(5, 4), SAMPLES)

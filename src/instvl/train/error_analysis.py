@@ -14,6 +14,11 @@ wrong item. Categories, checked in this order:
 With per-instance box areas, errors whose query instance is small (mean normalised area under
 `small_area`) are also counted as `small_instance` - the paper's "limited visual evidence" mode; this
 is an attribute across categories, not a fourth category.
+
+`within_scene_ranks` asks the multi-object question directly, whatever the other samples do: the rank of
+a query's own instance among the instances of its own sample only (chance: 1/k for a sample of k). Top-1
+errors are counted by the best wrong item of the whole gallery, so while cross-sample errors dominate
+they hide whether a model tells a scene's objects apart; this score does not.
 """
 
 from collections.abc import Sequence
@@ -55,6 +60,25 @@ class ErrorBreakdown:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "error_rate": self.error_rate}
+
+
+@dataclass
+class WithinScene:
+    """How often a query's own instance outranks the other instances of its sample, against chance.
+
+    Only queries whose sample has two or more instances count. `top1` is the share (%) whose own instance
+    scores above all of its sample's others (a tie is a miss, as in `retrieval.py`); `chance_top1` is the
+    mean of 1/k; `mean_rank` is the mean of rank/(k-1) (0: always first, 0.5: chance, 1: always last).
+    """
+
+    direction: str
+    num_queries: int
+    top1: float
+    chance_top1: float
+    mean_rank: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def _fold(text: str) -> str:
@@ -132,3 +156,38 @@ def instance_error_breakdown(sim: Similarity | torch.Tensor, sample_ids: Sequenc
     if box_areas is not None:
         small = sum(1 for q in error_queries if box_areas[q] < small_area)
     return ErrorBreakdown(direction, len(refs), num_errors, counts, percentages, small, examples)
+
+
+def within_scene_ranks(sim: Similarity | torch.Tensor, sample_ids: Sequence[str],
+                       direction: Direction = "v2t", chunk_size: int = 1024) -> WithinScene:
+    """Rank of each query's own instance among its sample's instances (see `WithinScene`).
+
+    `sim` is (instance caption x instance crop), 1:1 on the diagonal, as in `instance_error_breakdown`;
+    "v2t" ranks a crop's sample's captions, "t2v" a caption's sample's crops.
+    """
+    if isinstance(sim, torch.Tensor):
+        sim = Similarity(matrix=sim)
+    if sim.shape[0] != sim.shape[1] or sim.shape[0] != len(sample_ids):
+        raise ValueError(f"within-scene ranks need a square similarity over {len(sample_ids)} instances, "
+                         f"got {sim.shape[0]}x{sim.shape[1]}")
+    scored = sim.T if direction == "v2t" else sim
+    members: dict[str, list[int]] = {}
+    for index, sample in enumerate(sample_ids):
+        members.setdefault(sample, []).append(index)
+    columns = {sample: torch.tensor(idx) for sample, idx in members.items()}
+    ranks, sizes = [], []
+    for start in range(0, len(sample_ids), chunk_size):
+        block = scored.rows(start, start + chunk_size)
+        for row in range(block.shape[0]):
+            query = start + row
+            own = columns[sample_ids[query]]
+            if len(own) < 2:
+                continue
+            # Others scoring at least as high as the own instance rank above it (ties are misses).
+            ranks.append(int((block[row, own] >= block[row, query]).sum()) - 1)
+            sizes.append(len(own))
+    if not ranks:
+        return WithinScene(direction, 0, 0.0, 0.0, 0.0)
+    rank, size = torch.tensor(ranks, dtype=torch.float64), torch.tensor(sizes, dtype=torch.float64)
+    return WithinScene(direction, len(ranks), float((rank == 0).double().mean() * 100),
+                       float((1 / size).mean() * 100), float((rank / (size - 1)).mean()))
