@@ -57,9 +57,10 @@ MIN_VISIBLE = 0.5
 """An object is ground truth on frames where at least this share of it is visible."""
 MATCH_IOU = 0.5
 CHOSEN = {"backfill": True, "birth_score": 0.55, "max_unconfirmed": 3, "end_score": 0.3, "max_missed": 16}
-"""Builder settings chosen on the dev seeds 0 and 4-8 (16 scenes each; `--set` overrides them), beside
-redetect_every (`max_missed` and the revival settings in this round, the rest on seed 0 before);
-the template tracker's defaults (`FakeTracker.Config`) were chosen on the same seed."""
+"""Builder settings chosen on dev seeds only (16 scenes each; `--set` overrides them), beside
+redetect_every (the appearance checks and stitching, chosen on seeds 0 and 4-12, are the builder's
+defaults); `max_missed` and revival on 0
+and 4-8, the rest on seed 0; the template tracker's defaults (`FakeTracker.Config`) on seed 0."""
 
 
 @dataclass
@@ -144,6 +145,7 @@ def routing_labels(clips: list[Clip], runs: list[tuple[np.ndarray, list[Instance
                                        "score": track.trajectory.score}}
             reasons = track_problems(row, "video", routing)
             rows.append({"clip": c, "instance_id": track.instance_id, "iou": round(quality, 4),
+                         "frames": len(track.trajectory.frame_index),
                          "bad": quality < MATCH_IOU, "score": round(track.score or 0.0, 4),
                          "min_frame_score": round(min(track.trajectory.score, default=0.0), 4),
                          "routed": [reason_code(r) for r in reasons]})

@@ -94,12 +94,16 @@ def test_a_vanished_object_ends_its_track(make_builder):
 
 def test_a_long_occlusion_beyond_max_missed_starts_a_new_track(make_builder):
     frames, gt, phrases = crossing_scene()
-    builder = make_builder(frames, gt, phrases, redetect_every=4, max_missed=2)
+    builder = make_builder(frames, gt, phrases, redetect_every=4, max_missed=2, stitch_similarity=0.0)
     tracks = builder.build(frames, phrases)
     red = [t for t in tracks if t.phrase == "red square"]
     assert len(red) == 2 and red[0].trajectory.frame_index[-1] < red[1].trajectory.frame_index[0]
     assert [t.instance_id for t in tracks] == list(range(4))
     assert builder.stats["tracks_started"] == 4
+    # stitching (on by default) joins the two pieces again: one red track with a gap, no ID switch
+    stitched = make_builder(frames, gt, phrases, redetect_every=4, max_missed=2).build(frames, phrases)
+    red = [t for t in stitched if t.phrase == "red square"]
+    assert len(red) == 1 and len(stitched) == 3 and id_switches(stitched, gt) == 0
 
 
 class CountingFrames:
@@ -187,16 +191,17 @@ def test_builder_runs_with_the_tiny_sam2_tracker(make_builder):
 
 
 class DriftingTracker(FakeTracker):
-    """The template tracker, except that object `victim` slides onto the background from `after` on."""
+    """The template tracker, except that object `victim` slides onto the background from `after` on in
+    window number `window` (1: the first)."""
 
-    def __init__(self, victim_box, after: int):
+    def __init__(self, victim_box, after: int, window: int = 1):
         super().__init__()
-        self.victim_box, self.after, self.calls = victim_box, after, 0
+        self.victim_box, self.after, self.window, self.calls = victim_box, after, window, 0
 
     def track(self, frames, seeds):
         out = super().track(frames, seeds)
         self.calls += 1
-        for seed in seeds if self.calls == 1 else []:  # drifts once, in the first window
+        for seed in seeds if self.calls == self.window else []:  # drifts once, in that window
             if box_iou(np.array([seed.box_xyxy]), np.array([self.victim_box]))[0, 0] > 0.3:
                 for frame in out[self.after:]:
                     frame.objects[seed.obj_id].box_xyxy = (0.0, 0.7, 0.12, 0.9)  # empty background
@@ -214,6 +219,28 @@ def test_drift_is_cut_back_to_the_confirmed_frames_and_the_id_continues():
     green_track = [t for t in tracks if t.phrase == "green square"][0]
     assert all(i >= 0 for i in ground_truth_ids(green_track, gt))  # no box on the background
     assert builder.stats["frames_dropped"] > 0
+
+
+@pytest.mark.parametrize(("drift_similarity", "green_tracks"), [(0.75, 1), (0.0, 2)])
+def test_a_confirmed_track_that_drifts_onto_what_does_not_look_like_it_is_cut_back(drift_similarity,
+                                                                                    green_tracks):
+    frames, gt, phrases = crossing_scene()
+    green = phrases.index("green square")
+    # Confirmed on keyframes 0, 4 and 8, the green square's tracker slides onto the background in the
+    # third window (frames 9-11) and the detector misses it on keyframe 12: only its looks tell.
+    tracker = DriftingTracker(gt[8, green], after=1, window=3)
+    seen = gt.copy()
+    seen[12, green] = np.nan
+    detector = OracleDetector(frames, seen, phrases)
+    builder = TrajectoryConfig(redetect_every=4, drift_similarity=drift_similarity,
+                               stitch_similarity=0.0).build(detector, tracker)  # the drift check alone
+    tracks = builder.build(frames, phrases)
+    found = [t for t in tracks if t.phrase == "green square"]
+    # Cut back and lost, the track is revived by the next detection; left alone, it sits on the
+    # background until it ends and the square becomes a second track.
+    assert len(found) == green_tracks
+    assert any(-1 in ground_truth_ids(t, gt) for t in found) == (green_tracks == 2)
+    assert builder.stats["drifted"] == (green_tracks == 1)
 
 
 def test_synonym_labels_keep_one_identity_and_vote_the_phrase():
@@ -276,8 +303,24 @@ def test_an_object_back_from_outside_the_frame_is_revived_by_its_looks(make_buil
                                                                        red_tracks):
     frames, gt, phrases = leave_and_return_scene()
     builder = make_builder(frames, gt, phrases, redetect_every=4, max_missed=16,
-                           revive_similarity=revive_similarity)
+                           revive_similarity=revive_similarity, stitch_similarity=0.0)  # revival alone
     red = [t for t in builder.build(frames, phrases) if t.phrase == "red square"]
     assert len(red) == red_tracks  # without revival, the returning square is a new track
     assert builder.stats["revived"] == (red_tracks == 1)
     assert all(1 not in ground_truth_ids(t, gt) for t in red)  # never on the blue square
+
+
+@pytest.mark.parametrize(("stitch_similarity", "red_tracks"), [(0.8, 1), (0.0, 2)])
+def test_a_track_that_starts_where_a_lookalike_ended_continues_it(make_builder, stitch_similarity,
+                                                                  red_tracks):
+    frames, gt, phrases = leave_and_return_scene()
+    # Gone longer than the lost track waits (max_missed) and no revival: only stitching joins the two.
+    builder = make_builder(frames, gt, phrases, redetect_every=4, max_missed=2, revive_similarity=0.0,
+                           stitch_similarity=stitch_similarity)
+    tracks = builder.build(frames, phrases)
+    red = [t for t in tracks if t.phrase == "red square"]
+    assert len(red) == red_tracks and builder.stats["stitched"] == (red_tracks == 1)
+    assert all(1 not in ground_truth_ids(t, gt) for t in red)
+    frames_of = red[0].trajectory.frame_index
+    assert frames_of == sorted(set(frames_of)) and len(red[0].trajectory.score) == len(frames_of)
+    assert [t.instance_id for t in tracks] == list(range(len(tracks)))

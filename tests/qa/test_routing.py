@@ -46,9 +46,10 @@ def test_clean_sample_is_not_routed(make_row):
 
 
 @pytest.mark.parametrize(("instances", "expected"), [
-    (lambda inst: [inst(0, "red ball", "a red ball rolling left", score=0.1)], "low_instance_score"),
-    (lambda inst: [inst(0, "red ball", "a red ball rolling left", frame_scores=[0.9, 0.01, 0.9, 0.9])],
-     "low_frame_score"),
+    (lambda inst: [inst(0, "red ball", "a red ball rolling left", frames=range(12), score=0.1)],
+     "low_instance_score"),
+    (lambda inst: [inst(0, "red ball", "a red ball rolling left", frames=range(6), score=0.38)],
+     "weak_short_track"),
     (lambda inst: [inst(0, "red ball", "a red ball rolling left", frames=[3])], "short_track"),
     (lambda inst: [inst(0, "red ball", "a red ball rolling left", frames=[0, 1, 5, 6, 10, 11, 12])],
      "fragmented_track"),
@@ -72,6 +73,10 @@ def test_global_caption_and_thresholds_are_configurable(make_row):
                                                     frames=[0, 1, 5])])
     assert codes(one_gap) == set()
     assert codes(one_gap, RoutingConfig(audit_fraction=0, max_track_gaps=0)) == {"fragmented_track"}
+    unsure = make_row(instances=lambda inst: [inst(0, "red ball", "a red ball rolling left",
+                                                   frame_scores=[0.9, 0.01, 0.9, 0.9])])
+    assert codes(unsure) == set()  # off by default
+    assert codes(unsure, RoutingConfig(audit_fraction=0, min_frame_score=0.05)) == {"low_frame_score"}
 
 
 def test_sampled_frames_are_not_gaps(make_row):

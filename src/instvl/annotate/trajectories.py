@@ -15,14 +15,18 @@ IoU when the tracker gives masks, else box IoU, above `merge_iou`). A lost track
 propagated; a detection near its motion guess revives it with its id, and so does a detection no box
 matched that looks like it (colour histogram) within a few box sizes of where it was last confirmed (an
 object back from behind an occluder or from outside the frame, where straight-line motion did not
-predict it); it ends after `max_missed` frames. A new track needs a second confirmation before its
-frames count, so one-off false positives leave no track; a detection below `birth_score` keeps a new
-track alive but is not that confirmation. When the clip ends, a track's frames since its last
-confirmation are kept up to the first one the tracker scored below `end_score`. A detection starts a
-track unless it duplicates a prompt of the same label group (`duplicate_iou`; other labels only above
-`cross_label_duplicate_iou`, so a rider on a horse is born). With `backfill`, a track born at a keyframe
-is also tracked backwards through the previous window. A track's phrase is the label its detections
-voted for (score-weighted).
+predict it); it ends after `max_missed` frames. Appearance (`annotate.appearance`) also guards the
+tracker: a track whose tracked box on a keyframe no longer looks like it has drifted and is cut back and
+lost (`drift_similarity`), and a track not confirmed right now matches only detections that look like it
+(`match_similarity`). When the clip ends, a track that starts after another ended and looks like it
+where that one was expected continues it (`stitch_similarity`, `annotate.stitching`). A new track needs
+a second confirmation before its frames count, so one-off false positives leave no track; a detection
+below `birth_score` keeps a new track alive but is not that confirmation. When the clip ends, a track's
+frames since its last confirmation are kept up to the first one the tracker scored below `end_score`. A
+detection starts a track unless it duplicates a prompt of the same label group (`duplicate_iou`; other
+labels only above `cross_label_duplicate_iou`, so a rider on a horse is born). With `backfill`, a track
+born at a keyframe is also tracked backwards through the previous window. A track's phrase is the label
+its detections voted for (score-weighted).
 
 Scores. `Trajectory.score[i]` is the detector's confidence on a keyframe that confirmed the track, and
 elsewhere the last confirming confidence times the tracker's score on that frame (each tracker
@@ -43,17 +47,19 @@ trajectory counts sampled indices (`FrameSpace.SAMPLED`, positions among the sto
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
+from instvl.annotate.appearance import appearance, blend, look_similarity
 from instvl.annotate.detect.base import Detector
+from instvl.annotate.live_track import LiveTrack, TrackFrame
+from instvl.annotate.stitching import stitch
 from instvl.annotate.track.base import Tracker
 from instvl.annotate.tracks import Detection, TrackedFrame, TrackedObject, TrackSeed
 from instvl.config import BaseConfig
 from instvl.datasets.records import FrameSpace, Instance, Trajectory, encode_rle
 from instvl.deps import require
-from instvl.geometry import Box, as_box, box_iou, clip_boxes, to_pixels
+from instvl.geometry import Box, as_box, box_iou, clip_boxes
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +103,20 @@ class TrajectoryConfig(BaseConfig):
     looks)."""
     revive_distance: float = 2.0
     """... within this many of the track's box sizes of its last confirmed box or its motion guess."""
+    stitch_similarity: float = 0.8
+    """When the clip ends, a track that starts after another ended and looks at least this much like it,
+    within `revive_distance` of where it was expected, continues it (0: off)."""
+    stitch_gap: int = 32
+    """... when it starts at most this many frames after the other one's last frame."""
+    match_similarity: float = 0.7
+    """A detection matches a track that is not confirmed right now (lost, not confirmed on the last
+    keyframe, or confirmed only once) only if it looks at least this much like the track's confirmed
+    appearance (0: no check); such a track's box is the tracker's or the motion guess's word alone, and
+    either may have moved onto a neighbour."""
+    drift_similarity: float = 0.7
+    """On a keyframe, a track whose tracked box looks less than this like its confirmed appearance has
+    drifted off its object: it is cut back to its last confirmed frame (committed frames after it
+    included) and lost, so a detection of the object can revive it (0: no check)."""
     look_update: float = 0.3
     """Weight of each new confirming detection in a track's running appearance."""
     max_missed: int = 8
@@ -119,79 +139,6 @@ class TrajectoryConfig(BaseConfig):
         return TrajectoryBuilder(self, detector, tracker)
 
 
-@dataclass
-class _Frame:
-    """One tracked frame of a track, committed or tentative."""
-
-    index: int
-    box: Box
-    tracker_score: float
-    mask: np.ndarray | None
-
-
-@dataclass
-class _LiveTrack:
-    """A track being built: committed frames in `instance.trajectory`, tentative ones since the last
-    confirmation, and the motion state used to predict it across misses."""
-
-    instance: Instance
-    last_box: Box  # the last confirming detection's box (at last_seen), for motion from confirmed boxes
-    last_seen: int
-    missed: int = 0
-    pending: Box | None = None  # the tracker's box on the next keyframe (None: lost there)
-    pending_mask: np.ndarray | None = None
-    active: bool = True  # propagated by the tracker (False: lost, predicted by motion only)
-    tentative: list[_Frame] = field(default_factory=list)
-    unconfirmed: int = 0
-    confirmations: int = 0
-    det_score: float = 0.0
-    det_scores: list[tuple[int, float]] = field(default_factory=list)  # (keyframe, confirming score or 0)
-    votes: dict[str, float] = field(default_factory=dict)  # label -> summed detector confidence
-    frame_scores: dict[int, float] = field(default_factory=dict)  # keyframe -> detector confidence
-    look: np.ndarray | None = None  # appearance (`appearance`) of its confirming detections, averaged
-
-    @property
-    def trajectory(self) -> Trajectory:
-        return self.instance.trajectory
-
-    def predicted_box(self, sampled_index: int, growth: float, confirmed: bool = False) -> Box:
-        """Constant-velocity guess from the track's last boxes (committed or tentative; `confirmed`: only
-        those a detection vouched for), grown by `growth` of its size per frame since the last one."""
-        frames, boxes = self.recent(confirmed=confirmed)
-        gap = sampled_index - frames[-1]
-        velocity = (boxes[-1] - boxes[0]) / (frames[-1] - frames[0]) if len(frames) > 1 else np.zeros(4)
-        box = boxes[-1] + velocity * gap
-        centre, half = (box[:2] + box[2:]) / 2, (box[2:] - box[:2]) / 2 * (1 + growth * gap)
-        return as_box(clip_boxes(np.concatenate([centre - half, centre + half]))[0])
-
-    def velocity(self, keyframe: int) -> tuple[float, float] | None:
-        """Per-frame motion of the box centre over the track's recent frames up to `keyframe` (None
-        before the track has two)."""
-        frames, boxes = self.recent()
-        keep = frames <= keyframe
-        frames, boxes = frames[keep], boxes[keep]
-        if len(frames) < 2:
-            return None
-        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-        dx, dy = (centres[-1] - centres[0]) / (frames[-1] - frames[0])
-        return float(dx), float(dy)
-
-    def recent(self, history: int = 4, confirmed: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Frame indices and boxes of the last `history` + 1 frames seen (the birth box before any);
-        `confirmed`: committed frames and the last confirming detection only."""
-        frames = list(self.trajectory.frame_index[-history - 1:])
-        boxes = list(self.trajectory.box[-history - 1:])
-        if confirmed:
-            frames, boxes = frames + [self.last_seen], boxes + [list(self.last_box)]
-        else:
-            frames = frames + [f.index for f in self.tentative]
-            boxes = boxes + [list(f.box) for f in self.tentative]
-        if not frames:
-            return np.array([self.last_seen]), np.array([self.last_box], float)
-        unique, keep = np.unique(np.asarray(frames, int), return_index=True)  # sorted, each frame once
-        return unique[-history - 1:], np.asarray(boxes, float)[keep][-history - 1:]
-
-
 class TrajectoryBuilder:
     """Runs a detector and a tracker over a stream of frames and returns the finished tracks."""
 
@@ -209,12 +156,13 @@ class TrajectoryBuilder:
         Tracking runs on every frame; only the frames at positions `store` (increasing; None: all) are
         stored, and trajectories count positions among them (sampled indices).
         """
-        self._live: list[_LiveTrack] = []
-        self._done: list[_LiveTrack] = []
+        self._live: list[LiveTrack] = []
+        self._done: list[LiveTrack] = []
         self._next_id = 0
         self._previous: list[np.ndarray] = []
         self.stats = {"frames": 0, "windows": 0, "detections": 0, "tracks_started": 0, "tracks_dropped": 0,
-                      "frames_dropped": 0, "duplicates_lost": 0, "backfilled": 0, "revived": 0}
+                      "frames_dropped": 0, "duplicates_lost": 0, "backfilled": 0, "revived": 0,
+                      "drifted": 0, "stitched": 0}
         window: list[np.ndarray] = []
         start = 0
         for index, frame in enumerate(frames):
@@ -248,26 +196,26 @@ class TrajectoryBuilder:
     def _label(self, phrase: str) -> int | str:
         return self._group.get(phrase.lower(), phrase.lower())
 
-    def _track_label(self, live: _LiveTrack) -> int | str:
+    def _track_label(self, live: LiveTrack) -> int | str:
         voted = max(live.votes, key=live.votes.__getitem__) if live.votes else live.instance.phrase
         return self._label(voted)
 
     def _seeds(self, detections: list[Detection], keyframe: int,
-               image: np.ndarray) -> tuple[list[TrackSeed], list[_LiveTrack]]:
+               image: np.ndarray) -> tuple[list[TrackSeed], list[LiveTrack]]:
         """Match detections to live tracks, confirm, suspend or re-prompt each track, and start new ones;
         the tracker prompts for this keyframe and the tracks born on it."""
         cfg = self.config
         detections = sorted(detections, key=lambda d: -d.score)
         looks = [appearance(image, d.box_xyxy) for d in detections]
-        matches, via_tracker = self._associate(detections, keyframe)
+        self._check_drift(image)
+        matches, via_tracker = self._associate(detections, looks, keyframe)
         matches.update(self._revive(detections, looks, matches, keyframe))
         seeds: list[TrackSeed] = []
-        confirmed: list[tuple[_LiveTrack, TrackSeed]] = []
+        confirmed: list[tuple[LiveTrack, TrackSeed]] = []
         for d, live in matches.items():
             det = detections[d]
             self._confirm(live, det, keyframe, via_tracker.get(d, False))
-            live.look = looks[d] if live.look is None else (1 - cfg.look_update) * live.look + \
-                cfg.look_update * looks[d]
+            live.look = blend(live.look, looks[d], cfg.look_update)
             seed = TrackSeed(live.instance.instance_id, det.box_xyxy, det.phrase, det.score,
                              velocity=live.velocity(keyframe) if cfg.seed_velocity else None)
             seeds.append(seed)
@@ -309,11 +257,31 @@ class TrajectoryBuilder:
                 born.append(live)
         return seeds[: cfg.max_tracks], born
 
-    def _associate(self, detections: list[Detection],
-                   keyframe: int) -> tuple[dict[int, _LiveTrack], dict[int, bool]]:
+    def _check_drift(self, image: np.ndarray) -> None:
+        """Tracks whose tracked box on this keyframe no longer looks like them (`drift_similarity`) are
+        cut back to their last confirmed frame and lost."""
+        limit = self.config.drift_similarity
+        if not limit:
+            return
+        for live in self._live:
+            if live.active and live.pending is not None and live.look is not None and \
+                    look_similarity(appearance(image, live.pending), live.look) < limit:
+                self.stats["drifted"] += 1
+                removed = live.cut_back()
+                self.stats["frames_dropped"] += removed
+                live.missed += removed
+                self._suspend(live, drop=True)
+
+    def _unconfirmed(self, live: LiveTrack) -> bool:
+        """Whether the track's position on this keyframe has no recent detection behind it."""
+        return not live.active or live.unconfirmed > 0 or live.confirmations < 2
+
+    def _associate(self, detections: list[Detection], looks: list[np.ndarray],
+                   keyframe: int) -> tuple[dict[int, LiveTrack], dict[int, bool]]:
         """Hungarian matching on the better of tracker-box and motion-guess IoU, less the label penalty
-        (or zeroed across label groups when class-aware); {detection: track} and whether the match held
-        through the tracker's own box."""
+        (or zeroed across label groups when class-aware), zeroed where a track that is not confirmed
+        right now looks unlike the detection (`match_similarity`); {detection: track} and whether the
+        match held through the tracker's own box."""
         if not detections or not self._live:
             return {}, {}
         optimize = require("scipy.optimize", "annotate")
@@ -329,6 +297,11 @@ class TrajectoryBuilder:
         same = np.array([[self._label(d.phrase) == self._track_label(live) for live in self._live]
                          for d in detections])
         score = np.where(same, score, 0.0 if cfg.class_aware else score - cfg.label_penalty)
+        if cfg.match_similarity:
+            for c, live in enumerate(self._live):
+                if live.look is not None and self._unconfirmed(live):
+                    alike = np.array([look_similarity(look, live.look) for look in looks])
+                    score[:, c] = np.where(alike >= cfg.match_similarity, score[:, c], 0.0)
         # Pairs below the threshold cannot match, so they must not steer the assignment either.
         rows, cols = optimize.linear_sum_assignment(-np.where(score >= cfg.match_iou, score, 0.0))
         matches, via = {}, {}
@@ -338,8 +311,8 @@ class TrajectoryBuilder:
                 via[int(r)] = bool(tracker[r, c] >= cfg.match_iou)
         return matches, via
 
-    def _revive(self, detections: list[Detection], looks: list[np.ndarray], matches: dict[int, _LiveTrack],
-                keyframe: int) -> dict[int, _LiveTrack]:
+    def _revive(self, detections: list[Detection], looks: list[np.ndarray], matches: dict[int, LiveTrack],
+                keyframe: int) -> dict[int, LiveTrack]:
         """Second chance for detections strong enough to start a track that the boxes matched to none: a
         lost track takes one that looks like it (`revive_similarity`) within `revive_distance` of where
         it was last confirmed or is expected; Hungarian on appearance. This re-finds an object that came
@@ -375,7 +348,7 @@ class TrajectoryBuilder:
         self.stats["revived"] += len(revived)
         return revived
 
-    def _confirm(self, live: _LiveTrack, det: Detection, keyframe: int, via_tracker: bool) -> None:
+    def _confirm(self, live: LiveTrack, det: Detection, keyframe: int, via_tracker: bool) -> None:
         """A detection matched the track: its tentative frames count unless the tracker, still reporting
         the object, had moved away from it (drift); a tracker that said it had lost the object kept them.
         A detection too weak to start a track keeps a new track alive but is not its second confirmation:
@@ -392,13 +365,13 @@ class TrajectoryBuilder:
         live.frame_scores[keyframe] = det.score
         live.votes[det.phrase] = live.votes.get(det.phrase, 0.0) + det.score
 
-    def _suspend(self, live: _LiveTrack, drop: bool) -> None:
+    def _suspend(self, live: LiveTrack, drop: bool) -> None:
         """Stop propagating a track: lost from now on, its unconfirmed frames dropped when `drop`."""
         if drop:
             self._drop(live)
         live.active, live.pending, live.pending_mask = False, None, None
 
-    def _commit(self, live: _LiveTrack, until_score: float | None = None) -> None:
+    def _commit(self, live: LiveTrack, until_score: float | None = None) -> None:
         """Tentative frames become part of the trajectory (`until_score`: up to the first frame the
         tracker scored lower; the rest are dropped)."""
         frames = sorted(live.tentative, key=lambda f: f.index)
@@ -409,7 +382,7 @@ class TrajectoryBuilder:
             self._append(live, frame)
         live.tentative = []
 
-    def _drop(self, live: _LiveTrack) -> None:
+    def _drop(self, live: LiveTrack) -> None:
         self.stats["frames_dropped"] += len(live.tentative)
         live.missed += len(live.tentative)
         live.tentative = []
@@ -433,19 +406,19 @@ class TrajectoryBuilder:
                   else self.config.cross_label_duplicate_iou for s in seeds]
         return bool(np.any(overlap >= np.array(limits)))
 
-    def _start_track(self, detection: Detection, keyframe: int) -> tuple[TrackSeed, _LiveTrack]:
+    def _start_track(self, detection: Detection, keyframe: int) -> tuple[TrackSeed, LiveTrack]:
         trajectory = Trajectory(frame_index=[], box=[], space=FrameSpace.SAMPLED)
         instance = Instance(self._next_id, detection.phrase, caption="", trajectory=trajectory)
         self._next_id += 1
         self.stats["tracks_started"] += 1
-        live = _LiveTrack(instance, detection.box_xyxy, keyframe, det_score=detection.score,
+        live = LiveTrack(instance, detection.box_xyxy, keyframe, det_score=detection.score,
                           confirmations=1, det_scores=[(keyframe, detection.score)],
                           frame_scores={keyframe: detection.score})
         live.votes[detection.phrase] = detection.score
         self._live.append(live)
         return TrackSeed(instance.instance_id, detection.box_xyxy, detection.phrase, detection.score), live
 
-    def _backfill(self, born: list[_LiveTrack], seeds: list[TrackSeed], keyframe: int) -> None:
+    def _backfill(self, born: list[LiveTrack], seeds: list[TrackSeed], keyframe: int) -> None:
         """Track objects born on this keyframe backwards through the previous window (tentative frames)."""
         ids = {live.instance.instance_id for live in born}
         backwards = np.stack(self._previous[::-1])  # keyframe first
@@ -457,10 +430,10 @@ class TrajectoryBuilder:
                     live.tentative.append(self._frame(keyframe - offset, obj))
                     self.stats["backfilled"] += 1
 
-    def _frame(self, index: int, obj: TrackedObject) -> _Frame:
+    def _frame(self, index: int, obj: TrackedObject) -> TrackFrame:
         assert obj.box_xyxy is not None
         mask = obj.mask if self.config.keep_masks or obj.mask is not None else None
-        return _Frame(index, as_box(clip_boxes([obj.box_xyxy])[0]), float(obj.score), mask)
+        return TrackFrame(index, as_box(clip_boxes([obj.box_xyxy])[0]), float(obj.score), mask)
 
     def _record(self, sampled_index: int, frame: TrackedFrame) -> None:
         for live in self._live:
@@ -474,7 +447,7 @@ class TrajectoryBuilder:
             if live.active and live.unconfirmed == 0 and live.confirmations >= 2:
                 self._commit(live)
 
-    def _append(self, live: _LiveTrack, frame: _Frame) -> None:
+    def _append(self, live: LiveTrack, frame: TrackFrame) -> None:
         trajectory = live.trajectory
         if trajectory.frame_index and frame.index <= trajectory.frame_index[-1]:
             return  # already committed (a backfilled frame overlapping a tracked one)
@@ -499,14 +472,19 @@ class TrajectoryBuilder:
         self._live = [live for live in self._live if live not in ended]
 
     def _finish(self, num_frames: int, store: Sequence[int] | None) -> list[Instance]:
-        """Settle tentative frames; drop short and tiny tracks; score, store and renumber the rest."""
+        """Settle tentative frames; stitch, drop short and tiny tracks; score, store and renumber the rest."""
+        cfg = self.config
         for live in self._live:  # the clip ended before the next confirmation could come
             born_last = live.det_scores[0][0] == self._last_keyframe  # (an image's tracks, too)
             if live.active and (live.confirmations >= 2 or born_last) \
                     and live.unconfirmed < self.config.max_unconfirmed:
                 self._commit(live, until_score=self.config.end_score)
         tracks = []
-        for live in self._done + self._live:
+        finished = self._done + self._live
+        if cfg.stitch_similarity:
+            finished, self.stats["stitched"] = stitch(finished, cfg.stitch_similarity, cfg.revive_distance,
+                                                      cfg.stitch_gap)
+        for live in finished:
             instance = live.instance
             if live.votes:
                 instance.phrase = max(live.votes, key=live.votes.__getitem__)
@@ -540,16 +518,3 @@ def _stored(trajectory: Trajectory, store: Sequence[int]) -> Trajectory:
                       mask_rle=[trajectory.mask_rle[i] for i in keep] if trajectory.mask_rle else [],
                       space=FrameSpace.SAMPLED)
 
-
-def appearance(frame: np.ndarray, box: Box, bins: int = 8) -> np.ndarray:
-    """A normalised joint RGB histogram (bins^3) of the box's pixels on `frame`."""
-    height, width = frame.shape[:2]
-    x0, y0, x1, y1 = to_pixels(box, width, height)
-    crop = frame[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)].reshape(-1, 3).astype(np.int64) * bins // 256
-    counts = np.bincount((crop[:, 0] * bins + crop[:, 1]) * bins + crop[:, 2], minlength=bins ** 3)
-    return counts / max(counts.sum(), 1)
-
-
-def look_similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Bhattacharyya coefficient of two appearance histograms: 1 for the same colours, 0 for disjoint."""
-    return float(np.sqrt(a * b).sum())
