@@ -140,12 +140,14 @@ def run_clips(clips: list[str], cfg: AnnotateConfig, engines: Engines, totals: d
             wall = time.perf_counter()
             media = fetch_media(uri)
             (spec,) = plan_clips(probe_source(uri, cfg.ingest, media), cfg.ingest, media)[:1]
-            decoded = decode_clip(spec, cfg.ingest, media)
+            decoded = decode_clip(spec, cfg.ingest, media, track_fps=cfg.trajectories.track_fps)
             totals["decode"] += time.perf_counter() - wall
             counts["frames"] += len(decoded.frames)
-            sample = annotate_sample(decoded, engines, cfg)
             encode = time.perf_counter()
-            sample.media, sample.media_format = clip_media(spec, cfg.ingest, media, video=cfg.out.video)
+            embedded = clip_media(spec, cfg.ingest, media, video=cfg.out.video)
+            totals["encode/write"] += time.perf_counter() - encode
+            sample = annotate_sample(decoded, engines, cfg, embedded)  # row size and masks: the stored clip's
+            encode = time.perf_counter()
             writer.write(sample)
             totals["encode/write"] += time.perf_counter() - encode
             totals["wall"] += time.perf_counter() - wall

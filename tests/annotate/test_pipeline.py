@@ -255,3 +255,55 @@ def test_dense_tracking_tracks_every_decoded_frame_and_stores_the_sampled_ones()
         assert set(inst.trajectory.frame_index) <= {0, 6, 12, 18, 22}  # stored: the sampled clip frames
         for frame, box in zip(inst.trajectory.frame_index, inst.trajectory.box, strict=True):
             assert np.nanmax(box_iou(np.array([box]), np.nan_to_num(truth[frame], nan=-1.0))) > 0.99
+
+
+def test_a_row_stored_smaller_than_its_annotation_frames_keeps_boxes_and_masks_on_the_object(tmp_path):
+    """Annotated on 160x96 frames, stored at 66x40 (`ingest.store_short_side`): the row's size is the
+    stored clip's, and its boxes and masks, drawn on the stored clip at that size, cover the square."""
+    from instvl.datasets.records import decode_rle
+    from instvl.geometry import to_pixels
+    from instvl.media.clips import stored_size
+    from instvl.testing.media import moving_square, write_mp4
+
+    source, _ = moving_square(24, 160, 96, side=32, seed=4)
+    colour = source[0, 48, 16].astype(int)
+    path = write_mp4(tmp_path / "square.mp4", source, fps=8, crf=18)
+    on_square = lambda frame: np.abs(frame.astype(int) - colour).sum(axis=-1) < 60  # noqa: E731
+    probe = load_config(AnnotateConfig, "annotate/fake", [
+        "ingest.num_frames=6", "ingest.max_short_side=96", "ingest.store_short_side=40",
+        "ingest.shots.enabled=false"]).ingest
+    (spec,) = plan_clips(probe_source(str(path), probe), probe)
+    decoded = decode_clip(spec, probe, str(path))
+    assert isinstance(decoded, DecodedClip) and decoded.frames.shape[1:3] == (96, 160)
+    truth = []
+    for frame in decoded.frames:  # ground truth read off the annotation frames themselves
+        ys, xs = np.nonzero(on_square(frame))
+        truth.append([[xs.min() / 160, ys.min() / 96, (xs.max() + 1) / 160, (ys.max() + 1) / 96]])
+
+    class SegmentingOracle(OracleTracker):
+        """The oracle's boxes, and the square's pixels as the mask."""
+
+        def track(self, frames, seeds):
+            out = super().track(frames, seeds)
+            for frame, tracked in zip(frames, out, strict=True):
+                for obj in tracked.objects.values():
+                    obj.mask = on_square(frame) if obj.visible else None
+            return out
+
+    frames = list(decoded.frames)
+    engines, cfg = oracle_engines(OracleDetector(frames, np.array(truth), ["square"]),
+                                  SegmentingOracle(frames, np.array(truth)), ["square"])
+    cfg = cfg.model_copy(update={"ingest": probe, "trajectories": cfg.trajectories.model_copy(
+        update={"keep_masks": True})})
+    engines.builder = cfg.trajectories.build(engines.detector, engines.tracker)
+    sample = annotate_sample(decoded, engines, cfg, clip_media(spec, cfg.ingest, str(path)))
+    assert (sample.width, sample.height) == stored_size(spec, cfg.ingest) == (66, 40)
+    (inst,) = sample.instances
+    stored = decode_frames(sample.media, "stored.mp4", inst.trajectory.frame_index).frames
+    assert stored.shape[1:3] == (40, 66)
+    for frame, box, counts in zip(stored, inst.trajectory.box, inst.trajectory.mask_rle, strict=True):
+        x0, y0, x1, y1 = to_pixels(box, 66, 40)
+        assert on_square(frame[y0 + 1:y1 - 1, x0 + 1:x1 - 1]).mean() > 0.95  # the box's inside is the square
+        mask = decode_rle(counts, 40, 66)  # at the row's size, not the 160x96 it was tracked at
+        assert on_square(frame)[mask].mean() > 0.9  # the mask's pixels are the square's ...
+        assert abs(mask.sum() / (32 * 66 / 160 * 32 * 40 / 96) - 1) < 0.15  # ... and it has its area

@@ -50,7 +50,19 @@ ROW_CASES = {
     "image_frames": (lambda row: _traj(row).update(frame_index=[1]), {"media_type": "image"}),
     "box_range": (_set_box([-0.1, 0.1, 0.3, 0.3]), {}),
     "box_order": (_set_box([0.5, 0.1, 0.2, 0.3]), {}),
+    "mask_size": (lambda row: _set_masks(row, row["height"], row["width"] + 1), {}),
 }
+
+
+def _set_masks(row: dict, height: int, width: int) -> None:
+    """Masks on every frame of the first instance, encoded at height x width."""
+    import numpy as np
+
+    from instvl.datasets.records import encode_rle
+
+    mask = np.zeros((height, width), bool)
+    mask[height // 4:height // 2, width // 4:width // 2] = True
+    _traj(row)["mask_rle"] = [encode_rle(mask)] * len(_traj(row)["frame_index"])
 
 
 def test_every_row_rule_has_a_case():
@@ -271,3 +283,18 @@ def test_streams_without_media_column(make_dataset, monkeypatch):
     monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
     assert validate_dataset(root).ok
     assert seen and all("media" not in cols for cols in seen)
+
+
+def test_a_1_0_shard_is_valid_and_its_misfit_masks_are_named(make_dataset):
+    """A 1.0 shard (masks at the annotation frames, which were the stored size) still validates; a row whose
+    masks were encoded one pixel wider than its H.264-even media is reported with the file."""
+    def masks(i: int, row: dict) -> None:
+        _set_masks(row, row["height"], row["width"] + (i == 1))
+
+    root = make_dataset(per_unit=3, mutate=masks)
+    _rewrite_shard(root, lambda table: table.replace_schema_metadata({b"instvl.schema_version": b"1.0"}))
+    report = validate_dataset(root)
+    assert report.rules() == {"mask_size"}, [str(v) for v in report.violations]
+    (violation,) = report.errors
+    assert (violation.path, violation.sample_id) == ("shards/shard-00000-000.parquet", "s-00001")
+    assert "do not cover the row's 64x48 pixels" in str(violation)

@@ -21,8 +21,7 @@ from instvl.annotate.track.base import Tracker
 from instvl.annotate.trajectories import TrajectoryBuilder
 from instvl.config import config_hash
 from instvl.datasets.records import Instance, QCRecord, Sample
-from instvl.media.clips import DecodedClip
-from instvl.media.encode import mp4_size
+from instvl.media.clips import DecodedClip, stored_size
 from instvl.qa.routing import route_row
 
 log = logging.getLogger(__name__)
@@ -57,15 +56,14 @@ def annotate_sample(decoded: DecodedClip, engines: Engines, cfg: AnnotateConfig,
     tracked = keep_best(engines.builder.build(list(decoded.frames), phrases, store=store),
                         cfg.filter.max_instances)
     instances = caption_instances(frames, tracked, engines.captioner, cfg, decoded.sampled_clip_frames)
-    height, width = decoded.frames.shape[1:3]
-    fields = decoded.spec.sample_fields()
-    if decoded.spec.media_type == "video":  # the embedded MP4 has these sizes
-        width, height = mp4_size(int(width), int(height))
-    fields.update(width=int(width), height=int(height))
+    fields = decoded.spec.sample_fields()  # width, height: the source file's, what readers get unembedded
+    if media is not None:  # the stored rendition's (`clips.stored_size`), not the annotation frames'
+        fields["width"], fields["height"] = stored_size(decoded.spec, cfg.ingest)
     media_bytes, media_format = media if media is not None else (None, None)
     sample = Sample(**fields, global_caption=caption, instances=instances, media=media_bytes,
                     media_format=media_format, models=cfg.model_ids(),
                     config_hash=config_hash(cfg.rows_config()), split=cfg.out.split)
+    sample.fit_masks(decoded.frames.shape[1:3])  # tracked on the annotation frames, stored at the row's size
     # The QC routing decision is recorded on every row (empty: publish without review).
     sample.qc = QCRecord(route_reasons=route_row(sample.to_row(), cfg.routing))
     return sample

@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
+from instvl.datasets.records import rle_pixels
 from instvl.datasets.schema import (
     MEDIA_TYPES,
     QC_STATUSES,
@@ -35,6 +36,7 @@ ROW_RULES = {
     "image_frames": "image instances have the single frame index 0",
     "box_range": "box coordinates lie in [0, 1]",
     "box_order": "boxes have x0 <= x1 and y0 <= y1",
+    "mask_size": "every stored mask RLE covers the row's height x width pixels (schema 1.1)",
 }
 """Rule name -> what it requires, for every row-level rule."""
 
@@ -96,6 +98,18 @@ def check_instance(inst: InstanceRow, row: SampleRow) -> Iterator[Problem]:
         yield Problem(instance_id, rule, message)
     for rule, message in check_boxes(frames, list(traj.get("box") or [])):
         yield Problem(instance_id, rule, message)
+    for message in check_mask_sizes(list(traj.get("mask_rle") or []), row):
+        yield Problem(instance_id, "mask_size", message)
+
+
+def check_mask_sizes(masks: list[str], row: SampleRow) -> Iterator[str]:
+    """Masks encoded at another size than the row's media (a 1.0 row with an odd annotation-frame side)."""
+    height, width = row.get("height") or 0, row.get("width") or 0
+    if not masks or not _positive(height) or not _positive(width):
+        return
+    wrong = [k for k, counts in enumerate(masks) if counts and _pixels(counts) != height * width]
+    if wrong:
+        yield f"mask RLEs at positions {_short(wrong)} do not cover the row's {width}x{height} pixels"
 
 
 def check_list_lengths(traj: TrajectoryRow, num_frames: int) -> Iterator[str]:
@@ -140,6 +154,13 @@ def check_boxes(frames: list[int], boxes: list[list[float]]) -> Iterator[tuple[s
         if len(found) == 2:
             break
     yield from found.items()
+
+
+def _pixels(counts: str) -> int | None:
+    try:
+        return rle_pixels(counts)
+    except ValueError:
+        return None
 
 
 def _positive(value: Any) -> bool:

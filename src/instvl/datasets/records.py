@@ -1,5 +1,5 @@
 """In-memory records for one InstVL row, convertible to and from the Parquet row dicts of `schema.SCHEMA`,
-and the COCO RLE strings its `mask_rle` lists hold.
+and the COCO RLE strings its `mask_rle` lists hold (at the row's height x width, `Sample.fit_masks`).
 
 Every frame index belongs to one of three spaces, named once here (`FrameSpace`) and used everywhere:
 
@@ -173,6 +173,14 @@ class Sample:
             "split": self.split,
         }
 
+    def fit_masks(self, size: tuple[int, ...]) -> None:
+        """Re-encode every mask, encoded at `size` (H, W, ...: the annotation frames' shape), at the row's
+        (height, width), the size of the media the row stores: masks always describe the row's own media."""
+        found, to = (int(size[0]), int(size[1])), (self.height, self.width)
+        for inst in self.instances:
+            traj = inst.trajectory
+            traj.mask_rle = [resize_rle(counts, found, to) for counts in traj.mask_rle]
+
     @classmethod
     def from_row(cls, row: SampleRow) -> "Sample":
         """A Sample from a row dict as pyarrow's `to_pylist()` returns it (missing columns default)."""
@@ -202,9 +210,50 @@ def encode_rle(mask: NDArray[Any]) -> str:
     return mask_api.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode("ascii")
 
 
+def rle_pixels(counts: str) -> int:
+    """How many pixels a stored COCO RLE counts string covers (H x W of the mask it was encoded from).
+
+    The string holds only the run lengths (pycocotools' compressed form: 5 bits a character, every run
+    after the third stored as the difference to the run two before), so the size is their sum.
+    ValueError on a string that is not one.
+    """
+    runs: list[int] = []
+    pos = 0
+    while pos < len(counts):
+        value, shift, more = 0, 0, True
+        while more:
+            if pos == len(counts) or not 0 <= ord(counts[pos]) - 48 < 64:
+                raise ValueError(f"not a COCO RLE counts string: {counts[:40]!r}")
+            char = ord(counts[pos]) - 48
+            value |= (char & 0x1F) << shift
+            more = bool(char & 0x20)
+            pos, shift = pos + 1, shift + 5
+            if not more and char & 0x10:
+                value |= -1 << shift
+        runs.append(value + runs[-2] if len(runs) > 2 else value)
+    return sum(runs)
+
+
 def decode_rle(counts: str, height: int, width: int) -> NDArray[Any]:
-    """The (H, W) boolean mask of a stored COCO RLE counts string."""
+    """The (H, W) boolean mask of a stored COCO RLE counts string; ValueError when the string does not
+    cover height x width pixels (pycocotools would return a wrong mask or fail without saying why)."""
+    covered = rle_pixels(counts)
+    if covered != height * width:
+        raise ValueError(f"mask RLE covers {covered} pixels, not {height}x{width} = {height * width}: "
+                         "it was encoded at another size")
     mask_api = require("pycocotools.mask", "annotate")
     with warnings.catch_warnings():  # pycocotools' own numpy-2 copy-keyword deprecation, not ours
         warnings.simplefilter("ignore", DeprecationWarning)
         return mask_api.decode({"size": [height, width], "counts": counts}).astype(bool)
+
+
+def resize_rle(counts: str, size: tuple[int, int], to: tuple[int, int]) -> str:
+    """A stored RLE mask encoded at `size` (H, W) re-encoded at `to` (H, W), area-resampled when shrinking
+    (a pixel is kept when at least half of it was covered)."""
+    if size == to or not counts:
+        return counts
+    cv2 = require("cv2", "video")
+    mask = decode_rle(counts, *size).astype(np.uint8) * 255
+    shrink = to[0] * to[1] < size[0] * size[1]
+    resized = cv2.resize(mask, (to[1], to[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return encode_rle(resized >= 128)

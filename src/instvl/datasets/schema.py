@@ -13,8 +13,13 @@ from typing import TypedDict
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1.0"
-"""Bumped on any change of the schema below; readers refuse a major version they do not know."""
+SCHEMA_VERSION = "1.1"
+"""Bumped on any change of the schema below; readers refuse a major version they do not know.
+
+1.1: `media` may be smaller than the frames the annotation models saw (`media.clips.stored_size`), and
+`mask_rle` is always at the row's height x width. In 1.0 rows the two sizes were the same, except that
+a clip with an odd annotation-frame side has masks one pixel wider or taller than the row
+(`records.decode_rle` says so instead of returning a wrong mask)."""
 
 METADATA_VERSION_KEY = b"instvl.schema_version"
 METADATA_CONFIG_KEY = b"instvl.config"
@@ -37,7 +42,7 @@ SOURCE = pa.struct([
 TRAJECTORY = pa.struct([
     ("frame_index", pa.list_(pa.int32())),   # clip frames (records.FrameSpace.CLIP), strictly increasing
     ("box", pa.list_(BOX)),                  # xyxy normalised to [0, 1], one per frame_index
-    ("mask_rle", pa.list_(pa.string())),     # COCO RLE counts at (height, width); empty when not kept
+    ("mask_rle", pa.list_(pa.string())),     # COCO RLE counts at the row's (height, width); empty: none
     ("score", pa.list_(pa.float32())),       # per-frame tracker/detector confidence
 ])
 
@@ -68,6 +73,8 @@ SCHEMA = pa.schema([
     pa.field("sample_id", pa.string(), nullable=False),
     pa.field("media_type", pa.string(), nullable=False),
     pa.field("source", SOURCE),
+    # width x height: the pixels `media` decodes to (the stored rendition, `media.clips.stored_size`), or
+    # of the source file when `media` is null; boxes are normalised, so they hold at any size.
     pa.field("width", pa.int32()),
     pa.field("height", pa.int32()),
     pa.field("fps", pa.float32()),           # null for images

@@ -3,6 +3,12 @@
     media = fetch_media(spec.uri)                                    # once per file, shared by its clips
     clip = sample_frames(spec, media, num=16, max_short_side=480)    # DecodedClip: (T, H, W, 3) uint8
     data, media_format = clip_media(spec, cfg, media, video=out.video)  # H.264 MP4 of the span, or the image
+    width, height = stored_size(spec, cfg)                           # what those bytes decode to
+
+Two sizes: the annotation frames (`ingest.max_short_side`, what detector, tracker and captioner see) and
+the stored rendition (`ingest.store_short_side` for clips, `store_image_short_side` for images: what
+the row embeds and the trainer decodes). A row's width and height are the stored rendition's; its
+boxes are normalised, so they hold at both sizes.
 """
 
 import logging
@@ -22,7 +28,7 @@ from instvl.media.decode import (
     resize_frame,
     scaled_size,
 )
-from instvl.media.encode import VideoEncodingConfig, encode_image
+from instvl.media.encode import VideoEncodingConfig, encode_image, mp4_size
 from instvl.media.fetch import Media, MediaError, read_bytes, read_head
 from instvl.media.ingest import ClipSpec, Failure, IngestConfig
 from instvl.media.probe import sniff_format
@@ -120,19 +126,28 @@ def clip_media(spec: ClipSpec, cfg: IngestConfig, media: Media, *,
                video: VideoEncodingConfig | None = None) -> tuple[bytes, str]:
     """Bytes to embed in the shard row and their format: the clip re-encoded as MP4, or the image.
 
+    Both are the stored rendition: short side at most `cfg.store_side(...)`, `stored_size(spec, cfg)`.
     A clip is encoded with `video` (the annotate config's `out.video`; None: its defaults, short GOPs so
     the trainer reaches any frame cheaply). Images keep their original bytes when already JPEG/PNG/WebP,
-    small enough and upright; others are re-encoded (upright, without orientation metadata). Raises
+    small enough and upright; others are re-encoded once (upright, without orientation metadata). Raises
     MediaError on unreadable input.
     """
     if spec.media_type == "image":
-        return _image_media(media, spec, cfg.max_short_side)
-    frames = _span_frames(media, spec, cfg.max_short_side)
+        return _image_media(media, spec, cfg.store_side("image"))
+    frames = _span_frames(media, spec, cfg.store_side("video"))
     try:
         return (video or VideoEncodingConfig()).encode(frames, spec.fps or 30.0), "mp4"
     except ValueError as err:
         raise MediaError(spec.uri, f"no frames in [{spec.start_frame}, {spec.end_frame}): {err}",
                          stage="decode") from err
+
+
+def stored_size(spec: ClipSpec, cfg: IngestConfig) -> tuple[int, int]:
+    """(width, height) of the media `clip_media` embeds for `spec`: the source shrunk to
+    `cfg.store_side(spec.media_type)` (a video's to even sizes, as H.264 needs). A row's width and height,
+    and its masks, are this size."""
+    width, height = scaled_size(spec.width, spec.height, cfg.store_side(spec.media_type))
+    return mp4_size(width, height) if spec.media_type == "video" else (width, height)
 
 
 def _span_frames(media: Media, spec: ClipSpec, max_short_side: int | None) -> Iterable[NDArray[Any]]:

@@ -48,11 +48,26 @@ class IngestConfig(BaseConfig):
     sample_fps: float | None = Field(None, gt=0)
     """Sample at about this rate (a frame stride); `num_frames` then caps the count."""
     max_short_side: int | None = Field(480, ge=16)
-    """Decoded and embedded frames are downscaled so their short side is at most this."""
+    """The frames the annotation models see (detector, tracker, captioner) are downscaled so their short
+    side is at most this."""
+    store_short_side: int | None = Field(320, ge=16)
+    """Video clips a row embeds are stored with their short side at most this: the training rendition,
+    independent of `max_short_side` (null: the annotation frames' size). 320 is 1.43x a 224 crop; a
+    720p source stored at 320p costs the trainer a quarter of its 720p decode (`docs/BENCHMARKS.md`,
+    loader section). The row's width, height and masks describe the stored media."""
+    store_image_short_side: int | None = Field(448, ge=16)
+    """Images a row embeds are stored (re-encoded once as JPEG unless they fit) with their short side at
+    most this (null: the annotation frames' size). 448 = 2 x 224: the trainer decodes such a JPEG
+    straight at half size (`decode_quality: fast`), faster than a smaller one decoded whole."""
     decoder: Literal["auto", "decord", "pyav"] = "auto"
     """auto: decord in a worker process, PyAV when decord fails or is not installed."""
     worker_timeout_s: float = Field(60.0, gt=0)
     """A decode worker that takes longer is killed and the clip fails with 'decoder timed out'."""
+
+    def store_side(self, media_type: str) -> int | None:
+        """The short side a row's embedded media of this type are stored at (at most; never enlarged)."""
+        side = self.store_image_short_side if media_type == "image" else self.store_short_side
+        return side or self.max_short_side
 
     @model_validator(mode="after")
     def _check_lengths(self) -> "IngestConfig":
