@@ -1,5 +1,7 @@
 """The transformers backend, run for real on a random tiny Qwen2-VL over the MiniLM BERT vocabulary."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -70,3 +72,21 @@ def test_a_saved_model_directory_loads_through_the_auto_classes(captioner: HFCap
     assert loaded.image_processor.size["longest_edge"] == 112 * 112
     requests = [loaded.request("global", frames(2, seed=s)) for s in range(3)]
     assert loaded.caption(requests) == captioner.caption(requests)  # same weights, same greedy answers
+
+
+def test_video_requests_are_one_video_input_of_paired_frames(captioner: HFCaptioner) -> None:
+    visual = captioner.cfg.prompts.visual.model_copy(update={"video": True})
+    video = replace(captioner.request("entities", frames(5, seed=3)), visual=visual)
+    still = captioner.request("global", frames(1))
+    inputs = captioner.model_inputs([video, still], [render_request(video), render_request(still)])
+    t, h, w = inputs["video_grid_thw"][0].tolist()
+    assert t == 3  # 5 frames, the last repeated: 3 temporal patches of 2
+    pad = captioner.tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    assert int((inputs["input_ids"][0] == pad).sum()) == t * h * w // captioner.merge**2
+    assert int((inputs["input_ids"][1] == pad).sum()) == 0 and inputs["image_grid_thw"].shape[0] == 1
+    rows = inputs["pixel_values_videos"].reshape(t, h * w, 3, 2, 14, 14)
+    single = captioner.image_processor(images=render_request(video)[1:2], return_tensors="pt")
+    first = single["pixel_values"].reshape(h * w, 3, 2, 14, 14)[:, :, 0]
+    assert np.allclose(rows[0, :, :, 1].numpy(), first.numpy())  # frame 1 is the second of patch 0
+    assert np.allclose(rows[2, :, :, 0].numpy(), rows[2, :, :, 1].numpy())  # the repeated last frame
+    assert len(captioner.caption([video, still])) == 2  # the model runs on it

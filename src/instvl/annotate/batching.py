@@ -103,10 +103,11 @@ class Batcher(Generic[T, R]):
     items of one key only.
 
     An urgent item goes out within `linger_s` (from the oldest urgent item) unless its batch fills first.
-    With `fill`, items submitted with `urgent=False` are held: they go out when `fill` of them wait, when
-    the oldest waited `hold_s`, when `flush()` says no more will come soon (evaluated again on `poke()`),
-    when the batcher closes, or with an urgent batch (they join it). Once held items go, every held item
-    goes (a wave), in calls of up to `max_batch`. Without `fill` every item is urgent."""
+    With `fill`, items submitted with `urgent=False` are held: they go out when they and the items in calls
+    reach `fill` (a model that schedules by itself, vLLM, is then kept at `fill` sequences or more), when
+    the oldest waited `hold_s`, `linger_s` after `flush()` says they should go (evaluated again on
+    `poke()`), when the batcher closes, or with an urgent batch (they join it). Once held items go, every
+    held item goes (a wave), in calls of up to `max_batch`. Without `fill` every item is urgent."""
 
     def __init__(self, name: str, run: Callable[[list[T]], Sequence[R]], max_batch: int, linger_s: float,
                  calls: int = 1, grouped: bool = False, fill: int = 0, hold_s: float = 0.0,
@@ -161,20 +162,30 @@ class Batcher(Generic[T, R]):
             items = [item for item in items if item.key == items[0].key]
         return items[: self.max_batch]
 
+    def _held_due(self, held: list[float], now: float) -> float:
+        """Seconds until the held items go (0: now). When `flush()` says so, they still wait `linger_s`
+        from the last one submitted, so that items submitted together (one clip's keyframes, the clips
+        finished by one model call) go together."""
+        if self._closed or self._wave or len(held) + sum(self._in_call.values()) >= self.fill:
+            return 0.0
+        due = min(held) + self.hold_s - now
+        if self._flush is not None and self._flush():
+            due = min(due, max(held) + self.linger_s - now)
+        return max(0.0, due)
+
     def _due(self) -> tuple[float, bool]:
         """(seconds until a batch should go, 0: now; whether the held items go as a wave)."""
         now = time.monotonic()
         urgent = [item.arrived for item in self._waiting if item.urgent]
         held = [item.arrived for item in self._waiting if not item.urgent]
-        if held and (self._closed or self._wave or len(held) >= self.fill or
-                     min(held) + self.hold_s <= now or (self._flush is not None and self._flush())):
+        held_due = self._held_due(held, now) if held else float("inf")
+        if held_due <= 0:
             return 0.0, True
         if not urgent:
-            return (min(held) + self.hold_s - now if held else float("inf")), False
+            return held_due, False
         if self._closed or len(urgent) >= self.max_batch:
             return 0.0, False
-        wait = min(urgent) + self.linger_s - now
-        return max(0.0, min(wait, min(held) + self.hold_s - now) if held else wait), False
+        return max(0.0, min(min(urgent) + self.linger_s - now, held_due)), False
 
     def _loop(self) -> None:
         while True:

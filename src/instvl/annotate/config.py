@@ -103,10 +103,12 @@ class EngineConfig(BaseConfig):
     linger_s: float = Field(0.005, ge=0)
     """How long a batcher waits for more work before it launches a batch that is not full."""
     detect_hold_s: float = Field(0.5, ge=0)
-    """Longest a keyframe waits for a full detector batch (sooner when the tracker would starve)."""
+    """Longest a keyframe waits for a full detector batch (sooner when no more keyframes are coming)."""
     caption_fill: int = Field(0, ge=0)
-    """Instance-caption requests held until this many wait, then sent together (0: none held). They go
-    sooner when at most `caption_low_water` clips are ahead of the tracker, or after `caption_hold_s`."""
+    """Instance-caption requests are held until they and the requests in captioner calls reach this many,
+    then sent together (0: none held): a self-scheduling engine (vLLM) is then kept at `caption_fill`
+    sequences while held work lasts. They go sooner when at most `caption_low_water` clips are ahead of the
+    tracker, or after `caption_hold_s`."""
     caption_low_water: int = Field(4, ge=0)
     """Clips ahead of the tracker (detecting, tracking, or with their entities caption running) below
     which held caption requests go."""

@@ -8,16 +8,19 @@ instance captions -> write), so on a GPU each model waits for the others and no 
 - `clips_in_flight` clips are annotated at once, each by `pipeline.annotate_sample` in its own thread,
   with per-clip engines whose models are shared front-ends (`clip_engines`):
   - detector: a micro-batcher coalesces the `detect` calls of many clips into calls of up to
-    `detect_batch` frames (waiting at most `linger_s` for a batch to fill). With `prefetch_keyframes`,
-    a clip's keyframes (every `redetect_every`-th frame) are queued as soon as its phrases are known,
-    so the trajectory builder's one-keyframe calls find their answer done. Frames of clips with other
-    phrase lists share a call when the detector has `detect_many(frames, phrase_lists)` (per-image
-    prompts); otherwise one call holds one phrase list;
+    `detect_batch` frames; while more keyframes are coming (a clip decoding with a free slot, or a
+    clip whose phrases are not known yet) a batch waits to fill, at most `detect_hold_s`. With
+    `prefetch_keyframes`, a clip's keyframes (every `redetect_every`-th frame) are queued as soon as
+    its phrases are known, so the trajectory builder's one-keyframe calls find their answer done.
+    Frames of clips with other phrase lists share a call when the detector has
+    `detect_many(frames, phrase_lists)` (per-image prompts); otherwise one call holds one phrase list;
   - tracker: `tracker_sessions` clips at once, oldest clip first (the builder sends every object of a
     window in one call);
   - captioner: a pool coalesces the requests of many clips into calls of up to `caption_batch`
     requests with `caption_calls` calls in flight (vLLM offline: one large `llm.chat`; openai:
-    `concurrency` requests in flight across clips);
+    `concurrency` requests in flight across clips); entity captions go at once (they gate detection),
+    instance captions are held until they and the requests in calls reach `caption_fill`, so that a
+    self-scheduling engine is refilled to that many sequences rather than run small batches;
 - the caller takes finished clips in input order; at most `clips_in_flight + decode_ahead` clips are
   between decode and write, so memory does not grow with the unit.
 
@@ -83,8 +86,10 @@ class ClipDetector:
 
     def __init__(self, batcher: "Batcher[tuple[np.ndarray, tuple[str, ...]], list[Detection]]",
                  frames: np.ndarray, keyframes: Sequence[int], grouped: bool,
-                 blocked: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
+                 blocked: Callable[[], AbstractContextManager[Any]] = nullcontext,
+                 queued: Callable[[], None] = lambda: None) -> None:
         self._batcher, self._frames, self._grouped, self._blocked = batcher, frames, grouped, blocked
+        self._on_queued = queued
         self._keyframes = list(keyframes)
         self._index = {_address(frames[k]): k for k in range(len(frames))}
         self._queued: dict[tuple[int, tuple[str, ...]], Future[list[Detection]]] = {}
@@ -96,6 +101,7 @@ class ClipDetector:
             self._prefetched.add(key)
             for keyframe in self._keyframes:
                 self._queued[(keyframe, key)] = self._submit(self._frames[keyframe], key)
+            self._on_queued()
         futures = []
         for frame in frames:
             k = self._index.get(_address(frame)) if isinstance(frame, np.ndarray) and \
@@ -106,7 +112,7 @@ class ClipDetector:
             return [f.result() for f in futures]
 
     def _submit(self, frame: np.ndarray, key: tuple[str, ...]) -> "Future[list[Detection]]":
-        # held: the detector waits for a full batch unless the tracker would starve (see StreamEngine)
+        # held: the detector waits for a full batch while more keyframes are coming (see StreamEngine)
         return self._batcher.submit((frame, key), key if self._grouped else None, urgent=False)
 
 
@@ -144,6 +150,7 @@ class _Failed:
 
 
 _END = object()
+_clip = threading.local()  # per clip thread: whether its keyframes are still to be queued
 
 
 def keyframes(num_frames: int, redetect_every: int) -> range:
@@ -225,6 +232,8 @@ class StreamEngine:
         self.settings = ec
         self._lock = threading.Lock()
         self._active = 0  # clips decoded and being annotated
+        self._unstarted = 0  # clips handed to the engine and not yet active (decoding, or queued)
+        self._undetected = 0  # active clips that have not queued their keyframes yet
         self._waiting = {"detect": 0, "caption": 0}  # of those, clips waiting on a shared model
         detector = engines.detector
         self._mixed = callable(getattr(detector, "detect_many", None))
@@ -259,11 +268,25 @@ class StreamEngine:
         """Held captions go when the tracker runs low (`caption_low_water` clips ahead of it)."""
         return self._ahead() <= self.settings.caption_low_water
 
+    def _keyframes_coming(self) -> bool:
+        """Whether more keyframes will be queued without any held one going: an active clip has not
+        queued its keyframes yet (its phrases are on their way), or a clip is decoding or queued while a
+        clip slot is free (with every slot taken, new clips wait for the held ones)."""
+        starting = self._unstarted > 0 and self._active < self.settings.clips_in_flight
+        return starting or self._undetected > 0
+
+    def _keyframes_queued(self) -> None:
+        """The calling clip thread has queued its keyframes (or ended): it brings no more."""
+        if getattr(_clip, "undetected", False):
+            _clip.undetected = False
+            with self._lock:
+                self._undetected -= 1
+            self._changed()
+
     def _detector_needed(self) -> bool:
-        """Held keyframes go when at most `tracker_sessions` clips are in the builder (the tracker would
-        starve waiting for a full detector batch)."""
-        busy = self._active - self._waiting["caption"] - self._waiting["detect"]
-        return busy <= self.settings.tracker_sessions
+        """Held keyframes go when no more are coming; until then they wait for a full detector batch (at
+        most `detect_hold_s`), even while the tracker waits: more clips' phrases are on their way."""
+        return not self._keyframes_coming()
 
     def _changed(self) -> None:
         self.caption_pool.poke()
@@ -293,7 +316,8 @@ class StreamEngine:
         keys = keyframes(len(frames), self.cfg.trajectories.redetect_every) if \
             self.settings.prefetch_keyframes else []
         detector: Detector = ClipDetector(self.detector, frames, keys, grouped=not self._mixed,
-                                          blocked=partial(self._wait, "detect"))
+                                          blocked=partial(self._wait, "detect"),
+                                          queued=self._keyframes_queued)
         tracker: Tracker = self.tracker
         return replace(self.engines, detector=detector, tracker=tracker, captioner=self.captioner,
                        builder=self.cfg.trajectories.build(detector, tracker))
@@ -320,6 +344,8 @@ class StreamEngine:
                         while not window.acquire(timeout=0.1):
                             if stop.is_set():
                                 return
+                        with self._lock:
+                            self._unstarted += 1
                         decoded = self.decoders.submit(decode, event)
                         result = self._clip_pool.submit(self._annotate, annotate, event, decoded)
                         ordered.put((event, result))
@@ -359,9 +385,13 @@ class StreamEngine:
         wait([decoded])  # a clip waiting on its frames holds back no held batch
         with self._lock:
             self._active += 1
+            self._unstarted -= 1
+            self._undetected += 1
+        _clip.undetected = True
         try:
             return annotate(job, decoded)
         finally:
+            self._keyframes_queued()
             set_priority(0)
             with self._lock:
                 self._active -= 1

