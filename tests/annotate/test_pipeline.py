@@ -22,7 +22,7 @@ from instvl.datasets.synth import SynthConfig, generate, generate_sample
 from instvl.datasets.validate import validate_dataset
 from instvl.deps import is_available
 from instvl.geometry import box_iou
-from instvl.media.clips import DecodedClip, clip_media, decode_clip
+from instvl.media.clips import DecodedClip, clip_media, decode_clip, stored_size
 from instvl.media.decode import decode_frames
 from instvl.media.fetch import fetch_media
 from instvl.media.ingest import ClipSpec, plan_clips, probe_source
@@ -61,7 +61,8 @@ def check_sample(sample: Sample, decoded, cfg: AnnotateConfig) -> None:
     """What every annotated row must satisfy, whatever the models said."""
     pa.Table.from_pylist([sample.to_row()], schema=SCHEMA)  # the row fits the shard schema
     assert sample.models == cfg.model_ids() and sample.config_hash
-    assert (sample.width, sample.height) == (decoded.frames.shape[2], decoded.frames.shape[1])
+    # the row describes the media it stores (the training rendition), not the annotation frames
+    assert (sample.width, sample.height) == stored_size(decoded.spec, cfg.ingest)
     assert sample.num_frames == decoded.spec.num_frames and sample.media_format == "mp4"
     sampled = set(decoded.clip_frames.tolist())
     for k, inst in enumerate(sample.instances):
@@ -262,7 +263,6 @@ def test_a_row_stored_smaller_than_its_annotation_frames_keeps_boxes_and_masks_o
     stored clip's, and its boxes and masks, drawn on the stored clip at that size, cover the square."""
     from instvl.datasets.records import decode_rle
     from instvl.geometry import to_pixels
-    from instvl.media.clips import stored_size
     from instvl.testing.media import moving_square, write_mp4
 
     source, _ = moving_square(24, 160, 96, side=32, seed=4)

@@ -1,13 +1,20 @@
 """What `qa push` selects (the reasons annotation stored, or a fresh routing only when asked), and that a lost
 import answer never duplicates a task (a lossy proxy in front of the real server)."""
 
+import dataclasses
+import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from instvl.qa.push import PushConfig, path_dataset_id, push_dataset, select_rows
-from instvl.testing.datasets import make_sample, write_dataset
+from instvl.media.decode import iter_pyav_frames
+from instvl.media.fetch import sha256_of
+from instvl.qa.confinement import review_folder
+from instvl.qa.push import PushConfig, path_dataset_id, push_dataset, select_rows, task_for, write_media
+from instvl.testing.datasets import COLOURS, make_sample, write_dataset
+from instvl.testing.media import paint_boxes, write_mp4
 
 STORED = {"s-00000": ["low_instance_score: instance 0 scored 0.10 < 0.35"], "s-00001": [], "s-00002": []}
 STRICT = {"min_caption_words": 50, "audit_fraction": 0.0}
@@ -40,6 +47,50 @@ def test_reroute_applies_the_qa_thresholds_instead(tmp_path):
     assert sorted(rerouted) == ["s-00000", "s-00001"]  # the reviewed sample stays out
     for reasons in rerouted.values():
         assert reasons and all(r.startswith("short_caption") for r in reasons), reasons
+
+
+def with_sources(tmp_path: Path) -> Path:
+    """Two 64x48 stored clips: s-00000 made from a 256x192 source file beside the dataset, s-00001 from a
+    source that is gone."""
+    sample = make_sample(0, with_media=True)
+    boxes = np.stack([np.asarray(inst.trajectory.box) for inst in sample.instances], axis=1)
+    source = write_mp4(tmp_path / "sources" / "clip-0.mp4", paint_boxes(boxes, 256, 192, list(COLOURS[:2])))
+    samples = [dataclasses.replace(sample, uri=str(source), sha256=sha256_of(str(source))),
+               make_sample(1, with_media=True)]  # file:///data/clip-1.mp4
+    return write_dataset(tmp_path / "ds", samples)
+
+
+def staged_heights(root: Path, review_dir: Path, **push: object) -> dict[str, tuple[str, str, int]]:
+    """sample id -> (staged file name, where it came from, its height) after `write_media`."""
+    cfg = PushConfig(root=str(root), push={"select": "all", "review_height": 96, **push})
+    rows = {row["sample_id"]: row for row in select_rows(root, cfg)}
+    staged = write_media(root, rows, review_dir, cfg.push)
+    for path, _ in staged.values():
+        assert path.parent == review_dir and not path.is_symlink()
+        assert path.stat().st_ino == (root / "media" / path.name).stat().st_ino  # linked, not written there
+    return {sid: (path.name, origin, next(iter_pyav_frames(str(path), path.name))[1].height)
+            for sid, (path, origin) in staged.items()}
+
+
+def test_push_stages_review_media_from_the_source_where_it_can(tmp_path, caplog):
+    root = with_sources(tmp_path)
+    review_dir = review_folder(tmp_path / "review-media", root)
+    caplog.set_level(logging.WARNING)
+    assert staged_heights(root, review_dir) == {"s-00000": ("s-00000.source96.mp4", "source", 96),
+                                                "s-00001": ("s-00001.mp4", "stored", 96)}
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["sample s-00001"]
+    task = task_for({"sample_id": "s-00000", "media_type": "video", "route_reasons": [], "fingerprint": "f"},
+                    review_dir / "s-00000.source96.mp4",
+                    {"document_root": tmp_path / "review-media", "dataset_id": "d"})
+    assert task["data"]["video"] == f"/data/local-files/?d={review_dir.name}/s-00000.source96.mp4"
+
+
+def test_push_with_stored_review_media_keeps_the_rows_media(tmp_path, caplog):
+    root = with_sources(tmp_path)
+    caplog.set_level(logging.WARNING)
+    staged = staged_heights(root, review_folder(tmp_path / "review-media", root), review_media="stored")
+    assert staged == {"s-00000": ("s-00000.mp4", "stored", 96), "s-00001": ("s-00001.mp4", "stored", 96)}
+    assert not caplog.records  # no source is looked at
 
 
 class LossyProxy:

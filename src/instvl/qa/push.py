@@ -1,9 +1,9 @@
 """`instvl qa push ROOT`: send routed samples to Label Studio as review tasks with our predictions.
 
-Media are written to ROOT/media/<sample_id>.mp4|.jpg (atomically, once; videos lower than
-`push.review_height` scaled up, as Label Studio never draws a video above its own size), then hard-linked
-(or copied) into this dataset's folder under the server's review-media root (`qa.confinement.review_folder`),
-the only folder the server serves; a local-files storage row on that folder lets reviewers load them. A
+Media are written to ROOT/media/ (atomically, once: `qa.review_media`, by default each clip made again
+from its source file at `push.review_height`, else the row's stored media), then hard-linked (or copied)
+into this dataset's folder under the server's review-media root (`qa.confinement.review_folder`), the only
+folder the server serves; a local-files storage row on that folder lets reviewers load them. A
 task is identified by (dataset id, sample id, prediction fingerprint), all three in its `data`: the
 dataset id names the dataset's lineage (made from the root's path at its first push, kept in the push
 state, which `qa pull` carries to the new version), and the fingerprint the exact row pushed. A key that
@@ -18,7 +18,6 @@ nothing new to send), and refuses a dataset root inside the review-media root
 import hashlib
 import json
 import logging
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -36,13 +35,12 @@ from instvl.qa.client import LabelStudioClient, LabelStudioError, LabelStudioUna
 from instvl.qa.confinement import check_dataset_root, review_folder, review_media_root, stage_file
 from instvl.qa.convert import IMAGE_KEY, VIDEO_KEY, prediction_fingerprint, review_fps, row_to_result
 from instvl.qa.projects import ensure_project, project_title
+from instvl.qa.review_media import REVIEW_COLUMNS, SourceFiles, review_media
 from instvl.qa.routing import route_row
-from instvl.qa.settings import QAConfig
+from instvl.qa.settings import PushStepConfig, QAConfig
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = {"mp4": ".mp4", "jpeg": ".jpg", "jpg": ".jpg", "png": ".png"}
-SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 META_COLUMNS = ["sample_id", "media_type", "width", "height", "fps", "num_frames", "media_format",
                 "global_caption", "instances", "qc", "provenance"]
 
@@ -64,6 +62,8 @@ class PushSummary:
     pushed: int = 0
     already_there: int = 0
     no_media: list[str] = field(default_factory=list)
+    from_stored: list[str] = field(default_factory=list)
+    """Samples reviewed on their stored media because their source could not be used (`review_media`)."""
     projects: dict[str, int] = field(default_factory=dict)
 
 
@@ -126,15 +126,6 @@ def model_version(row: SampleRow) -> str:
     return (models or f"instvl-{prov.get('instvl_version')}:{prov.get('config_hash')}")[:200]
 
 
-def media_path(root: Path, row: SampleRow) -> Path:
-    """ROOT/media/<sample_id>.<ext>; refuses ids that could name a file outside that folder."""
-    sample_id = str(row["sample_id"])
-    if not SAFE_ID.match(sample_id):
-        raise ValueError(f"{root}: sample_id {sample_id!r} is not a safe file name; cannot write its media")
-    fmt = (row.get("media_format") or ("mp4" if row["media_type"] == "video" else "jpeg")).lower()
-    return root / layout.MEDIA_DIR / f"{sample_id}{EXTENSIONS.get(fmt, '.' + fmt)}"
-
-
 def select_rows(root: Path, cfg: PushConfig) -> list[PushRow]:
     """Rows not reviewed yet that were routed to review (or all of them), with their reasons.
 
@@ -152,54 +143,25 @@ def select_rows(root: Path, cfg: PushConfig) -> list[PushRow]:
     return selected
 
 
-def review_video(media: bytes, uri: str, fps: float, min_height: int) -> bytes:
-    """The clip re-encoded with its height scaled up to `min_height` (Label Studio draws a video at most
-    at its own size, so a 128-pixel clip would be a stamp in the panel); unchanged when tall enough."""
-    import av  # noqa: F401  (decode and encode both need it: fail here with the install hint)
-
-    from instvl.media.decode import iter_pyav_frames
-    from instvl.media.encode import encode_mp4
-
-    frames = (frame.to_ndarray(format="rgb24") for _, frame in iter_pyav_frames(media, uri))
-    first = next(frames, None)
-    if first is None or first.shape[0] >= min_height:
-        return media
-    import cv2
-
-    height, width = first.shape[:2]
-    size = (max(2, round(width * min_height / height / 2) * 2), min_height)
-
-    def scaled():
-        yield cv2.resize(first, size, interpolation=cv2.INTER_CUBIC)
-        for frame in frames:
-            yield cv2.resize(frame, size, interpolation=cv2.INTER_CUBIC)
-
-    return encode_mp4(scaled(), fps)
-
-
-def write_media(root: Path, wanted: dict[str, PushRow], review_dir: Path, min_height: int | None) -> set[str]:
-    """Write the media of `wanted` samples that are not on disk yet (videos scaled up to `min_height`
-    for review) and link them into `review_dir`; returns the samples with media."""
-    have = set()
-    for row in ShardReader(root, columns=["sample_id", "media_type", "media_format", "media"]).iter_rows():
+def write_media(root: Path, wanted: dict[str, PushRow], review_dir: Path,
+                cfg: PushStepConfig) -> dict[str, tuple[Path, str]]:
+    """The review media of the `wanted` samples (`qa.review_media`, written when missing) linked into
+    `review_dir`: sample id -> (staged file, 'source' or 'stored'); samples without any are left out."""
+    staged: dict[str, tuple[Path, str]] = {}
+    sources = SourceFiles()
+    for row in ShardReader(root, columns=REVIEW_COLUMNS).iter_rows():
         if row["sample_id"] not in wanted:
             continue
-        path, media = media_path(root, row), row.get("media")
-        if not path.is_file() and media:
-            if row["media_type"] == "video" and min_height:
-                fps = review_fps(wanted[row["sample_id"]])
-                media = review_video(media, row["sample_id"], fps, min_height)
-            atomic_write_bytes(path, media)
-        if path.is_file():
-            stage_file(path, review_dir)
-            have.add(row["sample_id"])
-    return have
+        made = review_media(root, row, cfg.review_media, cfg.review_height, sources)
+        if made is not None:
+            staged[row["sample_id"]] = (stage_file(made[0], review_dir), made[1])
+    return staged
 
 
-def task_for(row: PushRow, root: Path, review_dir: Path, ctx: dict[str, Any]) -> dict[str, Any]:
-    """A task: the media URL served from local files, its key (dataset id, sample id, fingerprint),
-    the routing reasons and our prediction."""
-    relative = (review_dir / media_path(root, row).name).relative_to(ctx["document_root"])
+def task_for(row: PushRow, staged: Path, ctx: dict[str, Any]) -> dict[str, Any]:
+    """A task: the URL of its `staged` media served from local files, its key (dataset id, sample id,
+    fingerprint), the routing reasons and our prediction."""
+    relative = staged.relative_to(ctx["document_root"])
     key = VIDEO_KEY if row["media_type"] == "video" else IMAGE_KEY
     scores = [float(i.get("score") or 0) for i in row.get("instances") or []]
     shown = [f"i{i['instance_id']} {i.get('phrase')}: {float(i.get('score') or 0):.2f}"
@@ -234,7 +196,7 @@ def import_once(client: LabelStudioClient, project_id: int, rows: list[PushRow],
     they are looked up by key first and only the missing ones are imported again.
     """
     keys = [(ctx["dataset_id"], r["sample_id"], r["fingerprint"]) for r in rows]
-    tasks = dict(zip(keys, (task_for(r, ctx["root"], ctx["media_dir"], ctx) for r in rows), strict=True))
+    tasks = dict(zip(keys, (task_for(r, ctx["staged"][r["sample_id"]][0], ctx) for r in rows), strict=True))
     ids: dict[tuple[str, str, str], int] = {}
     for attempt in range(attempts):
         todo = [key for key in keys if key not in ids]
@@ -311,11 +273,14 @@ def push_dataset(cfg: PushConfig, client: LabelStudioClient | None = None,
     selected = select_rows(root, cfg)
     fresh = [r for r in selected if state.task_of(r, r["fingerprint"]) is None]
     rows = fresh[:cfg.push.limit] if cfg.push.limit else fresh
-    have = write_media(root, {r["sample_id"]: r for r in rows}, media_dir, cfg.push.review_height)
+    have = ctx["staged"] = write_media(root, {r["sample_id"]: r for r in rows}, media_dir, cfg.push)
     summary = PushSummary(selected=len(selected), already_there=len(selected) - len(fresh),
-                          no_media=sorted(r["sample_id"] for r in rows if r["sample_id"] not in have))
+                          no_media=sorted(r["sample_id"] for r in rows if r["sample_id"] not in have),
+                          from_stored=sorted(sid for sid, (_, origin) in have.items()
+                                             if origin == "stored" and cfg.push.review_media == "source"))
     for sid in summary.no_media:
-        log.warning("%s: sample %s has no embedded media; not pushed", root, sid)
+        log.warning("%s: sample %s has no media to review (no embedded media, no usable source); not pushed",
+                    root, sid)
     groups = group_by_project([r for r in rows if r["sample_id"] in have], cfg)
     try:
         for key, group in groups.items():
@@ -336,6 +301,9 @@ def main(cfg: PushConfig) -> int:
         return 1
     print(f"selected {summary.selected}  pushed {summary.pushed}  already there {summary.already_there}  "
           f"without media {len(summary.no_media)}")
+    if summary.from_stored:
+        print(f"  {len(summary.from_stored)} sample(s) reviewed on their stored media: source not usable "
+              "(warnings above)")
     for title, project_id in summary.projects.items():
         print(f"  project {title!r}: id {project_id}  {cfg.server.url}/projects/{project_id}")
     return 0

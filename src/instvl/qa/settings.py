@@ -44,9 +44,16 @@ class PushStepConfig(BaseConfig):
     """Tasks per import request; the push state is saved after each batch."""
     limit: int | None = Field(None, ge=1)
     """Push at most this many new samples (null: no limit)."""
+    review_media: Literal["source", "stored"] = "source"
+    """What reviewers see. 'source': each clip or image made again from its source file (`source.uri`),
+    with the stored clip's frames and timing, at `review_height`; the stored media when the source cannot
+    be used (missing, changed, undecodable), with a warning naming the sample. 'stored': the media the
+    row embeds, a training rendition that can be smaller than the frames the models annotated
+    (`qa.review_media`)."""
     review_height: int | None = Field(480, ge=16)
-    """Videos lower than this are scaled up to it for review (Label Studio never draws a video larger
-    than its own size); null: push the embedded clip as it is."""
+    """The review size: media made from the source have their short side shrunk to at most this, and
+    videos lower than this are scaled up to it (Label Studio never draws a video larger than its own
+    size); null: the source's own size, and the embedded clip as it is."""
     reroute: bool = False
     """false: push the samples annotation routed (their stored qc.route_reasons, decided by the annotate
     preset's `routing`); true: route every row again with this preset's `routing` thresholds instead."""
