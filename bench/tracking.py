@@ -58,9 +58,10 @@ MIN_VISIBLE = 0.5
 MATCH_IOU = 0.5
 CHOSEN = {"backfill": True, "birth_score": 0.55, "max_unconfirmed": 3, "end_score": 0.3, "max_missed": 16}
 """Builder settings chosen on dev seeds only (16 scenes each; `--set` overrides them), beside
-redetect_every (the appearance checks and stitching, chosen on seeds 0 and 4-12, are the builder's
-defaults); `max_missed` and revival on 0
-and 4-8, the rest on seed 0; the template tracker's defaults (`FakeTracker.Config`) on seed 0."""
+redetect_every (the appearance checks and stitching, chosen on seeds 0 and 4-12, and the size in the
+look with stitching's threshold, chosen on seeds 0 and 4-20, are the builder's defaults); `max_missed`
+and revival on 0 and 4-8, the rest on seed 0; the template tracker's defaults (`FakeTracker.Config`) on
+seed 0."""
 
 
 @dataclass

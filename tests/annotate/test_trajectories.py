@@ -324,3 +324,29 @@ def test_a_track_that_starts_where_a_lookalike_ended_continues_it(make_builder, 
     frames_of = red[0].trajectory.frame_index
     assert frames_of == sorted(set(frames_of)) and len(red[0].trajectory.score) == len(frames_of)
     assert [t.instance_id for t in tracks] == list(range(len(tracks)))
+
+
+def leave_and_enter_scene(num_frames: int = 28) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A small red square leaves at the top of the frame and a red square twice its size comes in there
+    soon after: the same colour where the first was expected, two objects."""
+    t = np.arange(num_frames).astype(float)
+    small_top = np.where(t < num_frames // 2, 0.45 - 0.06 * t, np.nan)
+    large_top = np.where(t >= num_frames // 2, -0.5 + 0.06 * (t - num_frames // 2 + 4), np.nan)
+    side = np.ones(num_frames)
+    small = np.stack([0.2 * side, small_top, 0.4 * side, small_top + 0.25], axis=1)
+    large = np.stack([0.15 * side, large_top, 0.55 * side, large_top + 0.5], axis=1)
+    drawn = np.stack([small, large], axis=1)
+    frames = paint_boxes(np.clip(drawn, 0, 1), 96, 64, [(220, 40, 40), (220, 40, 40)])
+    gt = np.where((drawn[:, :, 1] >= 0)[..., None], drawn, np.nan)  # while wholly inside the frame
+    return frames, gt, ["red square", "red square"]
+
+
+@pytest.mark.parametrize(("look_size_weight", "tracks_made"), [(0.5, 2), (0.0, 1)])
+def test_a_lookalike_of_another_size_does_not_continue_a_track(make_builder, look_size_weight, tracks_made):
+    frames, gt, phrases = leave_and_enter_scene()
+    builder = make_builder(frames, gt, phrases, redetect_every=4, max_missed=2, revive_similarity=0.0,
+                           look_size_weight=look_size_weight)
+    tracks = builder.build(frames, phrases)
+    # Colours alone cannot tell the two squares apart, so stitching joins them into one identity.
+    assert len(tracks) == tracks_made and builder.stats["stitched"] == (tracks_made == 1)
+    assert id_switches(tracks, gt) == (tracks_made == 1)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from instvl.annotate.appearance import Look
 from instvl.datasets.records import Instance, Trajectory
 from instvl.geometry import Box, as_box, clip_boxes
 
@@ -44,7 +45,7 @@ class LiveTrack:
     det_scores: list[tuple[int, float]] = field(default_factory=list)  # (keyframe, confirming score or 0)
     votes: dict[str, float] = field(default_factory=dict)  # label -> summed detector confidence
     frame_scores: dict[int, float] = field(default_factory=dict)  # keyframe -> detector confidence
-    look: np.ndarray | None = None  # `annotate.appearance` look of its confirming detections, averaged
+    look: Look | None = None  # `annotate.appearance` look of its confirming detections, averaged
 
     @property
     def trajectory(self) -> Trajectory:

@@ -13,13 +13,14 @@ from instvl.annotate.appearance import look_similarity
 from instvl.annotate.live_track import LiveTrack
 
 
-def stitch(finished: list[LiveTrack], similarity: float, distance: float,
-           max_gap: int) -> tuple[list[LiveTrack], int]:
+def stitch(finished: list[LiveTrack], similarity: float, distance: float, max_gap: int,
+           size_weight: float) -> tuple[list[LiveTrack], int]:
     """The tracks left after joining each later track to the earlier one it continues, and how many
     were joined. A pair qualifies when the later track starts within `max_gap` frames after the earlier
-    one's last frame, its look matches at least `similarity`, and its first box lies within `distance`
-    of the earlier one's box sizes from its last confirmed box or its motion guess. Greedy, most similar
-    pair first; each track continues at most one and is continued by at most one, chains in time order."""
+    one's last frame, its look matches at least `similarity` (`appearance.look_similarity` with
+    `size_weight`), and its first box lies within `distance` of the earlier one's box sizes from its last
+    confirmed box or its motion guess. Greedy, most similar pair first; each track continues at most one
+    and is continued by at most one, chains in time order."""
     tracks = sorted((t for t in finished if t.trajectory.frame_index and t.look is not None),
                     key=lambda t: t.trajectory.frame_index[0])
     pairs = []
@@ -36,7 +37,7 @@ def stitch(finished: list[LiveTrack], similarity: float, distance: float,
             centres = (anchors[:, :2] + anchors[:, 2:]) / 2
             away = np.linalg.norm(centres - (first[:2] + first[2:]) / 2, axis=1).min() / size
             assert a.look is not None and b.look is not None
-            alike = look_similarity(a.look, b.look)
+            alike = look_similarity(a.look, b.look, size_weight)
             if away <= distance and alike >= similarity:
                 pairs.append((alike, a, b))
     joined: dict[int, LiveTrack] = {}  # id of a later track -> the earlier track it continues

@@ -13,7 +13,7 @@ not confirmed for more than `max_unconfirmed` keyframes is cut back to its last 
 becomes lost, and so does an unconfirmed track that converged onto a confirmed one (a duplicate: mask
 IoU when the tracker gives masks, else box IoU, above `merge_iou`). A lost track is no longer
 propagated; a detection near its motion guess revives it with its id, and so does a detection no box
-matched that looks like it (colour histogram) within a few box sizes of where it was last confirmed (an
+matched that looks like it (colours and size) within a few box sizes of where it was last confirmed (an
 object back from behind an occluder or from outside the frame, where straight-line motion did not
 predict it); it ends after `max_missed` frames. Appearance (`annotate.appearance`) also guards the
 tracker: a track whose tracked box on a keyframe no longer looks like it has drifted and is cut back and
@@ -50,7 +50,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from instvl.annotate.appearance import appearance, blend, look_similarity
+from instvl.annotate.appearance import Look, appearance, blend, look_similarity
 from instvl.annotate.detect.base import Detector
 from instvl.annotate.live_track import LiveTrack, TrackFrame
 from instvl.annotate.stitching import stitch
@@ -99,13 +99,14 @@ class TrajectoryConfig(BaseConfig):
     tracking benchmark's dev seeds it changed ID switches by noise only (0.56 vs 0.61 per 10 tracks)."""
     revive_similarity: float = 0.8
     """A detection no box matched (scored at least `birth_score`) revives a lost track whose appearance
-    (colour histogram of its confirming detections) it matches at least this much (0: no revival by
+    (colours and size of its confirming detections) it matches at least this much (0: no revival by
     looks)."""
     revive_distance: float = 2.0
     """... within this many of the track's box sizes of its last confirmed box or its motion guess."""
-    stitch_similarity: float = 0.8
+    stitch_similarity: float = 0.75
     """When the clip ends, a track that starts after another ended and looks at least this much like it,
-    within `revive_distance` of where it was expected, continues it (0: off)."""
+    within `revive_distance` of where it was expected, continues it (0: off). 0.75 with
+    `look_size_weight` 0.5 (0.8 with colours alone; tracking benchmark, dev seeds)."""
     stitch_gap: int = 32
     """... when it starts at most this many frames after the other one's last frame."""
     match_similarity: float = 0.7
@@ -117,6 +118,10 @@ class TrajectoryConfig(BaseConfig):
     """On a keyframe, a track whose tracked box looks less than this like its confirmed appearance has
     drifted off its object: it is cut back to its last confirmed frame (committed frames after it
     included) and lost, so a detection of the object can revive it (0: no check)."""
+    look_size_weight: float = 0.5
+    """How much a difference in box size lowers the similarity of two looks (`annotate.appearance`; 0:
+    colours only), so that same-colour look-alikes of different sizes are told apart; 0.5 of 0.3/0.5/1.0
+    on the tracking benchmark's dev seeds."""
     look_update: float = 0.3
     """Weight of each new confirming detection in a track's running appearance."""
     max_missed: int = 8
@@ -263,9 +268,10 @@ class TrajectoryBuilder:
         limit = self.config.drift_similarity
         if not limit:
             return
+        weight = self.config.look_size_weight
         for live in self._live:
             if live.active and live.pending is not None and live.look is not None and \
-                    look_similarity(appearance(image, live.pending), live.look) < limit:
+                    look_similarity(appearance(image, live.pending), live.look, weight) < limit:
                 self.stats["drifted"] += 1
                 removed = live.cut_back()
                 self.stats["frames_dropped"] += removed
@@ -276,7 +282,7 @@ class TrajectoryBuilder:
         """Whether the track's position on this keyframe has no recent detection behind it."""
         return not live.active or live.unconfirmed > 0 or live.confirmations < 2
 
-    def _associate(self, detections: list[Detection], looks: list[np.ndarray],
+    def _associate(self, detections: list[Detection], looks: list[Look],
                    keyframe: int) -> tuple[dict[int, LiveTrack], dict[int, bool]]:
         """Hungarian matching on the better of tracker-box and motion-guess IoU, less the label penalty
         (or zeroed across label groups when class-aware), zeroed where a track that is not confirmed
@@ -300,7 +306,8 @@ class TrajectoryBuilder:
         if cfg.match_similarity:
             for c, live in enumerate(self._live):
                 if live.look is not None and self._unconfirmed(live):
-                    alike = np.array([look_similarity(look, live.look) for look in looks])
+                    alike = np.array([look_similarity(look, live.look, cfg.look_size_weight)
+                                      for look in looks])
                     score[:, c] = np.where(alike >= cfg.match_similarity, score[:, c], 0.0)
         # Pairs below the threshold cannot match, so they must not steer the assignment either.
         rows, cols = optimize.linear_sum_assignment(-np.where(score >= cfg.match_iou, score, 0.0))
@@ -311,7 +318,7 @@ class TrajectoryBuilder:
                 via[int(r)] = bool(tracker[r, c] >= cfg.match_iou)
         return matches, via
 
-    def _revive(self, detections: list[Detection], looks: list[np.ndarray], matches: dict[int, LiveTrack],
+    def _revive(self, detections: list[Detection], looks: list[Look], matches: dict[int, LiveTrack],
                 keyframe: int) -> dict[int, LiveTrack]:
         """Second chance for detections strong enough to start a track that the boxes matched to none: a
         lost track takes one that looks like it (`revive_similarity`) within `revive_distance` of where
@@ -340,7 +347,7 @@ class TrajectoryBuilder:
                 centre = (box[:2] + box[2:]) / 2
                 distance = np.linalg.norm(anchor_centres - centre, axis=1).min() / size
                 if distance <= cfg.revive_distance:
-                    similarity[i, j] = look_similarity(looks[d], look)
+                    similarity[i, j] = look_similarity(looks[d], look, cfg.look_size_weight)
         rows, cols = optimize.linear_sum_assignment(-np.where(similarity >= cfg.revive_similarity,
                                                               similarity, 0.0))
         revived = {free[r]: tracks[c] for r, c in zip(rows, cols, strict=True)
@@ -483,7 +490,7 @@ class TrajectoryBuilder:
         finished = self._done + self._live
         if cfg.stitch_similarity:
             finished, self.stats["stitched"] = stitch(finished, cfg.stitch_similarity, cfg.revive_distance,
-                                                      cfg.stitch_gap)
+                                                      cfg.stitch_gap, cfg.look_size_weight)
         for live in finished:
             instance = live.instance
             if live.votes:
