@@ -1,11 +1,15 @@
 """SAM2 video tracking through transformers (`Sam2VideoModel`), without the video processor.
 
 `Sam2VideoProcessor` needs torchvision; the model itself does not, so frames are resized and normalised
-here and the inference session is fed directly. All seeds are added on the window's first frame (a
-seed's mask where it has one, else its box) and propagated together; an object is lost on a frame where
-its mask is empty (SAM2 blanks the mask when its object-presence logit is negative). An object's score
-is 2 * sigmoid(presence logit) - 1, floored at 0: 0 where SAM2 is undecided whether the object is
-there, near 1 where it is sure.
+here and the inference session is fed directly. Frames and prompts are prepared as SAM2's own video
+predictor prepares them (PIL bicubic resize of the uint8 frames, where transformers' video processor
+resizes bilinearly; box and mask prompts as its `add_new_points_or_box` and `add_new_mask` place them);
+tests/annotate/test_track_hf.py checks this against the `sam2` package's code.
+
+All seeds are added on the window's first frame (a seed's mask where it has one, else its box) and
+propagated together; an object is lost on a frame where its mask is empty (SAM2 blanks the mask when its
+object-presence logit is negative). An object's score is 2 * sigmoid(presence logit) - 1, floored at 0:
+0 where SAM2 is undecided whether the object is there, near 1 where it is sure.
 """
 
 import logging
@@ -76,12 +80,16 @@ class HFTracker:
         return out
 
     def _new_session(self, video: np.ndarray):
-        torch = self._torch
-        import torch.nn.functional as functional
+        """Frames as SAM2's own video loader (`sam2.utils.misc.load_video_frames`) prepares them: each
+        uint8 frame resized to a square with PIL's bicubic filter, then scaled to [0, 1] and normalised
+        with the ImageNet mean and std."""
+        from PIL import Image
 
+        torch = self._torch
         size = self.image_size
-        x = torch.from_numpy(np.ascontiguousarray(video)).permute(0, 3, 1, 2).float() / 255.0
-        x = functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        resized = np.stack([np.asarray(Image.fromarray(frame).resize((size, size), Image.Resampling.BICUBIC))
+                            for frame in video])
+        x = torch.from_numpy(resized).permute(0, 3, 1, 2).float() / 255.0
         x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
         session_cls = self._transformers.Sam2VideoInferenceSession
         device = self.config.device
