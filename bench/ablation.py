@@ -19,11 +19,16 @@ Per arm: mean and a 95% t-interval over seeds of global and instance mean recall
 `global` (and `inst` against `gi`): the paired difference over seeds with its t-interval, and a paired
 bootstrap over queries per seed; the instance error breakdown (V2T top-1 errors). Each finished run
 leaves OUT/ARM/seed-S/result.json (per-query ranks included), so a rerun skips it and `--report-only`
-rebuilds the table from them. `--doc` rewrites the generated block of docs/BENCHMARKS.md.
+rebuilds the table from them. `--doc` rewrites the benchmark's generated block of docs/BENCHMARKS.md.
+Benchmarks (`--benchmark`, see `BENCHMARKS`): `ablation`, scenes of look-alikes that differ in one
+attribute; `ablation-scene`, whose look-alikes also share colour and motion, so that they are confused
+with each other rather than with other clips' objects.
 
     python bench/ablation.py --arms global,inst,gi --seeds 0,1,2 --steps 500 --out runs/ablation \\
         --json runs/ablation/ablation.json --doc docs/BENCHMARKS.md
     python bench/ablation.py --arms global,inst --seeds 0 --steps 20 --samples 200 --out runs/abl-smoke
+    python bench/ablation.py --benchmark ablation-scene --arms global,inst --seeds 0 --steps 1000 \\
+        --eval-split test --out runs/ablation-scene-dev
 """
 
 import argparse
@@ -46,8 +51,11 @@ from instvl.config import load_config  # noqa: E402
 from instvl.log import setup_logging  # noqa: E402
 
 log = logging.getLogger("instvl.bench.ablation")
-GENERATOR = "datasets/synth-ablation"
-"""The benchmark's generator preset; `--samples` and `--data-seed` are the only settings changed."""
+BENCHMARKS = {"ablation": "datasets/synth-ablation", "ablation-scene": "datasets/synth-ablation-scene"}
+"""`--benchmark` -> its generator preset (the benchmark's name also names its block in `--doc`);
+`--samples` and `--data-seed` are the only settings changed. 'ablation': every scene a family of
+look-alikes that differ in one attribute, colour included; 'ablation-scene': a family also shares its
+colour and motion, so that a query's look-alikes are in its own scene."""
 SHARED = ["model.text.random_config={hidden_size: 96, num_hidden_layers: 2, num_attention_heads: 4, "
           "intermediate_size: 192}", "model.text.pooling=mean", "data.batch_size=16", "optim.lr=5e-4",
           "optim.warmup_steps=20", "model.instance.crop_mask_ratio=0"]
@@ -85,15 +93,16 @@ COLUMNS = ("t2v_r1", "t2v_r5", "t2v_r10", "v2t_r1", "v2t_r5", "v2t_r10")
 KINDS = ("global", "instance")
 ERRORS = ("multi_object_confusion", "cross_sample", "duplicate_caption")
 BOOTSTRAP = 2000
-BEGIN, END = "<!-- ablation:begin (written by bench/ablation.py) -->", "<!-- ablation:end -->"
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--benchmark", default="ablation", choices=tuple(BENCHMARKS),
+                        help="; ".join(f"{k}: {v}" for k, v in BENCHMARKS.items()))
     parser.add_argument("--arms", default="global,inst,gi", help=f"comma-separated, of {', '.join(ARMS)}")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     parser.add_argument("--steps", type=int, default=500, help="optimizer steps of every arm")
-    parser.add_argument("--samples", type=int, default=None, help=f"benchmark size (default: {GENERATOR}'s)")
+    parser.add_argument("--samples", type=int, default=None, help="benchmark size (default: the preset's)")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the generated benchmark")
     parser.add_argument("--cache", default=".cache/instvl-synth", help="folder of generated benchmarks")
     parser.add_argument("--out", default="runs/ablation", help="folder of the runs")
@@ -113,8 +122,10 @@ def synth_config(args: argparse.Namespace) -> Any:
     overrides = [f"seed={args.data_seed}", "output=unused"]
     if args.samples is not None:
         overrides.append(f"num_samples={args.samples}")
-    cfg = load_config(SynthConfig, GENERATOR, overrides)
-    return cfg.model_copy(update={"output": str(Path(args.cache) / f"synth-ablation-{cfg.dataset_hash()}")})
+    preset = BENCHMARKS[args.benchmark]
+    cfg = load_config(SynthConfig, preset, overrides)
+    name = preset.split("/")[-1]
+    return cfg.model_copy(update={"output": str(Path(args.cache) / f"{name}-{cfg.dataset_hash()}")})
 
 
 def synth_root(cfg: Any) -> Path:
@@ -154,11 +165,11 @@ def recorded(run_dir: Path) -> dict[str, Any]:
 
 
 def plan_run(arm: str, done: dict[str, Any] | None, now: dict[str, Any],
-             previous: dict[str, Any] | None) -> str:
+             previous: dict[str, Any] | None, split: str = "val") -> str:
     """What a run folder needs, from the settings it was trained with (`done`, None: never started), those
     asked for now and its result: 'train' (no result yet), 'reuse', or 'rescore' (same training; scored
-    before the within-scene score, or on other crops by an arm that trains none). A run trained with
-    other settings is never reused: SystemExit."""
+    on another split than `split`, before the within-scene score, or on other crops by an arm that trains
+    none). A run trained with other settings is never reused: SystemExit."""
     if done is None:
         return "train"
     changed = sorted(k for k in done.keys() | now.keys()
@@ -169,7 +180,8 @@ def plan_run(arm: str, done: dict[str, Any] | None, now: dict[str, Any],
     if previous is None:
         return "train"
     scored = previous.get("scored_with", {k: done[k] for k in CROP_INPUT})
-    fresh = "within_scene" in previous and scored == {k: now[k] for k in CROP_INPUT}
+    fresh = ("within_scene" in previous and scored == {k: now[k] for k in CROP_INPUT}
+             and previous.get("eval_split", "val") == split)
     return "reuse" if fresh else "rescore"
 
 
@@ -206,7 +218,7 @@ def run_arm(args: argparse.Namespace, root: Path, arm: str, seed: int) -> dict[s
     wanted = load_config(TrainConfig, args.preset, overrides)
     now = flat(wanted)
     done = recorded(run_dir) if (run_dir / "config.yaml").exists() else None
-    if plan_run(arm, done, now, previous) == "reuse":
+    if plan_run(arm, done, now, previous, args.eval_split) == "reuse":
         return previous  # type: ignore[return-value]
     final = run_dir / "checkpoints" / f"step-{args.steps:07d}.pt"
     started = time.perf_counter()
@@ -345,7 +357,7 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     shared = " ".join(f"`{s}`" for s in meta["shared"])
     lines = [
         "Command:", "", "```bash", meta["command"], "```", "",
-        f"Benchmark: `{GENERATOR}` (generator `instvl.datasets.synth`), exactly these settings "
+        f"Benchmark: `{meta['generator']}` (generator `instvl.datasets.synth`), exactly these settings "
         f"(dataset hash `{meta['dataset_hash']}`):", "", "```yaml", meta["dataset_yaml"].rstrip(), "```", "",
         f"Evaluated split: `{meta['eval_split']}`, {counts['global']} clips, {counts['instance']} instances "
         f"(one query is {one['global']:.2f} / {one['instance']:.2f} points of a global / instance recall; "
@@ -402,13 +414,20 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(path: Path, block: str) -> None:
-    """Replace the text between the ablation markers of `path` (which must hold both)."""
+def markers(benchmark: str) -> tuple[str, str]:
+    """The begin and end lines of a benchmark's generated block."""
+    return f"<!-- {benchmark}:begin (written by bench/ablation.py) -->", f"<!-- {benchmark}:end -->"
+
+
+def write_doc(path: Path, block: str, benchmark: str = "ablation") -> None:
+    """Replace the text between the benchmark's markers in `path` (which must hold both); the rest of the
+    file, other generated blocks included, is left as it is."""
+    begin, end = markers(benchmark)
     text = path.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{path}: no '{BEGIN}' ... '{END}' block to rewrite")
-    head, rest = text.split(BEGIN, 1)
-    path.write_text(head + BEGIN + "\n" + block + "\n" + END + rest.split(END, 1)[1])
+    if begin not in text or end not in text:
+        raise SystemExit(f"{path}: no '{begin}' ... '{end}' block to rewrite")
+    head, rest = text.split(begin, 1)
+    path.write_text(head + begin + "\n" + block + "\n" + end + rest.split(end, 1)[1])
 
 
 def main() -> int:
@@ -437,10 +456,11 @@ def main() -> int:
     from instvl.train.config import TrainConfig
 
     base = load_config(TrainConfig, args.preset, [*SHARED, *args.set])
-    flags = [f"--arms {args.arms}", f"--seeds {args.seeds}", f"--steps {args.steps}"]
+    flags = [f"--benchmark {args.benchmark}"] if args.benchmark != "ablation" else []
+    flags += [f"--arms {args.arms}", f"--seeds {args.seeds}", f"--steps {args.steps}"]
     flags += [f"--samples {args.samples}"] if args.samples else []
     flags += [f"--eval-split {args.eval_split}", f"--out {args.out}", *(f"--set {s}" for s in args.set)]
-    meta = {"command": "python bench/ablation.py " + " ".join(flags),
+    meta = {"command": "python bench/ablation.py " + " ".join(flags), "generator": BENCHMARKS[args.benchmark],
             "dataset_hash": synth.dataset_hash(),
             "dataset_yaml": to_yaml(synth.model_copy(update={"output": "(cache)"})),
             "eval_split": args.eval_split, "preset": args.preset, "shared": SHARED + args.set,
@@ -457,7 +477,7 @@ def main() -> int:
                                "runs": [{k: v for k, v in r.items() if k != "hits"} for r in results]},
                               indent=2, default=str))
     if args.doc:
-        write_doc(Path(args.doc), block)
+        write_doc(Path(args.doc), block, args.benchmark)
     print(block)
     return 0
 

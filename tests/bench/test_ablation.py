@@ -46,6 +46,33 @@ def test_the_benchmark_scenes_are_families_of_look_alikes() -> None:
     assert multi >= 15 and scene.num_frames > 1
 
 
+def test_the_scene_benchmark_shares_colour_and_motion_within_a_scene(ablation) -> None:
+    cfg = load_config(SynthConfig, ablation.BENCHMARKS["ablation-scene"], ["output=unused"])
+    families = set()
+    for index in range(20):
+        objects = draw_scene(cfg, index).scene.objects
+        assert len({(o.colour, o.motion, o.direction, o.speed, o.displacement) for o in objects}) == 1
+        for k in range(1, len(objects)):
+            assert min(sum(a != b for a, b in zip(objects[k].looks, objects[j].looks, strict=True))
+                       for j in range(k)) == 1
+        families.add((objects[0].colour, objects[0].motion, objects[0].direction))
+    assert len(families) >= 10  # colour and motion tell scenes apart
+
+
+def test_the_benchmark_flag_picks_the_generator_preset(ablation, tmp_path) -> None:
+    import argparse
+
+    def cfg(benchmark: str) -> Any:
+        args = argparse.Namespace(benchmark=benchmark, data_seed=0, samples=None, cache=str(tmp_path))
+        return ablation.synth_config(args)
+
+    first, scene = cfg("ablation"), cfg("ablation-scene")
+    assert first.dataset_hash() == "1856c3bbc1095bb9"  # the committed table's benchmark
+    assert scene.family_motion and scene.caption_background and "colour" not in scene.confuser_attributes
+    assert Path(scene.output).name == f"synth-ablation-scene-{scene.dataset_hash()}"
+    assert ablation.markers("ablation")[1] == "<!-- ablation:end -->"
+
+
 def fake_result(arm: str, seed: int, shift: float, n: int = 40) -> dict[str, Any]:
     rng = np.random.default_rng([seed, len(arm)])
     result: dict[str, Any] = {"arm": arm, "seed": seed, "train_s": 1.0, "eval_s": 1.0, "report": {},
@@ -79,18 +106,27 @@ def test_summary_intervals_bootstrap_and_doc_block(ablation, tmp_path) -> None:
     same = ablation.unpack_hits(results[0], "global")
     assert ablation.paired_bootstrap(same, same) == (0.0, 0.0, 0.0)
     assert ablation.t_interval([1.0, 2.0, 3.0]) == pytest.approx((2.0, 2.0 - 2.4841, 2.0 + 2.4841), abs=1e-3)
-    meta = {"command": "python bench/ablation.py", "dataset_hash": "h", "dataset_yaml": "seed: 0\n",
+    meta = {"command": "python bench/ablation.py", "generator": "datasets/synth-ablation-scene",
+            "dataset_hash": "h", "dataset_yaml": "seed: 0\n",
             "eval_split": "val", "preset": "train/tiny", "shared": [], "steps": 1, "batch_size": 4,
             "counts": {"global": 40, "instance": 40}, "machine": "m", "minutes": 1.0}
     block = ablation.markdown(summary, meta)
     inst = ablation.ARMS["inst"][0]
     assert f"| {inst} |" in block and "multi-object confusion" in block and "37.5%" in block
     assert "chance top-1 31.2%" in block and f"| {inst} | 81.00 [" in block
+    assert "Benchmark: `datasets/synth-ablation-scene`" in block
+    # Each benchmark rewrites its own block only.
+    (first_begin, first_end), (scene_begin, scene_end) = map(ablation.markers, ablation.BENCHMARKS)
     doc = tmp_path / "doc.md"
-    doc.write_text(f"head\n{ablation.BEGIN}\nold\n{ablation.END}\ntail\n")
-    ablation.write_doc(doc, block)
+    doc.write_text(f"head\n{first_begin}\nfirst\n{first_end}\nmiddle\n{scene_begin}\nold\n{scene_end}\ntail\n")
+    ablation.write_doc(doc, block, "ablation-scene")
     text = doc.read_text()
     assert "old" not in text and block in text and text.startswith("head") and text.endswith("tail\n")
+    assert f"{first_begin}\nfirst\n{first_end}\nmiddle\n" in text
+    only_first = tmp_path / "first.md"
+    only_first.write_text(f"{first_begin}\nfirst\n{first_end}\n")
+    with pytest.raises(SystemExit, match="ablation-scene:begin"):
+        ablation.write_doc(only_first, block, "ablation-scene")
 
 
 def test_only_arms_without_crop_training_may_be_rescored_on_other_crops(ablation) -> None:
@@ -128,6 +164,10 @@ def test_a_run_trained_with_other_settings_is_never_reused(ablation, tmp_path) -
     assert ablation.plan_run("global", done, other_crops, rescored) == "reuse"
     with pytest.raises(SystemExit, match="optim.steps"):
         ablation.plan_run("global", done, settings("model.loss.w_inst=0.1", "optim.steps=7"), scored)
+    # A result scored on the dev split is scored again, not reused, when val is asked for.
+    on_dev = {**scored, "eval_split": "test"}
+    assert ablation.plan_run("inst", done, settings("model.loss.w_inst=0.1"), on_dev, "test") == "reuse"
+    assert ablation.plan_run("inst", done, settings("model.loss.w_inst=0.1"), on_dev, "val") == "rescore"
 
 
 def test_set_overrides_the_arm_for_dev_sweeps(ablation, tmp_path) -> None:

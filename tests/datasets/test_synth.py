@@ -137,6 +137,48 @@ def test_confusers_differ_in_one_attribute_and_kinds_recur_across_scenes(synth_c
     assert len(set(phrases)) < len(phrases)
 
 
+def test_scene_families_keep_colour_and_motion_and_captions_may_name_the_background(synth_config) -> None:
+    cfg = synth_config(confuser_fraction=1.0, min_objects=3, max_objects=3, width=96, height=96,
+                       image_fraction=0.0, num_samples=12, confuser_attributes=["size", "shape", "texture"],
+                       family_motion=True)
+    assert cfg.confuser_attributes == ("shape", "texture", "size")  # one order: one hash, same scenes
+    changed, moving = set(), 0
+    for index in range(cfg.num_samples):
+        objects = draw_scene(cfg, index).scene.objects
+        assert len({o.colour for o in objects}) == 1
+        assert len({(o.motion, o.direction, o.speed, o.displacement) for o in objects}) == 1
+        moving += objects[0].motion != "still"
+        for k in range(1, len(objects)):
+            changed |= {a for a, x, y in zip(("shape", "colour", "texture", "size"), objects[0].looks,
+                                             objects[k].looks, strict=True) if x != y}
+    assert changed == {"shape", "texture", "size"} and moving >= 6
+    named = synth_config(caption_background=True, backgrounds="plain", image_fraction=0.0)
+    captions = [inst.caption for inst in generate_sample(named, 0).instances]
+    assert captions and all(" over a plain grey background " in c for c in captions)
+    # The defaults draw the same scenes, and hash the same, as before the settings existed.
+    default = synth_config()
+    explicit = synth_config(confuser_attributes=["colour", "shape", "size", "texture"])
+    later = {"confuser_attributes", "family_motion", "caption_background"}
+    assert not later & default.dataset_config().keys()
+    assert all(" over " not in inst.caption for inst in generate_sample(default, 0).instances)
+    assert explicit.dataset_hash() == default.dataset_hash()
+    assert draw_scene(explicit, 3).scene == draw_scene(default, 3).scene
+    assert synth_config(family_motion=True, confuser_fraction=0.0).dataset_hash() != default.dataset_hash()
+    with pytest.raises(ValueError, match="no attribute left"):
+        synth_config(confuser_attributes=["colour"], same_colour_confusers=True)
+    with pytest.raises(ValueError, match="fewer than max_objects"):
+        synth_config(confuser_attributes=["size"], confuser_fraction=1.0, max_objects=4)
+    with pytest.raises(ValueError, match="repeated"):
+        synth_config(confuser_attributes=["size", "size"])
+
+
+def test_existing_presets_keep_their_dataset_hash() -> None:
+    hashes = {name: load_config(SynthConfig, f"datasets/{name}", ["output=unused"]).dataset_hash()
+              for name in ("synth-ablation", "synth-bench", "synth-tiny", "synth-tracking")}
+    assert hashes == {"synth-ablation": "1856c3bbc1095bb9", "synth-bench": "dbc754564cb71cda",
+                      "synth-tiny": "2681e9bd57c46bee", "synth-tracking": "7fe5e3d6a715f910"}
+
+
 def test_hidden_and_out_of_frame_frames_are_absent_from_the_track() -> None:
     # A large still square in front; a small circle passes behind it, then leaves the frame to the right.
     front = SceneObject("square", "red", "plain", "large", side=24, start=(30.0, 32.0))
@@ -166,6 +208,9 @@ def test_instance_caption_names_looks_motion_place_and_a_unique_neighbour() -> N
         "a large red striped triangle near the top moving slowly to the left, left of a blue circle")
     assert instance_caption(scene, found, 2) == (
         "a small blue dotted square near the bottom right standing still, below a blue circle")
+    assert instance_caption(scene, found, 2, background=True) == ("a small blue dotted square over a plain "
+                                                                  "grey background near the bottom right "
+                                                                  "standing still, below a blue circle")
 
 
 def test_shards_are_written_readable_and_consistent(synth_config) -> None:

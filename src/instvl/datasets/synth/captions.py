@@ -87,10 +87,17 @@ def relation_phrase(scene: Scene, tracks: Sequence[Track], k: int) -> str:
     return f"{word} {reference_phrase(scene.objects, nearest)}"
 
 
-def instance_caption(scene: Scene, tracks: Sequence[Track], k: int) -> str:
-    """The caption of instance k (see the module docstring)."""
+def background_phrase(scene: Scene) -> str:
+    """'over a photo of a cat' (a video), 'on a plain grey background' (an image)."""
+    return f"{'over' if scene.num_frames > 1 else 'on'} {DESCRIPTIONS[scene.background]}"
+
+
+def instance_caption(scene: Scene, tracks: Sequence[Track], k: int, background: bool = False) -> str:
+    """The caption of instance k (see the module docstring); with `background`, the scene's background
+    follows the noun phrase ('a large red striped triangle over a photo of a cat near the top ...')."""
     obj = scene.objects[k]
-    parts = [noun_phrase(obj), region_phrase(mean_centre(tracks[k])), motion_phrase(obj, scene)]
+    where = background_phrase(scene) if background else ""
+    parts = [noun_phrase(obj), where, region_phrase(mean_centre(tracks[k])), motion_phrase(obj, scene)]
     text = " ".join(p for p in parts if p)
     relation = relation_phrase(scene, tracks, k)
     return f"{text}, {relation}" if relation else text
@@ -104,7 +111,6 @@ def global_caption(scene: Scene, keep: Sequence[int]) -> str:
         items.append(" ".join(p for p in (noun_phrase(obj), motion_phrase(obj, scene)) if p))
     count = COUNT_WORDS[len(items)] if len(items) < len(COUNT_WORDS) else str(len(items))
     noun = "object" if len(items) == 1 else "objects"
-    where = "over" if scene.num_frames > 1 else "on"
     listing = items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1] if items else ""
-    head = f"{count} {noun} {where} {DESCRIPTIONS[scene.background]}"
+    head = f"{count} {noun} {background_phrase(scene)}"
     return f"{head}: {listing}" if listing else head

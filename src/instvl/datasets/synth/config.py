@@ -2,17 +2,22 @@
 
 import hashlib
 import json
+import math
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from instvl.config import BaseConfig
+from instvl.datasets.synth.scene import ATTRIBUTES, changeable, choices
 
+Attribute = Literal["shape", "colour", "texture", "size"]
+"""An object attribute, as in `scene.ATTRIBUTES`."""
 Span = int | tuple[int, int]
 """A fixed value or an inclusive (low, high) range sampled per sample."""
 
 
-LATER_SETTINGS = ("same_colour_confusers", "entering_fraction", "speed_scale")
+LATER_SETTINGS = ("same_colour_confusers", "entering_fraction", "speed_scale", "confuser_attributes",
+                  "family_motion", "caption_background")
 
 
 def span(value: Span) -> tuple[int, int]:
@@ -50,6 +55,16 @@ class SynthConfig(BaseConfig):
     same_colour_confusers: bool = False
     """Confusers keep their source's colour and change its shape, texture or size instead (harder to track:
     a colour template matches both)."""
+    confuser_attributes: tuple[Attribute, ...] = ("shape", "colour", "texture", "size")
+    """The attributes a confuser may change (one of them, drawn per confuser); the others it keeps. Without
+    "colour" a scene's family shares one colour and differs in the attributes that are harder to see."""
+    family_motion: bool = False
+    """A confuser also moves like the object it copies (same motion, direction, speed and displacement):
+    a family moves together, so motion tells scenes apart but not the objects of one scene."""
+    caption_background: bool = False
+    """Instance captions also name the scene's background, as the global caption does ('a small red star
+    over a photo of a cat near the top ...'): what sets a scene's objects apart from other clips' objects
+    is then in every caption, and what is left to confuse is the scene's own objects."""
     entering_fraction: float = Field(0.0, ge=0, le=1)
     """Chance that a moving object enters the frame from outside or leaves it (needs `occlusion`)."""
     speed_scale: float = Field(1.0, gt=0, le=4)
@@ -71,6 +86,14 @@ class SynthConfig(BaseConfig):
     video_crf: int = Field(18, ge=0, le=51)
     """x264 constant rate factor of the clips (lower is better quality)."""
 
+    @field_validator("confuser_attributes")
+    @classmethod
+    def _canonical_attributes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # One order, so that the same set draws the same scenes and has the same hash.
+        if len(set(value)) != len(value):
+            raise ValueError(f"confuser_attributes: repeated attribute in {list(value)}")
+        return tuple(a for a in ATTRIBUTES if a in value)
+
     @model_validator(mode="after")
     def _check(self) -> "SynthConfig":
         for name in ("width", "height", "num_frames"):
@@ -82,6 +105,15 @@ class SynthConfig(BaseConfig):
             raise ValueError(f"min_objects ({self.min_objects}) > max_objects ({self.max_objects})")
         if self.entering_fraction and not self.occlusion:
             raise ValueError("entering_fraction needs occlusion: true (objects outside the frame are hidden)")
+        changing = changeable(self.confuser_attributes, self.same_colour_confusers)
+        if not changing:
+            raise ValueError("confusers have no attribute left to change (confuser_attributes, "
+                             "same_colour_confusers)")
+        # With confuser_fraction 1 a scene's objects all vary the first one's changeable attributes only.
+        variants = math.prod(len(choices(a)) for a in changing)
+        if self.confuser_fraction == 1 and variants < self.max_objects:
+            raise ValueError(f"confuser_attributes {list(changing)} give {variants} distinct objects, "
+                             f"fewer than max_objects ({self.max_objects})")
         if self.val_fraction + self.test_fraction > 1:
             raise ValueError("val_fraction + test_fraction must not exceed 1")
         return self

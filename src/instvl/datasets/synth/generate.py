@@ -54,7 +54,8 @@ def draw_scene(cfg: SynthConfig, index: int) -> DrawnScene:
     background = photo_names[rng.integers(len(photo_names))] if cfg.backgrounds == "skimage" else PLAIN
     pixels = background_image(rng, background, width, height)
     hard = Difficulty(cfg.occlusion, cfg.confuser_fraction, cfg.same_colour_confusers, cfg.entering_fraction,
-                      cfg.speed_scale)
+                      cfg.speed_scale, confuser_attributes=cfg.confuser_attributes,
+                      family_motion=cfg.family_motion)
     scene = sample_scene(rng, width, height, num_frames, num_objects, background, hard)
     rendered = render(scene, pixels)
     return DrawnScene(index, split, scene, rendered, tracks(rendered.labels, len(scene.objects), cfg.masks))
@@ -79,7 +80,8 @@ def to_sample(cfg: SynthConfig, drawn: DrawnScene) -> Sample:
     else:
         media, fmt = encode_jpeg(drawn.rendered.frames[0], cfg.jpeg_quality), "jpeg"
     sid = sample_id(cfg.seed, drawn.index)
-    instances = [_instance(new_id, scene, drawn.tracks, k) for new_id, k in enumerate(drawn.visible)]
+    instances = [_instance(new_id, scene, drawn.tracks, k, cfg.caption_background)
+                 for new_id, k in enumerate(drawn.visible)]
     return Sample(
         sample_id=sid, media_type="video" if video else "image", width=scene.width, height=scene.height,
         num_frames=scene.num_frames, fps=float(cfg.fps) if video else None,
@@ -92,12 +94,13 @@ def to_sample(cfg: SynthConfig, drawn: DrawnScene) -> Sample:
     )
 
 
-def _instance(instance_id: int, scene: Scene, all_tracks: list[Track], k: int) -> Instance:
+def _instance(instance_id: int, scene: Scene, all_tracks: list[Track], k: int, background: bool) -> Instance:
     track = all_tracks[k]
     trajectory = Trajectory(frame_index=list(track.frame_index), box=track.boxes.tolist(),
                             score=[1.0] * len(track.frame_index), mask_rle=list(track.mask_rle))
     return Instance(instance_id=instance_id, phrase=scene.objects[k].shape,
-                    caption=instance_caption(scene, all_tracks, k), trajectory=trajectory, score=1.0)
+                    caption=instance_caption(scene, all_tracks, k, background), trajectory=trajectory,
+                    score=1.0)
 
 
 def generate_sample(cfg: SynthConfig, index: int) -> Sample:

@@ -88,27 +88,38 @@ class Difficulty:
     entering_fraction: float = 0.0
     """Chance that a moving object's path starts (enters) or ends (leaves) outside the frame."""
     speed_scale: float = 1.0
+    confuser_attributes: tuple[str, ...] = ATTRIBUTES
+    """The attributes a confuser may change (in `ATTRIBUTES` order)."""
+    family_motion: bool = False
+    """Confusers move like the object they copy."""
 
 
 def sample_looks(rng: np.random.Generator, taken: list[SceneObject], confuser_fraction: float,
-                 same_colour: bool = False) -> dict[str, Any]:
-    """Shape, colour, texture and size for a new object, distinct from those in `taken`."""
-    attributes = tuple(a for a in ATTRIBUTES if a != "colour") if same_colour else ATTRIBUTES
+                 attributes: tuple[str, ...] = ATTRIBUTES) -> tuple[dict[str, Any], SceneObject | None]:
+    """Shape, colour, texture and size for a new object, distinct from those in `taken`, and the object it
+    copies (None: drawn afresh). A confuser changes one of `attributes` (in `ATTRIBUTES` order)."""
     for _ in range(100):
+        source = None
         if taken and rng.random() < confuser_fraction:
             # Copy an existing object and change one attribute: the two differ in a single word.
             source = taken[rng.integers(len(taken))]
             looks = dict(zip(ATTRIBUTES, source.looks, strict=True))
             changed = attributes[rng.integers(len(attributes))]
-            looks[changed] = _pick(rng, _choices(changed))
+            looks[changed] = _pick(rng, choices(changed))
         else:
-            looks = {name: _pick(rng, _choices(name)) for name in ATTRIBUTES}
+            looks = {name: _pick(rng, choices(name)) for name in ATTRIBUTES}
         if tuple(looks[a] for a in ATTRIBUTES) not in {o.looks for o in taken}:
-            return looks
-    raise RuntimeError("could not sample distinct object looks")  # impossible with this vocabulary
+            return looks, source
+    raise RuntimeError("could not sample distinct object looks")  # the config refuses too few variants
 
 
-def _choices(attribute: str) -> tuple[str, ...]:
+def changeable(attributes: tuple[str, ...], same_colour: bool) -> tuple[str, ...]:
+    """The attributes a confuser may change: `attributes`, less colour when confusers keep it."""
+    return tuple(a for a in attributes if not (same_colour and a == "colour"))
+
+
+def choices(attribute: str) -> tuple[str, ...]:
+    """The values one attribute takes."""
     return {"shape": SHAPES, "colour": tuple(COLOURS), "texture": TEXTURES, "size": tuple(SIZES)}[attribute]
 
 
@@ -181,13 +192,22 @@ def sample_object(rng: np.random.Generator, taken: list[SceneObject], width: int
                   num_frames: int, hard: Difficulty) -> SceneObject | None:
     """A new object that fits the scene, or None when none fits after a bounded number of tries."""
     short_side = min(width, height)
-    looks = sample_looks(rng, taken, hard.confuser_fraction, hard.same_colour_confusers)
+    attributes = changeable(hard.confuser_attributes, hard.same_colour_confusers)
+    looks, source = sample_looks(rng, taken, hard.confuser_fraction, attributes)
+    # A family that moves together: every placement try keeps the source's motion (drawn only when asked
+    # for, so that scenes without it stay byte-identical).
+    follow = hard.family_motion and source is not None and num_frames > 1
     side = max(6, round(SIZES[looks["size"]] * short_side * rng.uniform(0.92, 1.08)))
     # Drawn only when asked for, so that scenes without it stay byte-identical.
     crossing_edge = bool(hard.entering_fraction and rng.random() < hard.entering_fraction)
     for attempt in range(60):
         # After half the tries, fall back to a still object, which fits far more easily.
-        motion = sample_motion(rng, short_side, num_frames > 1 and attempt < 30, hard.speed_scale)
+        if follow:
+            assert source is not None
+            motion: dict[str, Any] = {"motion": source.motion, "direction": source.direction,
+                                      "speed": source.speed, "displacement": source.displacement}
+        else:
+            motion = sample_motion(rng, short_side, num_frames > 1 and attempt < 30, hard.speed_scale)
         try:
             obj = place(rng, SceneObject(side=side, **looks, **motion), width, height, hard.occlusion,
                         crossing_edge and attempt < 30)
