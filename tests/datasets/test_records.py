@@ -56,3 +56,11 @@ def test_fit_masks_re_encodes_every_mask_at_the_rows_size():
         mask = decode_rle(counts, 40, 66)
         centre = np.argwhere(mask).mean(axis=0) / (40, 66)
         np.testing.assert_allclose(centre, (0.5, 0.2 + 0.1 * t), atol=0.03)
+
+
+def test_a_densely_tracked_trajectory_keeps_only_the_stored_frames_as_positions_among_them():
+    dense = Trajectory(frame_index=[0, 1, 2, 3, 6], box=[[0.1 * i, 0, 0.5, 0.5] for i in range(5)],
+                       score=[0.9, 0.8, 0.7, 0.6, 0.5], space=FrameSpace.SAMPLED)
+    stored = dense.at_stored([0, 3, 6, 9])
+    assert stored.frame_index == [0, 1, 2] and stored.space == FrameSpace.SAMPLED
+    assert stored.box == [dense.box[0], dense.box[3], dense.box[4]] and stored.score == [0.9, 0.6, 0.5]

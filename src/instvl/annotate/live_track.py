@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from instvl.annotate.appearance import Look
-from instvl.datasets.records import Instance, Trajectory
+from instvl.datasets.records import Instance, Trajectory, encode_rle
 from instvl.geometry import Box, as_box, clip_boxes
 
 
@@ -50,6 +50,27 @@ class LiveTrack:
     @property
     def trajectory(self) -> Trajectory:
         return self.instance.trajectory
+
+    def append(self, frame: TrackFrame, keep_masks: bool) -> None:
+        """Commit one frame: its box, its score (the detector's on a confirming keyframe, else the last
+        confirming confidence times the tracker's score) and, with `keep_masks`, its mask."""
+        trajectory = self.trajectory
+        if trajectory.frame_index and frame.index <= trajectory.frame_index[-1]:
+            return  # already committed (a backfilled frame overlapping a tracked one)
+        trajectory.frame_index.append(frame.index)
+        trajectory.box.append(list(frame.box))
+        keyframe_score = self.frame_scores.get(frame.index)
+        trajectory.score.append(keyframe_score if keyframe_score is not None
+                                else self.det_score * min(max(frame.tracker_score, 0.0), 1.0))
+        if keep_masks and frame.mask is not None:
+            trajectory.mask_rle.append(encode_rle(frame.mask))
+
+    def keyframe_score(self, redetect_every: int) -> float:
+        """The mean detector confidence over the keyframes within the committed span, 0 where the
+        detector did not confirm the track (`Instance.score`)."""
+        first, last = self.trajectory.frame_index[0], self.trajectory.frame_index[-1]
+        keyframes = range(-(-first // redetect_every) * redetect_every, last + 1, redetect_every)
+        return float(np.mean([self.frame_scores.get(k, 0.0) for k in keyframes])) if len(keyframes) else 0.0
 
     def cut_back(self) -> int:
         """Remove the committed frames after the last confirming detection (a track confirmed on a

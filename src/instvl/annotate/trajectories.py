@@ -57,7 +57,7 @@ from instvl.annotate.stitching import stitch
 from instvl.annotate.track.base import Tracker
 from instvl.annotate.tracks import Detection, TrackedFrame, TrackedObject, TrackSeed
 from instvl.config import BaseConfig
-from instvl.datasets.records import FrameSpace, Instance, Trajectory, encode_rle
+from instvl.datasets.records import FrameSpace, Instance, Trajectory
 from instvl.deps import require
 from instvl.geometry import Box, as_box, box_iou, clip_boxes
 
@@ -386,7 +386,7 @@ class TrajectoryBuilder:
         kept = frames[:weak[0]] if weak else frames
         self.stats["frames_dropped"] += len(frames) - len(kept)
         for frame in kept:
-            self._append(live, frame)
+            live.append(frame, self.config.keep_masks)
         live.tentative = []
 
     def _drop(self, live: LiveTrack) -> None:
@@ -454,18 +454,6 @@ class TrajectoryBuilder:
             if live.active and live.unconfirmed == 0 and live.confirmations >= 2:
                 self._commit(live)
 
-    def _append(self, live: LiveTrack, frame: TrackFrame) -> None:
-        trajectory = live.trajectory
-        if trajectory.frame_index and frame.index <= trajectory.frame_index[-1]:
-            return  # already committed (a backfilled frame overlapping a tracked one)
-        trajectory.frame_index.append(frame.index)
-        trajectory.box.append(list(frame.box))
-        keyframe_score = live.frame_scores.get(frame.index)
-        trajectory.score.append(keyframe_score if keyframe_score is not None
-                                else live.det_score * min(max(frame.tracker_score, 0.0), 1.0))
-        if self.config.keep_masks and frame.mask is not None:
-            trajectory.mask_rle.append(encode_rle(frame.mask))
-
     def _set_pending(self, frame: TrackedFrame) -> None:
         for live in self._live:
             obj = frame.objects.get(live.instance.instance_id) if live.active else None
@@ -496,13 +484,9 @@ class TrajectoryBuilder:
             if live.votes:
                 instance.phrase = max(live.votes, key=live.votes.__getitem__)
             if instance.trajectory.frame_index:
-                first, last = instance.trajectory.frame_index[0], instance.trajectory.frame_index[-1]
-                step = self.config.redetect_every
-                keyframes = range(-(-first // step) * step, last + 1, step)  # those within its span
-                instance.score = float(np.mean([live.frame_scores.get(k, 0.0) for k in keyframes])) \
-                    if len(keyframes) else 0.0
+                instance.score = live.keyframe_score(self.config.redetect_every)
             if store is not None:
-                instance.trajectory = _stored(instance.trajectory, store)
+                instance.trajectory = instance.trajectory.at_stored(store)
             tracks.append(instance)
         min_frames = min(self.config.min_frames, num_frames if store is None else len(store))
         kept = [t for t in tracks if len(t.trajectory.frame_index) >= max(min_frames, 1)
@@ -513,15 +497,3 @@ class TrajectoryBuilder:
             track.instance_id = new_id
         log.debug("trajectories: %s", self.stats)
         return kept
-
-
-def _stored(trajectory: Trajectory, store: Sequence[int]) -> Trajectory:
-    """The trajectory at the stored frames only, counted as positions among them."""
-    position = {int(frame): k for k, frame in enumerate(store)}
-    keep = [i for i, frame in enumerate(trajectory.frame_index) if frame in position]
-    return Trajectory(frame_index=[position[trajectory.frame_index[i]] for i in keep],
-                      box=[trajectory.box[i] for i in keep],
-                      score=[trajectory.score[i] for i in keep],
-                      mask_rle=[trajectory.mask_rle[i] for i in keep] if trajectory.mask_rle else [],
-                      space=FrameSpace.SAMPLED)
-

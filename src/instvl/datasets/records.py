@@ -81,6 +81,16 @@ class Trajectory:
                           box=[list(b) for b in self.box], score=list(self.score),
                           mask_rle=list(self.mask_rle), space=FrameSpace.CLIP)
 
+    def at_stored(self, store: Sequence[int]) -> "Trajectory":
+        """This trajectory, tracked on denser frames, at the frames in `store` only, counted as positions
+        among them (sampled space)."""
+        position = {int(frame): k for k, frame in enumerate(store)}
+        keep = [i for i, frame in enumerate(self.frame_index) if frame in position]
+        return Trajectory(frame_index=[position[self.frame_index[i]] for i in keep],
+                          box=[self.box[i] for i in keep], score=[self.score[i] for i in keep],
+                          mask_rle=[self.mask_rle[i] for i in keep] if self.mask_rle else [],
+                          space=FrameSpace.SAMPLED)
+
     def to_row(self) -> TrajectoryRow:
         """The row struct; refuses a trajectory that is not in clip frames."""
         self.require_space(FrameSpace.CLIP, "a shard row")
