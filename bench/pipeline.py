@@ -62,8 +62,8 @@ COST_MODELS = {
     "heavy": CostModel(0.04, 0.025, (0.03, 0.015, 0.008), 0.05),    # ~1000 vision tokens/image
     "dev": CostModel(0.05, 0.02, (0.04, 0.012, 0.010), 0.03),
 }
-ENGINE = {"clips_in_flight": 64, "decode_ahead": 16, "linger_s": 0.005, "detect_hold_s": 1.0,
-          "caption_fill": 48, "caption_low_water": 4, "caption_hold_s": 5.0}
+ENGINE = {"clips_in_flight": 128, "decode_ahead": 16, "linger_s": 0.005, "detect_hold_s": 1.0,
+          "detect_low_water": 4, "caption_fill": 48, "caption_low_water": 4, "caption_hold_s": 5.0}
 """The engine settings (modelled seconds; chosen on `--cost-model dev`), as in the GPU presets."""
 
 
@@ -160,6 +160,7 @@ def config(media: Path, out: Path, mode: str, args: argparse.Namespace) -> "Anno
                  f"engine.decode_ahead={args.decode_ahead}", f"engine.decode_workers={args.decode_workers}",
                  "engine.detect_batch=8", f"engine.linger_s={args.linger_s * scale}",
                  f"engine.detect_hold_s={args.detect_hold_s * scale}",
+                 f"engine.detect_low_water={args.detect_low_water}",
                  f"engine.caption_fill={args.caption_fill}",
                  f"engine.caption_hold_s={args.caption_hold_s * scale}",
                  f"engine.caption_low_water={args.caption_low_water}",
@@ -182,7 +183,7 @@ def run_phase(media: Path, work: Path, mode: str, captioner: str, args: argparse
     from instvl.annotate.caption.openai import OpenAICaptioner
     from instvl.annotate.pipeline import Engines
     from instvl.annotate.plan import make_plan
-    from instvl.annotate.units import install_engines, run_unit
+    from instvl.annotate.units import install_engines, run_units
     from instvl.testing.datasets import rows_by_id
     from instvl.testing.emulated import (
         ContinuousBatching,
@@ -218,15 +219,16 @@ def run_phase(media: Path, work: Path, mode: str, captioner: str, args: argparse
     install_engines(cfg, Engines(detector, tracker, caption, cfg.trajectories.build(detector, tracker)))
     try:
         started = time.perf_counter()
-        make_plan(cfg)
+        units = [unit.unit_id for unit in make_plan(cfg).units][: args.units if mode == "stream" else
+                                                                 args.serial_units]
         plan_s = time.perf_counter() - started
         prefect_s = 0.0
         with Orchestration() as orchestration, PeakRSS() as rss, DecodeTimes() as decodes:
             if args.prefect:
-                prefect_s, stats, run_start, run_end = run_with_prefect(cfg)
+                prefect_s, stats, run_start, run_end = run_with_prefect(cfg, units)
             else:
                 run_start = time.perf_counter()
-                stats = run_unit(cfg, "unit-00000")
+                stats = run_units(cfg, units)
                 run_end = time.perf_counter()
     finally:
         vlm.close()
@@ -244,7 +246,8 @@ def run_phase(media: Path, work: Path, mode: str, captioner: str, args: argparse
     stages["caption"]["running_time_weighted"] = vlm.stats.in_flight_s / busy if busy else 0.0
     modelled_wall = wall / scale
     orchestration_s = plan_s + orchestration.write_s
-    return {"mode": mode, "captioner": captioner, "clips": args.clips, "rows": stats.rows, "wall_s": wall,
+    return {"mode": mode, "captioner": captioner, "clips": args.clips, "units": len(units),
+            "rows": sum(unit.rows for unit in stats), "wall_s": wall,
             "modelled_wall_s": modelled_wall, "clips_per_s_modelled": len(rows) / modelled_wall,
             "first_gpu_call_s": min(s["phase_start_s"] for s in stages.values()),
             "stages": stages, "decode": decodes.summary(run_start), "plan_s": plan_s,
@@ -258,10 +261,10 @@ def run_phase(media: Path, work: Path, mode: str, captioner: str, args: argparse
             "_rows": rows}
 
 
-def run_with_prefect(cfg: "AnnotateConfig") -> tuple[float, Any, float, float]:
-    """Run the unit as the `instvl build` flow does (embedded Prefect server, one task): returns the
-    Prefect share (the flow's wall time less the unit's own, server start-up included), the unit's
-    stats and its start and end."""
+def run_with_prefect(cfg: "AnnotateConfig", units: list[str]) -> tuple[float, Any, float, float]:
+    """Run the units as the `instvl build` flow does (embedded Prefect server, one task for all of them):
+    returns the Prefect share (the flow's wall time less the units' own, server start-up included), the
+    units' stats and their start and end."""
     import instvl.flows.build_tasks as tasks
     from instvl.annotate import units
     from instvl.datasets import layout
@@ -270,7 +273,7 @@ def run_with_prefect(cfg: "AnnotateConfig") -> tuple[float, Any, float, float]:
     from instvl.flows.config import BuildConfig
 
     spans: list[tuple[float, float]] = []
-    real = units.run_unit
+    real = units.run_units
 
     def timed(*a: Any, **k: Any) -> Any:
         started = time.perf_counter()
@@ -279,17 +282,17 @@ def run_with_prefect(cfg: "AnnotateConfig") -> tuple[float, Any, float, float]:
         finally:
             spans.append((started, time.perf_counter()))
 
-    tasks.run_unit = timed  # type: ignore[assignment]
+    tasks.run_units = timed  # type: ignore[assignment]
     try:
         started = time.perf_counter()
-        run_flow(BuildConfig.model_validate(cfg.model_dump()))
+        run_flow(BuildConfig.model_validate({**cfg.model_dump(), "flow": {"units_per_task": len(units)}}))
         total = time.perf_counter() - started
     finally:
-        tasks.run_unit = real  # type: ignore[assignment]
+        tasks.run_units = real  # type: ignore[assignment]
     if len(spans) != 1:
-        raise RuntimeError(f"the flow ran {len(spans)} units, expected 1")
+        raise RuntimeError(f"the flow ran {len(spans)} tasks, expected 1")
     (run_start, run_end), = spans
-    stats = UnitStats.read(layout.stats_path(Path(str(cfg.output)), "unit-00000"))
+    stats = [UnitStats.read(layout.stats_path(Path(str(cfg.output)), unit)) for unit in units]
     return total - (run_end - run_start), stats, run_start, run_end
 
 
@@ -328,8 +331,9 @@ def table(phases: dict[str, dict[str, Any]]) -> str:
         speedup = p["clips_per_s_modelled"] / serial["clips_per_s_modelled"]
         busy = {name: f"{s[name]['busy_of_phase']:.0%} / {s[name]['busy_of_run']:.0%}" for name in s}
         prefect = f"{p['prefect_share']:.1%} ({p['prefect_s']:.1f} s)" if p["prefect_s"] else "-"
+        units = f" ({p['units']} units)" if p.get("units", 1) > 1 else ""
         lines.append(
-            f"| {p['mode']} | {p['captioner']} | {p['clips_per_s_modelled']:.2f} | {speedup:.1f}x | "
+            f"| {p['mode']}{units} | {p['captioner']} | {p['clips_per_s_modelled']:.2f} | {speedup:.1f}x | "
             f"{p['first_gpu_call_s']:.2f} s | {busy['detect']} | {s['detect']['mean_batch']:.1f} | "
             f"{busy['track']} | {busy['caption']} | {s['caption']['mean_batch']:.1f} / "
             f"{s['caption']['running_time_weighted']:.1f} | "
@@ -341,7 +345,12 @@ def main() -> int:
     from instvl.datasets.synth import SynthConfig, generate
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clips", type=int, default=64)
+    parser.add_argument("--clips", type=int, default=64, help="clips per unit")
+    parser.add_argument("--units", type=int, default=1,
+                        help="units the stream engine runs back to back (`flow.units_per_task`)")
+    parser.add_argument("--serial-units", type=int, default=1,
+                        help="of those, how many the per-clip path runs (its clips/s does not depend on "
+                             "the number of units; its rows are compared with the stream's rows of them)")
     parser.add_argument("--frames", type=int, default=16, help="sampled frames per clip")
     parser.add_argument("--cost-model", choices=sorted(COST_MODELS), default="default",
                         help="the emulated GPU (`dev`: the one the engine settings are chosen on)")
@@ -355,6 +364,8 @@ def main() -> int:
                         help="batchers' linger for urgent work (modelled seconds)")
     parser.add_argument("--detect-hold-s", type=float, default=ENGINE["detect_hold_s"],
                         help="longest a keyframe waits for a full detector batch (modelled seconds)")
+    parser.add_argument("--detect-low-water", type=int, default=ENGINE["detect_low_water"],
+                        help="clips ready for the tracker above which keyframes wait for a full batch")
     parser.add_argument("--caption-fill", type=int, default=ENGINE["caption_fill"],
                         help="instance-caption requests held until this many wait (0: none held)")
     parser.add_argument("--caption-low-water", type=int, default=ENGINE["caption_low_water"],
@@ -377,10 +388,11 @@ def main() -> int:
     work = args.keep or Path(tempfile.mkdtemp(prefix="instvl-bench-pipeline-"))
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    generate(SynthConfig(output=str(work / "synth"), format="raw", num_samples=args.clips, width=[96, 128],
-                         height=[96, 128], num_frames=[args.frames, args.frames + 8], image_fraction=0.0,
-                         seed=13))
-    print(f"{args.clips} InstVL-Synth clips in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    generate(SynthConfig(output=str(work / "synth"), format="raw", num_samples=args.clips * args.units,
+                         width=[96, 128], height=[96, 128], num_frames=[args.frames, args.frames + 8],
+                         image_fraction=0.0, seed=13))
+    print(f"{args.clips * args.units} InstVL-Synth clips in {time.perf_counter() - started:.1f} s",
+          file=sys.stderr)
     phases: dict[str, dict[str, Any]] = {}
     for captioner in ["emulated"] + (["openai"] if args.openai else []):
         for mode in ("serial", "stream") if args.paths == "both" else ("stream",):
@@ -394,7 +406,9 @@ def main() -> int:
             phases[f"{captioner}/stream"].pop("_rows")
             continue
         serial_rows, stream_rows = (phases[f"{captioner}/{m}"].pop("_rows") for m in ("serial", "stream"))
-        equal = list(serial_rows) == list(stream_rows) and all(
+        # the per-clip path runs the first `--serial-units` units: the stream's rows of those, in order
+        shared = [k for k in stream_rows if k in serial_rows]
+        equal = list(serial_rows) == shared and all(
             comparable(stream_rows[k]) == comparable(v) for k, v in serial_rows.items())
         for mode in ("serial", "stream"):
             phases[f"{captioner}/{mode}"]["rows_equal"] = equal

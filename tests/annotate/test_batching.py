@@ -79,6 +79,25 @@ def test_held_items_go_in_waves_when_full_flushed_or_too_old():
     old.close()
 
 
+
+def test_held_items_outstay_their_hold_while_keep_says_so():
+    """`keep()` (the tracker has work enough) lets held items wait past `hold_s` for a full batch; once it
+    turns false (and the batcher is poked) the overdue items go at once."""
+    fed = threading.Event()
+    fed.set()
+    batcher = Batcher("k", lambda items: items, max_batch=8, linger_s=0.0, fill=8, hold_s=0.05,
+                      keep=fed.is_set)
+    held = batcher.submit(1, urgent=False)
+    time.sleep(0.3)
+    assert not held.done()  # six times its hold, kept
+    fed.clear()
+    batcher.poke()
+    assert held.result(5) == 1
+    full = [batcher.submit(i, urgent=False) for i in range(8)]
+    fed.set()
+    assert [f.result(5) for f in full] == list(range(8))  # a full batch goes whatever keep says
+    batcher.close()
+
 def test_a_held_batch_that_fails_is_retried_item_by_item():
     def run(items):
         if 3 in items:

@@ -12,7 +12,7 @@ from instvl.annotate.config import AnnotateConfig
 from instvl.annotate.engine import StreamEngine, keyframes
 from instvl.annotate.pipeline import Engines
 from instvl.annotate.plan import make_plan
-from instvl.annotate.units import engines_for, run_unit
+from instvl.annotate.units import engines_for, run_unit, run_units
 from instvl.config import load_config
 from instvl.datasets.synth import SynthConfig, generate
 from instvl.testing.datasets import rows_by_id
@@ -70,6 +70,30 @@ def test_held_batches_write_the_same_rows_with_few_clip_slots(synth_raw, tmp_pat
     assert all(comparable(stream[k]) == comparable(v) for k, v in serial.items())
 
 
+
+def test_units_run_back_to_back_write_each_unit_as_the_serial_path_does(synth_raw, tmp_path):
+    """Three units through one engine (the next unit's clips enter while the previous one finishes):
+    each unit's shard holds the serial path's rows of its own files, in order."""
+    def units_rows(out: Path, *overrides: str) -> dict[str, list[dict]]:
+        cfg = load_config(AnnotateConfig, "annotate/fake", [f"input='{synth_raw}'", f"output='{out}'",
+                                                            "out.sources_per_unit=4", *overrides])
+        units = [u.unit_id for u in make_plan(cfg).units]
+        stats = run_units(cfg, units)
+        assert [s.unit_id for s in stats] == units == ["unit-00000", "unit-00001", "unit-00002"]
+        by_unit = {s.unit_id: [r for shard in s.shards for r in pq.read_table(out / shard.path).to_pylist()]
+                   for s in stats}
+        shutil.move(out, out.with_name(out.name + "-" + str(len(list(out.parent.iterdir())))))
+        return by_unit
+
+    serial = units_rows(tmp_path / "out", "engine.mode=serial")
+    stream = units_rows(tmp_path / "out", "engine.clips_in_flight=6", "engine.decode_ahead=2",
+                        "engine.caption_batch=3")
+    assert sum(map(len, serial.values())) >= 6
+    for unit_id, rows in serial.items():
+        assert [r["sample_id"] for r in stream[unit_id]] == [r["sample_id"] for r in rows], unit_id
+        assert [comparable(r) for r in stream[unit_id]] == [comparable(r) for r in rows], unit_id
+
+
 class _Decoders:
     stats = StageStats("decode")
 
@@ -88,6 +112,17 @@ def test_keyframes_wait_for_a_full_batch_only_while_more_can_come():
         stream._unstarted, stream._undetected = 0, 1
         assert not stream._detector_needed()  # an active clip's phrases are on their way
 
+
+
+def test_keyframes_outstay_their_hold_only_while_the_tracker_has_work():
+    cfg = load_config(AnnotateConfig, "annotate/fake", ["engine.clips_in_flight=16",
+                                                        "engine.detect_low_water=2"])
+    with StreamEngine(Engines.build(cfg), cfg, _Decoders()) as stream:  # type: ignore[arg-type]
+        stream._active = 8
+        stream._waiting.update(detect=2, caption=3)
+        assert stream._tracker_fed()  # 3 clips tracked or queued for it: more than 2
+        stream._waiting["caption"] = 4
+        assert not stream._tracker_fed()  # 2 left: the tracker runs low, held keyframes go at their hold
 
 def test_a_clip_stops_counting_as_coming_once_its_keyframes_are_queued(synth_raw, tmp_path):
     """Every clip that became active is counted out again, by its first detect call or its end (a clip

@@ -10,9 +10,9 @@ import pytest
 from instvl.annotate.config import AnnotateConfig
 from instvl.annotate.plan import make_plan
 from instvl.annotate.progress import read_progress
-from instvl.annotate.units import caption_cache_file, engines_for, run_unit
+from instvl.annotate.units import UnitsFailed, caption_cache_file, engines_for, run_unit, run_units
 from instvl.config import load_config
-from instvl.datasets.layout import PROGRESS_DIR, stats_path
+from instvl.datasets.layout import PROGRESS_DIR, TMP_PREFIX, stats_path
 from instvl.datasets.manifest import UnitStats
 from instvl.testing.media import huge_png
 
@@ -65,6 +65,27 @@ def test_failed_unit_leaves_no_progress_and_no_stats(unit_config, tmp_path):
         run_unit(cfg, "unit-00000")
     assert not stats_path(tmp_path / "out", "unit-00000").exists()
     assert read_progress(tmp_path / "out") == (0, 0)
+
+
+
+@pytest.mark.parametrize("mode", ["stream", "serial"])
+def test_a_failed_unit_does_not_stop_the_units_after_it(unit_config, tmp_path, make_video, mode):
+    for i in range(2, 5):
+        make_video(f"media/clip{i}.mp4", num_frames=6, width=64, height=48, seed=i)
+    cfg = unit_config("out.sources_per_unit=2", f"engine.mode={mode}")
+    units = ["unit-00000", "unit-00001", "unit-00002"]
+    blocker = tmp_path / "out" / "shards" / "unit-00001-000.parquet"
+    blocker.mkdir(parents=True)  # a folder where the second unit's shard must go
+    with pytest.raises(UnitsFailed, match="unit-00001: IsADirectoryError") as failed:
+        run_units(cfg, units)
+    assert list(failed.value.failures) == ["unit-00001"]
+    assert [stats_path(tmp_path / "out", u).exists() for u in units] == [True, False, True]
+    assert read_progress(tmp_path / "out") == (0, 0)
+    assert not list((tmp_path / "out" / "shards").glob(f"{TMP_PREFIX}*"))  # the failed unit left nothing
+
+    blocker.rmdir()
+    stats = run_units(cfg, units)  # the rerun redoes only the failed unit
+    assert [s.unit_id for s in stats] == units and all(s.rows + s.quarantined == 2 for s in stats)
 
 
 def test_read_progress_skips_finished_units_and_temporary_files(tmp_path):

@@ -102,6 +102,33 @@ def flow_run_state(flow_run_id: str) -> str:
         return client.read_flow_run(UUID(flow_run_id)).state.type.value
 
 
+def test_a_failing_unit_fails_alone_in_a_task_of_several_units(prefect_harness, synth_media, make_config,
+                                                               tmp_path, monkeypatch):
+    media = synth_media(num_samples=6, image_fraction=0.4)
+    out = tmp_path / "corpus"
+    cfg = make_config(media, out, "out.sources_per_unit=2", "flow.units_per_task=2", "flow.retries=1",
+                      "flow.retry_delay_s=0.1")
+    assert len(make_plan(cfg).units) == 3
+    blocker = out / "shards" / "unit-00000-000.parquet"  # the first unit of the first task fails
+    blocker.mkdir(parents=True)
+
+    summaries = []
+    real_run = build_module.run_flow
+    monkeypatch.setattr(build_module, "run_flow", lambda c: summaries.append(real_run(c)) or summaries[-1])
+    assert build_module.main(cfg) == 1
+    summary = summaries[0]
+    assert list(summary["failed"]) == ["unit-00000"]
+    assert "unit-00000-000.parquet" in summary["failed"]["unit-00000"]
+    assert [unit_done(out, u) for u in ("unit-00000", "unit-00001", "unit-00002")] == [False, True, True]
+    runs = task_runs_of(summary["flow_run_id"], expected_runs=2)
+    assert sorted(runs) == ["unit unit-00000..unit-00001", "unit unit-00002"]
+    assert runs["unit unit-00000..unit-00001"].run_count == 2  # retried: its done unit skipped, then failed
+
+    blocker.rmdir()
+    assert build_module.main(cfg) == 0
+    assert validate_dataset(out).ok and len(sample_ids(out)) == 6
+
+
 def test_failing_unit_is_retried_reported_and_redone(prefect_harness, synth_media, make_config, tmp_path,
                                                      capsys, monkeypatch):
     media = synth_media(num_samples=6, image_fraction=0.4)
@@ -130,3 +157,4 @@ def test_failing_unit_is_retried_reported_and_redone(prefect_harness, synth_medi
     assert summaries[1]["ran"] == 1 and summaries[1]["failed"] == {}
     assert flow_run_state(summaries[1]["flow_run_id"]) == "COMPLETED"
     assert validate_dataset(out).ok and len(sample_ids(out)) == 6
+

@@ -105,15 +105,16 @@ class Batcher(Generic[T, R]):
     An urgent item goes out within `linger_s` (from the oldest urgent item) unless its batch fills first.
     With `fill`, items submitted with `urgent=False` are held: they go out when they and the items in calls
     reach `fill` (a model that schedules by itself, vLLM, is then kept at `fill` sequences or more), when
-    the oldest waited `hold_s`, `linger_s` after `flush()` says they should go (evaluated again on
+    the oldest waited `hold_s` (unless `keep()` says the model's consumers have work enough: then they
+    wait on for `fill`), `linger_s` after `flush()` says they should go (both evaluated again on
     `poke()`), when the batcher closes, or with an urgent batch (they join it). Once held items go, every
     held item goes (a wave), in calls of up to `max_batch`. Without `fill` every item is urgent."""
 
     def __init__(self, name: str, run: Callable[[list[T]], Sequence[R]], max_batch: int, linger_s: float,
                  calls: int = 1, grouped: bool = False, fill: int = 0, hold_s: float = 0.0,
-                 flush: Callable[[], bool] | None = None) -> None:
+                 flush: Callable[[], bool] | None = None, keep: Callable[[], bool] | None = None) -> None:
         self.name, self._run_fn, self.max_batch, self.linger_s = name, run, max(1, max_batch), linger_s
-        self.grouped, self.fill, self.hold_s, self._flush = grouped, fill, hold_s, flush
+        self.grouped, self.fill, self.hold_s, self._flush, self._keep = grouped, fill, hold_s, flush, keep
         self.stats = StageStats(name)
         self.waves = 0  # releases of held items
         self._in_call: dict[Hashable, int] = {}  # items released and not answered, per key
@@ -168,7 +169,7 @@ class Batcher(Generic[T, R]):
         finished by one model call) go together."""
         if self._closed or self._wave or len(held) + sum(self._in_call.values()) >= self.fill:
             return 0.0
-        due = min(held) + self.hold_s - now
+        due = float("inf") if self._keep is not None and self._keep() else min(held) + self.hold_s - now
         if self._flush is not None and self._flush():
             due = min(due, max(held) + self.linger_s - now)
         return max(0.0, due)

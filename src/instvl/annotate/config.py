@@ -103,7 +103,11 @@ class EngineConfig(BaseConfig):
     linger_s: float = Field(0.005, ge=0)
     """How long a batcher waits for more work before it launches a batch that is not full."""
     detect_hold_s: float = Field(0.5, ge=0)
-    """Longest a keyframe waits for a full detector batch (sooner when no more keyframes are coming)."""
+    """Longest a keyframe waits for a full detector batch (sooner when no more keyframes are coming) while
+    at most `detect_low_water` clips are ready for the tracker."""
+    detect_low_water: int = Field(4, ge=0)
+    """Clips being tracked or queued for the tracker above which held keyframes wait for a full detector
+    batch however long it takes (the tracker is not waiting on them)."""
     caption_fill: int = Field(0, ge=0)
     """Instance-caption requests are held until they and the requests in captioner calls reach this many,
     then sent together (0: none held): a self-scheduling engine (vLLM) is then kept at `caption_fill`

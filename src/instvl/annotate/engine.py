@@ -9,7 +9,8 @@ instance captions -> write), so on a GPU each model waits for the others and no 
   with per-clip engines whose models are shared front-ends (`clip_engines`):
   - detector: a micro-batcher coalesces the `detect` calls of many clips into calls of up to
     `detect_batch` frames; while more keyframes are coming (a clip decoding with a free slot, or a
-    clip whose phrases are not known yet) a batch waits to fill, at most `detect_hold_s`. With
+    clip whose phrases are not known yet) a batch waits to fill, at most `detect_hold_s` unless more
+    than `detect_low_water` clips are ready for the tracker. With
     `prefetch_keyframes`, a clip's keyframes (every `redetect_every`-th frame) are queued as soon as
     its phrases are known, so the trajectory builder's one-keyframe calls find their answer done.
     Frames of clips with other phrase lists share a call when the detector has
@@ -240,7 +241,7 @@ class StreamEngine:
         detect_batch = ec.detect_batch or _setting(detector, "batch_size") or 8
         self.detector = Batcher("detect", self._detect_batch, detect_batch, ec.linger_s,
                                 grouped=not self._mixed, fill=detect_batch, hold_s=ec.detect_hold_s,
-                                flush=self._detector_needed)
+                                flush=self._detector_needed, keep=self._tracker_fed)
         self.tracker = GatedTracker(engines.tracker, Gate("track", ec.tracker_sessions))
         concurrency = _setting(engines.captioner, "concurrency")
         if concurrency:  # a server batches by itself: keep `concurrency` single requests in flight
@@ -287,6 +288,14 @@ class StreamEngine:
         """Held keyframes go when no more are coming; until then they wait for a full detector batch (at
         most `detect_hold_s`), even while the tracker waits: more clips' phrases are on their way."""
         return not self._keyframes_coming()
+
+    def _tracker_fed(self) -> bool:
+        """Whether the tracker has work enough without the held keyframes: more than `detect_low_water`
+        clips are being tracked or queued for it. Held keyframes then wait for a full detector batch past
+        `detect_hold_s` (between units, or when many clips are ahead, a short hold would send half
+        batches without the tracker gaining anything)."""
+        return self._active - self._waiting["detect"] - self._waiting["caption"] > \
+            self.settings.detect_low_water
 
     def _changed(self) -> None:
         self.caption_pool.poke()

@@ -25,8 +25,9 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -113,37 +114,164 @@ def caption_cache_file(cfg: AnnotateConfig) -> Path | None:
 
 
 def run_unit(cfg: AnnotateConfig, unit_id: str) -> UnitStats:
-    """Annotate and write one unit of the plan; returns its stats (skips a unit already done)."""
+    """Annotate and write one unit of the plan; returns its stats (skips a unit already done). A unit
+    fault is raised as it was met."""
+    try:
+        return run_units(cfg, [unit_id])[0]
+    except UnitsFailed as err:
+        raise err.failures[unit_id] from None
+
+
+class UnitsFailed(RuntimeError):
+    """Units of a run that failed (the others were written): each unit's exception, in `failures`."""
+
+    def __init__(self, failures: dict[str, BaseException]) -> None:
+        self.failures = failures
+        super().__init__("; ".join(f"{unit}: {type(err).__name__}: {err}" for unit, err in failures.items()))
+
+    def __reduce__(self) -> tuple[type, tuple[dict[str, BaseException]]]:
+        return type(self), (self.failures,)
+
+
+def run_units(cfg: AnnotateConfig, unit_ids: Sequence[str]) -> list[UnitStats]:
+    """Annotate and write units of the plan one after another through one engine; their stats, in order
+    (units already done are skipped).
+
+    With `engine.mode: stream` a unit's clips enter the models right behind the previous unit's, so the
+    models do not drain at a unit's end and wait at the next one's start (a unit's entity captions, its
+    detections and its first tracks overlap the previous unit's last tracks and instance captions). Each
+    unit is still written (and resumed) on its own. A unit that fails (a unit fault, see `unit_fault`)
+    leaves nothing behind and the other units go on; `UnitsFailed` then names each failed unit."""
     cfg = cfg.annotation()  # what the rows and their config hash are made of, whatever section a caller adds
     if cfg.output is None:
-        raise ValueError("run_unit needs cfg.output, the dataset root")
+        raise ValueError("run_units needs cfg.output, the dataset root")
     root = Path(cfg.output)
-    if unit_done(root, unit_id):
-        return UnitStats.read(layout.stats_path(root, unit_id))
-    unit = require_plan(root).unit(unit_id)
-    log.info("%s: annotating %d files", unit_id, len(unit.sources))
+    pending = [unit_id for unit_id in unit_ids if not unit_done(root, unit_id)]
+    if pending:
+        plan = require_plan(root)
+        failures = _run_lane(cfg, root, [plan.unit(unit_id) for unit_id in pending])
+        if failures:
+            raise UnitsFailed(failures)
+    return [UnitStats.read(layout.stats_path(root, unit_id)) for unit_id in unit_ids]
+
+
+@dataclass(frozen=True)
+class _UnitStart:
+    unit: Unit
+
+
+@dataclass(frozen=True)
+class _UnitEnd:
+    unit_id: str
+    error: Exception | None = None  # listing, fetching or probing the unit's files failed for the unit
+
+
+@dataclass(frozen=True)
+class _Fault:
+    """A clip met a unit fault: raised where the unit's rows are written, so only that unit fails."""
+
+    error: Exception
+
+
+class _OpenUnit:
+    """The unit whose rows are being written: its writer, progress and fate."""
+
+    def __init__(self, root: Path, cfg: AnnotateConfig, unit: Unit) -> None:
+        self.root, self.unit, self.failed = root, unit, False
+        self._stack = ExitStack()
+        log.info("%s: annotating %d files", unit.unit_id, len(unit.sources))
+        try:
+            self.writer = self._stack.enter_context(UnitWriter(
+                root, unit.unit_id, config=cfg, target_shard_bytes=cfg.out.target_shard_bytes,
+                row_group_rows=cfg.out.row_group_rows, sources=len(unit.sources)))
+        except Exception as err:
+            self.abort(err)
+            raise
+
+    def take(self, event: object) -> None:
+        """Write a row or a quarantine, record progress, or finish the unit (raises what failed it)."""
+        if isinstance(event, _UnitEnd | _Fault) and event.error is not None:
+            raise event.error
+        if isinstance(event, _UnitEnd):
+            self._stack.close()  # the writer finishes: shards renamed, stats written last
+            clear_progress(self.root, self.unit.unit_id)
+        elif isinstance(event, _SourceDone):
+            write_progress(self.root, self.unit.unit_id, event.done, len(self.unit.sources),
+                           self.writer.num_written)
+        elif isinstance(event, Quarantine):
+            self.writer.quarantine(event.uri, event.reason, event.stage, event.sample_id)
+        elif isinstance(event, Sample):
+            self.writer.write(event)
+        else:
+            raise TypeError(f"{self.unit.unit_id}: unexpected event {event!r}")
+
+    def abort(self, err: BaseException) -> None:
+        """The writer leaves nothing (its temporary files removed, the unit not done)."""
+        self.failed = True
+        try:
+            self._stack.__exit__(type(err), err, err.__traceback__)
+        finally:
+            clear_progress(self.root, self.unit.unit_id)
+
+
+def _run_lane(cfg: AnnotateConfig, root: Path, units: list[Unit]) -> dict[str, BaseException]:
+    """Run `units` in order through one engine; the exception of each unit that failed."""
+    failures: dict[str, BaseException] = {}
+    current: _OpenUnit | None = None
     # the decode processes start while the models load
     decoders = DecodePool(cfg.engine.decode_workers) if cfg.engine.mode == "stream" else None
     try:
         engines = engines_for(cfg)
-        with UnitWriter(root, unit_id, config=cfg, target_shard_bytes=cfg.out.target_shard_bytes,
-                        row_group_rows=cfg.out.row_group_rows, sources=len(unit.sources)) as writer, \
-                tempfile.TemporaryDirectory(prefix="instvl-unit-") as scratch:
-            for event in _results(_clip_jobs(unit, cfg, Path(scratch)), engines, cfg, decoders):
-                if isinstance(event, _SourceDone):
-                    if event.spilled is not None:
-                        event.spilled.unlink(missing_ok=True)
-                    write_progress(root, unit_id, event.done, len(unit.sources), writer.num_written)
-                elif isinstance(event, Quarantine):
-                    writer.quarantine(event.uri, event.reason, event.stage, event.sample_id)
-                else:
-                    writer.write(event)
+        with tempfile.TemporaryDirectory(prefix="instvl-units-") as scratch:
+            for event in _results(_lane_jobs(units, cfg, Path(scratch)), engines, cfg, decoders):
+                if isinstance(event, _SourceDone) and event.spilled is not None:
+                    event.spilled.unlink(missing_ok=True)
+                if isinstance(event, _UnitStart):
+                    try:
+                        current = _OpenUnit(root, cfg, event.unit)
+                    except Exception as err:
+                        failures[event.unit.unit_id] = err
+                        log.error("%s failed: %s: %s", event.unit.unit_id, type(err).__name__, err)
+                    continue
+                if current is None:  # the rest of a unit whose writer did not open
+                    continue
+                if not current.failed:
+                    try:
+                        current.take(event)
+                    except Exception as err:  # this unit fails; the others go on
+                        failures[current.unit.unit_id] = err
+                        log.error("%s failed: %s: %s", current.unit.unit_id, type(err).__name__, err)
+                        current.abort(err)
+                if isinstance(event, _UnitEnd):
+                    current = None
+    except BaseException as err:
+        if current is not None and not current.failed:
+            current.abort(err)
+        raise
     finally:
-        clear_progress(root, unit_id)
         if decoders is not None:
             decoders.close()
-    assert writer.stats is not None  # set when the with block ends without an exception
-    return writer.stats
+    return failures
+
+
+def _lane_jobs(units: list[Unit], cfg: AnnotateConfig,
+               scratch: Path) -> Iterator["ClipJob | Quarantine | _SourceDone | _UnitStart | _UnitEnd"]:
+    """The clips of `units` in order (numbered across units: the engine serves the oldest first), each
+    unit's between its start and end markers; a unit whose files cannot be listed or probed for a unit
+    fault ends with that error, and the next unit follows."""
+    seq = 0
+    for unit in units:
+        yield _UnitStart(unit)
+        folder = scratch / unit.unit_id
+        folder.mkdir()
+        error = None
+        try:
+            for event in _clip_jobs(unit, cfg, folder, seq):
+                seq += isinstance(event, ClipJob)
+                yield event
+        except Exception as err:
+            error = err
+        yield _UnitEnd(unit.unit_id, error)
 
 
 # Errors that say the unit's machine or output is broken, not the input: quarantining every file of the
@@ -231,13 +359,13 @@ def _probe(uri: str, cfg: AnnotateConfig) -> tuple[Media, list[ClipSpec]]:
     return media, plan_clips(probe_source(uri, cfg.ingest, media), cfg.ingest, media)
 
 
-def _clip_jobs(unit: Unit, cfg: AnnotateConfig,
-               scratch: Path) -> Iterator[ClipJob | Quarantine | _SourceDone]:
-    """The unit's clips in order, with the quarantined files and a marker after each file.
+def _clip_jobs(unit: Unit, cfg: AnnotateConfig, scratch: Path,
+               seq: int = 0) -> Iterator[ClipJob | Quarantine | _SourceDone]:
+    """The unit's clips in order (numbered from `seq`), with the quarantined files and a marker after each
+    file.
 
     Each file is fetched and probed once; a remote video is written once to `scratch`, and its clips
     decode from that local file (decord reads paths: bytes would be spilled again for every clip)."""
-    seq = 0
     ahead = max(1, 2 * cfg.engine.decode_workers) if cfg.engine.mode == "stream" else 1
     with ThreadPoolExecutor(ahead, thread_name_prefix="instvl-probe") as pool:
         probes = _ordered(pool, ahead, [uri for uri in unit.sources if uri not in unit.duplicates],
@@ -327,20 +455,33 @@ def _annotate_clip(job: ClipJob, decoded: Callable[[], _Decoded], engines: Calla
     return sample
 
 
-def _results(jobs: Iterator[ClipJob | Quarantine | _SourceDone], engines: Engines, cfg: AnnotateConfig,
-             decoders: DecodePool | None = None) -> Iterator[Sample | Quarantine | _SourceDone]:
-    """Rows, quarantines and file markers in input order, from the serial path or the stream engine."""
+_Event = TypeVar("_Event")
+
+
+def _annotated(job: ClipJob, decoded: Callable[[], _Decoded], engines: Callable[[DecodedClip], Engines],
+               cfg: AnnotateConfig) -> "Sample | Quarantine | _Fault":
+    """`_annotate_clip`, with a unit fault handed on as a value: the stream goes on with the next unit."""
+    try:
+        return _annotate_clip(job, decoded, engines, cfg)
+    except Exception as err:
+        return _Fault(err)
+
+
+def _results(jobs: Iterator[_Event], engines: Engines, cfg: AnnotateConfig,
+             decoders: DecodePool | None = None) -> Iterator["_Event | Sample | Quarantine | _Fault"]:
+    """Each clip job's row (or quarantine, or unit fault) and every other event, in input order, from the
+    serial path or the stream engine."""
     if cfg.engine.mode == "serial":
         for job in jobs:
             if isinstance(job, ClipJob):
-                yield _annotate_clip(job, partial(_decode, job, cfg), lambda _: engines, cfg)
+                yield _annotated(job, partial(_decode, job, cfg), lambda _: engines, cfg)
             else:
                 yield job
         return
     started = time.perf_counter()
     with StreamEngine(engines, cfg, decoders) as stream:
-        def annotate(job: ClipJob, decoded: Future[_Decoded]) -> Sample | Quarantine:
-            return _annotate_clip(job, decoded.result, lambda clip: stream.clip_engines(clip.frames), cfg)
+        def annotate(job: ClipJob, decoded: Future[_Decoded]) -> "Sample | Quarantine | _Fault":
+            return _annotated(job, decoded.result, lambda clip: stream.clip_engines(clip.frames), cfg)
 
         for event, result in stream.run(jobs, lambda job: _decode(job, cfg), annotate):
             yield result if result is not None else event

@@ -9,7 +9,7 @@ from prefect.states import Failed, State
 
 from instvl.annotate.config import AnnotateConfig
 from instvl.annotate.plan import output_root, require_plan
-from instvl.annotate.units import run_unit
+from instvl.annotate.units import UnitsFailed, run_units
 from instvl.datasets.manifest import UnitStats, unit_done, write_manifest
 from instvl.flows.config import BuildConfig
 from instvl.flows.prefect_env import attach_library_logs
@@ -17,14 +17,20 @@ from instvl.flows.runners import RunnerConfig, build_task_runner, check_resource
 
 
 # Our stats files decide what is skipped, not Prefect's cache: NO_CACHE also avoids hashing inputs.
-@task(cache_policy=NO_CACHE, task_run_name="unit {unit_id}")
-def annotate_unit(config: dict[str, Any], unit_id: str) -> UnitStats:
-    """One unit: its files annotated and written as one shard (idempotent: a done unit is skipped)."""
+@task(cache_policy=NO_CACHE, task_run_name="unit {label}")
+def annotate_units(config: dict[str, Any], unit_ids: list[str], label: str) -> list[UnitStats]:
+    """Units (`flow.units_per_task`) annotated one after another through one engine, each written as its
+    own shard (idempotent: a done unit is skipped; a retry redoes only the units not done)."""
     # Workers on other machines lack the driver's logging settings file; this attaches the handler anyway.
     attach_library_logs(os.environ.get("INSTVL_LOG_LEVEL", "INFO"))
-    stats = run_unit(AnnotateConfig.model_validate(config), unit_id)
-    get_run_logger().info("%s: %d samples, %d quarantined", unit_id, stats.rows, stats.quarantined)
+    stats = run_units(AnnotateConfig.model_validate(config), unit_ids)
+    for unit in stats:
+        get_run_logger().info("%s: %d samples, %d quarantined", unit.unit_id, unit.rows, unit.quarantined)
     return stats
+
+
+def _label(unit_ids: list[str]) -> str:
+    return unit_ids[0] if len(unit_ids) == 1 else f"{unit_ids[0]}..{unit_ids[-1]}"
 
 
 @flow(name="build-corpus", log_prints=True)
@@ -39,19 +45,25 @@ def build_corpus_flow(config: dict[str, Any]) -> dict[str, Any] | State:
     unit_config = cfg.annotation().model_dump(mode="json")
     pending = [u.unit_id for u in plan.units if not unit_done(root, u.unit_id)]
     logger.info("%d units planned, %d to do", len(plan.units), len(pending))
-    unit_task = annotate_unit.with_options(
+    unit_task = annotate_units.with_options(
         retries=cfg.flow.retries, retry_delay_seconds=_backoff(cfg.flow.retry_delay_s, cfg.flow.retries),
         timeout_seconds=cfg.flow.unit_timeout_s)
     failed: dict[str, str] = {}
     if pending:
         check_resources(cfg.flow.runner)
+    size = cfg.flow.units_per_task
+    tasks = [pending[i:i + size] for i in range(0, len(pending), size)]
     with task_resources(cfg.flow.runner):
-        futures = [unit_task.submit(unit_config, unit_id) for unit_id in pending]
-    for unit_id, future in zip(pending, futures, strict=True):
+        futures = [unit_task.submit(unit_config, units, _label(units)) for units in tasks]
+    for units, future in zip(tasks, futures, strict=True):
         future.wait()
         if future.state.is_failed() or future.state.is_crashed():
-            failed[unit_id] = _error_of(future.state)
-            logger.error("unit %s failed after %d retries: %s", unit_id, cfg.flow.retries, failed[unit_id])
+            errors = _errors_of(future.state)
+            for unit_id in units:
+                if not unit_done(root, unit_id):
+                    failed[unit_id] = errors.get(unit_id) or errors.get("", "failed")
+                    logger.error("unit %s failed after %d retries: %s", unit_id, cfg.flow.retries,
+                                 failed[unit_id])
     summary = {"planned": len(plan.units), "ran": len(pending), "failed": failed,
                "manifest": write_manifest(root), "flow_run_id": str(runtime.flow_run.id)}
     if failed:
@@ -76,9 +88,12 @@ def _backoff(base: float, retries: int) -> list[float]:
     return [base * 2**i for i in range(retries)]
 
 
-def _error_of(state: State) -> str:
+def _errors_of(state: State) -> dict[str, str]:
+    """The error of each failed unit of a task (key "": the task's error, for units not named)."""
     try:
         state.result(raise_on_failure=True)
-    except BaseException as err:  # the task's own exception, re-raised by Prefect
-        return f"{type(err).__name__}: {err}"
-    return state.message or state.name or "failed"
+    except UnitsFailed as err:  # the task's own exception, re-raised by Prefect
+        return {unit: f"{type(e).__name__}: {e}" for unit, e in err.failures.items()}
+    except BaseException as err:
+        return {"": f"{type(err).__name__}: {err}"}
+    return {"": state.message or state.name or "failed"}

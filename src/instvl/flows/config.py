@@ -11,6 +11,11 @@ class FlowConfig(BaseConfig):
     """Prefect settings of `instvl build`."""
 
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    units_per_task: int = Field(1, ge=1)
+    """Units one task runs one after another through one engine: with `engine.mode: stream` the next
+    unit's clips enter the models while the previous unit's last clips are tracked and captioned, so the
+    GPU does not drain and refill at every unit (GPU presets: 8). Each unit is still written and resumed
+    on its own; a failed unit does not stop the others of its task, whose retry redoes what is not done."""
     retries: int = Field(2, ge=0)
     retry_delay_s: float = Field(2.0, ge=0)
     """Delay before the first retry of a failed unit; it doubles for each further retry."""
