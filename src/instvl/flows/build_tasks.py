@@ -45,13 +45,14 @@ def build_corpus_flow(config: dict[str, Any]) -> dict[str, Any] | State:
     unit_config = cfg.annotation().model_dump(mode="json")
     pending = [u.unit_id for u in plan.units if not unit_done(root, u.unit_id)]
     logger.info("%d units planned, %d to do", len(plan.units), len(pending))
+    size = cfg.flow.units_per_task
+    timeout = cfg.flow.unit_timeout_s
     unit_task = annotate_units.with_options(
         retries=cfg.flow.retries, retry_delay_seconds=_backoff(cfg.flow.retry_delay_s, cfg.flow.retries),
-        timeout_seconds=cfg.flow.unit_timeout_s)
+        timeout_seconds=None if timeout is None else timeout * size)
     failed: dict[str, str] = {}
     if pending:
         check_resources(cfg.flow.runner)
-    size = cfg.flow.units_per_task
     tasks = [pending[i:i + size] for i in range(0, len(pending), size)]
     with task_resources(cfg.flow.runner):
         futures = [unit_task.submit(unit_config, units, _label(units)) for units in tasks]

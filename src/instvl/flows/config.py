@@ -20,7 +20,8 @@ class FlowConfig(BaseConfig):
     retry_delay_s: float = Field(2.0, ge=0)
     """Delay before the first retry of a failed unit; it doubles for each further retry."""
     unit_timeout_s: float | None = Field(6 * 3600.0, gt=0)
-    """A unit attempt running longer fails (and is retried): a hung decoder or model never stalls a build."""
+    """A task attempt running longer than this per unit it holds fails (and is retried): a hung decoder or
+    model never stalls a build."""
     retry_quarantined: bool = False
     """Redo the units that quarantined a file for a transient reason (a timeout, a reset, HTTP 5xx)."""
     new_version: bool = False
