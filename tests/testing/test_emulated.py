@@ -1,5 +1,6 @@
 """The emulated GPU backends: images counted as the visual prompt renders them (boxes, prefix, video), a
-prefix cache that prefills a clip's shared images once, and requests sent together sharing a step."""
+prefix cache that prefills a clip's shared images once, requests sent together sharing a step, and models
+on one shared GPU taking turns."""
 
 import threading
 
@@ -7,7 +8,14 @@ from instvl.annotate.caption.base import make_request
 from instvl.annotate.caption.prompting import PromptConfig
 from instvl.annotate.caption.request import InstanceInfo, VisualPromptConfig
 from instvl.annotate.caption.visual_prompt import render_request
-from instvl.testing.emulated import ContinuousBatching, request_images, request_prefix, video_frames
+from instvl.testing.emulated import (
+    ContinuousBatching,
+    EmulatedDevice,
+    SharedGpu,
+    request_images,
+    request_prefix,
+    video_frames,
+)
 from instvl.testing.media import moving_square
 
 
@@ -66,3 +74,21 @@ def test_requests_sent_together_share_the_first_step():
 
 def test_video_frames_of_a_frame_list_url():
     assert video_frames("data:video/jpeg;base64,AAA,BBB,CCC") == 3
+
+
+def test_models_on_one_shared_gpu_take_turns_and_the_gpu_counts_their_union():
+    gpu = SharedGpu()
+    detect, track = EmulatedDevice("detect", gpu=gpu), EmulatedDevice("track", gpu=gpu)
+    engine = ContinuousBatching(step_s=0.0, per_seq_s=0.0, prefill_per_image_s=0.1, tokens_per_step=1,
+                                gather_s=0.0, gpu=gpu)
+    calls = [threading.Thread(target=detect.run, args=(0.1, 1)),
+             threading.Thread(target=track.run, args=(0.1, 1)),
+             threading.Thread(target=engine.generate, args=([(1, 1)],))]
+    for t in calls:
+        t.start()
+    for t in calls:
+        t.join(5)
+    engine.close()
+    starts = sorted([detect.trace[0][0], track.trace[0][0], engine.trace[0][0]])
+    assert all(b - a >= 0.1 for a, b in zip(starts, starts[1:], strict=False))  # one after another
+    assert gpu.stats.calls == 3 and gpu.stats.busy_s >= 0.3 and detect.stats.calls == track.stats.calls == 1

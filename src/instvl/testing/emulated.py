@@ -15,7 +15,9 @@ and then holds its emulated device for the time a GPU would take (`time.sleep`, 
   `vllm.LLM`/`AsyncLLM`); `serve_openai` puts it behind a local OpenAI-compatible HTTP server so the real
   `openai` captioner backend can be measured with requests in flight.
 
-Every device records `batching.StageStats`: busy time, calls, items per call, items in flight.
+Every device records `batching.StageStats`: busy time, calls, items per call, items in flight. Devices
+given one `SharedGpu` take turns on it (the `annotate/gpu` preset: every model on one GPU): a call or a
+step holds the GPU for its modelled time, and the GPU records its own busy time.
 """
 
 import json
@@ -23,7 +25,8 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -54,17 +57,35 @@ class GpuCost:
         return sum(self.launch_s + self.per_item_s * n for n in chunks)
 
 
-class EmulatedDevice:
-    """One GPU stream: calls run one at a time for their modelled time, recorded in `stats`."""
+class SharedGpu:
+    """One GPU that several emulated models take turns on (first come, first served)."""
 
-    def __init__(self, name: str, time_scale: float = 1.0) -> None:
-        self.name, self.time_scale = name, time_scale
+    def __init__(self) -> None:
+        self.stats = StageStats("gpu")
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def hold(self, items: int) -> Iterator[None]:
+        with self._lock:
+            self.stats.begin(items)
+            try:
+                yield
+            finally:
+                self.stats.end(items)
+
+
+class EmulatedDevice:
+    """One GPU stream: calls run one at a time for their modelled time, recorded in `stats` (on `gpu`,
+    when given, taking turns with the other models on it)."""
+
+    def __init__(self, name: str, time_scale: float = 1.0, gpu: SharedGpu | None = None) -> None:
+        self.name, self.time_scale, self.gpu = name, time_scale, gpu
         self.stats = StageStats(name)
         self.trace: list[tuple[float, int, float]] = []  # per call: start, items, modelled seconds
         self._lock = threading.Lock()
 
     def run(self, seconds: float, items: int) -> None:
-        with self._lock:
+        with self._lock, self.gpu.hold(items) if self.gpu else nullcontext():
             self.trace.append((time.perf_counter(), items, seconds))
             self.stats.begin(items)
             try:
@@ -157,8 +178,9 @@ class ContinuousBatching:
 
     def __init__(self, max_num_seqs: int = 64, step_s: float = 0.015, per_seq_s: float = 0.0005,
                  prefill_per_image_s: float = 0.02, tokens_per_step: int = 8,
-                 time_scale: float = 1.0, prefix_cache: int = 256, gather_s: float = 0.002) -> None:
-        self.max_num_seqs, self.step_s, self.per_seq_s = max_num_seqs, step_s, per_seq_s
+                 time_scale: float = 1.0, prefix_cache: int = 256, gather_s: float = 0.002,
+                 gpu: SharedGpu | None = None) -> None:
+        self.max_num_seqs, self.step_s, self.per_seq_s, self.gpu = max_num_seqs, step_s, per_seq_s, gpu
         self.prefix_cache, self.gather_s = prefix_cache, gather_s
         self._prefixes: OrderedDict[int, None] = OrderedDict()
         self.prefill_per_image_s, self.tokens_per_step = prefill_per_image_s, tokens_per_step
@@ -243,10 +265,11 @@ class ContinuousBatching:
                 self.waiting_steps += running + len(self._waiting)
             seconds = self.tokens_per_step * (self.step_s + self.per_seq_s * running) + \
                 self.prefill_per_image_s * sum(self._prefill_images(seq) for seq in admitted)
-            self.trace.append((time.perf_counter(), running, len(admitted), seconds))
-            self.stats.begin(running)
-            time.sleep(seconds * self.time_scale)
-            self.stats.end(running)
+            with self.gpu.hold(running) if self.gpu else nullcontext():
+                self.trace.append((time.perf_counter(), running, len(admitted), seconds))
+                self.stats.begin(running)
+                time.sleep(seconds * self.time_scale)
+                self.stats.end(running)
             self.steps += 1
             self.seq_steps += running
             with self._cond:
