@@ -164,6 +164,7 @@ def config(media: Path, out: Path, mode: str, args: argparse.Namespace) -> "Anno
                  f"engine.caption_fill={args.caption_fill}",
                  f"engine.caption_hold_s={args.caption_hold_s * scale}",
                  f"engine.caption_low_water={args.caption_low_water}",
+                 f"engine.caption_hold_entities={args.caption_hold_entities}",
                  # an engine that schedules by itself (vLLM AsyncLLM, `vllm serve`): single requests, up
                  # to 2x max_num_seqs of them in flight so that it always has a queue to admit from
                  "engine.caption_batch=1", f"engine.caption_calls={2 * args.max_num_seqs}"]
@@ -382,6 +383,8 @@ def main() -> int:
                         help="held captions go when at most this many clips are ahead of the tracker")
     parser.add_argument("--caption-hold-s", type=float, default=ENGINE["caption_hold_s"],
                         help="longest an instance-caption request is held (modelled seconds)")
+    parser.add_argument("--caption-hold-entities", action="store_true",
+                        help="hold entity captions too while the tracker has work (for one shared GPU)")
     parser.add_argument("--time-scale", type=float, default=1.0,
                         help="real seconds per emulated GPU second (1.0: real GPU latencies against this "
                              "machine's real decoding; smaller values make the CPU look slower)")

@@ -58,11 +58,14 @@ def test_stream_engine_writes_the_rows_of_the_serial_path(synth_raw, tmp_path, p
         assert (stream[sample_id]["media"] is None) == (row["media"] is None)
 
 
-def test_held_batches_write_the_same_rows_with_few_clip_slots(synth_raw, tmp_path):
-    """Keyframes held for a full detector batch and captions held for a fill never wait on clips that
-    cannot start (every clip slot taken): the rows are the serial path's."""
+@pytest.mark.parametrize("held", [["engine.clips_in_flight=2"],
+                                  ["engine.clips_in_flight=4", "engine.caption_hold_entities=true",
+                                   "engine.caption_low_water=0", "engine.detect_low_water=0"]])
+def test_held_batches_write_the_same_rows_with_few_clip_slots(synth_raw, tmp_path, held):
+    """Keyframes held for a full detector batch and captions held for a fill (entity captions too) never
+    wait on clips that cannot start (every clip slot taken): the rows are the serial path's."""
     serial = build(synth_raw, tmp_path / "out", "annotate/fake", "engine.mode=serial")
-    stream = build(synth_raw, tmp_path / "out", "annotate/fake", "engine.clips_in_flight=2",
+    stream = build(synth_raw, tmp_path / "out", "annotate/fake", *held,
                    "engine.decode_ahead=1", "engine.detect_batch=64", "engine.detect_hold_s=3600",
                    "engine.caption_fill=64", "engine.caption_hold_s=3600", "engine.caption_batch=1",
                    "engine.caption_calls=64")

@@ -118,6 +118,10 @@ class EngineConfig(BaseConfig):
     which held caption requests go."""
     caption_hold_s: float = Field(5.0, ge=0)
     """Longest a caption request is held for `caption_fill`."""
+    caption_hold_entities: bool = False
+    """Hold entity (and global) caption requests as instance ones are while more than `caption_low_water`
+    clips are ahead of the tracker. For one GPU shared by every model (`annotate/gpu`): the captioner then
+    runs full batches and the tracker has the GPU in between, instead of many small captioner steps."""
     tracker_sessions: int = Field(1, ge=1)
     """Clips tracked at once (one tracker session each, every object of the window in it)."""
     prefetch_keyframes: bool = True

@@ -122,15 +122,17 @@ class PooledCaptioner(WrappedCaptioner):
 
     Instance captions end a clip and gate nothing, so they are held (the batcher's `fill`) and go out in
     waves; the engine's `flush` releases a wave early when the tracker runs low on clips. Entity and
-    global captions gate detection and go out at once (held ones fill the rest of their call)."""
+    global captions gate detection and go out at once (held ones fill the rest of their call), unless
+    `hold(kind)` says they may wait too."""
 
     def __init__(self, inner: Captioner, batcher: "Batcher[CaptionRequest, str]",
-                 blocked: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
+                 blocked: Callable[[], AbstractContextManager[Any]] = nullcontext,
+                 hold: Callable[[str], bool] = lambda kind: kind == "instance") -> None:
         super().__init__(inner)
-        self.batcher, self._blocked = batcher, blocked
+        self.batcher, self._blocked, self._hold = batcher, blocked, hold
 
     def caption(self, requests: Sequence[CaptionRequest]) -> list[str]:
-        futures = [self.batcher.submit(r, key=r.kind, urgent=r.kind != "instance") for r in requests]
+        futures = [self.batcher.submit(r, key=r.kind, urgent=not self._hold(r.kind)) for r in requests]
         with self._blocked():
             return [f.result() for f in futures]
 
@@ -252,7 +254,8 @@ class StreamEngine:
         self.caption_pool = Batcher("caption", engines.captioner.caption, caption_batch, ec.linger_s,
                                     calls=caption_calls, fill=ec.caption_fill, hold_s=ec.caption_hold_s,
                                     flush=self._captions_needed)
-        self.captioner = PooledCaptioner(engines.captioner, self.caption_pool, partial(self._wait, "caption"))
+        self.captioner = PooledCaptioner(engines.captioner, self.caption_pool, partial(self._wait, "caption"),
+                                         hold=self._caption_may_wait)
         self._own_decoders = decoders is None
         self.decoders = decoders or DecodePool(ec.decode_workers)
         self.decode_stats = self.decoders.stats
@@ -269,12 +272,24 @@ class StreamEngine:
         """Held captions go when the tracker runs low (`caption_low_water` clips ahead of it)."""
         return self._ahead() <= self.settings.caption_low_water
 
+    def _caption_may_wait(self, kind: str) -> bool:
+        """Instance captions may be held; entity and global captions too with `caption_hold_entities`,
+        while the tracker has more than `caption_low_water` clips ahead of it."""
+        if kind == "instance":
+            return True
+        return self.settings.caption_hold_entities and not self._captions_needed()
+
     def _keyframes_coming(self) -> bool:
         """Whether more keyframes will be queued without any held one going: an active clip has not
-        queued its keyframes yet (its phrases are on their way), or a clip is decoding or queued while a
+        queued its keyframes yet (its phrases are on their way: not those whose entity caption is held,
+        which may wait for the held keyframes to be tracked), or a clip is decoding or queued while a
         clip slot is free (with every slot taken, new clips wait for the held ones)."""
         starting = self._unstarted > 0 and self._active < self.settings.clips_in_flight
-        return starting or self._undetected > 0
+        if starting:
+            return True
+        held = self.caption_pool.held("entities") + self.caption_pool.held("global") \
+            if self.settings.caption_hold_entities else 0
+        return self._undetected > held
 
     def _keyframes_queued(self) -> None:
         """The calling clip thread has queued its keyframes (or ended): it brings no more."""
