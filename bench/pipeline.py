@@ -1,13 +1,16 @@
-"""Emulated-GPU benchmark of the unit engine: the per-clip path and the streaming engine on one unit.
+"""Emulated-GPU benchmark of the unit engine: the per-clip path and the streaming engine on the same units.
 
 The models are `instvl.testing.emulated` backends: answers from the fake backends (so real rows are
 written and compared), time from GPU-like cost models (launch + per-item cost saturating at a batch size;
-a captioner with vLLM-style continuous batching and `max_num_seqs`). No GPU is needed. The same unit of
-N InstVL-Synth clips runs through the per-clip path (`engine.mode=serial`) and the stream engine in one
-run, and the rows of the two are compared (equal apart from created_at and the re-encoded media bytes).
+a captioner with vLLM-style continuous batching and `max_num_seqs`). No GPU is needed. Units of N
+InstVL-Synth clips run through the per-clip path (`engine.mode=serial`) and the stream engine in one run,
+and the rows of the two are compared (equal apart from created_at and the re-encoded media bytes). With
+`--units K` the stream engine runs K units back to back as one build task does (`flow.units_per_task`);
+the per-clip path runs the first `--serial-units` of them (its clips/s does not depend on the count).
+`--gpus shared` puts the three models on one emulated GPU, where they take turns (`annotate/gpu`).
 
-    python bench/pipeline.py                                  # 64 clips, in-process vLLM-like captioner
-    python bench/pipeline.py --openai                         # also the openai backend + a local server
+    python bench/pipeline.py                                  # one unit of 64 clips, in-process captioner
+    python bench/pipeline.py --units 8 --openai               # a GPU preset's task; also the openai backend
     python bench/pipeline.py --prefect --json bench-pipeline.json
 
 Per stage it reports the busy share of the phase's wall time and of the stage's own span (first call to

@@ -21,7 +21,8 @@ instance captions -> write), so on a GPU each model waits for the others and no 
     requests with `caption_calls` calls in flight (vLLM offline: one large `llm.chat`; openai:
     `concurrency` requests in flight across clips); entity captions go at once (they gate detection),
     instance captions are held until they and the requests in calls reach `caption_fill`, so that a
-    self-scheduling engine is refilled to that many sequences rather than run small batches;
+    self-scheduling engine is refilled to that many sequences rather than run small batches (entity
+    captions too with `caption_hold_entities`, while the tracker has work: for one GPU shared by all);
 - the caller takes finished clips in input order; at most `clips_in_flight + decode_ahead` clips are
   between decode and write, so memory does not grow with the unit.
 

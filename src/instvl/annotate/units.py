@@ -1,10 +1,10 @@
-"""Running one work unit: every file of the unit through ingest and annotation into one shard.
+"""Running work units: every file of a unit through ingest and annotation into the unit's shard.
 
 Every input has a fault boundary: any exception raised while fetching, probing, decoding or annotating
 one file (unreadable media, a decompression bomb, a decoder crash, a model error on one clip) quarantines
 that file with the exception type and message, the stage and the uri, and the unit goes on. Only faults
 of the unit itself (models that do not load, a full disk, a lost output folder: `unit_fault`) fail it,
-so that the flow retries or reports it.
+so that the flow retries or reports it; units run with it (`run_units`) go on.
 
 Transient errors (timeouts, connection resets, HTTP 5xx from fsspec reads) are retried with backoff
 before the file is quarantined; their quarantine reason then starts with `RETRYABLE`, and
@@ -13,9 +13,10 @@ exactly the units that hold such files. Models are built once per process
 and per config (`engines_for`), so a worker that runs many units loads them once.
 
 Each file is fetched once (remote bytes are spilled to one local file that all its clips decode from).
-With `engine.mode: stream` (the default) the clips of the unit flow through `annotate.engine`: many
-clips in flight, decoding ahead in worker processes, batched model calls, rows written in input order;
-`serial` annotates one clip at a time. Both write the same rows and quarantine the same inputs.
+With `engine.mode: stream` (the default) the clips of the units flow through `annotate.engine`: many
+clips in flight, decoding ahead in worker processes, batched model calls, rows written in input order,
+the next unit's clips entering right behind the previous unit's; `serial` annotates one clip at a time.
+Both write the same rows and quarantine the same inputs.
 """
 
 import errno
