@@ -7,7 +7,8 @@ InstVL-Synth clips run through the per-clip path (`engine.mode=serial`) and the 
 and the rows of the two are compared (equal apart from created_at and the re-encoded media bytes). With
 `--units K` the stream engine runs K units back to back as one build task does (`flow.units_per_task`);
 the per-clip path runs the first `--serial-units` of them (its clips/s does not depend on the count).
-`--gpus shared` puts the three models on one emulated GPU, where they take turns (`annotate/gpu`).
+`--gpus shared` puts the three models on one emulated GPU, where they take turns (`annotate/gpu`);
+`--gpus split` the detector and the tracker on one and the captioner on another (`annotate/gpu-server`).
 
     python bench/pipeline.py                                  # one unit of 64 clips, in-process captioner
     python bench/pipeline.py --units 8 --openai               # a GPU preset's task; also the openai backend
@@ -206,10 +207,11 @@ def run_phase(media: Path, work: Path, mode: str, captioner: str, args: argparse
     cfg = config(media, out, mode, args)
     cost, scale = COST_MODELS[args.cost_model], args.time_scale
     prefill = args.prefill_per_image_s if args.prefill_per_image_s is not None else cost.prefill_per_image_s
-    gpu = SharedGpu() if args.gpus == "shared" else None  # annotate/gpu: every model on one GPU
+    # shared (annotate/gpu): every model on one GPU; split (annotate/gpu-server): the captioner apart
+    gpu = SharedGpu() if args.gpus in ("shared", "split") else None
     detect_dev, track_dev = EmulatedDevice("detect", scale, gpu), EmulatedDevice("track", scale, gpu)
     vlm = ContinuousBatching(max_num_seqs=args.max_num_seqs, prefill_per_image_s=prefill, time_scale=scale,
-                             gpu=gpu)
+                             gpu=gpu if args.gpus == "shared" else None)
     detect_cost = GpuCost(cost.detect_launch_s, cost.detect_per_frame_s, 8)
     detector = EmulatedDetector(cfg.detector.build(), detect_cost, detect_dev)
     # template matching costs 0.3 s of CPU per window: the emulated tracker answers with still boxes
@@ -255,7 +257,7 @@ def run_phase(media: Path, work: Path, mode: str, captioner: str, args: argparse
     stages["caption"]["running_time_weighted"] = vlm.stats.in_flight_s / busy if busy else 0.0
     modelled_wall = wall / scale
     orchestration_s = plan_s + orchestration.write_s
-    return {"mode": mode, "captioner": captioner, "clips": args.clips, "units": len(units),
+    return {"mode": mode, "captioner": captioner, "gpus": args.gpus, "clips": args.clips, "units": len(units),
             "rows": sum(unit.rows for unit in stats), "wall_s": wall,
             "modelled_wall_s": modelled_wall, "clips_per_s_modelled": len(rows) / modelled_wall,
             "first_gpu_call_s": min(s["phase_start_s"] for s in stages.values()),
@@ -316,8 +318,9 @@ def check(phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
     stream = phases["emulated/stream"]
     serial = phases.get("emulated/serial", stream)
     stages = stream["stages"]
-    # on one shared GPU (`--gpus shared`) a model waiting for its turn is not starved: the GPU is the stage
-    devices = ["gpu"] if "gpu" in stages else ["detect", "track", "caption"]
+    # models that share a GPU (`--gpus shared|split`) take turns: the GPU is the device to keep busy
+    devices = {"separate": ["detect", "track", "caption"], "split": ["gpu", "caption"], "shared": ["gpu"]}[
+        stream.get("gpus", "separate")]
     results = {f"{name} busy >= 80% of its phase": stages[name]["busy_of_phase"] >= TARGETS["busy"]
                for name in devices}
     results["mean caption batch >= 48"] = stages["caption"]["mean_batch"] >= TARGETS["caption_batch"]
@@ -333,7 +336,7 @@ def check(phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def table(phases: dict[str, dict[str, Any]]) -> str:
     lines = ["| path | captioner | clips/s | speed-up | first GPU call | detect busy (phase / run) | "
              "detect batch | track busy (phase / run) | caption busy (phase / run) | caption batch (step / "
-             "time) | one GPU busy (phase / run) | orchestration | Prefect | peak RSS |",
+             "time) | shared GPU busy (phase / run) | orchestration | Prefect | peak RSS |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in phases.values():
         serial = phases.get(f"{p['captioner']}/serial", p)
@@ -368,9 +371,10 @@ def main() -> int:
     parser.add_argument("--prefill-per-image-s", type=float,
                         help="override the cost model's captioner prefill per image")
     parser.add_argument("--max-num-seqs", type=int, default=64)
-    parser.add_argument("--gpus", choices=["separate", "shared"], default="separate",
-                        help="separate: each model on a GPU of its own; shared: the three take turns on one "
-                             "GPU, as in annotate/gpu")
+    parser.add_argument("--gpus", choices=["separate", "split", "shared"], default="separate",
+                        help="separate: each model on a GPU of its own; split: the detector and the tracker "
+                             "share one, the captioner has another (annotate/gpu-server); shared: the three "
+                             "take turns on one GPU (annotate/gpu)")
     parser.add_argument("--decode-workers", type=int, default=2)
     parser.add_argument("--clips-in-flight", type=int, default=ENGINE["clips_in_flight"])
     parser.add_argument("--decode-ahead", type=int, default=ENGINE["decode_ahead"])
