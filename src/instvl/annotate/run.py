@@ -2,7 +2,9 @@
 
     instvl annotate run media/ out/corpus --config annotate/tiny
 
-Plans the input into units (OUT/plan.json), runs every unit not done yet, and rebuilds the manifest.
+Plans the input into units (OUT/plan.json), runs every unit not done yet back to back through one
+engine (a unit that fails does not stop the others; the command then exits 1 naming it), and rebuilds
+the manifest.
 `instvl build` runs the same units as a Prefect flow (retries, Ray, a server UI).
 """
 
@@ -15,7 +17,7 @@ from pydantic import model_validator
 
 from instvl.annotate.config import AnnotateConfig
 from instvl.annotate.plan import PlanError, output_root, plan_or_report
-from instvl.annotate.units import run_unit
+from instvl.annotate.units import UnitsFailed, run_units
 from instvl.datasets.manifest import summarize, unit_done, write_manifest
 from instvl.datasets.writer import RootBusyError, lock_root
 
@@ -56,13 +58,21 @@ def _main(cfg: AnnotateConfig, root: Path) -> int:
         return 2
     pending = [u.unit_id for u in plan.units if not unit_done(root, u.unit_id)]
     log.info("%d units, %d to do", len(plan.units), len(pending))
-    units = pending
+    bar = None
     if sys.stderr.isatty():
         from tqdm import tqdm
 
-        units = tqdm(pending, desc="units", unit="unit")
-    for unit_id in units:
-        run_unit(cfg, unit_id)
+        bar = tqdm(total=len(pending), desc="units", unit="unit")
+    try:  # back to back through one engine: the models do not drain between units
+        run_units(cfg, pending, finished=lambda _: bar.update() if bar is not None else None)
+    except UnitsFailed as err:  # the other units are written; a rerun redoes these
+        write_manifest(root)
+        for unit_id, error in err.failures.items():
+            print(f"instvl annotate: FAILED {unit_id}: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if bar is not None:
+            bar.close()
     manifest = write_manifest(root)
     print(summarize(manifest, root))
     return 0

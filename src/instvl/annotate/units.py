@@ -134,7 +134,8 @@ class UnitsFailed(RuntimeError):
         return type(self), (self.failures,)
 
 
-def run_units(cfg: AnnotateConfig, unit_ids: Sequence[str]) -> list[UnitStats]:
+def run_units(cfg: AnnotateConfig, unit_ids: Sequence[str],
+              finished: Callable[[UnitStats], None] | None = None) -> list[UnitStats]:
     """Annotate and write units of the plan one after another through one engine; their stats, in order
     (units already done are skipped).
 
@@ -142,7 +143,8 @@ def run_units(cfg: AnnotateConfig, unit_ids: Sequence[str]) -> list[UnitStats]:
     models do not drain at a unit's end and wait at the next one's start (a unit's entity captions, its
     detections and its first tracks overlap the previous unit's last tracks and instance captions). Each
     unit is still written (and resumed) on its own. A unit that fails (a unit fault, see `unit_fault`)
-    leaves nothing behind and the other units go on; `UnitsFailed` then names each failed unit."""
+    leaves nothing behind and the other units go on; `UnitsFailed` then names each failed unit.
+    `finished(stats)` is called as each unit is written (a progress bar)."""
     cfg = cfg.annotation()  # what the rows and their config hash are made of, whatever section a caller adds
     if cfg.output is None:
         raise ValueError("run_units needs cfg.output, the dataset root")
@@ -150,7 +152,7 @@ def run_units(cfg: AnnotateConfig, unit_ids: Sequence[str]) -> list[UnitStats]:
     pending = [unit_id for unit_id in unit_ids if not unit_done(root, unit_id)]
     if pending:
         plan = require_plan(root)
-        failures = _run_lane(cfg, root, [plan.unit(unit_id) for unit_id in pending])
+        failures = _run_lane(cfg, root, [plan.unit(unit_id) for unit_id in pending], finished)
         if failures:
             raise UnitsFailed(failures)
     return [UnitStats.read(layout.stats_path(root, unit_id)) for unit_id in unit_ids]
@@ -215,7 +217,8 @@ class _OpenUnit:
             clear_progress(self.root, self.unit.unit_id)
 
 
-def _run_lane(cfg: AnnotateConfig, root: Path, units: list[Unit]) -> dict[str, BaseException]:
+def _run_lane(cfg: AnnotateConfig, root: Path, units: list[Unit],
+              finished: Callable[[UnitStats], None] | None = None) -> dict[str, BaseException]:
     """Run `units` in order through one engine; the exception of each unit that failed."""
     failures: dict[str, BaseException] = {}
     current: _OpenUnit | None = None
@@ -244,6 +247,8 @@ def _run_lane(cfg: AnnotateConfig, root: Path, units: list[Unit]) -> dict[str, B
                         log.error("%s failed: %s: %s", current.unit.unit_id, type(err).__name__, err)
                         current.abort(err)
                 if isinstance(event, _UnitEnd):
+                    if not current.failed and finished is not None and current.writer.stats is not None:
+                        finished(current.writer.stats)
                     current = None
     except BaseException as err:
         if current is not None and not current.failed:
