@@ -145,10 +145,10 @@ class Batcher(Generic[T, R]):
         """Items submitted with `key` that are in a call (released, not answered yet)."""
         return self._in_call.get(key, 0)
 
-    def held(self, key: Hashable) -> int:
-        """Items submitted with `key` that are held (waiting, not urgent)."""
+    def held(self, *keys: Hashable) -> int:
+        """Items submitted with any of `keys` that are held (waiting, not urgent)."""
         with self._cond:
-            return sum(1 for item in self._waiting if not item.urgent and item.key == key)
+            return sum(1 for item in self._waiting if not item.urgent and item.key in keys)
 
     def poke(self) -> None:
         """Something `flush()` reads has changed: look again."""

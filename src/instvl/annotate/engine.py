@@ -288,8 +288,7 @@ class StreamEngine:
         starting = self._unstarted > 0 and self._active < self.settings.clips_in_flight
         if starting:
             return True
-        held = self.caption_pool.held("entities") + self.caption_pool.held("global") \
-            if self.settings.caption_hold_entities else 0
+        held = self.caption_pool.held("entities", "global") if self.settings.caption_hold_entities else 0
         return self._undetected > held
 
     def _keyframes_queued(self) -> None:
