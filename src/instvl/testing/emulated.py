@@ -58,7 +58,8 @@ class GpuCost:
 
 
 class SharedGpu:
-    """One GPU that several emulated models take turns on (first come, first served)."""
+    """One GPU that several emulated models take turns on: a call waits until the GPU is free (no queue
+    order nor priority among the waiting models: whichever takes the lock first)."""
 
     def __init__(self) -> None:
         self.stats = StageStats("gpu")
