@@ -169,10 +169,18 @@ def config(media: Path, out: Path, mode: str, args: argparse.Namespace) -> "Anno
                  f"engine.caption_hold_s={args.caption_hold_s * scale}",
                  f"engine.caption_low_water={args.caption_low_water}",
                  f"engine.caption_hold_entities={args.caption_hold_entities}",
-                 # an engine that schedules by itself (vLLM AsyncLLM, `vllm serve`): single requests, up
-                 # to 2x max_num_seqs of them in flight so that it always has a queue to admit from
-                 "engine.caption_batch=1", f"engine.caption_calls={2 * args.max_num_seqs}"]
+                 *feed_settings(args)]
     return load_config(AnnotateConfig, "annotate/fake", overrides)
+
+
+def feed_settings(args: argparse.Namespace) -> list[str]:
+    """How the in-process captioner is fed. continuous: single requests, up to 2x max_num_seqs in flight,
+    so that the engine always has a queue to admit from as sequences finish (the vllm captioner with
+    `concurrency`, as annotate/gpu; `vllm serve`). calls: one call of max_num_seqs requests at a time, run
+    to its last sequence (`llm.chat` per batch: the vllm captioner without `concurrency`)."""
+    if args.feed == "calls":
+        return [f"engine.caption_batch={args.max_num_seqs}", "engine.caption_calls=1"]
+    return ["engine.caption_batch=1", f"engine.caption_calls={2 * args.max_num_seqs}"]
 
 
 def stage_figures(stats: Any, run_start: float, run_end: float) -> dict[str, float]:
@@ -257,7 +265,8 @@ def run_phase(media: Path, work: Path, mode: str, captioner: str, args: argparse
     stages["caption"]["running_time_weighted"] = vlm.stats.in_flight_s / busy if busy else 0.0
     modelled_wall = wall / scale
     orchestration_s = plan_s + orchestration.write_s
-    return {"mode": mode, "captioner": captioner, "gpus": args.gpus, "clips": args.clips, "units": len(units),
+    return {"mode": mode, "captioner": captioner, "gpus": args.gpus, "feed": args.feed, "clips": args.clips,
+            "units": len(units),
             "rows": sum(unit.rows for unit in stats), "wall_s": wall,
             "modelled_wall_s": modelled_wall, "clips_per_s_modelled": len(rows) / modelled_wall,
             "first_gpu_call_s": min(s["phase_start_s"] for s in stages.values()),
@@ -371,6 +380,10 @@ def main() -> int:
     parser.add_argument("--prefill-per-image-s", type=float,
                         help="override the cost model's captioner prefill per image")
     parser.add_argument("--max-num-seqs", type=int, default=64)
+    parser.add_argument("--feed", choices=["continuous", "calls"], default="continuous",
+                        help="the in-process captioner: continuous (requests join the running batch; the "
+                             "vllm captioner with concurrency) or calls (one llm.chat of max-num-seqs "
+                             "requests at a time)")
     parser.add_argument("--gpus", choices=["separate", "split", "shared"], default="separate",
                         help="separate: each model on a GPU of its own; split: the detector and the tracker "
                              "share one, the captioner has another (annotate/gpu-server); shared: the three "

@@ -127,6 +127,22 @@ def test_keyframes_outstay_their_hold_only_while_the_tracker_has_work():
         stream._waiting["caption"] = 4
         assert not stream._tracker_fed()  # 2 left: the tracker runs low, held keyframes go at their hold
 
+def test_on_one_gpu_the_last_clips_captions_wait_until_the_tracker_has_nothing_ahead():
+    """With `caption_hold_entities` (one GPU for all), held captions go at the low water while clips can
+    still enter; once every clip is in, only when nothing is ahead of the tracker (one wave after it)."""
+    for hold, released_at_end in ((True, False), (False, True)):
+        cfg = load_config(AnnotateConfig, "annotate/fake", ["engine.clips_in_flight=16",
+                                                            "engine.caption_low_water=4",
+                                                            f"engine.caption_hold_entities={hold}"])
+        with StreamEngine(Engines.build(cfg), cfg, _Decoders()) as stream:  # type: ignore[arg-type]
+            stream._active = 3
+            assert stream._captions_needed()  # 3 clips ahead of the tracker: at most the low water
+            stream._all_in = True
+            assert stream._captions_needed() is released_at_end
+            stream._waiting["caption"] = 3
+            assert stream._captions_needed()  # nothing ahead of the tracker: they go
+
+
 def test_a_clip_stops_counting_as_coming_once_its_keyframes_are_queued(synth_raw, tmp_path):
     """Every clip that became active is counted out again, by its first detect call or its end (a clip
     that is quarantined or filtered before detection included)."""

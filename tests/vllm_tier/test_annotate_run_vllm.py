@@ -1,5 +1,6 @@
 """`instvl annotate run` end to end with the `vllm` captioner on vLLM's real CPU engine: two InstVL-Synth
-clips, the fake detector and tracker, shards that validate, every caption from the engine."""
+clips, the fake detector and tracker, shards that validate, every caption from the engine; in calls
+(`llm.chat` per batch) and fed continuously (`concurrency`: single requests in flight)."""
 
 import json
 import subprocess
@@ -24,11 +25,12 @@ def instvl(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     return result
 
 
-def test_annotate_run_captions_two_synth_clips_with_the_vllm_engine(vllm, tiny_vlm, tmp_path):
+@pytest.mark.parametrize("concurrency", [0, 4])
+def test_annotate_run_captions_two_synth_clips_with_the_vllm_engine(vllm, tiny_vlm, tmp_path, concurrency):
     synth, output = tmp_path / "synth", tmp_path / "corpus"
     instvl("datasets", "synth", str(synth), "--format", "raw", "--num-samples", "2")
     captioner = {"kind": "vllm", "model": str(tiny_vlm), "dtype": "float32", "max_model_len": 1024,
-                 "enforce_eager": True, "max_tokens": 16, "seed": 1,
+                 "enforce_eager": True, "max_tokens": 16, "seed": 1, "concurrency": concurrency,
                  "prompts": {"visual": {"max_images": 4, "max_side": 160}}}
     instvl("annotate", "run", str(synth / "media"), str(output), "--config", "annotate/fake",
            "--set", f"captioner={json.dumps(captioner)}")

@@ -99,7 +99,8 @@ class EngineConfig(BaseConfig):
     caption_batch: int | None = Field(None, ge=1)
     """Requests per captioner call; None: the captioner's `batch_size` (vLLM: one `llm.chat` per call)."""
     caption_calls: int | None = Field(None, ge=1)
-    """Captioner calls in flight at once; None: the captioner's `concurrency` (openai) or 1."""
+    """Captioner calls in flight at once; None: the captioner's `concurrency` (openai; vllm fed continuously)
+    with one request per call, or 1."""
     linger_s: float = Field(0.005, ge=0)
     """How long a batcher waits for more work before it launches a batch that is not full."""
     detect_hold_s: float = Field(0.5, ge=0)

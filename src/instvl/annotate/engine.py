@@ -18,11 +18,13 @@ instance captions -> write), so on a GPU each model waits for the others and no 
   - tracker: `tracker_sessions` clips at once, oldest clip first (the builder sends every object of a
     window in one call);
   - captioner: a pool coalesces the requests of many clips into calls of up to `caption_batch`
-    requests with `caption_calls` calls in flight (vLLM offline: one large `llm.chat`; openai:
-    `concurrency` requests in flight across clips); entity captions go at once (they gate detection),
-    instance captions are held until they and the requests in calls reach `caption_fill`, so that a
-    self-scheduling engine is refilled to that many sequences rather than run small batches (entity
-    captions too with `caption_hold_entities`, while the tracker has work: for one GPU shared by all);
+    requests with `caption_calls` calls in flight (vLLM in calls: one large `llm.chat` at a time; a
+    captioner with `concurrency`, openai or vLLM fed continuously: that many single requests in flight
+    across clips, the engine refilling its batch as sequences finish); entity captions go at once (they
+    gate detection), instance captions are held until they and the requests in calls reach
+    `caption_fill`, so that a self-scheduling engine is refilled to that many sequences rather than run
+    small batches (entity captions too with `caption_hold_entities`, while the tracker has work: for one
+    GPU shared by all; there the last clips' captions wait for the tracker to finish);
 - the caller takes finished clips in input order; at most `clips_in_flight + decode_ahead` clips are
   between decode and write, so memory does not grow with the unit.
 
@@ -239,6 +241,7 @@ class StreamEngine:
         self._unstarted = 0  # clips handed to the engine and not yet active (decoding, or queued)
         self._undetected = 0  # active clips that have not queued their keyframes yet
         self._waiting = {"detect": 0, "caption": 0}  # of those, clips waiting on a shared model
+        self._all_in = False  # every clip of the run has been handed to the engine
         detector = engines.detector
         self._mixed = callable(getattr(detector, "detect_many", None))
         detect_batch = ec.detect_batch or _setting(detector, "batch_size") or 8
@@ -247,7 +250,7 @@ class StreamEngine:
                                 flush=self._detector_needed, keep=self._tracker_fed)
         self.tracker = GatedTracker(engines.tracker, Gate("track", ec.tracker_sessions))
         concurrency = _setting(engines.captioner, "concurrency")
-        if concurrency:  # a server batches by itself: keep `concurrency` single requests in flight
+        if concurrency:  # the engine batches by itself: keep `concurrency` single requests in flight
             caption_batch, caption_calls = ec.caption_batch or 1, ec.caption_calls or concurrency
         else:  # an in-process engine: few large calls (vLLM schedules a call's requests itself)
             caption_batch = ec.caption_batch or _setting(engines.captioner, "batch_size") or 8
@@ -270,7 +273,12 @@ class StreamEngine:
         return self._active - self._waiting["caption"] + pool.in_call("entities") + pool.in_call("global")
 
     def _captions_needed(self) -> bool:
-        """Held captions go when the tracker runs low (`caption_low_water` clips ahead of it)."""
+        """Held captions go when the tracker runs low (`caption_low_water` clips ahead of it). On one GPU
+        (`caption_hold_entities`), once no clip is left to enter, they wait until the tracker has nothing
+        ahead: the last clips' captions then run as one wave after it instead of in small steps that take
+        turns with it (the same work in fewer, fuller steps)."""
+        if self.settings.caption_hold_entities and self._all_in:
+            return self._ahead() <= 0
         return self._ahead() <= self.settings.caption_low_water
 
     def _caption_may_wait(self, kind: str) -> bool:
@@ -360,6 +368,7 @@ class StreamEngine:
         ordered: queue.Queue[tuple[Any, Future[R] | None]] = queue.Queue()
         window = threading.Semaphore(self.settings.clips_in_flight + self.settings.decode_ahead)
         stop = threading.Event()
+        self._all_in = False
 
         def feed() -> None:
             try:
@@ -380,6 +389,8 @@ class StreamEngine:
             except BaseException as err:  # handed to the consumer, in order
                 ordered.put((_Failed(err), None))
             finally:
+                self._all_in = True
+                self._changed()
                 ordered.put((_END, None))
 
         feeder = threading.Thread(target=feed, daemon=True, name="instvl-feed")

