@@ -127,18 +127,27 @@ def test_keyframes_outstay_their_hold_only_while_the_tracker_has_work():
         stream._waiting["caption"] = 4
         assert not stream._tracker_fed()  # 2 left: the tracker runs low, held keyframes go at their hold
 
-def test_on_one_gpu_the_last_clips_captions_wait_until_the_tracker_has_nothing_ahead():
-    """With `caption_hold_entities` (one GPU for all), held captions go at the low water while clips can
-    still enter; once every clip is in, only when nothing is ahead of the tracker (one wave after it)."""
-    for hold, released_at_end in ((True, False), (False, True)):
+def test_on_one_gpu_held_captions_go_as_waves_that_start_and_end_together():
+    """With `caption_hold_entities` (one GPU for all), held captions go at the low water only while the
+    captioner is idle, no clip is starting and the clip slots have filled once; once every clip is in,
+    only when nothing is ahead of the tracker. Without it: at the low water, whatever else runs."""
+    for one_gpu in (True, False):
         cfg = load_config(AnnotateConfig, "annotate/fake", ["engine.clips_in_flight=16",
                                                             "engine.caption_low_water=4",
-                                                            f"engine.caption_hold_entities={hold}"])
+                                                            f"engine.caption_hold_entities={one_gpu}"])
         with StreamEngine(Engines.build(cfg), cfg, _Decoders()) as stream:  # type: ignore[arg-type]
-            stream._active = 3
+            stream._active, stream._handed = 3, 15
+            assert stream._captions_needed() is not one_gpu  # the run's start: more clips are entering
+            stream._handed = 16
             assert stream._captions_needed()  # 3 clips ahead of the tracker: at most the low water
+            stream._unstarted = 1
+            assert stream._captions_needed() is not one_gpu  # a clip is starting: its entity caption joins
+            stream._unstarted = 0
+            stream.caption_pool._in_call["instance"] = 2
+            assert stream._captions_needed() is not one_gpu  # a wave is running: the next waits for its end
+            stream.caption_pool._in_call["instance"] = 0
             stream._all_in = True
-            assert stream._captions_needed() is released_at_end
+            assert stream._captions_needed() is not one_gpu  # the last clips: after the tracker is done
             stream._waiting["caption"] = 3
             assert stream._captions_needed()  # nothing ahead of the tracker: they go
 

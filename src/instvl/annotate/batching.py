@@ -141,9 +141,9 @@ class Batcher(Generic[T, R]):
         futures = [self.submit(p, key, urgent) for p in payloads]
         return [f.result() for f in futures]
 
-    def in_call(self, key: Hashable) -> int:
-        """Items submitted with `key` that are in a call (released, not answered yet)."""
-        return self._in_call.get(key, 0)
+    def in_call(self, *keys: Hashable) -> int:
+        """Items submitted with any of `keys` that are in a call (released, not answered yet)."""
+        return sum(self._in_call.get(key, 0) for key in keys)
 
     def held(self, *keys: Hashable) -> int:
         """Items submitted with any of `keys` that are held (waiting, not urgent)."""

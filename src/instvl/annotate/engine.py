@@ -241,6 +241,7 @@ class StreamEngine:
         self._unstarted = 0  # clips handed to the engine and not yet active (decoding, or queued)
         self._undetected = 0  # active clips that have not queued their keyframes yet
         self._waiting = {"detect": 0, "caption": 0}  # of those, clips waiting on a shared model
+        self._handed = 0  # clips handed to the engine and not yet taken by the caller
         self._all_in = False  # every clip of the run has been handed to the engine
         detector = engines.detector
         self._mixed = callable(getattr(detector, "detect_many", None))
@@ -270,16 +271,30 @@ class StreamEngine:
         """Clips the tracker has or will soon have: waiting on the detector or in the trajectory builder,
         plus those whose entity (or global) caption is in a captioner call."""
         pool = self.caption_pool
-        return self._active - self._waiting["caption"] + pool.in_call("entities") + pool.in_call("global")
+        return self._active - self._waiting["caption"] + pool.in_call("entities", "global")
 
     def _captions_needed(self) -> bool:
-        """Held captions go when the tracker runs low (`caption_low_water` clips ahead of it). On one GPU
-        (`caption_hold_entities`), once no clip is left to enter, they wait until the tracker has nothing
-        ahead: the last clips' captions then run as one wave after it instead of in small steps that take
-        turns with it (the same work in fewer, fuller steps)."""
-        if self.settings.caption_hold_entities and self._all_in:
-            return self._ahead() <= 0
-        return self._ahead() <= self.settings.caption_low_water
+        """Held captions go when the tracker runs low (`caption_low_water` clips ahead of it).
+
+        On one GPU (`caption_hold_entities`) the captioner runs waves that start together and end
+        together: held captions go only when the captioner is idle (requests joining a wave's tail would
+        run on, a few sequences per step, while the tracker waits for the GPU), not while clips are
+        starting or the clip slots are filling at the start of the run (their entity captions are on
+        their way: they join this wave), and once no clip is left to enter only when nothing is ahead
+        of the tracker (the last clips' captions then run as one wave after it). The GPU is busy all
+        the while; the same work takes fewer, fuller steps."""
+        if not self.settings.caption_hold_entities:
+            return self._ahead() <= self.settings.caption_low_water
+        pool = self.caption_pool
+        filling = not self._all_in and self._handed < self.settings.clips_in_flight
+        if pool.in_call("entities", "global", "instance") or self._starting() or filling:
+            return False
+        return self._ahead() <= (0 if self._all_in else self.settings.caption_low_water)
+
+    def _starting(self) -> bool:
+        """A clip is decoding or queued while a clip slot is free: it starts (and asks for its entity
+        caption) without any held request going."""
+        return self._unstarted > 0 and self._active < self.settings.clips_in_flight
 
     def _caption_may_wait(self, kind: str) -> bool:
         """Instance captions may be held; entity and global captions too with `caption_hold_entities`,
@@ -293,8 +308,7 @@ class StreamEngine:
         queued its keyframes yet (its phrases are on their way: not those whose entity caption is held,
         which may wait for the held keyframes to be tracked), or a clip is decoding or queued while a
         clip slot is free (with every slot taken, new clips wait for the held ones)."""
-        starting = self._unstarted > 0 and self._active < self.settings.clips_in_flight
-        if starting:
+        if self._starting():
             return True
         held = self.caption_pool.held("entities", "global") if self.settings.caption_hold_entities else 0
         return self._undetected > held
@@ -368,7 +382,7 @@ class StreamEngine:
         ordered: queue.Queue[tuple[Any, Future[R] | None]] = queue.Queue()
         window = threading.Semaphore(self.settings.clips_in_flight + self.settings.decode_ahead)
         stop = threading.Event()
-        self._all_in = False
+        self._all_in, self._handed = False, 0
 
         def feed() -> None:
             try:
@@ -379,6 +393,8 @@ class StreamEngine:
                                 return
                         with self._lock:
                             self._unstarted += 1
+                            self._handed += 1
+                        self._changed()
                         decoded = self.decoders.submit(decode, event)
                         result = self._clip_pool.submit(self._annotate, annotate, event, decoded)
                         ordered.put((event, result))
@@ -409,6 +425,8 @@ class StreamEngine:
                     value = result.result()
                 finally:
                     window.release()
+                    with self._lock:
+                        self._handed -= 1
                 yield event, value
         finally:
             stop.set()
