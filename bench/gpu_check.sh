@@ -7,7 +7,8 @@
 # Measures frames/s per stage with GPU utilisation sampled from NVML (pynvml, else nvidia-smi):
 #   detect   GroundingDINO-T and -B (transformers, random init, bf16), batches of 1 and 8 at 800x1333
 #   track    SAM2.1 hiera-T and -L video (transformers, random init, bf16), 3 objects, 16-frame windows
-#   caption  a vLLM VLM with load_format="dummy" (random weights, real shapes), 64 requests of 8 images
+#   caption  a vLLM VLM with load_format="dummy" (random weights, real shapes), 64 requests of 8 images in
+#            one llm.chat call, then 256 single requests fed continuously (128 in flight)
 # and writes OUT_DIR/gpu_check.json and OUT_DIR/gpu_check.md (a table for docs/BENCHMARKS.md).
 # Each stage runs in its own process under a timeout, so one failing stage leaves the others' numbers;
 # the vLLM stage needs the model's config and processor (hub access or a local copy: VLM=...).
@@ -150,9 +151,28 @@ def caption():
         outputs = llm.chat(batch, sampling_params=params, use_tqdm=False)
         seconds = time.perf_counter() - started
     tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
-    return {f"{model} (dummy weights), 64 requests x 8 images": {
+    results = {f"{model} (dummy weights), 64 requests x 8 images": {
         "frames_per_s": 64 * 8 / seconds, "requests_per_s": 64 / seconds, "output_tokens_per_s": tokens / seconds,
         **u.summary()}}
+    try:  # the same engine fed continuously (the vllm captioner with `concurrency`, as annotate/gpu)
+        from concurrent.futures import ThreadPoolExecutor
+        from instvl.annotate.caption.vllm import _Feed
+        feed = _Feed(llm, model)
+        def one(i):  # single requests, 128 in flight from many callers, as the stream engine sends them
+            return feed.submit(lambda engine: engine.enqueue_chat([batch[i % 64]], sampling_params=params,
+                                                                  use_tqdm=False)).result()
+        with Utilisation() as u, ThreadPoolExecutor(128) as pool:
+            started = time.perf_counter()
+            outputs = [o for answer in pool.map(one, range(256)) for o in answer]
+            seconds = time.perf_counter() - started
+        feed.close()
+        tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
+        results[f"{model} (dummy weights), 256 single requests fed continuously (128 in flight)"] = {
+            "frames_per_s": 256 * 8 / seconds, "requests_per_s": 256 / seconds,
+            "output_tokens_per_s": tokens / seconds, **u.summary()}
+    except Exception as err:  # keep the llm.chat figure
+        print(f"continuous feed failed: {err!r}", file=sys.stderr)
+    return results
 
 
 result = {"detect": detect, "track": track, "caption": caption}[STAGE]()

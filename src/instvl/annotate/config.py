@@ -122,7 +122,9 @@ class EngineConfig(BaseConfig):
     caption_hold_entities: bool = False
     """Hold entity (and global) caption requests as instance ones are while more than `caption_low_water`
     clips are ahead of the tracker. For one GPU shared by every model (`annotate/gpu`): the captioner then
-    runs full batches and the tracker has the GPU in between, instead of many small captioner steps."""
+    runs full batches and the tracker has the GPU in between, instead of many small captioner steps. Held
+    requests then go in waves: not while the captioner runs one, nor while clips start or the clip slots
+    fill at the run's start, and the last clips' only once nothing is ahead of the tracker."""
     tracker_sessions: int = Field(1, ge=1)
     """Clips tracked at once (one tracker session each, every object of the window in it)."""
     prefetch_keyframes: bool = True

@@ -24,7 +24,8 @@ instance captions -> write), so on a GPU each model waits for the others and no 
     gate detection), instance captions are held until they and the requests in calls reach
     `caption_fill`, so that a self-scheduling engine is refilled to that many sequences rather than run
     small batches (entity captions too with `caption_hold_entities`, while the tracker has work: for one
-    GPU shared by all; there the last clips' captions wait for the tracker to finish);
+    GPU shared by all, where held captions go in waves that start and end together, see
+    `_captions_needed`);
 - the caller takes finished clips in input order; at most `clips_in_flight + decode_ahead` clips are
   between decode and write, so memory does not grow with the unit.
 
