@@ -169,6 +169,7 @@ def config(media: Path, out: Path, mode: str, args: argparse.Namespace) -> "Anno
                  f"engine.caption_hold_s={args.caption_hold_s * scale}",
                  f"engine.caption_low_water={args.caption_low_water}",
                  f"engine.caption_hold_entities={args.caption_hold_entities}",
+                 f"engine.caption_waves={args.caption_waves}",
                  *feed_settings(args)]
     return load_config(AnnotateConfig, "annotate/fake", overrides)
 
@@ -405,6 +406,8 @@ def main() -> int:
                         help="longest an instance-caption request is held (modelled seconds)")
     parser.add_argument("--caption-hold-entities", action="store_true",
                         help="hold entity captions too while the tracker has work (for one shared GPU)")
+    parser.add_argument("--caption-waves", action="store_true",
+                        help="held caption requests go in waves that start and end together (annotate/gpu)")
     parser.add_argument("--time-scale", type=float, default=1.0,
                         help="real seconds per emulated GPU second (1.0: real GPU latencies against this "
                              "machine's real decoding; smaller values make the CPU look slower)")

@@ -60,7 +60,10 @@ def test_stream_engine_writes_the_rows_of_the_serial_path(synth_raw, tmp_path, p
 
 @pytest.mark.parametrize("held", [["engine.clips_in_flight=2"],
                                   ["engine.clips_in_flight=4", "engine.caption_hold_entities=true",
-                                   "engine.caption_low_water=0", "engine.detect_low_water=0"]])
+                                   "engine.caption_low_water=0", "engine.detect_low_water=0"],
+                                  ["engine.clips_in_flight=4", "engine.caption_hold_entities=true",
+                                   "engine.caption_waves=true", "engine.caption_low_water=0",
+                                   "engine.detect_low_water=0"]])
 def test_held_batches_write_the_same_rows_with_few_clip_slots(synth_raw, tmp_path, held):
     """Keyframes held for a full detector batch and captions held for a fill (entity captions too) never
     wait on clips that cannot start (every clip slot taken): the rows are the serial path's."""
@@ -128,13 +131,14 @@ def test_keyframes_outstay_their_hold_only_while_the_tracker_has_work():
         assert not stream._tracker_fed()  # 2 left: the tracker runs low, held keyframes go at their hold
 
 def test_on_one_gpu_held_captions_go_as_waves_that_start_and_end_together():
-    """With `caption_hold_entities` (one GPU for all), held captions go at the low water only while the
+    """With `caption_waves` (one GPU for all), held captions go at the low water only while the
     captioner is idle, no clip is starting and the clip slots have filled once; once every clip is in,
     only when nothing is ahead of the tracker. Without it: at the low water, whatever else runs."""
     for one_gpu in (True, False):
         cfg = load_config(AnnotateConfig, "annotate/fake", ["engine.clips_in_flight=16",
                                                             "engine.caption_low_water=4",
-                                                            f"engine.caption_hold_entities={one_gpu}"])
+                                                            "engine.caption_hold_entities=true",
+                                                            f"engine.caption_waves={one_gpu}"])
         with StreamEngine(Engines.build(cfg), cfg, _Decoders()) as stream:  # type: ignore[arg-type]
             stream._active, stream._handed = 3, 15
             assert stream._captions_needed() is not one_gpu  # the run's start: more clips are entering

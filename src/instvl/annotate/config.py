@@ -122,9 +122,13 @@ class EngineConfig(BaseConfig):
     caption_hold_entities: bool = False
     """Hold entity (and global) caption requests as instance ones are while more than `caption_low_water`
     clips are ahead of the tracker. For one GPU shared by every model (`annotate/gpu`): the captioner then
-    runs full batches and the tracker has the GPU in between, instead of many small captioner steps. Held
-    requests then go in waves: not while the captioner runs one, nor while clips start or the clip slots
-    fill at the run's start, and the last clips' only once nothing is ahead of the tracker."""
+    runs full batches and the tracker has the GPU in between, instead of many small captioner steps."""
+    caption_waves: bool = False
+    """Held caption requests go in waves that start and end together: not while the captioner runs one,
+    nor while clips start or the clip slots fill at the run's start, and the last clips' only once nothing
+    is ahead of the tracker. For a captioner on the tracker's GPU (`annotate/gpu`), where a request that
+    joins a wave's tail runs on in small steps that take the tracker's turns; where the captioner has a GPU
+    of its own, the tracker would wait for each wave's end instead."""
     tracker_sessions: int = Field(1, ge=1)
     """Clips tracked at once (one tracker session each, every object of the window in it)."""
     prefetch_keyframes: bool = True

@@ -24,8 +24,8 @@ instance captions -> write), so on a GPU each model waits for the others and no 
     gate detection), instance captions are held until they and the requests in calls reach
     `caption_fill`, so that a self-scheduling engine is refilled to that many sequences rather than run
     small batches (entity captions too with `caption_hold_entities`, while the tracker has work: for one
-    GPU shared by all, where held captions go in waves that start and end together, see
-    `_captions_needed`);
+    GPU shared by all, where with `caption_waves` held captions go in waves that start and end together,
+    see `_captions_needed`);
 - the caller takes finished clips in input order; at most `clips_in_flight + decode_ahead` clips are
   between decode and write, so memory does not grow with the unit.
 
@@ -277,14 +277,14 @@ class StreamEngine:
     def _captions_needed(self) -> bool:
         """Held captions go when the tracker runs low (`caption_low_water` clips ahead of it).
 
-        On one GPU (`caption_hold_entities`) the captioner runs waves that start together and end
+        With `caption_waves` (one GPU for all) the captioner runs waves that start together and end
         together: held captions go only when the captioner is idle (requests joining a wave's tail would
         run on, a few sequences per step, while the tracker waits for the GPU), not while clips are
         starting or the clip slots are filling at the start of the run (their entity captions are on
         their way: they join this wave), and once no clip is left to enter only when nothing is ahead
         of the tracker (the last clips' captions then run as one wave after it). The GPU is busy all
         the while; the same work takes fewer, fuller steps."""
-        if not self.settings.caption_hold_entities:
+        if not self.settings.caption_waves:
             return self._ahead() <= self.settings.caption_low_water
         pool = self.caption_pool
         filling = not self._all_in and self._handed < self.settings.clips_in_flight
