@@ -12,7 +12,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from test_vllm_engine import SAMPLING, clip_requests
+from test_vllm_engine import clip_requests, tiny_config
 
 from instvl.annotate.caption import (
     CaptionError,
@@ -30,11 +30,8 @@ pytestmark = pytest.mark.vllm
 
 @pytest.fixture(scope="module")
 def continuous(vllm: ModuleType, tiny_vlm: Path) -> Iterator[VLLMCaptioner]:
-    cfg = VLLMCaptioner.Config(model=str(tiny_vlm), dtype="float32", max_model_len=2048, enforce_eager=True,
-                               batch_size=64, concurrency=16,
-                               prompts={"visual": {"max_images": 4, "max_side": 160}},
-                               engine_kwargs={"limit_mm_per_prompt": {"image": 4, "video": 0}}, **SAMPLING)
-    captioner = cfg.build()
+    captioner = tiny_config(tiny_vlm, concurrency=16,
+                            engine_kwargs={"limit_mm_per_prompt": {"image": 4, "video": 0}}).build()
     yield captioner
     captioner.close()
     del captioner.llm

@@ -27,17 +27,22 @@ pytestmark = pytest.mark.vllm
 SAMPLING = {"max_tokens": 12, "temperature": 1.0, "top_p": 0.9, "seed": 7, "repetition_penalty": 1.05}
 
 
+def tiny_config(tiny_vlm: Path, **changes: Any) -> VLLMCaptioner.Config:
+    """The tier's captioner on the tiny model: float32 and eager, as vLLM's CPU path wants; at most 4 images
+    of 160 px per prompt; `SAMPLING`."""
+    return VLLMCaptioner.Config(**{"model": str(tiny_vlm), "dtype": "float32", "max_model_len": 2048,
+                                   "enforce_eager": True, "batch_size": 64,
+                                   "prompts": {"visual": {"max_images": 4, "max_side": 160}},
+                                   **SAMPLING, **changes})
+
+
 @pytest.fixture(scope="module")
 def captioner(vllm: ModuleType, tiny_vlm: Path) -> Iterator[VLLMCaptioner]:
-    """One engine for the module (start-up is the slow part); float32 and eager, as vLLM's CPU path wants.
-    Blocks of 32 tokens (the CPU default is 128), so that a few tiny images fill cacheable prefix blocks; one
-    video per prompt allowed for the video requests, which the tests build with their own prompt settings."""
-    cfg = VLLMCaptioner.Config(model=str(tiny_vlm), dtype="float32", max_model_len=2048, enforce_eager=True,
-                               batch_size=64, prompts={"visual": {"max_images": 4, "max_side": 160}},
-                               engine_kwargs={"enable_prefix_caching": True, "block_size": 32,
-                                              "limit_mm_per_prompt": {"image": 4, "video": 1}},
-                               **SAMPLING)
-    captioner = cfg.build()
+    """One engine for the module (start-up is the slow part). Blocks of 32 tokens (the CPU default is 128),
+    so that a few tiny images fill cacheable prefix blocks; one video per prompt allowed for the video
+    requests, which the tests build with their own prompt settings."""
+    captioner = tiny_config(tiny_vlm, engine_kwargs={"enable_prefix_caching": True, "block_size": 32,
+                                                     "limit_mm_per_prompt": {"image": 4, "video": 1}}).build()
     yield captioner
     del captioner.llm
 
