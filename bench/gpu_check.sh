@@ -156,8 +156,8 @@ def caption():
         **u.summary()}}
     try:  # the same engine fed continuously (the vllm captioner with `concurrency`, as annotate/gpu)
         from concurrent.futures import ThreadPoolExecutor
-        from instvl.annotate.caption.vllm import _Feed
-        feed = _Feed(llm, model)
+        from instvl.annotate.caption.vllm import EngineFeed
+        feed = EngineFeed(llm, model)
         def one(i):  # single requests, 128 in flight from many callers, as the stream engine sends them
             return feed.submit(lambda engine: engine.enqueue_chat([batch[i % 64]], sampling_params=params,
                                                                   use_tqdm=False)).result()

@@ -152,7 +152,7 @@ class PeakRSS:
         self._thread.join()
 
 
-def config(media: Path, out: Path, mode: str, args: argparse.Namespace) -> "AnnotateConfig":
+def config(media: Path, out: Path, mode: str, captioner: str, args: argparse.Namespace) -> "AnnotateConfig":
     from instvl.annotate.config import AnnotateConfig
     from instvl.config import load_config
 
@@ -170,7 +170,8 @@ def config(media: Path, out: Path, mode: str, args: argparse.Namespace) -> "Anno
                  f"engine.caption_low_water={args.caption_low_water}",
                  f"engine.caption_hold_entities={args.caption_hold_entities}",
                  f"engine.caption_waves={args.caption_waves}",
-                 *feed_settings(args)]
+                 # openai: the engine keeps the captioner's `concurrency` requests in flight, as a preset does
+                 *(feed_settings(args) if captioner == "emulated" else [])]
     return load_config(AnnotateConfig, "annotate/fake", overrides)
 
 
@@ -193,7 +194,11 @@ def stage_figures(stats: Any, run_start: float, run_end: float) -> dict[str, flo
     return figures
 
 
-def run_phase(media: Path, work: Path, mode: str, captioner: str, args: argparse.Namespace) -> dict[str, Any]:
+def run_phase(media: Path, work: Path, mode: str, captioner: str, args: argparse.Namespace,
+              server_url: str | None = None, first_unit: int = 0, barrier: Any = None) -> dict[str, Any]:
+    """One path (`mode`) over its units, with `captioner` (emulated: in process; openai: a latency server of
+    its own, or the shared one at `server_url`, whose engines the caller measures). The units are the
+    plan's from `first_unit`; with `barrier`, the run starts when every worker's is ready."""
     from instvl.annotate.caption.openai import OpenAICaptioner
     from instvl.annotate.pipeline import Engines
     from instvl.annotate.plan import make_plan
@@ -213,34 +218,38 @@ def run_phase(media: Path, work: Path, mode: str, captioner: str, args: argparse
     )
 
     out = work / "out"
-    cfg = config(media, out, mode, args)
+    cfg = config(media, out, mode, captioner, args)
     cost, scale = COST_MODELS[args.cost_model], args.time_scale
     prefill = args.prefill_per_image_s if args.prefill_per_image_s is not None else cost.prefill_per_image_s
     # shared (annotate/gpu): every model on one GPU; split (annotate/gpu-server): the captioner apart
     gpu = SharedGpu() if args.gpus in ("shared", "split") else None
     detect_dev, track_dev = EmulatedDevice("detect", scale, gpu), EmulatedDevice("track", scale, gpu)
-    vlm = ContinuousBatching(max_num_seqs=args.max_num_seqs, prefill_per_image_s=prefill, time_scale=scale,
-                             gpu=gpu if args.gpus == "shared" else None)
+    vlm = None if server_url else ContinuousBatching(
+        max_num_seqs=args.max_num_seqs, prefill_per_image_s=prefill, time_scale=scale,
+        gpu=gpu if args.gpus == "shared" else None)
     detect_cost = GpuCost(cost.detect_launch_s, cost.detect_per_frame_s, 8)
     detector = EmulatedDetector(cfg.detector.build(), detect_cost, detect_dev)
     # template matching costs 0.3 s of CPU per window: the emulated tracker answers with still boxes
     tracker = EmulatedTracker(StillTracker(), TrackCost(*cost.track), track_dev)
     server = None
     if captioner == "openai":
-        server = serve_openai(vlm)
-        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        if vlm is not None:  # a latency server of this phase's own
+            server = serve_openai(vlm)
+            server_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
         caption: Any = OpenAICaptioner(OpenAICaptioner.Config(
-            base_url=url, model="emulated", api_key_env=None, concurrency=2 * args.max_num_seqs,
+            base_url=server_url, model="emulated", api_key_env=None, concurrency=args.concurrency,
             max_retries=0, timeout_s=600))
     else:
         caption = EmulatedCaptioner(cfg.captioner.build(), vlm)
     install_engines(cfg, Engines(detector, tracker, caption, cfg.trajectories.build(detector, tracker)))
     try:
         started = time.perf_counter()
-        units = [unit.unit_id for unit in make_plan(cfg).units][: args.units if mode == "stream" else
-                                                                 args.serial_units]
+        count = args.units if mode == "stream" else args.serial_units
+        units = [unit.unit_id for unit in make_plan(cfg).units][first_unit: first_unit + count]
         plan_s = time.perf_counter() - started
         prefect_s = 0.0
+        if barrier is not None:
+            barrier.wait()
         with Orchestration() as orchestration, PeakRSS() as rss, DecodeTimes() as decodes:
             if args.prefect:
                 prefect_s, stats, run_start, run_end = run_with_prefect(cfg, units)
@@ -249,26 +258,25 @@ def run_phase(media: Path, work: Path, mode: str, captioner: str, args: argparse
                 stats = run_units(cfg, units)
                 run_end = time.perf_counter()
     finally:
-        vlm.close()
+        if vlm is not None:
+            vlm.close()
         if server is not None:
             server.shutdown()
     wall = run_end - run_start
     rows = rows_by_id(out)
     shutil.move(out, work / f"out-{captioner}-{mode}")
     stages = {name: stage_figures(dev.stats, run_start, run_end)
-              for name, dev in (("detect", detect_dev), ("track", track_dev), ("caption", vlm))}
+              for name, dev in (("detect", detect_dev), ("track", track_dev))}
     if gpu is not None:
         stages["gpu"] = stage_figures(gpu.stats, run_start, run_end)
-    stages["caption"]["mean_batch"] = vlm.mean_batch()
-    stages["caption"]["in_flight"] = vlm.mean_in_flight()
-    # what a sampled gauge of running requests (vLLM's num_requests_running) shows: weighted by time
-    busy = vlm.stats.busy_s
-    stages["caption"]["running_time_weighted"] = vlm.stats.in_flight_s / busy if busy else 0.0
+    if vlm is not None:
+        stages["caption"] = engine_figures([vlm], run_start, run_end)
     modelled_wall = wall / scale
     orchestration_s = plan_s + orchestration.write_s
     return {"mode": mode, "captioner": captioner, "gpus": args.gpus, "feed": args.feed, "clips": args.clips,
             "units": len(units),
             "rows": sum(unit.rows for unit in stats), "wall_s": wall,
+            "run_start": run_start, "run_end": run_end,
             "modelled_wall_s": modelled_wall, "clips_per_s_modelled": len(rows) / modelled_wall,
             "first_gpu_call_s": min(s["phase_start_s"] for s in stages.values()),
             "stages": stages, "decode": decodes.summary(run_start), "plan_s": plan_s,
@@ -277,9 +285,83 @@ def run_phase(media: Path, work: Path, mode: str, captioner: str, args: argparse
             "prefect_share": prefect_s / (modelled_wall + orchestration_s + prefect_s),
             "peak_rss_mib": rss.peak_mib,
             "children_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
-            "caption_steps": [(round(t - run_start, 3), n, a, round(sec, 3)) for t, n, a, sec in vlm.trace],
+            "caption_steps": [(round(t - run_start, 3), n, a, round(sec, 3))
+                              for t, n, a, sec in (vlm.trace if vlm else [])],
             "detect_calls": [(round(t - run_start, 3), n, round(sec, 3)) for t, n, sec in detect_dev.trace],
             "_rows": rows}
+
+
+def engine_figures(engines: list[Any], run_start: float, run_end: float) -> dict[str, float]:
+    """The captioner's figures over its engines (one, or a data-parallel server's): the least busy
+    engine's shares, and the running sequences per step (and by time) over all their steps."""
+    per_engine = [stage_figures(engine.stats, run_start, run_end) for engine in engines]
+    figures = min(per_engine, key=lambda f: f["busy_of_phase"])
+    steps = sum(engine.steps for engine in engines)
+    busy = sum(engine.stats.busy_s for engine in engines)
+    figures.update(
+        engines=len(engines), busy_of_phase_each=[f["busy_of_phase"] for f in per_engine],
+        mean_batch=sum(engine.seq_steps for engine in engines) / steps if steps else 0.0,
+        in_flight=sum(engine.waiting_steps for engine in engines) / steps if steps else 0.0,
+        # what a sampled gauge of running requests (vLLM's num_requests_running) shows: weighted by time
+        running_time_weighted=sum(engine.stats.in_flight_s for engine in engines) / busy if busy else 0.0)
+    return figures
+
+
+def run_workers(media: Path, work: Path, mode: str, args: argparse.Namespace) -> dict[str, Any]:
+    """`--workers` processes, each a build task with a GPU of its own (the detector and the tracker take
+    turns on it), against one OpenAI-compatible server of `--server-engines` data-parallel engines (a node's
+    `vllm serve --data-parallel-size M` shared by its workers: annotate/gpu-server). Each worker runs its
+    own units; the figures are the run's (first worker's start to last worker's end), a stage's busy share
+    the least busy worker's (engine's) and its batch the mean over all calls (steps)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from instvl.testing.emulated import ContinuousBatching, serve_openai
+
+    cost = COST_MODELS[args.cost_model]
+    prefill = args.prefill_per_image_s if args.prefill_per_image_s is not None else cost.prefill_per_image_s
+    engines = [ContinuousBatching(max_num_seqs=args.max_num_seqs, prefill_per_image_s=prefill,
+                                  time_scale=args.time_scale) for _ in range(args.server_engines)]
+    server = serve_openai(engines)
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    spawn = multiprocessing.get_context("spawn")  # a worker starts decode processes of its own
+    try:
+        with spawn.Manager() as manager, ProcessPoolExecutor(args.workers, mp_context=spawn) as pool:
+            barrier = manager.Barrier(args.workers)
+            futures = [pool.submit(run_phase, media, work / f"worker-{i}", mode, "openai", args, url,
+                                   i * args.units, barrier) for i in range(args.workers)]
+            workers = [future.result() for future in futures]
+    finally:
+        for engine in engines:
+            engine.close()
+        server.shutdown()
+    run_start, run_end = min(w["run_start"] for w in workers), max(w["run_end"] for w in workers)
+    stages: dict[str, dict[str, Any]] = {}
+    for name in ("detect", "track", "gpu"):
+        each = [w["stages"][name] for w in workers]
+        calls = sum(f["calls"] for f in each)
+        stages[name] = {**min(each, key=lambda f: f["busy_of_phase"]),
+                        "mean_batch": sum(f["items"] for f in each) / calls if calls else 0.0,
+                        "busy_of_phase_each": [f["busy_of_phase"] for f in each]}
+    stages["caption"] = engine_figures(engines, run_start, run_end)
+    rows = {k: v for w in workers for k, v in w.pop("_rows").items()}
+    modelled_wall = (run_end - run_start) / args.time_scale
+    return {"mode": mode, "captioner": served_name(args), "gpus": "split", "feed": "openai",
+            "clips": args.clips, "units": workers[0]["units"], "workers": workers,
+            "rows": sum(w["rows"] for w in workers), "wall_s": run_end - run_start,
+            "modelled_wall_s": modelled_wall, "clips_per_s_modelled": len(rows) / modelled_wall,
+            "first_gpu_call_s": min(s["phase_start_s"] for s in stages.values()),
+            "stages": stages, "plan_s": max(w["plan_s"] for w in workers),
+            "write_s": max(w["write_s"] for w in workers), "prefect_s": 0.0,
+            "orchestration_share": max(w["orchestration_share"] for w in workers), "prefect_share": 0.0,
+            "peak_rss_mib": max(w["peak_rss_mib"] for w in workers),
+            "caption_steps": [(round(t - run_start, 3), n, a, round(sec, 3))
+                              for t, n, a, sec in engines[0].trace],
+            "_rows": rows}
+
+
+def served_name(args: argparse.Namespace) -> str:
+    return f"openai, {args.workers} workers, {args.server_engines} engines"
 
 
 def run_with_prefect(cfg: "AnnotateConfig", unit_ids: list[str]) -> tuple[float, Any, float, float]:
@@ -322,11 +404,12 @@ def comparable(row: dict) -> dict:
     return row
 
 
-def check(phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The targets, on the in-process captioner's stream phase against its serial phase (a stage's busy
-    share of the run is in the table: the detector's work is a few per cent of any run)."""
-    stream = phases["emulated/stream"]
-    serial = phases.get("emulated/serial", stream)
+def check(phases: dict[str, dict[str, Any]], captioner: str = "emulated") -> dict[str, Any]:
+    """The targets, on `captioner`'s stream phase against its serial phase (the in-process captioner's, or
+    the workers' with `--workers`; a stage's busy share of the run is in the table: the detector's work is
+    a few per cent of any run)."""
+    stream = phases[f"{captioner}/stream"]
+    serial = phases.get(f"{captioner}/serial", stream)
     stages = stream["stages"]
     # models that share a GPU (`--gpus shared|split`) take turns: the GPU is the device to keep busy
     devices = {"separate": ["detect", "track", "caption"], "split": ["gpu", "caption"], "shared": ["gpu"]}[
@@ -355,7 +438,7 @@ def table(phases: dict[str, dict[str, Any]]) -> str:
         busy = {name: f"{s[name]['busy_of_phase']:.0%} / {s[name]['busy_of_run']:.0%}" for name in s}
         busy.setdefault("gpu", "-")
         prefect = f"{p['prefect_share']:.1%} ({p['prefect_s']:.1f} s)" if p["prefect_s"] else "-"
-        units = f" ({p['units']} units)" if p.get("units", 1) > 1 else ""
+        units = f" ({p['units']} units{' each' if 'workers' in p else ''})" if p.get("units", 1) > 1 else ""
         lines.append(
             f"| {p['mode']}{units} | {p['captioner']} | {p['clips_per_s_modelled']:.2f} | {speedup:.1f}x | "
             f"{p['first_gpu_call_s']:.2f} s | {busy['detect']} | {s['detect']['mean_batch']:.1f} | "
@@ -389,6 +472,14 @@ def main() -> int:
                         help="separate: each model on a GPU of its own; split: the detector and the tracker "
                              "share one, the captioner has another (annotate/gpu-server); shared: the three "
                              "take turns on one GPU (annotate/gpu)")
+    parser.add_argument("--concurrency", type=int,
+                        help="the openai captioner's requests in flight (default: 2x max-num-seqs)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="N worker processes, each with a GPU for its detector and tracker, against one "
+                             "OpenAI-compatible server (annotate/gpu-server); each runs --units units")
+    parser.add_argument("--server-engines", type=int, default=1,
+                        help="with --workers: the server's data-parallel engines (GPUs), each with "
+                             "max-num-seqs; a request goes to the least loaded one")
     parser.add_argument("--decode-workers", type=int, default=2)
     parser.add_argument("--clips-in-flight", type=int, default=ENGINE["clips_in_flight"])
     parser.add_argument("--decode-ahead", type=int, default=ENGINE["decode_ahead"])
@@ -420,21 +511,30 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
+    args.concurrency = args.concurrency or 2 * args.max_num_seqs
+    if args.workers:
+        if args.prefect or args.openai:
+            parser.error("--workers runs the openai captioner against a shared server, without Prefect")
+        args.gpus = "split"
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="instvl-bench-pipeline-"))
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    generate(SynthConfig(output=str(work / "synth"), format="raw", num_samples=args.clips * args.units,
+    clips = args.clips * args.units * max(1, args.workers)
+    generate(SynthConfig(output=str(work / "synth"), format="raw", num_samples=clips,
                          width=[96, 128], height=[96, 128], num_frames=[args.frames, args.frames + 8],
                          image_fraction=0.0, seed=13))
-    print(f"{args.clips * args.units} InstVL-Synth clips in {time.perf_counter() - started:.1f} s",
-          file=sys.stderr)
+    print(f"{clips} InstVL-Synth clips in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     phases: dict[str, dict[str, Any]] = {}
-    for captioner in ["emulated"] + (["openai"] if args.openai else []):
+    captioners = [served_name(args)] if args.workers else ["emulated"] + (["openai"] if args.openai else [])
+    for captioner in captioners:
         for mode in ("serial", "stream") if args.paths == "both" else ("stream",):
             prefect = args.prefect and mode == "stream" and captioner == "emulated"
-            result = run_phase(work / "synth" / "media", work, mode, captioner,
-                               argparse.Namespace(**{**vars(args), "prefect": prefect}))
+            if args.workers:
+                result = run_workers(work / "synth" / "media", work, mode, args)
+            else:
+                result = run_phase(work / "synth" / "media", work, mode, captioner,
+                                   argparse.Namespace(**{**vars(args), "prefect": prefect}))
             phases[f"{captioner}/{mode}"] = result
             print(f"{captioner}/{mode}: {result['wall_s']:.1f} s wall, {result['rows']} rows",
                   file=sys.stderr)
@@ -448,7 +548,7 @@ def main() -> int:
             comparable(stream_rows[k]) == comparable(v) for k, v in serial_rows.items())
         for mode in ("serial", "stream"):
             phases[f"{captioner}/{mode}"]["rows_equal"] = equal
-    results = check(phases)
+    results = check(phases, captioners[0])
     report = {"args": {k: str(v) for k, v in vars(args).items()}, "phases": phases, "targets": results}
     print(table(phases))
     print()

@@ -1,8 +1,10 @@
 """The emulated GPU backends: images counted as the visual prompt renders them (boxes, prefix, video), a
-prefix cache that prefills a clip's shared images once, requests sent together sharing a step, and models
-on one shared GPU taking turns."""
+prefix cache that prefills a clip's shared images once, requests sent together sharing a step, models
+on one shared GPU taking turns, and a data-parallel server spreading requests over its engines."""
 
+import json
 import threading
+import urllib.request
 
 from instvl.annotate.caption.base import make_request
 from instvl.annotate.caption.prompting import PromptConfig
@@ -14,6 +16,7 @@ from instvl.testing.emulated import (
     SharedGpu,
     request_images,
     request_prefix,
+    serve_openai,
     video_frames,
 )
 from instvl.testing.media import moving_square
@@ -92,3 +95,33 @@ def test_models_on_one_shared_gpu_take_turns_and_the_gpu_counts_their_union():
     starts = sorted([detect.trace[0][0], track.trace[0][0], engine.trace[0][0]])
     assert all(b - a >= 0.1 for a, b in zip(starts, starts[1:], strict=False))  # one after another
     assert gpu.stats.calls == 3 and gpu.stats.busy_s >= 0.3 and detect.stats.calls == track.stats.calls == 1
+
+
+def test_a_data_parallel_server_sends_each_request_to_the_least_loaded_engine():
+    # one step per request (0.5 s): requests sent together are all running when the next one is routed
+    engines = [ContinuousBatching(step_s=0.0005, per_seq_s=0.0, prefill_per_image_s=0.0, tokens_per_step=1000,
+                                  gather_s=0.0) for _ in range(2)]
+    server = serve_openai(engines)
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1/chat/completions"
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "Describe ID: 1."}]}]}).encode()
+    answers: list[str] = []
+
+    def post() -> None:
+        request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answers.append(json.load(response)["choices"][0]["message"]["content"])
+
+    threads = [threading.Thread(target=post) for _ in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        server.shutdown()
+        for engine in engines:
+            engine.close()
+    admitted = [sum(a for _, _, a, _ in engine.trace) for engine in engines]
+    assert len(answers) == 8 and sum(admitted) == 8
+    assert min(admitted) >= 3, admitted  # one engine alone would take all 8

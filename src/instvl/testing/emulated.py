@@ -226,6 +226,12 @@ class ContinuousBatching:
             self._prefixes.popitem(last=False)
         return seq.images
 
+    def load(self) -> int:
+        """A data-parallel server's routing score of this engine: waiting sequences count four times, as
+        vLLM's load balancer counts them (a waiting request holds no batch slot yet but queues first)."""
+        with self._cond:
+            return 4 * len(self._waiting) + len(self._running)
+
     def mean_batch(self) -> float:
         return self.seq_steps / self.steps if self.steps else 0.0
 
@@ -352,12 +358,17 @@ def video_frames(url: str) -> int:
     return url.split("base64,", 1)[-1].count(",") + 1
 
 
-def serve_openai(engine: ContinuousBatching, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-    """A local OpenAI-compatible chat-completions server whose latency follows `engine` (started in a
-    daemon thread; `server.server_address` has the port; `server.shutdown()` stops it). The answer is a
-    deterministic text made from the prompt; its length follows the request kind the prompt names. Images
-    are counted as `request_images` does; the server models no prefix cache (a request does not say which
-    of its images are shared)."""
+def serve_openai(engines: ContinuousBatching | Sequence[ContinuousBatching], host: str = "127.0.0.1",
+                 port: int = 0) -> ThreadingHTTPServer:
+    """A local OpenAI-compatible chat-completions server whose latency follows `engines` (started in a
+    daemon thread; `server.server_address` has the port; `server.shutdown()` stops it). Several engines are
+    a data-parallel server (`vllm serve --data-parallel-size`): each request goes to the least loaded one
+    (`ContinuousBatching.load`). The answer is a deterministic text made from the prompt; its length follows
+    the request kind the prompt names. Images are counted as `request_images` does; the server models no
+    prefix cache (a request does not say which of its images are shared)."""
+    pool = [engines] if isinstance(engines, ContinuousBatching) else list(engines)
+    if not pool:
+        raise ValueError("serve_openai needs at least one engine")
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -371,7 +382,7 @@ def serve_openai(engine: ContinuousBatching, host: str = "127.0.0.1", port: int 
             prompt = " ".join(part.get("text", "") for part in content if part.get("type") == "text")
             kind = "entities" if "entities" in prompt.lower() else "instance" if "ID:" in prompt else "global"
             tokens = output_tokens(kind, prompt)
-            engine.generate([(images, tokens)])
+            min(pool, key=ContinuousBatching.load).generate([(images, tokens)])
             words = " ".join(f"w{(zlib.crc32(prompt.encode()) + i) % 997}" for i in range(tokens * 3 // 4))
             text = f"Caption: {words}.\nEntities: object" if kind == "entities" else f"A {words}."
             payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
@@ -384,7 +395,10 @@ def serve_openai(engine: ContinuousBatching, host: str = "127.0.0.1", port: int 
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 1024  # the listen backlog: workers open hundreds of connections at once
+
+    server = Server((host, port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True, name="instvl-emulated-openai").start()
     return server

@@ -78,7 +78,7 @@ class VLLMCaptioner(BatchCaptioner):
         self.sampling_params = vllm.SamplingParams(
             max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
             repetition_penalty=cfg.repetition_penalty, seed=cfg.seed)
-        self._feed = _Feed(self.llm, cfg.model) if cfg.concurrency > 0 else None
+        self._feed = EngineFeed(self.llm, cfg.model) if cfg.concurrency > 0 else None
         log.info("vLLM engine ready: %s", cfg.model)
 
     def close(self) -> None:
@@ -156,7 +156,7 @@ def _external_id(request_id: str) -> str:
     return request_id.split("-", 1)[0]
 
 
-class _Feed:
+class EngineFeed:
     """One thread owns the `LLM`, adds the callers' requests between engine steps and steps the engine
     while it holds any: a caller's requests join the running batch instead of waiting for another caller's
     call to end. `submit(add)` runs `add(llm)` (an `enqueue*` call: renders the prompts and queues them,
