@@ -8,11 +8,14 @@ and the rows of the two are compared (equal apart from created_at and the re-enc
 `--units K` the stream engine runs K units back to back as one build task does (`flow.units_per_task`);
 the per-clip path runs the first `--serial-units` of them (its clips/s does not depend on the count).
 `--gpus shared` puts the three models on one emulated GPU, where they take turns (`annotate/gpu`);
-`--gpus split` the detector and the tracker on one and the captioner on another (`annotate/gpu-server`).
+`--gpus split` the detector and the tracker on one and the captioner on another. `--workers N
+--server-engines M` runs N worker processes, each with such a GPU, against one OpenAI-compatible server of
+M data-parallel engines (`annotate/gpu-server`).
 
     python bench/pipeline.py                                  # one unit of 64 clips, in-process captioner
     python bench/pipeline.py --units 8 --openai               # a GPU preset's task; also the openai backend
     python bench/pipeline.py --prefect --json bench-pipeline.json
+    python bench/pipeline.py --workers 4 --server-engines 3 --units 4 --concurrency 128  # gpu-server
 
 Per stage it reports the busy share of the phase's wall time and of the stage's own span (first call to
 last), the mean batch (the captioner: running sequences per decode step), the requests in flight, and
