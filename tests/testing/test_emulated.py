@@ -22,6 +22,15 @@ from instvl.testing.emulated import (
 from instvl.testing.media import moving_square
 
 
+def run_together(calls, timeout_s: float = 30) -> None:
+    """Run each call in a thread of its own, all at once, and wait for them."""
+    threads = [threading.Thread(target=call) for call in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout_s)
+
+
 def requests(visual: VisualPromptConfig, seed: int = 0):
     frames, boxes = moving_square(12, 64, 48, seed=seed)
     box = [float(v) for v in boxes[0] / [64, 48, 64, 48]]
@@ -64,12 +73,8 @@ def test_a_cached_prefix_is_prefilled_once():
 
 def test_requests_sent_together_share_the_first_step():
     engine = ContinuousBatching(time_scale=0.0, gather_s=0.2)
-    threads = [threading.Thread(target=engine.generate, args=([(1, 8)],)) for _ in range(5)]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(5)
+        run_together([lambda: engine.generate([(1, 8)])] * 5)
     finally:
         engine.close()
     assert engine.trace[0][1:3] == (5, 5) and engine.steps == 1
@@ -84,14 +89,11 @@ def test_models_on_one_shared_gpu_take_turns_and_the_gpu_counts_their_union():
     detect, track = EmulatedDevice("detect", gpu=gpu), EmulatedDevice("track", gpu=gpu)
     engine = ContinuousBatching(step_s=0.0, per_seq_s=0.0, prefill_per_image_s=0.1, tokens_per_step=1,
                                 gather_s=0.0, gpu=gpu)
-    calls = [threading.Thread(target=detect.run, args=(0.1, 1)),
-             threading.Thread(target=track.run, args=(0.1, 1)),
-             threading.Thread(target=engine.generate, args=([(1, 1)],))]
-    for t in calls:
-        t.start()
-    for t in calls:
-        t.join(5)
-    engine.close()
+    try:
+        run_together([lambda: detect.run(0.1, 1), lambda: track.run(0.1, 1),
+                      lambda: engine.generate([(1, 1)])])
+    finally:
+        engine.close()
     starts = sorted([detect.trace[0][0], track.trace[0][0], engine.trace[0][0]])
     assert all(b - a >= 0.1 for a, b in zip(starts, starts[1:], strict=False))  # one after another
     assert gpu.stats.calls == 3 and gpu.stats.busy_s >= 0.3 and detect.stats.calls == track.stats.calls == 1
@@ -112,12 +114,8 @@ def test_a_data_parallel_server_sends_each_request_to_the_least_loaded_engine():
         with urllib.request.urlopen(request, timeout=30) as response:
             answers.append(json.load(response)["choices"][0]["message"]["content"])
 
-    threads = [threading.Thread(target=post) for _ in range(8)]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
+        run_together([post] * 8)
     finally:
         server.shutdown()
         for engine in engines:
