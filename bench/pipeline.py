@@ -34,11 +34,13 @@ import resource
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pipeline_probes import DecodeTimes, Orchestration, PeakRSS, engine_figures, stage_figures
+from pipeline_report import check, comparable, table
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -47,9 +49,6 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # CLI's, so that their start-up is what a real build pays (the models are imported inside functions).
 if TYPE_CHECKING:
     from instvl.annotate.config import AnnotateConfig
-
-TARGETS = {"busy": 0.80, "caption_batch": 48, "detect_batch": 6, "speedup": 3.0, "orchestration": 0.05}
-VOLATILE = {"created_at", "media"}
 
 
 @dataclass(frozen=True)
@@ -72,87 +71,6 @@ COST_MODELS = {
 ENGINE = {"clips_in_flight": 128, "decode_ahead": 16, "linger_s": 0.005, "detect_hold_s": 1.0,
           "detect_low_water": 4, "caption_fill": 48, "caption_low_water": 4, "caption_hold_s": 5.0}
 """The engine settings (modelled seconds; chosen on `--cost-model dev`), as in the GPU presets."""
-
-
-class Orchestration:
-    """Real seconds spent writing rows (UnitWriter.write / quarantine), by patching the writer class."""
-
-    def __init__(self) -> None:
-        from instvl.datasets.writer import UnitWriter
-
-        self.write_s = 0.0
-        self._cls = UnitWriter
-        self._saved = {name: getattr(UnitWriter, name) for name in ("write", "quarantine")}
-
-    def __enter__(self) -> "Orchestration":
-        for name, method in self._saved.items():
-            def timed(writer: Any, *args: Any, _method: Any = method, **kwargs: Any) -> Any:
-                started = time.perf_counter()
-                try:
-                    return _method(writer, *args, **kwargs)
-                finally:
-                    self.write_s += time.perf_counter() - started
-            setattr(self._cls, name, timed)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for name, method in self._saved.items():
-            setattr(self._cls, name, method)
-
-
-class DecodeTimes:
-    """The real seconds of every clip decode (`units._decode`, in the decode threads of either path): the
-    CPU side of the benchmark, stated beside the modelled GPU time."""
-
-    def __init__(self) -> None:
-        from instvl.annotate import units
-
-        self.spans: list[tuple[float, float]] = []
-        self._units, self._saved = units, units._decode
-
-    def __enter__(self) -> "DecodeTimes":
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return self._saved(*args, **kwargs)
-            finally:
-                self.spans.append((started, time.perf_counter()))
-        self._units._decode = timed
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._units._decode = self._saved
-
-    def summary(self, run_start: float) -> dict[str, float]:
-        if not self.spans:
-            return {}
-        first, last = min(s for s, _ in self.spans), max(e for _, e in self.spans)
-        return {"clips": len(self.spans), "mean_s": sum(e - s for s, e in self.spans) / len(self.spans),
-                "first_start_s": first - run_start, "last_end_s": last - run_start,
-                "clips_per_s": len(self.spans) / (last - first) if last > first else 0.0}
-
-
-class PeakRSS:
-    """The peak resident memory of this process (MiB), sampled while the block runs."""
-
-    def __init__(self, interval_s: float = 0.05) -> None:
-        self.peak_mib, self._stop, self._interval = 0.0, threading.Event(), interval_s
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            with open("/proc/self/statm") as f:
-                pages = int(f.read().split()[1])
-            self.peak_mib = max(self.peak_mib, pages * os.sysconf("SC_PAGE_SIZE") / 2**20)
-            self._stop.wait(self._interval)
-
-    def __enter__(self) -> "PeakRSS":
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def config(media: Path, out: Path, mode: str, captioner: str, args: argparse.Namespace) -> "AnnotateConfig":
@@ -186,15 +104,6 @@ def feed_settings(args: argparse.Namespace) -> list[str]:
     if args.feed == "calls":
         return [f"engine.caption_batch={args.max_num_seqs}", "engine.caption_calls=1"]
     return ["engine.caption_batch=1", f"engine.caption_calls={2 * args.max_num_seqs}"]
-
-
-def stage_figures(stats: Any, run_start: float, run_end: float) -> dict[str, float]:
-    """Busy share of the stage's phase (its first call's start to its last call's end) and of the run."""
-    figures = stats.summary(run_end - run_start)
-    span = (stats.last_s - stats.first_s) if stats.calls else 0.0
-    figures.update(phase_s=span, busy_of_run=figures.pop("busy_of_wall"),
-                   phase_start_s=(stats.first_s - run_start) if stats.calls else 0.0)
-    return figures
 
 
 def run_phase(media: Path, work: Path, mode: str, captioner: str, args: argparse.Namespace,
@@ -294,22 +203,6 @@ def run_phase(media: Path, work: Path, mode: str, captioner: str, args: argparse
             "_rows": rows}
 
 
-def engine_figures(engines: list[Any], run_start: float, run_end: float) -> dict[str, float]:
-    """The captioner's figures over its engines (one, or a data-parallel server's): the least busy
-    engine's shares, and the running sequences per step (and by time) over all their steps."""
-    per_engine = [stage_figures(engine.stats, run_start, run_end) for engine in engines]
-    figures = min(per_engine, key=lambda f: f["busy_of_phase"])
-    steps = sum(engine.steps for engine in engines)
-    busy = sum(engine.stats.busy_s for engine in engines)
-    figures.update(
-        engines=len(engines), busy_of_phase_each=[f["busy_of_phase"] for f in per_engine],
-        mean_batch=sum(engine.seq_steps for engine in engines) / steps if steps else 0.0,
-        in_flight=sum(engine.waiting_steps for engine in engines) / steps if steps else 0.0,
-        # what a sampled gauge of running requests (vLLM's num_requests_running) shows: weighted by time
-        running_time_weighted=sum(engine.stats.in_flight_s for engine in engines) / busy if busy else 0.0)
-    return figures
-
-
 def run_workers(media: Path, work: Path, mode: str, args: argparse.Namespace) -> dict[str, Any]:
     """`--workers` processes, each a build task with a GPU of its own (the detector and the tracker take
     turns on it), against one OpenAI-compatible server of `--server-engines` data-parallel engines (a node's
@@ -399,56 +292,6 @@ def run_with_prefect(cfg: "AnnotateConfig", unit_ids: list[str]) -> tuple[float,
     (run_start, run_end), = spans
     stats = [UnitStats.read(layout.stats_path(Path(str(cfg.output)), unit)) for unit in unit_ids]
     return total - (run_end - run_start), stats, run_start, run_end
-
-
-def comparable(row: dict) -> dict:
-    row = {k: v for k, v in row.items() if k not in VOLATILE}
-    row["provenance"] = {k: v for k, v in (row.get("provenance") or {}).items() if k not in VOLATILE}
-    return row
-
-
-def check(phases: dict[str, dict[str, Any]], captioner: str = "emulated") -> dict[str, Any]:
-    """The targets, on `captioner`'s stream phase against its serial phase (the in-process captioner's, or
-    the workers' with `--workers`; a stage's busy share of the run is in the table: the detector's work is
-    a few per cent of any run)."""
-    stream = phases[f"{captioner}/stream"]
-    serial = phases.get(f"{captioner}/serial", stream)
-    stages = stream["stages"]
-    # models that share a GPU (`--gpus shared|split`) take turns: the GPU is the device to keep busy
-    devices = {"separate": ["detect", "track", "caption"], "split": ["gpu", "caption"], "shared": ["gpu"]}[
-        stream.get("gpus", "separate")]
-    results = {f"{name} busy >= 80% of its phase": stages[name]["busy_of_phase"] >= TARGETS["busy"]
-               for name in devices}
-    results["mean caption batch >= 48"] = stages["caption"]["mean_batch"] >= TARGETS["caption_batch"]
-    results["mean detector batch >= 6"] = stages["detect"]["mean_batch"] >= TARGETS["detect_batch"]
-    if serial is not stream:
-        results["clips/s >= 3x per-clip path"] = \
-            stream["clips_per_s_modelled"] >= TARGETS["speedup"] * serial["clips_per_s_modelled"]
-    results["orchestration <= 5%"] = stream["orchestration_share"] <= TARGETS["orchestration"]
-    results["rows equal"] = all(p.get("rows_equal", True) for p in phases.values())
-    return results
-
-
-def table(phases: dict[str, dict[str, Any]]) -> str:
-    lines = ["| path | captioner | clips/s | speed-up | first GPU call | detect busy (phase / run) | "
-             "detect batch | track busy (phase / run) | caption busy (phase / run) | caption batch (step / "
-             "time) | shared GPU busy (phase / run) | orchestration | Prefect | peak RSS |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for p in phases.values():
-        serial = phases.get(f"{p['captioner']}/serial", p)
-        s = p["stages"]
-        speedup = p["clips_per_s_modelled"] / serial["clips_per_s_modelled"]
-        busy = {name: f"{s[name]['busy_of_phase']:.0%} / {s[name]['busy_of_run']:.0%}" for name in s}
-        busy.setdefault("gpu", "-")
-        prefect = f"{p['prefect_share']:.1%} ({p['prefect_s']:.1f} s)" if p["prefect_s"] else "-"
-        units = f" ({p['units']} units{' each' if 'workers' in p else ''})" if p.get("units", 1) > 1 else ""
-        lines.append(
-            f"| {p['mode']}{units} | {p['captioner']} | {p['clips_per_s_modelled']:.2f} | {speedup:.1f}x | "
-            f"{p['first_gpu_call_s']:.2f} s | {busy['detect']} | {s['detect']['mean_batch']:.1f} | "
-            f"{busy['track']} | {busy['caption']} | {s['caption']['mean_batch']:.1f} / "
-            f"{s['caption']['running_time_weighted']:.1f} | {busy['gpu']} | "
-            f"{p['orchestration_share']:.1%} | {prefect} | {p['peak_rss_mib']:.0f} MiB |")
-    return "\n".join(lines)
 
 
 def main() -> int:
