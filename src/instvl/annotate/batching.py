@@ -1,5 +1,6 @@
 """Scheduling primitives of the stream engine: a micro-batcher that coalesces calls from many clip threads
-into full model calls, a gate that lets a few clips use a model at once, and their busy statistics.
+into full model calls, a gate that lets a few clips use a model at once, their busy statistics, and the
+loop thread the batcher (and the engines that schedule by themselves) is built on.
 
 Both serve the oldest clip first: a thread's priority is the sequence number of the clip it works on
 (`set_priority`), so a unit's clips finish in about the order the writer needs them.
@@ -87,6 +88,29 @@ class StageStats:
                 "in_flight": self.in_flight_s / self.busy_s if self.busy_s else 0.0}
 
 
+class LoopThread:
+    """One daemon thread running `_loop`, woken through `_cond`. A subclass sets up its state after
+    `LoopThread.__init__`, then calls `_start()`; its loop returns once it sees `_closed`. `close()` sets
+    `_closed`, wakes the loop and waits for it to return."""
+
+    def __init__(self, name: str) -> None:
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, daemon=True, name=name)
+
+    def _start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+
+
 @dataclass(order=True)
 class _Item(Generic[T, R]):
     ticket: tuple[int, int]
@@ -97,7 +121,7 @@ class _Item(Generic[T, R]):
     urgent: bool = field(default=True, compare=False)
 
 
-class Batcher(Generic[T, R]):
+class Batcher(LoopThread, Generic[T, R]):
     """Coalesces items submitted from many threads into calls of `run(items) -> results` of up to
     `max_batch` items, `calls` at once; items of the oldest clips go first; with `grouped`, one call holds
     items of one key only.
@@ -113,6 +137,7 @@ class Batcher(Generic[T, R]):
     def __init__(self, name: str, run: Callable[[list[T]], Sequence[R]], max_batch: int, linger_s: float,
                  calls: int = 1, grouped: bool = False, fill: int = 0, hold_s: float = 0.0,
                  flush: Callable[[], bool] | None = None, keep: Callable[[], bool] | None = None) -> None:
+        super().__init__(f"instvl-{name}-batcher")
         self.name, self._run_fn, self.max_batch, self.linger_s = name, run, max(1, max_batch), linger_s
         self.grouped, self.fill, self.hold_s, self._flush, self._keep = grouped, fill, hold_s, flush, keep
         self.stats = StageStats(name)
@@ -121,11 +146,8 @@ class Batcher(Generic[T, R]):
         self._waiting: list[_Item[T, R]] = []
         self._wave = False  # held items are being released
         self._free = max(1, calls)
-        self._cond = threading.Condition()
-        self._closed = False
         self._pool = ThreadPoolExecutor(max(1, calls), thread_name_prefix=f"instvl-{name}")
-        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"instvl-{name}-batcher")
-        self._thread.start()
+        self._start()
 
     def submit(self, payload: T, key: Hashable = None, urgent: bool = True) -> "Future[R]":
         future: Future[R] = Future()
@@ -156,10 +178,7 @@ class Batcher(Generic[T, R]):
             self._cond.notify_all()
 
     def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        self._thread.join()
+        super().close()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _eligible(self) -> list[_Item[T, R]]:

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from instvl.annotate.batching import StageStats
+from instvl.annotate.batching import LoopThread, StageStats
 from instvl.annotate.caption.base import BatchCaptioner, Captioner, WrappedCaptioner
 from instvl.annotate.caption.request import CaptionRequest
 from instvl.annotate.caption.visual_prompt import marked_indices, shared_indices, subsample_indices
@@ -171,7 +171,7 @@ class _Sequence:
     done: threading.Event = field(default_factory=threading.Event)
 
 
-class ContinuousBatching:
+class ContinuousBatching(LoopThread):
     """A vLLM-like continuous-batching engine on one emulated GPU (see the module docstring).
 
     One emulated step decodes `tokens_per_step` tokens of every running sequence (multi-step
@@ -181,6 +181,7 @@ class ContinuousBatching:
                  prefill_per_image_s: float = 0.02, tokens_per_step: int = 8,
                  time_scale: float = 1.0, prefix_cache: int = 256, gather_s: float = 0.002,
                  gpu: SharedGpu | None = None) -> None:
+        super().__init__("instvl-emulated-vlm")
         self.max_num_seqs, self.step_s, self.per_seq_s, self.gpu = max_num_seqs, step_s, per_seq_s, gpu
         self.prefix_cache, self.gather_s = prefix_cache, gather_s
         self._prefixes: OrderedDict[int, None] = OrderedDict()
@@ -193,10 +194,7 @@ class ContinuousBatching:
         self.trace: list[tuple[float, int, int, float]] = []  # per step: start, running, admitted, seconds
         self._waiting: list[_Sequence] = []
         self._running: list[tuple[_Sequence, int]] = []
-        self._cond = threading.Condition()
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="instvl-emulated-vlm")
-        self._thread.start()
+        self._start()
 
     def generate(self, sequences: Sequence[tuple[int, int]],
                  prefixes: Sequence[tuple[int, int] | None] | None = None) -> None:
@@ -243,12 +241,6 @@ class ContinuousBatching:
         self.steps = self.seq_steps = self.waiting_steps = 0
         self._prefixes.clear()
         self.trace = []
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        self._thread.join()
 
     def _loop(self) -> None:
         while True:

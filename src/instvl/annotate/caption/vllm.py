@@ -17,7 +17,6 @@ tier does (scripts/test-vllm.sh).
 """
 
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, Literal
@@ -25,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
+from instvl.annotate.batching import LoopThread
 from instvl.annotate.caption.base import BatchCaptioner, CaptionerBaseConfig, CaptionError
 from instvl.annotate.caption.openai import chat_messages
 from instvl.annotate.caption.request import CaptionRequest
@@ -156,20 +156,18 @@ def _external_id(request_id: str) -> str:
     return request_id.split("-", 1)[0]
 
 
-class EngineFeed:
+class EngineFeed(LoopThread):
     """One thread owns the `LLM`, adds the callers' requests between engine steps and steps the engine
     while it holds any: a caller's requests join the running batch instead of waiting for another caller's
     call to end. `submit(add)` runs `add(llm)` (an `enqueue*` call: renders the prompts and queues them,
     returning their ids) in that thread; its future has the finished outputs in the order of the ids."""
 
     def __init__(self, llm: Any, name: str) -> None:
+        super().__init__("instvl-vllm-feed")
         self._llm, self._name = llm, name
-        self._cond = threading.Condition()
         self._new: list[tuple[Callable[[Any], list[str]], Future[list[Any]]]] = []
         self._open: dict[str, tuple[_Group, int]] = {}  # request id -> its group, its place in it
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="instvl-vllm-feed")
-        self._thread.start()
+        self._start()
 
     def submit(self, add: Callable[[Any], list[str]]) -> "Future[list[Any]]":
         future: Future[list[Any]] = Future()
@@ -179,12 +177,6 @@ class EngineFeed:
             self._new.append((add, future))
             self._cond.notify_all()
         return future
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        self._thread.join()
 
     def _loop(self) -> None:
         engine = self._llm.llm_engine
