@@ -105,29 +105,31 @@ class VLLMCaptioner(BatchCaptioner):
         answers: list[str | None] = [None] * len(requests)
         chats = [i for i, request in enumerate(requests) if not request.as_video]
         videos = [i for i, request in enumerate(requests) if request.as_video]
-        params = self.sampling_params
+        run = {"sampling_params": self.sampling_params, "use_tqdm": False}
         calls: list[tuple[list[int], Future[list[Any]]]] = []
         if chats:
             cfg = self.cfg
             conversations = [chat_messages(requests[i], images[i], cfg.system_prompt, cfg.image_format)
                              for i in chats]
-            if self._feed is None:
-                self._collect(answers, chats, self.llm.chat(conversations, sampling_params=params,
-                                                            use_tqdm=False))
-            else:
-                calls.append((chats, self._feed.submit(
-                    lambda llm: llm.enqueue_chat(conversations, sampling_params=params, use_tqdm=False))))
+            calls.append((chats, self._outputs(lambda llm: llm.chat(conversations, **run),
+                                               lambda llm: llm.enqueue_chat(conversations, **run))))
         if videos:
             prompts = [self.video_prompt(requests[i], images[i]) for i in videos]
-            if self._feed is None:
-                self._collect(answers, videos, self.llm.generate(prompts, sampling_params=params,
-                                                                 use_tqdm=False))
-            else:
-                calls.append((videos, self._feed.submit(
-                    lambda llm: llm.enqueue(prompts, sampling_params=params, use_tqdm=False))))
+            calls.append((videos, self._outputs(lambda llm: llm.generate(prompts, **run),
+                                                lambda llm: llm.enqueue(prompts, **run))))
         for slots, outputs in calls:
             self._collect(answers, slots, outputs.result())
         return [answer or "" for answer in answers]
+
+    def _outputs(self, call: Callable[[Any], list[Any]],
+                 enqueue: Callable[[Any], list[str]]) -> "Future[list[Any]]":
+        """The outputs of some prompts: `call(llm)` now (one call, run to its last sequence), or, fed
+        continuously, `enqueue(llm)` in the engine thread, answered as the requests finish."""
+        if self._feed is not None:
+            return self._feed.submit(enqueue)
+        outputs: Future[list[Any]] = Future()
+        outputs.set_result(call(self.llm))
+        return outputs
 
     def video_prompt(self, request: CaptionRequest, frames: list[Image.Image]) -> dict[str, Any]:
         """An `llm.generate` prompt: the chat template over a video placeholder and the prompt text, and the
